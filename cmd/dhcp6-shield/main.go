@@ -1,0 +1,157 @@
+// Command dhcp6-shield is a userspace layer-2 switch between network
+// interfaces that enforces DHCPv6-Shield (RFC 7610): DHCPv6 messages meant for
+// clients (UDP to port 546) and Relay-Replies arriving on untrusted ports are
+// dropped, counted per port and reason, and logged.
+//
+//	dhcp6-shield --trusted eth0 --port eth1 --port eth2 [--unknown-next-header drop|pass] [--stats /run/dhcp6-shield.sock]
+//
+// The counters are served as JSON on the --stats unix socket and written to
+// the log on SIGUSR1. SIGTERM or SIGINT stops it (exit 0).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/addrreg/addrreg/test/shield"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+type options struct {
+	cfg   shield.SwitchConfig
+	stats string
+	level slog.Level
+}
+
+// parse reads the command line; errors name the flag at fault.
+func parse(args []string, stderr io.Writer) (options, error) {
+	fs := pflag.NewFlagSet("dhcp6-shield", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	trusted := fs.StringArray("trusted", nil, "trusted `IFACE`, where DHCPv6 servers or relays are (RFC 7610 §4); repeatable")
+	ports := fs.StringArray("port", nil, "untrusted `IFACE`; repeatable")
+	unh := fs.String("unknown-next-header", "drop", "what to do with packets holding an unrecognised Next Header: drop or pass (RFC 7610 §5 rule 3)")
+	stats := fs.String("stats", "", "unix socket `PATH` that answers each connection with the counters as JSON")
+	logRate := fs.Float64("log-rate", 10, "security log lines per second per port (after a burst of 20); counters are not limited")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	keep := fs.Bool("keep-offloads", false, "do not turn off VLAN, GRO/LRO and segmentation offloads on the ports")
+	var o options
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q: interfaces are given with --port and --trusted", fs.Arg(0))
+	}
+	switch *unh {
+	case "drop":
+		o.cfg.Shield.UnknownNextHeader = shield.Drop
+	case "pass":
+		o.cfg.Shield.UnknownNextHeader = shield.Pass
+	default:
+		return o, fmt.Errorf("invalid value %q for --unknown-next-header: want drop or pass", *unh)
+	}
+	if *logRate <= 0 {
+		return o, fmt.Errorf("invalid value %v for --log-rate: want > 0", *logRate)
+	}
+	if err := o.level.UnmarshalText([]byte(*level)); err != nil {
+		return o, fmt.Errorf("invalid value %q for --log-level: %w", *level, err)
+	}
+	seen := map[string]string{}
+	add := func(flag string, names []string, t bool) error {
+		for _, n := range names {
+			if n == "" {
+				return fmt.Errorf("empty interface name in --%s", flag)
+			}
+			if prev, ok := seen[n]; ok {
+				return fmt.Errorf("interface %s given twice (--%s and --%s)", n, prev, flag)
+			}
+			seen[n] = flag
+			o.cfg.Ports = append(o.cfg.Ports, shield.Port{Name: n, Trusted: t})
+		}
+		return nil
+	}
+	if err := add("trusted", *trusted, true); err != nil {
+		return o, err
+	}
+	if err := add("port", *ports, false); err != nil {
+		return o, err
+	}
+	if len(o.cfg.Ports) < 2 {
+		return o, errors.New("need at least two interfaces in --port and --trusted")
+	}
+	o.cfg.LogRate = *logRate
+	o.cfg.KeepOffloads = *keep
+	o.stats = *stats
+	return o, nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	o, err := parse(args, stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dhcp6-shield: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	o.cfg.Logger = log
+	sw, err := shield.NewSwitch(o.cfg)
+	if err != nil {
+		log.Error("dhcp6-shield", "err", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+
+	g, ctx := errgroup.WithContext(ctx)
+	if o.stats != "" {
+		_ = os.Remove(o.stats) // a stale socket of a previous run
+		ln, err := net.Listen("unix", o.stats)
+		if err != nil {
+			log.Error("stats socket", "path", o.stats, "err", err)
+			return 1
+		}
+		defer os.Remove(o.stats)
+		g.Go(func() error { return sw.ServeStats(ctx, ln) })
+	}
+	g.Go(func() error { return sw.Run(ctx) })
+	g.Go(func() error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-usr1:
+				for _, p := range sw.Stats().Ports {
+					log.Info("stats", "iface", p.Name, "trusted", p.Trusted, "rx_frames", p.RxFrames,
+						"passed", p.Passed, "dropped", p.Dropped, "drops", p.Drops, "server_messages", p.ServerMessages,
+						"tx_frames", p.TxFrames, "tx_busy", p.TxBusy, "tx_errors", p.TxErrors, "log_suppressed", p.LogSuppressed)
+				}
+			}
+		}
+	})
+	// Run returning ends ctx for the others through the errgroup only on
+	// error; on a clean return (signal) ctx is already done.
+	if err := g.Wait(); err != nil {
+		log.Error("dhcp6-shield stopped", "err", err)
+		return 1
+	}
+	log.Info("dhcp6-shield stopped")
+	return 0
+}
