@@ -1,0 +1,500 @@
+package registrar
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+
+	"github.com/addrreg/addrreg/scheduler"
+)
+
+// Sentinel errors Register and Probe return (wrapped) for conditions the
+// caller branches on.
+var (
+	// ErrExchangeFailed: no valid reply before the retransmission
+	// parameters ran out (MRC transmissions made and the last one's wait
+	// over, or MRD reached).
+	ErrExchangeFailed = errors.New("no valid reply: exchange failed")
+	// ErrAddressGone: the Target's Lifetimes reported the address no longer
+	// on its interface; the exchange was abandoned.
+	ErrAddressGone = errors.New("address no longer on the interface")
+)
+
+// Config configures a Registrar. Only ClientID is required.
+type Config struct {
+	// ClientID is the Client Identifier sent in every message.
+	ClientID dhcpv6.DUID
+	// FQDN, if set, is sent as a Client FQDN option (39) in every
+	// ADDR-REG-INFORM (RFC 9686 §4.2, encoding: see encodeFQDN; flags all
+	// clear, see fqdnFlags).
+	FQDN string
+	// Retrans drives ADDR-REG-INFORM retransmission; the zero value means
+	// scheduler.DefaultRegistration (IRT 1 s, MRC 3).
+	Retrans scheduler.Retrans
+	// Discovery drives Information-Request retransmission in Probe; the zero
+	// value means scheduler.InformationRequest (IRT 1 s, MRT 3600 s).
+	Discovery scheduler.Retrans
+	// DiscoveryMaxDelay bounds the random delay before a probe's first
+	// Information-Request (RFC 8415 §18.2.6); 0 means
+	// scheduler.InfMaxDelay (1 s), negative means no delay.
+	DiscoveryMaxDelay time.Duration
+	// Clock defaults to scheduler.RealClock().
+	Clock scheduler.Clock
+	// Rand returns values uniform in [0, 1); it defaults to
+	// math/rand/v2.Float64. Calls are serialised.
+	Rand func() float64
+	// Logger defaults to one that discards.
+	Logger *slog.Logger
+}
+
+// Target is one address to register (or deregister) on one interface.
+type Target struct {
+	Ifindex int
+	Addr    netip.Addr
+	// Lifetimes is called at every transmission and when a reply arrives
+	// and returns the address's current lifetimes, or ok false once the
+	// address is no longer on interface Ifindex. A deregistration returns
+	// (0, 0, true).
+	Lifetimes func() (preferred, valid time.Duration, ok bool)
+}
+
+// Result describes one finished (or abandoned) exchange.
+type Result struct {
+	Replied bool // a valid ADDR-REG-REPLY arrived
+	Sends   int  // transmissions made, the first included
+	// Preferred and Valid are the lifetimes the last transmission carried,
+	// as Lifetimes returned them (the wire truncates to whole seconds).
+	Preferred, Valid time.Duration
+	// Duration runs from the first transmission to the end of the exchange.
+	Duration time.Duration
+}
+
+// Stats are the registrar's counters since New.
+type Stats struct {
+	Sent          uint64 // ADDR-REG-INFORM transmissions, retransmissions included
+	Retransmitted uint64 // ADDR-REG-INFORM retransmissions
+	Probes        uint64 // Information-Request transmissions
+	Accepted      uint64 // replies accepted (ADDR-REG-REPLY and Reply)
+	Dropped       map[DropReason]uint64
+}
+
+// Registrar sends ADDR-REG-INFORMs and Information-Requests and matches
+// their replies. Its socket lives in the network namespace New ran in. Run
+// must be running for replies to arrive; Register and Probe may be called
+// from any number of goroutines.
+type Registrar struct {
+	cfg      Config
+	clientID []byte
+	fqdn     []byte
+	clock    scheduler.Clock
+	log      *slog.Logger
+	conn     conn
+
+	randMu sync.Mutex
+	randFn func() float64
+
+	mu        sync.Mutex
+	exchanges map[xid]*exchange
+	stats     Stats
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// exchange is one outstanding transaction; Run hands it datagrams whose
+// transaction ID matches.
+type exchange struct {
+	xid xid
+	ch  chan datagram
+}
+
+type datagram struct {
+	m       message // parsed from its own copy of the bytes
+	dst     netip.Addr
+	ifindex int
+}
+
+// New validates cfg, fills in defaults and opens the raw socket in the
+// calling goroutine's current network namespace (lock the OS thread around
+// New when switching namespaces). It needs CAP_NET_RAW.
+func New(cfg Config) (*Registrar, error) {
+	r, err := newRegistrar(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := listenRaw()
+	if err != nil {
+		return nil, err
+	}
+	r.conn = c
+	return r, nil
+}
+
+// newRegistrar is New without the socket.
+func newRegistrar(cfg Config) (*Registrar, error) {
+	if cfg.ClientID == nil {
+		return nil, errors.New("registrar: Config.ClientID is required")
+	}
+	r := &Registrar{
+		cfg:       cfg,
+		clientID:  cfg.ClientID.ToBytes(),
+		clock:     cfg.Clock,
+		log:       cfg.Logger,
+		exchanges: make(map[xid]*exchange),
+		stats:     Stats{Dropped: make(map[DropReason]uint64)},
+	}
+	if len(r.clientID) == 0 || len(r.clientID) > 130 { // RFC 8415 §11.1: at most 128 octets after the type
+		return nil, fmt.Errorf("registrar: Client ID %s: %d octets, want 1 to 130", cfg.ClientID, len(r.clientID))
+	}
+	if cfg.FQDN != "" {
+		b, err := encodeFQDN(cfg.FQDN)
+		if err != nil {
+			return nil, fmt.Errorf("registrar: FQDN %q: %w", cfg.FQDN, err)
+		}
+		r.fqdn = b
+	}
+	if r.cfg.Retrans == (scheduler.Retrans{}) {
+		r.cfg.Retrans = scheduler.DefaultRegistration
+	}
+	if r.cfg.Discovery == (scheduler.Retrans{}) {
+		r.cfg.Discovery = scheduler.InformationRequest
+	}
+	if err := r.cfg.Retrans.Validate(); err != nil {
+		return nil, fmt.Errorf("registrar: Retrans: %w", err)
+	}
+	if err := r.cfg.Discovery.Validate(); err != nil {
+		return nil, fmt.Errorf("registrar: Discovery: %w", err)
+	}
+	if r.cfg.DiscoveryMaxDelay == 0 {
+		r.cfg.DiscoveryMaxDelay = scheduler.InfMaxDelay
+	}
+	if r.clock == nil {
+		r.clock = scheduler.RealClock()
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	rnd := cfg.Rand
+	if rnd == nil {
+		rnd = mrand.Float64
+	}
+	r.randFn = func() float64 {
+		r.randMu.Lock()
+		defer r.randMu.Unlock()
+		return rnd()
+	}
+	return r, nil
+}
+
+// Close closes the socket; Run, Register and Probe then fail. Run closes it
+// too when it returns. Close may be called more than once.
+func (r *Registrar) Close() error {
+	r.closeOnce.Do(func() { r.closeErr = r.conn.close() })
+	return r.closeErr
+}
+
+// Run receives datagrams and hands each to the exchange whose transaction ID
+// it carries, until ctx is done (it then returns nil) or the socket is
+// closed. It closes the socket when it returns.
+func (r *Registrar) Run(ctx context.Context) error {
+	defer r.Close()
+	stop := context.AfterFunc(ctx, func() { r.Close() })
+	defer stop()
+	buf := make([]byte, 65536)
+	for {
+		n, dst, ifindex, err := r.conn.recv(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// A raw socket reports little but ENOBUFS-like trouble
+			// here; losing a datagram is what retransmission is for.
+			r.log.Warn("registrar receive failed", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		r.dispatch(buf[:n], dst, ifindex)
+	}
+}
+
+// dispatch parses one datagram and queues it to its exchange.
+func (r *Registrar) dispatch(b []byte, dst netip.Addr, ifindex int) {
+	m, err := parseDatagram(b)
+	if err != nil {
+		r.drop(DropMalformed, xid{}, dst, ifindex)
+		return
+	}
+	if m.typ == msgAddrRegInform { // RFC 9686 §4.2: clients discard them
+		r.drop(DropInform, m.xid, dst, ifindex)
+		return
+	}
+	r.mu.Lock()
+	ex := r.exchanges[m.xid]
+	r.mu.Unlock()
+	if ex == nil {
+		r.drop(DropTransaction, m.xid, dst, ifindex)
+		return
+	}
+	own := append([]byte(nil), b...) // m refers to b, which is reused
+	m, _ = parseDatagram(own)
+	select {
+	case ex.ch <- datagram{m: m, dst: dst, ifindex: ifindex}:
+	default:
+		r.drop(DropBacklog, m.xid, dst, ifindex)
+	}
+}
+
+func (r *Registrar) drop(why DropReason, x xid, dst netip.Addr, ifindex int) {
+	r.mu.Lock()
+	r.stats.Dropped[why]++
+	r.mu.Unlock()
+	r.log.Debug("reply dropped", "reason", string(why), "xid", x, "iface", ifaceName(ifindex), "addr", dst)
+}
+
+// Stats returns a copy of the counters.
+func (r *Registrar) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.stats
+	s.Dropped = make(map[DropReason]uint64, len(r.stats.Dropped))
+	for k, v := range r.stats.Dropped {
+		s.Dropped[k] = v
+	}
+	return s
+}
+
+// open registers a new exchange under a fresh random transaction ID (RFC
+// 8415 §16.1: new per exchange, from a good random source).
+func (r *Registrar) open() *exchange {
+	ex := &exchange{ch: make(chan datagram, 8)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		rand.Read(ex.xid[:]) // never fails (crypto/rand, Go 1.24+)
+		if r.exchanges[ex.xid] == nil {
+			r.exchanges[ex.xid] = ex
+			return ex
+		}
+	}
+}
+
+func (r *Registrar) done(ex *exchange) {
+	r.mu.Lock()
+	delete(r.exchanges, ex.xid)
+	r.mu.Unlock()
+}
+
+// Register runs one ADDR-REG-INFORM exchange for t (RFC 9686 §4.2–4.4) with
+// a new transaction ID, kept across its retransmissions. t.Lifetimes is read
+// at every transmission, so each carries the address's current lifetimes.
+// It returns when a valid ADDR-REG-REPLY arrives (Result.Replied, nil), or
+// with an error wrapping ErrExchangeFailed, ErrAddressGone or ctx.Err().
+func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
+	if t.Ifindex <= 0 || !t.Addr.Is6() || t.Addr.Is4In6() || t.Lifetimes == nil {
+		return Result{}, fmt.Errorf("register %s on ifindex %d: invalid target", t.Addr, t.Ifindex)
+	}
+	addr := t.Addr.WithZone("")
+	log := r.log.With("iface", ifaceName(t.Ifindex), "addr", addr)
+	ex := r.open()
+	defer r.done(ex)
+	e := expect{typ: msgAddrRegReply, xid: ex.xid, ifindex: t.Ifindex, dst: addr, iaAddr: true, clientID: r.clientID}
+	assigned := func() bool { _, _, ok := t.Lifetimes(); return ok }
+
+	var res Result
+	buf := make([]byte, 0, 128)
+	transmit := func(elapsed time.Duration) error {
+		pref, valid, ok := t.Lifetimes()
+		if !ok {
+			return ErrAddressGone
+		}
+		buf = appendInform(buf[:0], &inform{
+			xid: ex.xid, clientID: r.clientID, elapsed: elapsed, addr: addr,
+			preferred: pref, valid: valid, fqdn: r.fqdn,
+		})
+		if err := r.conn.send(buf, t.Ifindex, addr); err != nil {
+			return err
+		}
+		res.Sends++
+		res.Preferred, res.Valid = max(pref, 0), max(valid, 0)
+		r.mu.Lock()
+		r.stats.Sent++
+		if res.Sends > 1 {
+			r.stats.Retransmitted++
+		}
+		r.mu.Unlock()
+		log.Debug("ADDR-REG-INFORM sent", "xid", ex.xid, "send", res.Sends,
+			"preferred", pref, "valid", valid, "elapsed", elapsed)
+		return nil
+	}
+	check := func(d *datagram) (bool, error) {
+		why := validate(&d.m, d.dst, d.ifindex, &e, assigned)
+		switch why {
+		case "":
+			return true, nil
+		case DropAddressGone:
+			r.drop(why, d.m.xid, d.dst, d.ifindex)
+			return false, ErrAddressGone
+		}
+		r.drop(why, d.m.xid, d.dst, d.ifindex)
+		return false, nil
+	}
+	start, err := r.exchange(ctx, ex, r.cfg.Retrans, transmit, check)
+	if !start.IsZero() {
+		res.Duration = r.clock.Now().Sub(start)
+	}
+	if err != nil {
+		return res, fmt.Errorf("register %s on %s (xid %s, %d sends): %w", addr, ifaceName(t.Ifindex), ex.xid, res.Sends, err)
+	}
+	res.Replied = true
+	log.Debug("ADDR-REG-REPLY accepted", "xid", ex.xid, "sends", res.Sends, "duration", res.Duration)
+	return res, nil
+}
+
+// Probe asks the DHCPv6 servers on interface ifindex whether they support
+// address registration (RFC 9686 §4.1): after a random delay of up to
+// DiscoveryMaxDelay it sends an Information-Request from linkLocal whose ORO
+// includes OPTION_ADDR_REG_ENABLE, retransmitted per Config.Discovery until a
+// Reply with its transaction ID arrives on that interface, for that address.
+// supported reports whether that Reply carries option 148. Without MRC or MRD
+// it only ends with a Reply or ctx; err then wraps ctx.Err().
+func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr) (supported bool, err error) {
+	if ifindex <= 0 || !linkLocal.Is6() || !linkLocal.IsLinkLocalUnicast() {
+		return false, fmt.Errorf("probe ifindex %d from %s: invalid interface or non link-local address", ifindex, linkLocal)
+	}
+	src := linkLocal.WithZone("")
+	log := r.log.With("iface", ifaceName(ifindex), "addr", src)
+	if d := r.cfg.DiscoveryMaxDelay; d > 0 {
+		if err := r.sleep(ctx, scheduler.InitialDelay(d, r.randFn)); err != nil {
+			return false, fmt.Errorf("probe %s: %w", ifaceName(ifindex), err)
+		}
+	}
+	ex := r.open()
+	defer r.done(ex)
+	e := expect{typ: msgReply, xid: ex.xid, ifindex: ifindex, dst: src, clientID: r.clientID}
+	sends := 0
+	buf := make([]byte, 0, 128)
+	transmit := func(elapsed time.Duration) error {
+		buf = appendInfoRequest(buf[:0], ex.xid, r.clientID, elapsed)
+		if err := r.conn.send(buf, ifindex, src); err != nil {
+			return err
+		}
+		sends++
+		r.mu.Lock()
+		r.stats.Probes++
+		r.mu.Unlock()
+		log.Debug("Information-Request sent", "xid", ex.xid, "send", sends, "elapsed", elapsed)
+		return nil
+	}
+	check := func(d *datagram) (bool, error) {
+		if why := validate(&d.m, d.dst, d.ifindex, &e, nil); why != "" {
+			r.drop(why, d.m.xid, d.dst, d.ifindex)
+			return false, nil
+		}
+		supported = d.m.addrRegEnable
+		return true, nil
+	}
+	if _, err := r.exchange(ctx, ex, r.cfg.Discovery, transmit, check); err != nil {
+		return false, fmt.Errorf("probe %s from %s (xid %s, %d sends): %w", ifaceName(ifindex), src, ex.xid, sends, err)
+	}
+	log.Debug("Reply to Information-Request", "xid", ex.xid, "addr_reg_enable", supported)
+	return supported, nil
+}
+
+// exchange drives the transmissions of ex (RFC 8415 §15) until check
+// accepts a datagram. transmit is called for every transmission with the
+// time since the first. It returns when the first transmission went out
+// (zero if none did) and nil, or an error from transmit or check,
+// ErrExchangeFailed, or ctx.Err().
+func (r *Registrar) exchange(ctx context.Context, ex *exchange, rt scheduler.Retrans,
+	transmit func(elapsed time.Duration) error, check func(*datagram) (bool, error)) (time.Time, error) {
+	var (
+		start time.Time
+		bo    *scheduler.Backoff
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return start, err
+		}
+		now := r.clock.Now()
+		if bo == nil {
+			start = now
+			if err := transmit(0); err != nil {
+				return time.Time{}, err
+			}
+			bo = rt.Start(r.randFn)
+		} else if err := transmit(now.Sub(start)); err != nil {
+			return start, err
+		}
+		wait, more := bo.Next(now.Sub(start))
+		fired := make(chan struct{})
+		tm := r.clock.AfterFunc(wait, func() { close(fired) })
+		accepted, err := r.await(ctx, ex, fired, check)
+		tm.Stop()
+		switch {
+		case err != nil:
+			return start, err
+		case accepted:
+			r.mu.Lock()
+			r.stats.Accepted++
+			r.mu.Unlock()
+			return start, nil
+		case !more:
+			return start, ErrExchangeFailed
+		}
+	}
+}
+
+// await waits for the timer or for a datagram check accepts.
+func (r *Registrar) await(ctx context.Context, ex *exchange, fired <-chan struct{},
+	check func(*datagram) (bool, error)) (bool, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-fired:
+			return false, nil
+		case d := <-ex.ch:
+			if ok, err := check(&d); ok || err != nil {
+				return ok, err
+			}
+		}
+	}
+}
+
+func (r *Registrar) sleep(ctx context.Context, d time.Duration) error {
+	fired := make(chan struct{})
+	tm := r.clock.AfterFunc(d, func() { close(fired) })
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-fired:
+		return nil
+	}
+}
+
+// ifaceName logs an interface index as its name, looked up only when a
+// handler actually formats it.
+type ifaceName int
+
+func (i ifaceName) LogValue() slog.Value {
+	if ifi, err := net.InterfaceByIndex(int(i)); err == nil {
+		return slog.StringValue(ifi.Name)
+	}
+	return slog.IntValue(int(i))
+}
+
+func (i ifaceName) String() string { return i.LogValue().String() }
