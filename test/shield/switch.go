@@ -182,6 +182,10 @@ func (s *Switch) open(p *port) error {
 	// them too, this only saves the work on kernels ≥ 4.20.
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+	// See rx: offloaded checksums travel with the frame.
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		return fmt.Errorf("port %s: PACKET_VNET_HDR: %w", p.Name, err)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
 		return fmt.Errorf("port %s: bind AF_PACKET: %w", p.Name, err)
 	}
@@ -209,9 +213,16 @@ func (s *Switch) disableOffloads(ifname string) {
 
 // rx is one port's receive buffer and recvmsg arguments, reused for every
 // frame so the receive path does not allocate.
+//
+// The socket has PACKET_VNET_HDR: every frame comes with a virtio-net header
+// that the switch hands back to the kernel when it sends the frame on. A frame
+// from a veth peer or a local socket may carry a checksum the sender left for
+// offload (CHECKSUM_PARTIAL); without the header its copy would leave with a
+// wrong UDP checksum and be dropped by the receiver.
 type rx struct {
-	// buf has vlanLen octets of headroom to re-insert a stripped tag.
-	buf [vlanLen + 65536]byte
+	// buf is vlanLen octets of headroom to re-insert a stripped tag, the
+	// virtio-net header, then the frame.
+	buf [vlanLen + vnetLen + 65536]byte
 	oob [64]byte
 	sa  unix.RawSockaddrLinklayer
 	iov unix.Iovec
@@ -219,11 +230,24 @@ type rx struct {
 	pfd [1]unix.PollFd
 }
 
-const vlanLen = 4
+const (
+	vlanLen = 4
+	// vnetLen is the size of struct virtio_net_hdr.
+	vnetLen = 10
+	// virtio-net header fields.
+	vnetFlagNeedsCsum = 1
+	vnetCsumStart     = 6
+)
 
-// recv reads one frame. It returns the frame (with any stripped outer VLAN
-// tag re-inserted) or nil for a frame to ignore.
-func (r *rx) recv(fd int) ([]byte, error) {
+// recv reads one frame. It returns the virtio-net header followed by the
+// frame (with any stripped outer VLAN tag re-inserted), ready to be written
+// to another port, or nil for a frame to ignore. withVnet says whether the
+// socket has PACKET_VNET_HDR; without it the result is the bare frame.
+func (r *rx) recv(fd int, withVnet bool) ([]byte, error) {
+	hl := 0
+	if withVnet {
+		hl = vnetLen
+	}
 	r.iov.Base = &r.buf[vlanLen]
 	r.iov.SetLen(len(r.buf) - vlanLen)
 	r.msg.Name = (*byte)(unsafe.Pointer(&r.sa))
@@ -240,21 +264,26 @@ func (r *rx) recv(fd int) ([]byte, error) {
 	if r.sa.Pkttype == unix.PACKET_OUTGOING {
 		return nil, nil
 	}
-	if r.msg.Flags&unix.MSG_TRUNC != 0 {
+	if r.msg.Flags&unix.MSG_TRUNC != 0 || int(n) < hl {
 		return nil, errOversize
 	}
-	frame := r.buf[vlanLen : vlanLen+int(n)]
-	if aux, ok := r.auxdata(); ok && (aux.Status&unix.TP_STATUS_VLAN_VALID != 0 || aux.Vlan_tci != 0) && len(frame) >= 12 {
+	out := r.buf[vlanLen : vlanLen+int(n)]
+	if aux, ok := r.auxdata(); ok && (aux.Status&unix.TP_STATUS_VLAN_VALID != 0 || aux.Vlan_tci != 0) && len(out) >= hl+12 {
 		tpid := uint16(etherType8021Q)
 		if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
 			tpid = aux.Vlan_tpid
 		}
-		copy(r.buf[:12], frame[:12])
-		binary.BigEndian.PutUint16(r.buf[12:], tpid)
-		binary.BigEndian.PutUint16(r.buf[14:], aux.Vlan_tci)
-		frame = r.buf[:vlanLen+int(n)]
+		copy(r.buf[:hl+12], out[:hl+12]) // header and MAC addresses move back
+		binary.BigEndian.PutUint16(r.buf[hl+12:], tpid)
+		binary.BigEndian.PutUint16(r.buf[hl+14:], aux.Vlan_tci)
+		out = r.buf[:vlanLen+int(n)]
+		if withVnet && out[0]&vnetFlagNeedsCsum != 0 {
+			// The checksum start counts from the frame's first octet.
+			cs := binary.NativeEndian.Uint16(out[vnetCsumStart:])
+			binary.NativeEndian.PutUint16(out[vnetCsumStart:], cs+vlanLen)
+		}
 	}
-	return frame, nil
+	return out, nil
 }
 
 var errOversize = errors.New("frame larger than the receive buffer")
@@ -285,7 +314,7 @@ func (s *Switch) serve(ctx context.Context, p *port) error {
 	r := new(rx)
 	lim := newLimiter(s.cfg.LogBurst, s.cfg.LogRate)
 	for {
-		frame, err := r.recv(p.fd)
+		out, err := r.recv(p.fd, true)
 		switch {
 		case err == nil:
 		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
@@ -298,15 +327,18 @@ func (s *Switch) serve(ctx context.Context, p *port) error {
 				return fmt.Errorf("port %s: poll: %w", p.Name, err)
 			}
 			continue
-		case errors.Is(err, errOversize), errors.Is(err, unix.ENETDOWN), errors.Is(err, unix.ENOBUFS):
+		case errors.Is(err, errOversize), errors.Is(err, unix.ENETDOWN), errors.Is(err, unix.ENOBUFS),
+			errors.Is(err, unix.EINVAL): // a GSO type the virtio-net header cannot express
+
 			p.c.rxErrors.Add(1)
 			continue
 		default:
 			return fmt.Errorf("port %s: receive: %w", p.Name, err)
 		}
-		if frame == nil {
+		if out == nil {
 			continue
 		}
+		frame := out[vnetLen:]
 		p.c.rxFrames.Add(1)
 		p.c.rxBytes.Add(uint64(len(frame)))
 		v := Classify(s.cfg.Shield, frame, p.Trusted)
@@ -325,11 +357,14 @@ func (s *Switch) serve(ctx context.Context, p *port) error {
 			continue
 		}
 		p.c.passed.Add(1)
-		s.forward(p, frame)
+		s.forward(p, out)
 	}
 }
 
-func (s *Switch) forward(in *port, frame []byte) {
+// forward sends out (virtio-net header and frame) to the port that knows
+// the destination, or floods it.
+func (s *Switch) forward(in *port, out []byte) {
+	frame := out[vnetLen:]
 	if len(frame) < 14 {
 		return
 	}
@@ -341,22 +376,22 @@ func (s *Switch) forward(in *port, frame []byte) {
 		s.macs.learn(src, in.idx, now)
 	}
 	if dst[0]&1 == 0 {
-		if out, ok := s.macs.lookup(dst, now); ok {
-			if out != in.idx {
-				s.send(s.ports[out], frame)
+		if port, ok := s.macs.lookup(dst, now); ok {
+			if port != in.idx {
+				s.send(s.ports[port], out)
 			}
 			return
 		}
 	}
 	for _, p := range s.ports { // multicast, broadcast, unknown unicast
 		if p != in {
-			s.send(p, frame)
+			s.send(p, out)
 		}
 	}
 }
 
-func (s *Switch) send(p *port, frame []byte) {
-	_, err := unix.Write(p.fd, frame)
+func (s *Switch) send(p *port, out []byte) {
+	_, err := unix.Write(p.fd, out)
 	switch {
 	case err == nil:
 		p.c.txFrames.Add(1)
