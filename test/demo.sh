@@ -25,7 +25,8 @@ cleanup() {
 	rm -rf "$WORK"
 	echo "done: namespaces removed"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap "exit 130" INT TERM
 
 say "building the network (namespaces $SW, $R, $S, $H)"
 ip netns add "$SW"
