@@ -1,0 +1,641 @@
+package netmon
+
+import (
+	"cmp"
+	"container/list"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// state is the monitor's model: what the kernel says now (cur), what the
+// consumer has been told (view), and the keys on which the two may differ
+// (the queue). Events are never stored: Next computes each one from the
+// difference between view and cur, so a queue entry coalesces any number of
+// changes and always yields the latest state, and memory is bounded by the
+// size of the kernel's state, not by the rate of change. All methods need the
+// Monitor's mutex.
+type state struct {
+	copts    ClassifyOptions
+	limit    int
+	slack    time.Duration
+	signal   func()
+	gen      uint64 // source of generations
+	resyncs  int
+	messages int
+
+	// cur
+	links    map[int]*linkEntry
+	addrs    map[addrKey]addrEntry
+	prefixes map[prefixKey]Prefix
+	clock    uint64 // clock jumps seen
+
+	// view
+	vlinks    map[int]linkEntry // without wire map
+	vra       map[int]raFlags
+	vaddrs    map[addrKey]addrEntry
+	vprefixes map[prefixKey]Prefix
+	vclock    uint64
+
+	// queue of keys that may differ, oldest first
+	q         *list.List
+	qidx      map[key]*list.Element
+	overflow  bool // the queue overflowed: diff everything at the next Next
+	overflows int
+}
+
+type keyKind uint8
+
+const (
+	kClock keyKind = iota
+	kLink
+	kRA
+	kAddr
+	kPrefix
+)
+
+type key struct {
+	kind   keyKind
+	index  int
+	ip     netip.Addr
+	prefix netip.Prefix
+}
+
+type queued struct {
+	k  key
+	at time.Time
+}
+
+type addrKey struct {
+	index int
+	ip    netip.Addr
+}
+
+type prefixKey struct {
+	index  int
+	prefix netip.Prefix
+}
+
+type raFlags struct{ managed, other, rcvd bool }
+
+type linkEntry struct {
+	Link
+	created uint64 // generation: a new one if the index is reused
+	ups     uint64 // times the link became usable after not being
+	kflags  uint32 // IFLA_INET6_FLAGS
+	wire    map[netip.Addr]raFlags
+	at      time.Time
+}
+
+func (e *linkEntry) computeRA() {
+	f := raFlags{
+		managed: e.kflags&ifRAManaged != 0,
+		other:   e.kflags&ifRAOtherCnf != 0,
+		// IF_RA_RCVD is only set for an RA answering our own RS, so an
+		// RA with M or O set counts as received too.
+		rcvd: e.kflags&(ifRARcvd|ifRAManaged|ifRAOtherCnf) != 0,
+	}
+	for _, w := range e.wire {
+		f.managed = f.managed || w.managed
+		f.other = f.other || w.other
+		f.rcvd = true
+	}
+	e.Managed, e.Other, e.RAReceived = f.managed, f.other, f.rcvd
+}
+
+func (e *linkEntry) ra() raFlags { return raFlags{e.Managed, e.Other, e.RAReceived} }
+
+type addrEntry struct {
+	Addr
+	gen uint64
+}
+
+func newState(copts ClassifyOptions, limit int, slack time.Duration) *state {
+	return &state{
+		copts:     copts,
+		limit:     limit,
+		slack:     slack,
+		signal:    func() {},
+		links:     map[int]*linkEntry{},
+		addrs:     map[addrKey]addrEntry{},
+		prefixes:  map[prefixKey]Prefix{},
+		vlinks:    map[int]linkEntry{},
+		vra:       map[int]raFlags{},
+		vaddrs:    map[addrKey]addrEntry{},
+		vprefixes: map[prefixKey]Prefix{},
+		q:         list.New(),
+		qidx:      map[key]*list.Element{},
+	}
+}
+
+// touch re-evaluates k after a change to cur: queued if the consumer's view
+// differs, dequeued if it no longer does (came and went).
+func (s *state) touch(k key, at time.Time) {
+	_, differs, _ := s.diff(k, at, false)
+	if !differs {
+		if e, ok := s.qidx[k]; ok {
+			s.q.Remove(e)
+			delete(s.qidx, k)
+		}
+		return
+	}
+	if s.overflow {
+		return
+	}
+	if e, ok := s.qidx[k]; ok {
+		e.Value.(*queued).at = at
+		return
+	}
+	if s.q.Len() >= s.limit {
+		// Drop the queue; next() diffs everything instead.
+		s.overflow = true
+		s.overflows++
+		s.q.Init()
+		clear(s.qidx)
+		s.signal()
+		return
+	}
+	s.qidx[k] = s.q.PushBack(&queued{k: k, at: at})
+	s.signal()
+}
+
+// next pops the next event.
+func (s *state) next(now time.Time) (Event, bool) {
+	if s.overflow {
+		s.overflow = false
+		for _, k := range s.allKeys() {
+			if _, differs, _ := s.diff(k, now, false); differs {
+				s.qidx[k] = s.q.PushBack(&queued{k: k, at: now})
+			}
+		}
+	}
+	for s.q.Len() > 0 {
+		e := s.q.Front()
+		qe := e.Value.(*queued)
+		s.q.Remove(e)
+		delete(s.qidx, qe.k)
+		ev, ok, again := s.diff(qe.k, qe.at, true)
+		if again {
+			s.qidx[qe.k] = s.q.PushFront(qe)
+		}
+		if ok {
+			return ev, true
+		}
+	}
+	return Event{}, false
+}
+
+// allKeys lists every key of cur and view, in delivery order: clock, links,
+// RA flags, addresses, prefixes.
+func (s *state) allKeys() []key {
+	var ks []key
+	ks = append(ks, key{kind: kClock})
+	idx := map[int]bool{}
+	for i := range s.links {
+		idx[i] = true
+	}
+	for i := range s.vlinks {
+		idx[i] = true
+	}
+	for i := range idx {
+		ks = append(ks, key{kind: kLink, index: i}, key{kind: kRA, index: i})
+	}
+	ak := map[addrKey]bool{}
+	for k := range s.addrs {
+		ak[k] = true
+	}
+	for k := range s.vaddrs {
+		ak[k] = true
+	}
+	for k := range ak {
+		ks = append(ks, key{kind: kAddr, index: k.index, ip: k.ip})
+	}
+	pk := map[prefixKey]bool{}
+	for k := range s.prefixes {
+		pk[k] = true
+	}
+	for k := range s.vprefixes {
+		pk[k] = true
+	}
+	for k := range pk {
+		ks = append(ks, key{kind: kPrefix, index: k.index, prefix: k.prefix})
+	}
+	slices.SortFunc(ks, func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.index, b.index),
+			a.ip.Compare(b.ip), a.prefix.Addr().Compare(b.prefix.Addr()),
+			cmp.Compare(a.prefix.Bits(), b.prefix.Bits()))
+	})
+	return ks
+}
+
+// diff compares view and cur for k. It returns the event that brings the
+// view one step closer, whether there is one, and whether another step is
+// needed after it (a removal then a re-creation; a rename then an up).
+// With commit it applies the step to the view.
+func (s *state) diff(k key, at time.Time, commit bool) (ev Event, ok, again bool) {
+	ev.At = at
+	switch k.kind {
+	case kClock:
+		if s.clock == s.vclock {
+			return ev, false, false
+		}
+		if commit {
+			s.vclock = s.clock
+		}
+		ev.Kind = ClockJump
+		return ev, true, false
+
+	case kLink:
+		c, cok := s.links[k.index]
+		v, vok := s.vlinks[k.index]
+		switch {
+		case !cok && !vok:
+			return ev, false, false
+		case cok && !vok:
+			ev.Kind, ev.Link = LinkAdded, c.Link
+			if commit {
+				s.setLinkView(c)
+			}
+			return ev, true, false
+		case !cok && vok, c.created != v.created:
+			ev.Kind, ev.Link = LinkRemoved, v.Link
+			if commit {
+				delete(s.vlinks, k.index)
+				delete(s.vra, k.index)
+			}
+			return ev, true, cok
+		case c.Name != v.Name:
+			ev.Kind, ev.Link = LinkRenamed, c.Link
+			if commit {
+				v.Name = c.Name
+				s.vlinks[k.index] = v
+			}
+			return ev, true, true
+		case c.ups != v.ups && c.Usable():
+			ev.Kind, ev.Link = LinkChanged, c.Link
+			if commit {
+				s.setLinkView(c)
+			}
+			return ev, true, false
+		case c.Up != v.Up || c.LowerUp != v.LowerUp || string(c.HardwareAddr) != string(v.HardwareAddr) || c.ups != v.ups:
+			ev.Kind, ev.Link = LinkUpdated, c.Link
+			if commit {
+				s.setLinkView(c)
+			}
+			return ev, true, false
+		}
+		return ev, false, false
+
+	case kRA:
+		c, cok := s.links[k.index]
+		v := s.vra[k.index]
+		if !cok {
+			if commit {
+				delete(s.vra, k.index)
+			}
+			return ev, false, false
+		}
+		if _, seen := s.vlinks[k.index]; !seen || c.ra() == v {
+			// Not yet announced: LinkAdded will carry the flags.
+			return ev, false, false
+		}
+		ev.Kind, ev.Link = RAFlags, c.Link
+		if commit {
+			s.vra[k.index] = c.ra()
+		}
+		return ev, true, false
+
+	case kAddr:
+		ak := addrKey{k.index, k.ip}
+		c, cok := s.addrs[ak]
+		v, vok := s.vaddrs[ak]
+		ev.Link = s.linkFor(k.index)
+		switch {
+		case !cok && !vok:
+			return ev, false, false
+		case cok && !vok:
+			ev.Kind, ev.Addr = AddrAdded, c.Addr
+			if commit {
+				s.vaddrs[ak] = c
+			}
+			return ev, true, false
+		case !cok, c.gen != v.gen:
+			ev.Kind, ev.Addr = AddrRemoved, v.Addr
+			if commit {
+				delete(s.vaddrs, ak)
+			}
+			return ev, true, cok
+		case s.addrChanged(c.Addr, v.Addr):
+			ev.Kind, ev.Addr = AddrUpdated, c.Addr
+			if commit {
+				s.vaddrs[ak] = c
+			}
+			return ev, true, false
+		}
+		return ev, false, false
+
+	case kPrefix:
+		pk := prefixKey{k.index, k.prefix}
+		c, cok := s.prefixes[pk]
+		v, vok := s.vprefixes[pk]
+		ev.Link = s.linkFor(k.index)
+		switch {
+		case !cok && !vok:
+			return ev, false, false
+		case !cok:
+			// Withdrawn or its link went away: forget silently, a
+			// withdrawal (valid 0) was reported when it arrived.
+			if commit {
+				delete(s.vprefixes, pk)
+			}
+			return ev, false, false
+		case vok && c == v:
+			return ev, false, false
+		}
+		ev.Kind, ev.Prefix = PrefixInfo, c
+		if commit {
+			s.vprefixes[pk] = c
+			if c.Valid == 0 {
+				delete(s.prefixes, pk)
+				delete(s.vprefixes, pk)
+			}
+		}
+		return ev, true, false
+	}
+	return ev, false, false
+}
+
+func (s *state) setLinkView(c *linkEntry) {
+	v := *c
+	v.wire = nil
+	v.HardwareAddr = append([]byte(nil), c.HardwareAddr...)
+	s.vlinks[c.Index] = v
+	s.vra[c.Index] = c.ra()
+}
+
+func (s *state) linkFor(index int) Link {
+	if l, ok := s.links[index]; ok {
+		return l.Link
+	}
+	if l, ok := s.vlinks[index]; ok {
+		return l.Link
+	}
+	return Link{Index: index}
+}
+
+// addrChanged: anything but the lifetimes' natural countdown and the kernel's
+// rounding to seconds.
+func (s *state) addrChanged(c, v Addr) bool {
+	if c.PrefixLen != v.PrefixLen || c.Flags != v.Flags || c.Proto != v.Proto ||
+		c.Class != v.Class || c.State != v.State || c.Registrable != v.Registrable ||
+		c.Ifname != v.Ifname {
+		return true
+	}
+	return s.moved(c.Observed, c.Valid, v.Observed, v.Valid) ||
+		s.moved(c.Observed, c.Preferred, v.Observed, v.Preferred)
+}
+
+// moved says whether two readings of a lifetime give expiry times further
+// apart than the slack.
+func (s *state) moved(t1 time.Time, d1 time.Duration, t2 time.Time, d2 time.Duration) bool {
+	if d1 == Infinite || d2 == Infinite {
+		return d1 != d2
+	}
+	delta := t1.Add(d1).Sub(t2.Add(d2))
+	return delta > s.slack || delta < -s.slack
+}
+
+// Applying kernel messages.
+
+func (s *state) applyMessages(msgs []message, now time.Time) {
+	for _, m := range msgs {
+		s.apply(m, now)
+	}
+}
+
+func (s *state) apply(m message, now time.Time) {
+	s.messages++
+	switch m.Type {
+	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
+		l, err := parseLink(m)
+		if err != nil {
+			return
+		}
+		switch {
+		case l.Family == unix.AF_INET6 && m.Type == unix.RTM_NEWLINK:
+			s.setINet6(l, now)
+		case l.Family != unix.AF_UNSPEC:
+			// AF_BRIDGE port info and the like.
+		case m.Type == unix.RTM_NEWLINK:
+			s.setLink(l, now)
+		default:
+			s.delLink(l.Index, now)
+		}
+	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
+		a, err := parseAddr(m)
+		if err != nil {
+			return
+		}
+		if m.Type == unix.RTM_NEWADDR {
+			s.setAddr(a, now)
+		} else {
+			s.delAddr(addrKey{a.Index, a.Raw.IP}, now)
+		}
+	case unix.RTM_NEWPREFIX:
+		p, err := parsePrefix(m)
+		if err != nil {
+			return
+		}
+		s.setPrefix(p, now)
+	}
+}
+
+func (s *state) nextGen() uint64 {
+	s.gen++
+	return s.gen
+}
+
+func (s *state) setLink(l rawLink, now time.Time) {
+	e, ok := s.links[l.Index]
+	if !ok {
+		e = &linkEntry{created: s.nextGen()}
+		e.Index = l.Index
+		s.links[l.Index] = e
+	}
+	wasUsable := ok && e.Usable()
+	renamed := ok && e.Name != l.Name
+	e.Name = l.Name
+	e.Up = l.Flags&unix.IFF_UP != 0
+	e.LowerUp = l.Flags&unix.IFF_LOWER_UP != 0
+	if l.HW != nil {
+		e.HardwareAddr = l.HW
+	}
+	e.at = now
+	if ok && !wasUsable && e.Usable() {
+		// A new attachment: what the wire said before no longer holds.
+		e.ups++
+		clear(e.wire)
+		e.computeRA()
+	}
+	s.touch(key{kind: kLink, index: l.Index}, now)
+	s.touch(key{kind: kRA, index: l.Index}, now)
+	if renamed {
+		for k, a := range s.addrs {
+			if k.index == l.Index {
+				a.Ifname = l.Name
+				s.addrs[k] = a
+				s.touch(key{kind: kAddr, index: k.index, ip: k.ip}, now)
+			}
+		}
+	}
+}
+
+func (s *state) setINet6(l rawLink, now time.Time) {
+	e, ok := s.links[l.Index]
+	if !ok || !l.HasINet6 {
+		return
+	}
+	e.kflags = l.INet6
+	e.computeRA()
+	s.touch(key{kind: kRA, index: l.Index}, now)
+}
+
+// setWire records the flags of an RA seen on the wire from router src.
+func (s *state) setWire(index int, src netip.Addr, f raFlags, now time.Time) {
+	e, ok := s.links[index]
+	if !ok {
+		return
+	}
+	if e.wire == nil {
+		e.wire = map[netip.Addr]raFlags{}
+	}
+	f.rcvd = true
+	e.wire[src] = f
+	e.computeRA()
+	s.touch(key{kind: kRA, index: index}, now)
+}
+
+func (s *state) delLink(index int, now time.Time) {
+	if _, ok := s.links[index]; !ok {
+		return
+	}
+	delete(s.links, index)
+	for k := range s.addrs {
+		if k.index == index {
+			delete(s.addrs, k)
+			s.touch(key{kind: kAddr, index: k.index, ip: k.ip}, now)
+		}
+	}
+	for k := range s.prefixes {
+		if k.index == index {
+			delete(s.prefixes, k)
+			s.touch(key{kind: kPrefix, index: k.index, prefix: k.prefix}, now)
+		}
+	}
+	s.touch(key{kind: kLink, index: index}, now)
+	s.touch(key{kind: kRA, index: index}, now)
+}
+
+func (s *state) makeAddr(p parsedAddr, now time.Time) Addr {
+	c, st, reg := Classify(p.Raw, s.copts)
+	a := Addr{
+		Index:       p.Index,
+		IP:          p.Raw.IP,
+		PrefixLen:   p.Raw.PrefixLen,
+		Flags:       p.Raw.Flags,
+		Proto:       p.Raw.Proto,
+		Preferred:   p.Raw.Preferred,
+		Valid:       p.Raw.Valid,
+		Observed:    now,
+		Class:       c,
+		State:       st,
+		Registrable: reg,
+	}
+	if l, ok := s.links[p.Index]; ok {
+		a.Ifname = l.Name
+	}
+	return a
+}
+
+func (s *state) setAddr(p parsedAddr, now time.Time) {
+	k := addrKey{p.Index, p.Raw.IP}
+	a := s.makeAddr(p, now)
+	old, ok := s.addrs[k]
+	e := addrEntry{Addr: a, gen: old.gen}
+	if !ok {
+		e.gen = s.nextGen()
+	}
+	s.addrs[k] = e
+	s.touch(key{kind: kAddr, index: k.index, ip: k.ip}, now)
+}
+
+func (s *state) delAddr(k addrKey, now time.Time) {
+	if _, ok := s.addrs[k]; !ok {
+		return
+	}
+	delete(s.addrs, k)
+	s.touch(key{kind: kAddr, index: k.index, ip: k.ip}, now)
+}
+
+func (s *state) setPrefix(p Prefix, now time.Time) {
+	if _, ok := s.links[p.Index]; !ok {
+		return
+	}
+	k := prefixKey{p.Index, p.Prefix}
+	s.prefixes[k] = p
+	s.touch(key{kind: kPrefix, index: k.index, prefix: k.prefix}, now)
+}
+
+func (s *state) clockJump(now time.Time) {
+	s.clock++
+	s.touch(key{kind: kClock}, now)
+}
+
+// resync replaces cur with a full dump: links and addresses that are not in
+// it are removed, the others set, and only differences reach the queue.
+// Prefixes cannot be dumped; those of links that went away are dropped.
+func (s *state) resync(msgs []message, now time.Time) {
+	seenLinks := map[int]bool{}
+	seenAddrs := map[addrKey]bool{}
+	for _, m := range msgs {
+		switch m.Type {
+		case unix.RTM_NEWLINK:
+			if l, err := parseLink(m); err == nil && l.Family == unix.AF_UNSPEC {
+				seenLinks[l.Index] = true
+			}
+		case unix.RTM_NEWADDR:
+			if a, err := parseAddr(m); err == nil {
+				seenAddrs[addrKey{a.Index, a.Raw.IP}] = true
+			}
+		}
+	}
+	for i := range s.links {
+		if !seenLinks[i] {
+			s.delLink(i, now)
+		}
+	}
+	for k := range s.addrs {
+		if !seenAddrs[k] {
+			s.delAddr(k, now)
+		}
+	}
+	s.applyMessages(msgs, now)
+}
+
+func (s *state) snapshot() ([]Link, []Addr) {
+	links := make([]Link, 0, len(s.links))
+	for _, l := range s.links {
+		l := l.Link
+		l.HardwareAddr = append([]byte(nil), l.HardwareAddr...)
+		links = append(links, l)
+	}
+	slices.SortFunc(links, func(a, b Link) int { return cmp.Compare(a.Index, b.Index) })
+	addrs := make([]Addr, 0, len(s.addrs))
+	for _, a := range s.addrs {
+		addrs = append(addrs, a.Addr)
+	}
+	slices.SortFunc(addrs, func(a, b Addr) int { return cmp.Or(cmp.Compare(a.Index, b.Index), a.IP.Compare(b.IP)) })
+	return links, addrs
+}
