@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -150,15 +151,6 @@ func ping(t testing.TB, nd *topo.Node, dst net.IP, timeout time.Duration) {
 		}
 	}
 	t.Fatalf("%s: no echo reply from %s within %v", nd.Name, dst, timeout)
-}
-
-// sendUDP sends payload from nd's srcPort to dst:dstPort.
-func sendUDP(t testing.TB, nd *topo.Node, srcPort int, dst net.IP, dstPort int, payload []byte) {
-	t.Helper()
-	c := udpIn(t, nd, srcPort)
-	if _, err := c.WriteToUDP(payload, &net.UDPAddr{IP: dst, Port: dstPort}); err != nil {
-		t.Fatalf("%s: send to [%s]:%d: %v", nd.Name, dst, dstPort, err)
-	}
 }
 
 // dhcpMsg is a DHCPv6 message of type t whose transaction ID marks who sent it.
@@ -318,6 +310,44 @@ func TestShieldVLAN(t *testing.T) {
 	}
 	if got := readStats(t, sock)["progue"].Drops["client_bound_dhcpv6"]; got != 2 {
 		t.Errorf("progue drops client_bound_dhcpv6 = %d, want 2", got)
+	}
+}
+
+// TestSwitchRunStops runs the Switch in this process and checks that Run
+// returns when its context ends and leaves no goroutine behind.
+func TestSwitchRunStops(t *testing.T) {
+	sn := newShieldNet(t, "a", "b")
+	before := runtime.NumGoroutine()
+	sw, err := NewSwitch(SwitchConfig{Ports: []Port{{Name: "pa"}, {Name: "pb"}}, KeepOffloads: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		// Run opens its sockets on this locked thread, in the shield
+		// namespace; its goroutines only use those sockets.
+		done <- sn.shield.Do(func() error { return sw.Run(ctx) })
+	}()
+	ping(t, sn.nodes["a"], sn.addrs["b"], 10*time.Second)
+	if st := sw.Stats(); st.Ports[0].Passed == 0 || st.Ports[1].TxFrames == 0 || st.MACs != 2 {
+		t.Errorf("stats after ping: %+v, want frames passed on pa, sent on pb and 2 MACs", st)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not return within 2 s of the end of its context")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after Run returned, %d before", n, before)
 	}
 }
 
