@@ -1,0 +1,450 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/addrreg/addrreg/netmon"
+	"github.com/addrreg/addrreg/registrar"
+	"github.com/addrreg/addrreg/scheduler"
+)
+
+// These tests drive the state machine with a scripted monitor and
+// registrar on a fake clock: pure logic. The real kernel, sockets and
+// server are exercised by the end-to-end tests in e2e_test.go.
+
+type fakeMon struct {
+	ev    chan netmon.Event
+	mu    sync.Mutex
+	addrs map[netip.Addr]netmon.Addr
+}
+
+func newFakeMon() *fakeMon {
+	return &fakeMon{ev: make(chan netmon.Event, 1024), addrs: map[netip.Addr]netmon.Addr{}}
+}
+
+func (m *fakeMon) Next(ctx context.Context) (netmon.Event, error) {
+	select {
+	case e := <-m.ev:
+		return e, nil
+	case <-ctx.Done():
+		return netmon.Event{}, ctx.Err()
+	}
+}
+
+func (m *fakeMon) Lookup(_ int, ip netip.Addr) (netmon.Addr, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.addrs[ip]
+	return a, ok, nil
+}
+
+func (m *fakeMon) link(up bool, managed, other bool) {
+	m.ev <- netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: up, LowerUp: up, Managed: managed, Other: other}}
+}
+
+func (m *fakeMon) add(a netmon.Addr) {
+	m.mu.Lock()
+	m.addrs[a.IP] = a
+	m.mu.Unlock()
+	m.ev <- netmon.Event{Kind: netmon.AddrAdded, Addr: a}
+}
+
+func (m *fakeMon) update(a netmon.Addr) {
+	m.mu.Lock()
+	m.addrs[a.IP] = a
+	m.mu.Unlock()
+	m.ev <- netmon.Event{Kind: netmon.AddrUpdated, Addr: a}
+}
+
+func (m *fakeMon) remove(a netmon.Addr) {
+	m.mu.Lock()
+	delete(m.addrs, a.IP)
+	m.mu.Unlock()
+	m.ev <- netmon.Event{Kind: netmon.AddrRemoved, Addr: a}
+}
+
+type sent struct {
+	addr         netip.Addr
+	pref, valid  time.Duration
+	deregistered bool
+}
+
+type fakeReg struct {
+	mu        sync.Mutex
+	supported bool
+	probes    int
+	sends     []sent
+	silent    bool
+	started   int
+}
+
+func (r *fakeReg) Probe(ctx context.Context, _ int, _ netip.Addr) (bool, error) {
+	r.mu.Lock()
+	r.probes++
+	ok := r.supported
+	r.mu.Unlock()
+	return ok, nil
+}
+
+func (r *fakeReg) Register(ctx context.Context, t registrar.Target) (registrar.Result, error) {
+	p, v, ok := t.Lifetimes()
+	r.mu.Lock()
+	r.started++
+	if ok {
+		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister})
+	}
+	silent := r.silent
+	r.mu.Unlock()
+	if !ok {
+		return registrar.Result{}, registrar.ErrAddressGone
+	}
+	if silent {
+		<-ctx.Done()
+		return registrar.Result{Sends: 1}, ctx.Err()
+	}
+	return registrar.Result{Replied: true, Sends: 1, Preferred: p, Valid: v}, nil
+}
+
+func (r *fakeReg) snapshot() (int, []sent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.probes, append([]sent(nil), r.sends...)
+}
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+func global(ip string, valid time.Duration) netmon.Addr {
+	return netmon.Addr{Index: 2, Ifname: "eth0", IP: netip.MustParseAddr(ip), PrefixLen: 64,
+		Preferred: valid / 2, Valid: valid, Class: netmon.ClassGlobal, State: netmon.StatePreferred, Registrable: true}
+}
+
+var ll = netmon.Addr{Index: 2, Ifname: "eth0", IP: netip.MustParseAddr("fe80::1"), PrefixLen: 64,
+	Valid: netmon.Infinite, Preferred: netmon.Infinite, Class: netmon.ClassLinkLocal, State: netmon.StatePreferred}
+
+type harness struct {
+	t     *testing.T
+	clk   *scheduler.FakeClock
+	mon   *fakeMon
+	reg   *fakeReg
+	ag    *Agent
+	stop  context.CancelFunc
+	done  chan error
+	once  sync.Once
+}
+
+func start(t *testing.T, cfg Config, supported bool) *harness {
+	t.Helper()
+	h := &harness{t: t, clk: scheduler.NewFakeClock(t0), mon: newFakeMon(), reg: &fakeReg{supported: supported}, done: make(chan error, 1)}
+	cfg.Clock = h.clk
+	if cfg.Policy == (scheduler.Policy{}) {
+		cfg.Policy = scheduler.NewPolicy(func() float64 { return 0.5 }) // multiplier 1.0
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate, cfg.Burst = 1e6, 1e6
+	}
+	h.ag = New(cfg, h.mon, h.reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop = cancel
+	go func() { h.done <- h.ag.Run(ctx) }()
+	t.Cleanup(func() { h.shutdown() })
+	return h
+}
+
+func (h *harness) shutdown() {
+	h.once.Do(func() {
+		h.stop()
+		select {
+		case <-h.done:
+		case <-time.After(5 * time.Second):
+			h.t.Error("agent did not stop within 5s")
+		}
+	})
+}
+
+// settle waits until the agent has processed everything it was given: its
+// status answers only from the owner goroutine, between events.
+func (h *harness) settle() Status {
+	h.t.Helper()
+	var last Status
+	for i := 0; i < 200; i++ {
+		st, err := h.ag.Status(context.Background())
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if len(h.mon.ev) == 0 && st.InFlight == 0 && st.Queued == 0 {
+			// Twice in a row: a result may have just been sent.
+			if i > 0 && equalStatus(st, last) {
+				return st
+			}
+		}
+		last = st
+		time.Sleep(2 * time.Millisecond)
+	}
+	h.t.Fatalf("agent did not settle: %+v", last)
+	return last
+}
+
+func equalStatus(a, b Status) bool {
+	if len(a.Interfaces) != len(b.Interfaces) {
+		return false
+	}
+	for i := range a.Interfaces {
+		x, y := a.Interfaces[i], b.Interfaces[i]
+		if x.State != y.State || len(x.Addresses) != len(y.Addresses) {
+			return false
+		}
+		for j := range x.Addresses {
+			if x.Addresses[j] != y.Addresses[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func phaseOf(st Status, ip string) Phase {
+	for _, i := range st.Interfaces {
+		for _, a := range i.Addresses {
+			if a.Addr == netip.MustParseAddr(ip) {
+				return a.Phase
+			}
+		}
+	}
+	return -1
+}
+
+func defaults() Config {
+	return Config{Enable: true, RequireRAFlags: true, Deregister: true}
+}
+
+func TestRegistersAfterDiscovery(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.mon.add(global("2001:db8::1", 1800*time.Second))
+	dhcp := global("2001:db8::99", 1800*time.Second)
+	dhcp.Class, dhcp.Registrable = netmon.ClassDHCPv6, false
+	h.mon.add(dhcp)
+	tent := global("2001:db8::2", 1800*time.Second)
+	tent.State, tent.Registrable = netmon.StateTentative, false
+	h.mon.add(tent)
+	st := h.settle()
+	probes, sends := h.reg.snapshot()
+	if probes != 1 {
+		t.Errorf("probes = %d, want 1", probes)
+	}
+	if len(sends) != 1 || sends[0].addr != netip.MustParseAddr("2001:db8::1") || sends[0].valid != 1800*time.Second {
+		t.Fatalf("sends = %+v, want one registration of 2001:db8::1 valid 1800s", sends)
+	}
+	if p := phaseOf(st, "2001:db8::1"); p != Registered {
+		t.Errorf("phase = %v, want registered", p)
+	}
+	// DAD completes: the tentative address becomes registrable and is registered.
+	tent.State, tent.Registrable = netmon.StatePreferred, true
+	h.mon.update(tent)
+	h.settle()
+	if _, sends = h.reg.snapshot(); len(sends) != 2 || sends[1].addr != tent.IP {
+		t.Fatalf("after DAD: sends = %+v, want 2001:db8::2 registered second", sends)
+	}
+}
+
+func TestNothingWithoutSupportOrFlags(t *testing.T) {
+	t.Run("no option 148", func(t *testing.T) {
+		h := start(t, defaults(), false)
+		h.mon.link(true, true, true)
+		h.mon.add(ll)
+		h.mon.add(global("2001:db8::1", time.Hour))
+		h.settle()
+		if probes, sends := h.reg.snapshot(); probes != 1 || len(sends) != 0 {
+			t.Fatalf("probes=%d sends=%+v, want 1 probe and no registration", probes, sends)
+		}
+	})
+	t.Run("no M or O", func(t *testing.T) {
+		h := start(t, defaults(), true)
+		h.mon.link(true, false, false)
+		h.mon.add(ll)
+		h.mon.add(global("2001:db8::1", time.Hour))
+		h.settle()
+		if _, sends := h.reg.snapshot(); len(sends) != 0 {
+			t.Fatalf("registered without an RA with M or O: %+v", sends)
+		}
+		h.mon.ev <- netmon.Event{Kind: netmon.RAFlags, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Managed: true}}
+		h.settle()
+		if _, sends := h.reg.snapshot(); len(sends) != 1 {
+			t.Fatalf("after M flag: sends = %+v, want 1", sends)
+		}
+	})
+	t.Run("flag overrides the RA rule", func(t *testing.T) {
+		cfg := defaults()
+		cfg.RequireRAFlags = false
+		h := start(t, cfg, true)
+		h.mon.link(true, false, false)
+		h.mon.add(ll)
+		h.mon.add(global("2001:db8::1", time.Hour))
+		h.settle()
+		if _, sends := h.reg.snapshot(); len(sends) != 1 {
+			t.Fatalf("sends = %+v, want 1", sends)
+		}
+	})
+	t.Run("disabled sends nothing", func(t *testing.T) {
+		cfg := defaults()
+		cfg.Enable = false
+		h := start(t, cfg, true)
+		h.mon.link(true, true, true)
+		h.mon.add(ll)
+		h.mon.add(global("2001:db8::1", time.Hour))
+		h.settle()
+		if probes, sends := h.reg.snapshot(); probes != 0 || len(sends) != 0 {
+			t.Fatalf("disabled agent sent: probes=%d sends=%+v", probes, sends)
+		}
+	})
+}
+
+func TestRefreshOnLifetimeChange(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::1", 86400*time.Second)
+	h.mon.add(a)
+	h.settle()
+
+	// Counting down in step: no refresh.
+	h.clk.Advance(100 * time.Second)
+	a.Valid = 86300 * time.Second
+	h.mon.update(a)
+	st := h.settle()
+	if !st.Interfaces[0].Addresses[0].NextRefresh.IsZero() {
+		t.Fatalf("refresh scheduled for a lifetime counting down in step: %+v", st)
+	}
+	// A cut to 7200 s: refresh at 0.8 × 7200 s × 1.0 from now.
+	a.Valid = 7200 * time.Second
+	h.mon.update(a)
+	st = h.settle()
+	want := h.clk.Now().Add(5760 * time.Second)
+	if got := st.Interfaces[0].Addresses[0].NextRefresh; !got.Equal(want) {
+		t.Fatalf("refresh at %v, want %v", got, want)
+	}
+	h.clk.Advance(5760 * time.Second)
+	h.settle()
+	_, sends := h.reg.snapshot()
+	if len(sends) != 2 || sends[1].valid != 7200*time.Second {
+		t.Fatalf("sends = %+v, want the refresh with the kernel's current lifetime", sends)
+	}
+}
+
+func TestStaticRefreshAndCoalescing(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	s1 := global("2001:db8::10", netmon.Infinite)
+	s1.Class = netmon.ClassStatic
+	h.mon.add(s1)
+	h.settle()
+	h.clk.Advance(30 * time.Second)
+	s2 := global("2001:db8::11", netmon.Infinite)
+	s2.Class = netmon.ClassStatic
+	h.mon.add(s2)
+	h.settle()
+	// s1 is due at 4h, s2 at 4h+30s: within the 60 s window, both go at 4h.
+	h.clk.Advance(4*time.Hour - 30*time.Second)
+	h.settle()
+	_, sends := h.reg.snapshot()
+	if len(sends) != 4 {
+		t.Fatalf("sends = %+v, want 2 registrations and 2 coalesced refreshes at 4h", sends)
+	}
+}
+
+func TestDeregistration(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::1", time.Hour)
+	h.mon.add(a)
+	h.settle()
+	// Deprecated is still in use: no deregistration.
+	a.Preferred, a.State = 0, netmon.StateDeprecated
+	h.mon.update(a)
+	h.settle()
+	h.mon.remove(a)
+	h.settle()
+	_, sends := h.reg.snapshot()
+	if len(sends) != 2 || !sends[1].deregistered || sends[1].valid != 0 || sends[1].pref != 0 {
+		t.Fatalf("sends = %+v, want a registration then a zero-lifetime deregistration", sends)
+	}
+}
+
+func TestStop(t *testing.T) {
+	for _, dereg := range []bool{false, true} {
+		cfg := defaults()
+		cfg.DeregisterOnStop = dereg
+		h := start(t, cfg, true)
+		h.mon.link(true, false, true)
+		h.mon.add(ll)
+		h.mon.add(global("2001:db8::1", time.Hour))
+		h.mon.add(global("2001:db8::2", time.Hour))
+		h.settle()
+		h.shutdown()
+		_, sends := h.reg.snapshot()
+		want := 2
+		if dereg {
+			want = 4
+		}
+		if len(sends) != want {
+			t.Errorf("deregister-on-stop=%v: sends = %+v, want %d", dereg, sends, want)
+		}
+	}
+}
+
+func TestLinkChangeRediscovers(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.mon.add(global("2001:db8::1", time.Hour))
+	h.settle()
+	// Carrier down, then up: discovery and registration afresh.
+	h.mon.ev <- netmon.Event{Kind: netmon.LinkUpdated, Link: netmon.Link{Index: 2, Name: "eth0", Up: true}}
+	st := h.settle()
+	if st.Interfaces[0].State != IfDown {
+		t.Fatalf("state after carrier loss = %v", st.Interfaces[0].State)
+	}
+	h.mon.ev <- netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}}
+	h.settle()
+	probes, sends := h.reg.snapshot()
+	if probes != 2 || len(sends) != 2 {
+		t.Fatalf("probes=%d sends=%d, want 2 and 2 after the link came back", probes, len(sends))
+	}
+}
+
+func TestPacing(t *testing.T) {
+	cfg := defaults()
+	cfg.Rate, cfg.Burst = 100, 10
+	h := start(t, cfg, true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	for i := 0; i < 300; i++ {
+		h.mon.add(global(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}).String(), time.Hour))
+	}
+	// The token bucket allows 10 at once, then 100 per second of the
+	// fake clock: check the bound at every step of 100 ms.
+	time.Sleep(50 * time.Millisecond)
+	for step := 0; step <= 40; step++ {
+		_, sends := h.reg.snapshot()
+		if limit := 10 + 10*step + 1; len(sends) > limit {
+			t.Fatalf("%d exchanges started after %d ms at 100/s with burst 10 (limit %d)", len(sends), step*100, limit)
+		}
+		if len(sends) == 300 {
+			if step < 28 {
+				t.Fatalf("all 300 started after %d ms: not paced", step*100)
+			}
+			return
+		}
+		h.clk.Advance(100 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, sends := h.reg.snapshot()
+	t.Fatalf("only %d of 300 started after 4 s at 100/s", len(sends))
+}
