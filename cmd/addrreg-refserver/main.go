@@ -1,0 +1,366 @@
+// Command addrreg-refserver is the reference DHCPv6 address-registration
+// server (RFC 9686) with RFC 5007 leasequery, and its leasequery requestor.
+//
+//	addrreg-refserver -i eth0 [--prefix eth0=2001:db8:1::/64] [--db PATH] …
+//	addrreg-refserver query --address 2001:db8:1::10 [--server ADDR] [--json]
+//	addrreg-refserver query --client-id 000100…      [--server ADDR] [--json]
+//
+// Exit status: 0 on success and after SIGTERM/SIGINT, 1 on a runtime
+// failure, 2 on a bad flag or configuration.
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/addrreg/addrreg/test/refserver"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError is a bad flag or configuration: exit 2.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var err error
+	if len(args) > 0 && args[0] == "query" {
+		err = runQuery(args[1:], stdout, stderr)
+	} else {
+		err = runServer(args, stderr)
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, pflag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "addrreg-refserver: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "addrreg-refserver: %v\n", err)
+		return 1
+	}
+}
+
+// fileConfig is the --config file (JSON). Flags given on the command line
+// override it.
+type fileConfig struct {
+	Interfaces      []string            `json:"interfaces"`
+	Prefixes        map[string][]string `json:"prefixes"` // iface or relay link-address → prefixes
+	AddrReg         *bool               `json:"addr_reg"`
+	DB              string              `json:"db"`
+	LeasequeryAllow []string            `json:"leasequery_allow"`
+	Rate            *float64            `json:"rate"`
+	RateDUID        *float64            `json:"rate_duid"`
+	Burst           *int                `json:"burst"`
+	LogFormat       string              `json:"log_format"`
+	LogLevel        string              `json:"log_level"`
+}
+
+func runServer(args []string, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("addrreg-refserver", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := refserver.DefaultConfig()
+	ifaces := fs.StringArrayP("interface", "i", nil, "interface to listen on (repeatable)")
+	prefixes := fs.StringArray("prefix", nil, "IFACE=PREFIX or RELAY-LINK-ADDRESS=PREFIX appropriate to that link (repeatable)")
+	cfgFile := fs.String("config", "", "JSON configuration file (flags override it)")
+	noAddrReg := fs.Bool("no-addr-reg", false, "do not offer address registration (option 148)")
+	dbPath := fs.String("db", def.DBPath, "database file")
+	lqAllow := fs.StringArray("leasequery-allow", nil, "prefix whose hosts may leasequery (repeatable; default ::1/128)")
+	rate := fs.Float64("rate", def.RatePerSource, "messages per second allowed per source address (0: unlimited)")
+	rateDUID := fs.Float64("rate-duid", def.RatePerDUID, "registrations per second allowed per DUID (0: unlimited)")
+	burst := fs.Int("burst", def.Burst, "rate-limit bucket size")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	noLog := fs.Bool("no-registration-log", false, "do not log each registration (rejects are still logged)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: addrreg-refserver -i IFACE [flags]\n       addrreg-refserver query --address A | --client-id HEX [--server ADDR] [--json]\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+
+	var fc fileConfig
+	if *cfgFile != "" {
+		b, err := os.ReadFile(*cfgFile)
+		if err != nil {
+			return usagef("--config: %w", err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fc); err != nil {
+			return usagef("--config %s: %w", *cfgFile, err)
+		}
+	}
+	cfg := def
+	cfg.Interfaces = fc.Interfaces
+	if fs.Changed("interface") {
+		cfg.Interfaces = *ifaces
+	}
+	if fc.AddrReg != nil {
+		cfg.AddrReg = *fc.AddrReg
+	}
+	if *noAddrReg {
+		cfg.AddrReg = false
+	}
+	if fc.DB != "" && !fs.Changed("db") {
+		cfg.DBPath = fc.DB
+	} else {
+		cfg.DBPath = *dbPath
+	}
+	pick := func(name string, file *float64, flag float64) float64 {
+		if file != nil && !fs.Changed(name) {
+			return *file
+		}
+		return flag
+	}
+	cfg.RatePerSource = pick("rate", fc.Rate, *rate)
+	cfg.RatePerDUID = pick("rate-duid", fc.RateDUID, *rateDUID)
+	cfg.Burst = *burst
+	if fc.Burst != nil && !fs.Changed("burst") {
+		cfg.Burst = *fc.Burst
+	}
+	if cfg.RatePerSource < 0 || cfg.RatePerDUID < 0 {
+		return usagef("--rate and --rate-duid must not be negative")
+	}
+	if cfg.Burst < 0 {
+		return usagef("--burst must not be negative")
+	}
+	cfg.NoLog = *noLog
+
+	cfg.Prefixes = make(map[string][]netip.Prefix)
+	for k, ps := range fc.Prefixes {
+		for _, p := range ps {
+			pp, err := parsePrefix(p)
+			if err != nil {
+				return usagef("--config prefixes[%s]: %w", k, err)
+			}
+			cfg.Prefixes[k] = append(cfg.Prefixes[k], pp)
+		}
+	}
+	for _, kv := range *prefixes {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return usagef("invalid --prefix %q: want IFACE=PREFIX", kv)
+		}
+		p, err := parsePrefix(v)
+		if err != nil {
+			return usagef("invalid --prefix %q: %w", kv, err)
+		}
+		cfg.Prefixes[k] = append(cfg.Prefixes[k], p)
+	}
+	allow := fc.LeasequeryAllow
+	if fs.Changed("leasequery-allow") {
+		allow = *lqAllow
+	}
+	for _, a := range allow {
+		p, err := parsePrefix(a)
+		if err != nil {
+			return usagef("invalid --leasequery-allow %q: %w", a, err)
+		}
+		cfg.LeasequeryAllow = append(cfg.LeasequeryAllow, p)
+	}
+
+	format, level := *logFormat, *logLevel
+	if fc.LogFormat != "" && !fs.Changed("log-format") {
+		format = fc.LogFormat
+	}
+	if fc.LogLevel != "" && !fs.Changed("log-level") {
+		level = fc.LogLevel
+	}
+	logger, err := newLogger(stderr, format, level)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+
+	srv, err := refserver.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := srv.Run(ctx); err != nil {
+		logger.Error("server failed", "err", err)
+		return err
+	}
+	return nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if !p.Addr().Is6() || p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("%s is not an IPv6 prefix", s)
+	}
+	return p.Masked(), nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("invalid --log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("invalid --log-format %q: want text or json", format)
+}
+
+func runQuery(args []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("addrreg-refserver query", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("address", "", "QUERY_BY_ADDRESS: the registered address")
+	cid := fs.String("client-id", "", "QUERY_BY_CLIENTID: the client's DUID in hex (colons allowed)")
+	server := fs.String("server", "::1", "server address, ADDR or [ADDR]:PORT (link-local needs %zone)")
+	link := fs.String("link-address", "", "link-address of the query (default 0::0, all links)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	var q refserver.QueryOptions
+	switch {
+	case (*addr == "") == (*cid == ""):
+		return usagef("query: give exactly one of --address and --client-id")
+	case *addr != "":
+		a, err := netip.ParseAddr(*addr)
+		if err != nil || !a.Is6() {
+			return usagef("invalid --address %q", *addr)
+		}
+		q.Address = a
+	default:
+		b, err := hex.DecodeString(strings.ReplaceAll(*cid, ":", ""))
+		if err != nil || len(b) == 0 {
+			return usagef("invalid --client-id %q: want hex", *cid)
+		}
+		q.ClientID = b
+	}
+	if ap, err := netip.ParseAddrPort(*server); err == nil {
+		q.Server = ap
+	} else if a, err := netip.ParseAddr(*server); err == nil {
+		q.Server = netip.AddrPortFrom(a, 547)
+	} else {
+		return usagef("invalid --server %q", *server)
+	}
+	if *link != "" {
+		a, err := netip.ParseAddr(*link)
+		if err != nil || !a.Is6() {
+			return usagef("invalid --link-address %q", *link)
+		}
+		q.LinkAddr = a
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	r, err := refserver.Query(ctx, q)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := json.NewEncoder(stdout).Encode(toJSON(r)); err != nil {
+			return fmt.Errorf("write JSON: %w", err)
+		}
+	} else {
+		printTable(stdout, r)
+	}
+	if r.Status != refserver.StatusSuccess {
+		return fmt.Errorf("server answered %s: %s", refserver.StatusText(r.Status), r.Message)
+	}
+	return nil
+}
+
+type jsonAddr struct {
+	Addr      string `json:"addr"`
+	Preferred uint32 `json:"preferred_lifetime"`
+	Valid     uint32 `json:"valid_lifetime"`
+}
+
+type jsonClient struct {
+	DUID    string     `json:"duid"`
+	CLTTime uint32     `json:"clt_time"`
+	Addrs   []jsonAddr `json:"addrs"`
+}
+
+type jsonReply struct {
+	Status     uint16       `json:"status"`
+	StatusText string       `json:"status_text"`
+	Message    string       `json:"message,omitempty"`
+	ServerID   string       `json:"server_id"`
+	Clients    []jsonClient `json:"clients"`
+}
+
+func toJSON(r *refserver.LeasequeryReply) jsonReply {
+	out := jsonReply{Status: r.Status, StatusText: refserver.StatusText(r.Status), Message: r.Message,
+		ServerID: hex.EncodeToString(r.ServerID), Clients: []jsonClient{}}
+	for _, c := range r.Clients {
+		jc := jsonClient{DUID: hex.EncodeToString(c.DUID), CLTTime: c.CLTTime, Addrs: []jsonAddr{}}
+		for _, a := range c.Addrs {
+			jc.Addrs = append(jc.Addrs, jsonAddr{Addr: a.Addr.String(), Preferred: a.Preferred, Valid: a.Valid})
+		}
+		out.Clients = append(out.Clients, jc)
+	}
+	return out
+}
+
+func printTable(w io.Writer, r *refserver.LeasequeryReply) {
+	if r.Status != refserver.StatusSuccess {
+		fmt.Fprintf(w, "status: %s (%d) %s\n", refserver.StatusText(r.Status), r.Status, r.Message)
+		return
+	}
+	if len(r.Clients) == 0 {
+		fmt.Fprintln(w, "no bindings")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DUID\tADDRESS\tPREFERRED\tVALID\tLAST SEEN")
+	for _, c := range r.Clients {
+		for _, a := range c.Addrs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\n", hex.EncodeToString(c.DUID), a.Addr, lifetime(a.Preferred), lifetime(a.Valid),
+				time.Duration(c.CLTTime)*time.Second)
+		}
+	}
+	tw.Flush()
+}
+
+func lifetime(s uint32) string {
+	if s == 0xffffffff {
+		return "infinite"
+	}
+	return fmt.Sprintf("%ds", s)
+}

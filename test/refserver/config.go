@@ -1,0 +1,81 @@
+package refserver
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/addrreg/addrreg/scheduler"
+)
+
+// DefaultDBPath is where the command keeps its database unless told otherwise.
+const DefaultDBPath = "/var/lib/addrreg-refserver/bindings.db"
+
+// Config configures a Server.
+type Config struct {
+	// Interfaces to listen on: [::]:547 joins ff02::1:2 on each. Unrelayed
+	// messages are accepted only from these; relayed ones from anywhere.
+	Interfaces []string
+	// Prefixes that are "appropriate to the link", keyed by interface name
+	// (unrelayed) or by a relay's link-address as a string (relayed). An
+	// interface without an entry uses the global prefixes of its own
+	// addresses; a relay link-address without an entry uses the entry whose
+	// prefix contains it, else its /64.
+	Prefixes map[string][]netip.Prefix
+	// AddrReg offers OPTION_ADDR_REG_ENABLE (148) in Replies to clients that
+	// ask for it. The command defaults it to true (--no-addr-reg turns it
+	// off); a zero Config has it false, so library users set it, or start
+	// from DefaultConfig.
+	AddrReg bool
+	// DBPath is the bbolt database file; it is created if missing.
+	DBPath string
+	// LeasequeryAllow lists the requestors allowed to leasequery; nil allows
+	// only loopback (::1).
+	LeasequeryAllow []netip.Prefix
+	// RatePerSource and RatePerDUID are token-bucket rates in messages per
+	// second (0: unlimited); Burst is the bucket size for both (0: 2×rate, at least 1).
+	RatePerSource, RatePerDUID float64
+	Burst                      int
+	Logger                     *slog.Logger    // nil: slog.Default()
+	Clock                      scheduler.Clock // nil: scheduler.RealClock()
+	// NoLog turns off the per-registration log lines (RFC 9686 §4.2.1 "unless
+	// configured not to do so"); rejects and errors are still logged.
+	NoLog bool
+}
+
+// DefaultConfig returns the command's defaults: registration offered, the
+// default database path, 20 messages/s per source, 100/s per DUID, burst 200.
+func DefaultConfig() Config {
+	return Config{AddrReg: true, DBPath: DefaultDBPath, RatePerSource: 20, RatePerDUID: 100, Burst: 200}
+}
+
+// Binding is one registered address.
+type Binding struct {
+	DUID      []byte           `json:"duid"`
+	Addr      netip.Addr       `json:"addr"`
+	Iface     string           `json:"iface"`               // interface the message arrived on
+	LinkAddr  netip.Addr       `json:"link_addr,omitzero"`  // innermost relay's link-address; invalid when unrelayed
+	LinkLayer net.HardwareAddr `json:"link_layer,omitzero"` // from option 79 (RFC 6939), when a relay supplied it
+	FQDN      string           `json:"fqdn,omitempty"`
+	First     time.Time        `json:"first"`   // first registered (by this DUID)
+	Last      time.Time        `json:"last"`    // last refreshed
+	Expires   time.Time        `json:"expires"` // zero: never (infinite valid lifetime)
+	Preferred time.Duration    `json:"preferred"`
+	Valid     time.Duration    `json:"valid"`
+}
+
+func (b *Binding) clone() Binding {
+	c := *b
+	c.DUID = append([]byte(nil), b.DUID...)
+	c.LinkLayer = append(net.HardwareAddr(nil), b.LinkLayer...)
+	if len(c.LinkLayer) == 0 {
+		c.LinkLayer = nil
+	}
+	return c
+}
+
+// expired reports whether b has expired at now.
+func (b *Binding) expired(now time.Time) bool {
+	return !b.Expires.IsZero() && !now.Before(b.Expires)
+}

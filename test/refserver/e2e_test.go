@@ -1,0 +1,161 @@
+package refserver_test
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+
+	"github.com/addrreg/addrreg/test/topo"
+)
+
+type queryJSON struct {
+	Status     uint16 `json:"status"`
+	StatusText string `json:"status_text"`
+	Clients    []struct {
+		DUID    string `json:"duid"`
+		CLTTime uint32 `json:"clt_time"`
+		Addrs   []struct {
+			Addr      string `json:"addr"`
+			Preferred uint32 `json:"preferred_lifetime"`
+			Valid     uint32 `json:"valid_lifetime"`
+		} `json:"addrs"`
+	} `json:"clients"`
+}
+
+// query runs `addrreg-refserver query ARGS --json` in nd and decodes it.
+func query(t *testing.T, nd *topo.Node, bin string, args ...string) queryJSON {
+	t.Helper()
+	out := nd.MustExec(t, append([]string{bin, "query", "--json"}, args...)...)
+	var q queryJSON
+	if err := json.Unmarshal([]byte(out), &q); err != nil {
+		t.Fatalf("query %v: %v\n%s", args, err, out)
+	}
+	return q
+}
+
+func queryAddrs(q queryJSON) map[string]string {
+	m := map[string]string{}
+	for _, c := range q.Clients {
+		for _, a := range c.Addrs {
+			m[a.Addr] = c.DUID
+		}
+	}
+	return m
+}
+
+// register sends an ADDR-REG-INFORM from addr in nd and checks the reply.
+func register(t *testing.T, nd *topo.Node, ifname string, addr netip.Addr, duid []byte, preferred, valid uint32) {
+	t.Helper()
+	xid := [3]byte{byte(addr.As16()[15]), 0x42, byte(valid)}
+	msg := informMsg(xid, duid, addr, preferred, valid)
+	var r *dhcpv6.Message
+	err := nd.Do(func() error {
+		var err error
+		r, _, err = exchange(ifname, addr, msg, 5*time.Second)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("register %s: %v", addr, err)
+	}
+	if r.MessageType != dhcpv6.MessageTypeAddrRegReply {
+		t.Fatalf("register %s: got %s, want ADDR-REG-REPLY", addr, r.MessageType)
+	}
+	ia, ok := r.Options.GetOne(dhcpv6.OptionIAAddr).(*dhcpv6.OptIAAddress)
+	if !ok || !bytes.Equal(ia.ToBytes(), msg[len(msg)-24:]) {
+		t.Fatalf("register %s: IA Address not echoed: %v", addr, r.Options.GetOne(dhcpv6.OptionIAAddr))
+	}
+}
+
+func startServer(t *testing.T, nd *topo.Node, bin string, args ...string) *topo.Proc {
+	t.Helper()
+	p := nd.Start(t, "refserver", append([]string{bin}, args...)...)
+	p.WaitOutput(t, "msg=listening", 15*time.Second)
+	return p
+}
+
+// TestE2E: a client registers 3 addresses from their own source addresses;
+// query finds them by address and by client ID; kill -9 and restart keeps
+// them; a binding with a 3 s valid lifetime disappears on time; SIGTERM exits 0.
+func TestE2E(t *testing.T) {
+	topo.RequireRoot(t)
+	bin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
+	n := topo.New(t)
+	srv, cli := n.Node("server"), n.Node("client")
+	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
+	addrs := []netip.Addr{netip.MustParseAddr("2001:db8:1::10"), netip.MustParseAddr("2001:db8:1::11"), netip.MustParseAddr("2001:db8:1::12")}
+	short := netip.MustParseAddr("2001:db8:1::20")
+	for _, a := range append(addrs, short) {
+		cli.MustExec(t, "ip", "-6", "addr", "add", a.String()+"/64", "dev", "eth0", "nodad")
+	}
+	db := filepath.Join(t.TempDir(), "bindings.db")
+	args := []string{"-i", "eth0", "--db", db}
+	p := startServer(t, srv, bin, args...)
+
+	// Information-Request: option 148 offered.
+	var ir *dhcpv6.Message
+	duid := testDUID(1)
+	if err := cli.Do(func() error {
+		var err error
+		ir, _, err = exchange("eth0", addrs[0], infoRequestMsg([3]byte{1, 2, 3}, duid), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("Information-Request: %v", err)
+	}
+	if ir.MessageType != dhcpv6.MessageTypeReply || ir.GetOneOption(dhcpv6.OptionAddrRegEnable) == nil {
+		t.Fatalf("Information-Request answered with %s, want Reply with option 148", ir.Summary())
+	}
+
+	for _, a := range addrs {
+		register(t, cli, "eth0", a, duid, 1800, 3600)
+	}
+	check := func(stage string) {
+		t.Helper()
+		for _, a := range addrs {
+			q := query(t, srv, bin, "--address", a.String())
+			if got := queryAddrs(q)[a.String()]; got != hex.EncodeToString(duid) {
+				t.Errorf("%s: query --address %s: DUID %q, want %x (%+v)", stage, a, got, duid, q)
+			}
+		}
+		q := query(t, srv, bin, "--client-id", hex.EncodeToString(duid))
+		if got := queryAddrs(q); len(got) != len(addrs) {
+			t.Errorf("%s: query --client-id: %v, want %v", stage, got, addrs)
+		}
+	}
+	check("after registration")
+
+	// kill -9 and restart: every answered registration was durable.
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Wait(t, 5*time.Second)
+	p = startServer(t, srv, bin, args...)
+	check("after kill -9 and restart")
+
+	// A 3 s binding disappears on time.
+	register(t, cli, "eth0", short, testDUID(2), 3, 3)
+	if q := query(t, srv, bin, "--address", short.String()); len(q.Clients) != 1 {
+		t.Fatalf("short binding not found: %+v", q)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	if q := query(t, srv, bin, "--address", short.String()); len(q.Clients) != 0 {
+		t.Fatalf("short binding still there after 3.5 s: %+v", q)
+	}
+	if !strings.Contains(p.Output(), "msg=expire") {
+		t.Errorf("no expire log line:\n%s", p.Output())
+	}
+
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(t, 10*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.Output())
+	}
+}

@@ -1,0 +1,545 @@
+package refserver
+
+import (
+	"bytes"
+	"container/heap"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+)
+
+// Packet is one received UDP datagram with what the socket told about it.
+type Packet struct {
+	Data    []byte
+	Src     netip.AddrPort // IPv6 source address and UDP source port
+	Dst     netip.Addr     // IPv6 destination address (IPV6_PKTINFO)
+	Iface   string         // receiving interface
+	IfIndex int
+}
+
+// EventKind is what a handled message did.
+type EventKind int
+
+// Event kinds. The first five change bindings and are written to the
+// database before any reply that depends on them is sent.
+const (
+	EventNone EventKind = iota
+	EventRegister
+	EventRefresh
+	EventMove
+	EventDeregister
+	EventExpire
+	EventReject
+	EventInfoReply
+	EventLeasequery
+)
+
+var eventNames = [...]string{"none", "register", "refresh", "move", "deregister", "expire", "reject", "info-reply", "leasequery"}
+
+func (k EventKind) String() string {
+	if int(k) < len(eventNames) {
+		return eventNames[k]
+	}
+	return fmt.Sprintf("event(%d)", int(k))
+}
+
+// Event describes what Handle or Expire did.
+type Event struct {
+	Kind EventKind
+	// Binding is the new state (register, refresh, move), the binding removed
+	// (deregister, expire), or what is known of the sender (reject).
+	Binding  Binding
+	PrevDUID []byte // move: the DUID that held the address before
+	Relayed  bool
+	Reason   string // reject: the Reason name
+	Status   uint16 // leasequery: the status code returned
+	Time     time.Time
+}
+
+// Durable reports whether e changes the bindings and must be committed
+// before the reply it goes with is sent.
+func (e Event) Durable() bool {
+	switch e.Kind {
+	case EventRegister, EventRefresh, EventMove, EventDeregister, EventExpire:
+		return true
+	}
+	return false
+}
+
+// HandlerConfig is what the pure Handler needs.
+type HandlerConfig struct {
+	ServerDUID []byte
+	AddrReg    bool
+	// Interfaces accepted for unrelayed messages; empty accepts any.
+	Interfaces []string
+	Prefixes   map[string][]netip.Prefix
+	// OnLink returns the prefixes of an interface without a Prefixes entry
+	// (the server reads the interface's own global addresses).
+	OnLink                     func(iface string) []netip.Prefix
+	LeasequeryAllow            []netip.Prefix // nil: ::1 only
+	RatePerSource, RatePerDUID float64
+	Burst                      int
+}
+
+// Handler is the server's message logic without sockets or disk: it owns
+// the in-memory bindings, the expiry heap and the rate limiters. It is safe
+// for concurrent use.
+type Handler struct {
+	cfg    HandlerConfig
+	ifaces map[string]bool
+
+	mu      sync.Mutex
+	byAddr  map[netip.Addr]*Binding
+	byDUID  map[string]map[netip.Addr]struct{}
+	exp     expHeap
+	srcLim  limiter[netip.Addr]
+	duidLim limiter[string]
+}
+
+// NewHandler returns a Handler with no bindings.
+func NewHandler(cfg HandlerConfig) *Handler {
+	h := &Handler{
+		cfg:     cfg,
+		byAddr:  make(map[netip.Addr]*Binding),
+		byDUID:  make(map[string]map[netip.Addr]struct{}),
+		srcLim:  newLimiter[netip.Addr](cfg.RatePerSource, cfg.Burst),
+		duidLim: newLimiter[string](cfg.RatePerDUID, cfg.Burst),
+	}
+	if len(cfg.Interfaces) > 0 {
+		h.ifaces = make(map[string]bool)
+		for _, i := range cfg.Interfaces {
+			h.ifaces[i] = true
+		}
+	}
+	if h.cfg.LeasequeryAllow == nil {
+		h.cfg.LeasequeryAllow = []netip.Prefix{netip.MustParsePrefix("::1/128")}
+	}
+	return h
+}
+
+// Handle processes one datagram. On success it returns the reply to send
+// (nil if none) and where to send it; a reply for an unrelayed client goes out
+// the receiving interface. On a drop, reason wraps one of the Err* Reasons and
+// event is an EventReject with what is known of the sender.
+func (h *Handler) Handle(now time.Time, pkt Packet) (reply []byte, dst netip.AddrPort, event Event, reason error) {
+	event.Time = now
+	reply, dst, event, reason = h.handle(now, pkt, &event)
+	if reason != nil {
+		event.Kind = EventReject
+		event.Reason = ReasonName(reason)
+		reply, dst = nil, netip.AddrPort{}
+	}
+	return reply, dst, event, reason
+}
+
+func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.AddrPort, Event, error) {
+	fail := func(err error) ([]byte, netip.AddrPort, Event, error) { return nil, netip.AddrPort{}, *ev, err }
+	ev.Binding.Iface = pkt.Iface
+	if len(pkt.Data) > MaxMessageSize {
+		return fail(fmt.Errorf("%w: %d bytes", ErrOversized, len(pkt.Data)))
+	}
+	chain, inner, err := unwrapRelays(pkt.Data)
+	if err != nil {
+		return fail(err)
+	}
+	ev.Relayed = len(chain) > 0
+	src := pkt.Src.Addr().WithZone("").Unmap()
+	if ev.Relayed {
+		in := chain[len(chain)-1]
+		src = in.PeerAddr
+		ev.Binding.LinkAddr = in.LinkAddr
+		if len(in.LinkLayer) > 2 {
+			ev.Binding.LinkLayer = net.HardwareAddr(in.LinkLayer[2:])
+		}
+	}
+	ev.Binding.Addr = src
+	if !h.srcLim.allow(src, now) {
+		return fail(fmt.Errorf("%w: %s", ErrRateSource, src))
+	}
+	mt := dhcpv6.MessageType(inner[0])
+	switch mt {
+	case dhcpv6.MessageTypeAddrRegInform, dhcpv6.MessageTypeInformationRequest, dhcpv6.MessageTypeLeaseQuery:
+	case dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRequest, dhcpv6.MessageTypeConfirm,
+		dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRebind, dhcpv6.MessageTypeRelease,
+		dhcpv6.MessageTypeDecline:
+		return fail(fmt.Errorf("%w: %s (address assignment is not served)", ErrUnsupported, mt))
+	default:
+		return fail(fmt.Errorf("%w: %s", ErrWrongType, mt))
+	}
+	if !ev.Relayed && mt != dhcpv6.MessageTypeLeaseQuery && h.ifaces != nil && !h.ifaces[pkt.Iface] {
+		return fail(fmt.Errorf("%w: %s received on %q", ErrUnknownInterface, mt, pkt.Iface))
+	}
+	msg, err := dhcpv6.MessageFromBytes(inner)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %s: %w", ErrMalformed, mt, err))
+	}
+	opts, err := parseOptions(inner[msgHeaderLen:])
+	if err != nil {
+		return fail(err)
+	}
+	if o, ok := findOne(opts, uint16(dhcpv6.OptionClientID)); ok {
+		ev.Binding.DUID = append([]byte(nil), o.Data...)
+	}
+	var out []byte
+	var dst netip.AddrPort
+	switch mt {
+	case dhcpv6.MessageTypeAddrRegInform:
+		out, dst, err = h.inform(now, pkt, chain, msg, opts, src, ev)
+	case dhcpv6.MessageTypeInformationRequest:
+		out, err = h.infoRequest(msg, opts)
+		ev.Kind, dst = EventInfoReply, pkt.Src
+	case dhcpv6.MessageTypeLeaseQuery:
+		out, err = h.leasequery(now, msg, opts, src, ev)
+		ev.Kind, dst = EventLeasequery, pkt.Src
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if ev.Relayed {
+		out, dst = wrapRelayReply(chain, out), pkt.Src
+	}
+	return out, dst, *ev, nil
+}
+
+// inform handles ADDR-REG-INFORM (RFC 9686 §4.2.1).
+func (h *Handler) inform(now time.Time, pkt Packet, chain []relayLevel, msg *dhcpv6.Message, opts []rawOption, src netip.Addr, ev *Event) ([]byte, netip.AddrPort, error) {
+	none := netip.AddrPort{}
+	cid, ok := findOne(opts, uint16(dhcpv6.OptionClientID))
+	if !ok || len(cid.Data) == 0 {
+		return nil, none, fmt.Errorf("%w: from %s", ErrNoClientID, src)
+	}
+	if _, ok := findOne(opts, uint16(dhcpv6.OptionServerID)); ok {
+		return nil, none, fmt.Errorf("%w: from %s", ErrHasServerID, src)
+	}
+	ias := findAll(opts, uint16(dhcpv6.OptionIAAddr))
+	switch len(ias) {
+	case 0:
+		return nil, none, fmt.Errorf("%w: from %s", ErrNoIAAddress, src)
+	case 1:
+	default:
+		return nil, none, fmt.Errorf("%w: %d from %s", ErrMultipleIAAddress, len(ias), src)
+	}
+	ia, err := parseIAAddress(ias[0].Data)
+	if err != nil {
+		return nil, none, err
+	}
+	ev.Binding.Preferred = time.Duration(ia.Preferred) * time.Second
+	ev.Binding.Valid = time.Duration(ia.Valid) * time.Second
+	if _, ok := findOne(opts, uint16(dhcpv6.OptionORO)); ok {
+		return nil, none, fmt.Errorf("%w: from %s", ErrHasORO, src)
+	}
+	if ia.Addr != src {
+		ev.Binding.Addr = ia.Addr
+		return nil, none, fmt.Errorf("%w: IA Address %s, source %s", ErrAddressMismatch, ia.Addr, src)
+	}
+	if !ia.Addr.IsGlobalUnicast() || ia.Addr.Is4In6() {
+		return nil, none, fmt.Errorf("%w: %s", ErrNotGlobal, ia.Addr)
+	}
+	if ia.Preferred > ia.Valid {
+		return nil, none, fmt.Errorf("%w: preferred %d > valid %d", ErrBadLifetimes, ia.Preferred, ia.Valid)
+	}
+	if pfx := h.linkPrefixes(pkt.Iface, chain); !containsAddr(pfx, ia.Addr) {
+		return nil, none, fmt.Errorf("%w: %s not in %v", ErrNotOnLink, ia.Addr, pfx)
+	}
+	if !h.duidLim.allow(string(cid.Data), now) {
+		return nil, none, fmt.Errorf("%w: %x", ErrRateDUID, cid.Data)
+	}
+	if f := msg.Options.FQDN(); f != nil && f.DomainName != nil {
+		ev.Binding.FQDN = strings.Join(f.DomainName.Labels, ",")
+	}
+	h.update(now, ia, ev)
+
+	// RFC 9686 §4.3: same transaction ID, the IA Address option identical
+	// to the one received. Client and Server ID too, as Kea does.
+	b := msgHeader(dhcpv6.MessageTypeAddrRegReply, msg.TransactionID)
+	b = appendOption(b, uint16(dhcpv6.OptionClientID), cid.Data)
+	b = appendOption(b, uint16(dhcpv6.OptionServerID), h.cfg.ServerDUID)
+	b = appendOption(b, uint16(dhcpv6.OptionIAAddr), ias[0].Data)
+	return b, netip.AddrPortFrom(ia.Addr, 546), nil
+}
+
+// update applies a valid registration to the bindings and fills ev.
+func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	nb := ev.Binding
+	nb.First, nb.Last = now, now
+	if ia.Valid != infiniteLifetime {
+		nb.Expires = now.Add(nb.Valid)
+	}
+	old := h.byAddr[ia.Addr]
+	switch {
+	case ia.Valid == 0: // RFC 9686 §4.2.1: valid lifetime 0 is an expired binding
+		ev.Kind = EventDeregister
+		if old != nil {
+			removed := old.clone()
+			h.remove(old)
+			removed.Expires = now
+			ev.Binding = removed
+			if !bytes.Equal(old.DUID, nb.DUID) {
+				ev.PrevDUID = old.DUID
+				ev.Binding.DUID = nb.DUID
+			}
+		} else {
+			ev.Binding = nb
+		}
+		return
+	case old == nil:
+		ev.Kind = EventRegister
+	case bytes.Equal(old.DUID, nb.DUID):
+		ev.Kind = EventRefresh
+		nb.First = old.First
+	default:
+		ev.Kind = EventMove
+		ev.PrevDUID = old.DUID
+	}
+	if old != nil {
+		h.remove(old)
+	}
+	h.insert(nb.clone())
+	ev.Binding = nb
+}
+
+func (h *Handler) insert(b Binding) {
+	p := &b
+	h.byAddr[b.Addr] = p
+	set := h.byDUID[string(b.DUID)]
+	if set == nil {
+		set = make(map[netip.Addr]struct{})
+		h.byDUID[string(b.DUID)] = set
+	}
+	set[b.Addr] = struct{}{}
+	if !b.Expires.IsZero() {
+		heap.Push(&h.exp, expEntry{at: b.Expires, addr: b.Addr})
+		if len(h.exp) > 2*len(h.byAddr)+1024 {
+			h.compactHeap()
+		}
+	}
+}
+
+func (h *Handler) remove(b *Binding) {
+	delete(h.byAddr, b.Addr)
+	if set := h.byDUID[string(b.DUID)]; set != nil {
+		delete(set, b.Addr)
+		if len(set) == 0 {
+			delete(h.byDUID, string(b.DUID))
+		}
+	}
+}
+
+// compactHeap drops the stale entries refreshes leave behind.
+func (h *Handler) compactHeap() {
+	h.exp = h.exp[:0]
+	for _, b := range h.byAddr {
+		if !b.Expires.IsZero() {
+			h.exp = append(h.exp, expEntry{at: b.Expires, addr: b.Addr})
+		}
+	}
+	heap.Init(&h.exp)
+}
+
+// infoRequest answers Information-Request (RFC 8415 §18.3.6) with option
+// 148 when asked for and enabled (RFC 9686 §4.1).
+func (h *Handler) infoRequest(msg *dhcpv6.Message, opts []rawOption) ([]byte, error) {
+	if sid, ok := findOne(opts, uint16(dhcpv6.OptionServerID)); ok && !bytes.Equal(sid.Data, h.cfg.ServerDUID) {
+		return nil, fmt.Errorf("%w: %x", ErrWrongServerID, sid.Data)
+	}
+	for _, c := range []dhcpv6.OptionCode{dhcpv6.OptionIANA, dhcpv6.OptionIATA, dhcpv6.OptionIAPD} {
+		if _, ok := findOne(opts, uint16(c)); ok {
+			return nil, fmt.Errorf("%w: Information-Request with %s", ErrHasIA, c)
+		}
+	}
+	b := msgHeader(dhcpv6.MessageTypeReply, msg.TransactionID)
+	b = appendOption(b, uint16(dhcpv6.OptionServerID), h.cfg.ServerDUID)
+	if cid, ok := findOne(opts, uint16(dhcpv6.OptionClientID)); ok {
+		b = appendOption(b, uint16(dhcpv6.OptionClientID), cid.Data)
+	}
+	if h.cfg.AddrReg && msg.IsOptionRequested(dhcpv6.OptionAddrRegEnable) {
+		b = appendOption(b, uint16(dhcpv6.OptionAddrRegEnable), nil)
+	}
+	return b, nil
+}
+
+// linkPrefixes returns the prefixes appropriate to the link a message came
+// from: the interface's for unrelayed ones, the innermost relay
+// link-address's for relayed ones.
+func (h *Handler) linkPrefixes(iface string, chain []relayLevel) []netip.Prefix {
+	if len(chain) == 0 {
+		if p, ok := h.cfg.Prefixes[iface]; ok {
+			return p
+		}
+		if h.cfg.OnLink != nil {
+			return h.cfg.OnLink(iface)
+		}
+		return nil
+	}
+	la := chain[len(chain)-1].LinkAddr
+	if p, ok := h.cfg.Prefixes[la.String()]; ok {
+		return p
+	}
+	if la.IsUnspecified() {
+		return nil
+	}
+	keys := make([]string, 0, len(h.cfg.Prefixes))
+	for k := range h.cfg.Prefixes {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // deterministic when several entries contain la
+	for _, k := range keys {
+		if containsAddr(h.cfg.Prefixes[k], la) {
+			return h.cfg.Prefixes[k]
+		}
+	}
+	p, _ := la.Prefix(64)
+	return []netip.Prefix{p}
+}
+
+func containsAddr(pfx []netip.Prefix, a netip.Addr) bool {
+	for _, p := range pfx {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Expire removes the bindings whose valid lifetime has run out at now.
+func (h *Handler) Expire(now time.Time) []Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var evs []Event
+	for len(h.exp) > 0 && !h.exp[0].at.After(now) {
+		e := heap.Pop(&h.exp).(expEntry)
+		b := h.byAddr[e.addr]
+		if b == nil || !b.Expires.Equal(e.at) {
+			continue // refreshed or removed since
+		}
+		h.remove(b)
+		evs = append(evs, Event{Kind: EventExpire, Binding: b.clone(), Time: now})
+	}
+	return evs
+}
+
+// NextExpiry returns when the earliest binding expires.
+func (h *Handler) NextExpiry() (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for len(h.exp) > 0 {
+		e := h.exp[0]
+		if b := h.byAddr[e.addr]; b != nil && b.Expires.Equal(e.at) {
+			return e.at, true
+		}
+		heap.Pop(&h.exp)
+	}
+	return time.Time{}, false
+}
+
+// Load installs bindings read from the database; the ones already expired at
+// now are not installed but returned as expire events.
+func (h *Handler) Load(now time.Time, bs []Binding) []Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var evs []Event
+	for _, b := range bs {
+		if b.expired(now) {
+			evs = append(evs, Event{Kind: EventExpire, Binding: b, Time: now})
+			continue
+		}
+		if old := h.byAddr[b.Addr]; old != nil {
+			h.remove(old)
+		}
+		h.insert(b.clone())
+	}
+	return evs
+}
+
+// Bindings returns a snapshot of the bindings, ordered by address.
+func (h *Handler) Bindings() []Binding {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Binding, 0, len(h.byAddr))
+	for _, b := range h.byAddr {
+		out = append(out, b.clone())
+	}
+	slices.SortFunc(out, func(a, b Binding) int { return a.Addr.Compare(b.Addr) })
+	return out
+}
+
+type expEntry struct {
+	at   time.Time
+	addr netip.Addr
+}
+
+type expHeap []expEntry
+
+func (e expHeap) Len() int           { return len(e) }
+func (e expHeap) Less(i, j int) bool { return e[i].at.Before(e[j].at) }
+func (e expHeap) Swap(i, j int)      { e[i], e[j] = e[j], e[i] }
+func (e *expHeap) Push(x any)        { *e = append(*e, x.(expEntry)) }
+func (e *expHeap) Pop() any {
+	old := *e
+	x := old[len(old)-1]
+	*e = old[:len(old)-1]
+	return x
+}
+
+// limiter is a token bucket per key. rate 0 disables it.
+type limiter[K comparable] struct {
+	mu    sync.Mutex
+	rate  float64
+	burst float64
+	m     map[K]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter[K comparable](rate float64, burst int) limiter[K] {
+	b := float64(burst)
+	if b <= 0 {
+		b = max(1, 2*rate)
+	}
+	return limiter[K]{rate: rate, burst: b, m: make(map[K]*bucket)}
+}
+
+func (l *limiter[K]) allow(k K, now time.Time) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.m[k]
+	if b == nil {
+		if len(l.m) >= 1<<16 {
+			l.prune(now)
+		}
+		b = &bucket{tokens: l.burst, last: now}
+		l.m[k] = b
+	}
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = min(l.burst, b.tokens+dt*l.rate)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// prune forgets the buckets that have refilled: they behave like new ones.
+func (l *limiter[K]) prune(now time.Time) {
+	for k, b := range l.m {
+		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
+			delete(l.m, k)
+		}
+	}
+}
