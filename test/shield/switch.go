@@ -157,7 +157,7 @@ func htons(v uint16) uint16 {
 func (s *Switch) open(p *port) error {
 	ifi, err := net.InterfaceByName(p.Name)
 	if err != nil {
-		return fmt.Errorf("port %s: %w", p.Name, err)
+		return fmt.Errorf("port %s: look up interface: %w", p.Name, err)
 	}
 	if ifi.Flags&net.FlagUp == 0 {
 		s.log.Warn("port is down; frames flow once it is up", "iface", p.Name)
