@@ -9,10 +9,12 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
+	"golang.org/x/sys/unix"
 
 	"github.com/addrreg/addrreg/scheduler"
 )
@@ -65,6 +67,9 @@ type Target struct {
 	// address is no longer on interface Ifindex. A deregistration returns
 	// (0, 0, true).
 	Lifetimes func() (preferred, valid time.Duration, ok bool)
+	// Deregister marks a deregistration (zero lifetimes) of an address that
+	// may already be gone from the interface (RFC 9686 §4.7).
+	Deregister bool
 }
 
 // Result describes one finished (or abandoned) exchange.
@@ -98,6 +103,8 @@ type Registrar struct {
 	clock    scheduler.Clock
 	log      *slog.Logger
 	conn     conn
+	// foreignNS: the socket is not in the process's own namespace (tests).
+	foreignNS bool
 
 	randMu sync.Mutex
 	randFn func() float64
@@ -136,6 +143,7 @@ func New(cfg Config) (*Registrar, error) {
 		return nil, err
 	}
 	r.conn = c
+	r.foreignNS = inForeignNS()
 	return r, nil
 }
 
@@ -261,7 +269,7 @@ func (r *Registrar) drop(why DropReason, x xid, dst netip.Addr, ifindex int) {
 	r.mu.Lock()
 	r.stats.Dropped[why]++
 	r.mu.Unlock()
-	r.log.Debug("reply dropped", "reason", string(why), "xid", x, "iface", ifaceName(ifindex), "addr", dst)
+	r.log.Debug("reply dropped", "reason", string(why), "xid", x, "iface", r.iface(ifindex), "addr", dst)
 }
 
 // Stats returns a copy of the counters.
@@ -307,7 +315,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		return Result{}, fmt.Errorf("register %s on ifindex %d: invalid target", t.Addr, t.Ifindex)
 	}
 	addr := t.Addr.WithZone("")
-	log := r.log.With("iface", ifaceName(t.Ifindex), "addr", addr)
+	log := r.log.With("iface", r.iface(t.Ifindex), "addr", addr)
 	ex := r.open()
 	defer r.done(ex)
 	e := expect{typ: msgAddrRegReply, xid: ex.xid, ifindex: t.Ifindex, dst: addr, iaAddr: true, clientID: r.clientID}
@@ -356,7 +364,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		res.Duration = r.clock.Now().Sub(start)
 	}
 	if err != nil {
-		return res, fmt.Errorf("register %s on %s (xid %s, %d sends): %w", addr, ifaceName(t.Ifindex), ex.xid, res.Sends, err)
+		return res, fmt.Errorf("register %s on %s (xid %s, %d sends): %w", addr, r.iface(t.Ifindex), ex.xid, res.Sends, err)
 	}
 	res.Replied = true
 	log.Debug("ADDR-REG-REPLY accepted", "xid", ex.xid, "sends", res.Sends, "duration", res.Duration)
@@ -375,10 +383,10 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 		return false, fmt.Errorf("probe ifindex %d from %s: invalid interface or non link-local address", ifindex, linkLocal)
 	}
 	src := linkLocal.WithZone("")
-	log := r.log.With("iface", ifaceName(ifindex), "addr", src)
+	log := r.log.With("iface", r.iface(ifindex), "addr", src)
 	if d := r.cfg.DiscoveryMaxDelay; d > 0 {
 		if err := r.sleep(ctx, scheduler.InitialDelay(d, r.randFn)); err != nil {
-			return false, fmt.Errorf("probe %s: %w", ifaceName(ifindex), err)
+			return false, fmt.Errorf("probe %s: %w", r.iface(ifindex), err)
 		}
 	}
 	ex := r.open()
@@ -407,7 +415,7 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 		return true, nil
 	}
 	if _, err := r.exchange(ctx, ex, r.cfg.Discovery, transmit, check); err != nil {
-		return false, fmt.Errorf("probe %s from %s (xid %s, %d sends): %w", ifaceName(ifindex), src, ex.xid, sends, err)
+		return false, fmt.Errorf("probe %s from %s (xid %s, %d sends): %w", r.iface(ifindex), src, ex.xid, sends, err)
 	}
 	log.Debug("Reply to Information-Request", "xid", ex.xid, "addr_reg_enable", supported)
 	return supported, nil
@@ -487,14 +495,33 @@ func (r *Registrar) sleep(ctx context.Context, d time.Duration) error {
 }
 
 // ifaceName logs an interface index as its name, looked up only when a
-// handler actually formats it.
-type ifaceName int
-
-func (i ifaceName) LogValue() slog.Value {
-	if ifi, err := net.InterfaceByIndex(int(i)); err == nil {
-		return slog.StringValue(ifi.Name)
-	}
-	return slog.IntValue(int(i))
+// handler actually formats it, and only when the registrar's socket is in
+// the process's own namespace: the lookup runs in the calling thread's
+// namespace and would name another interface. Otherwise it is "#index".
+type ifaceName struct {
+	index  int
+	lookup bool
 }
 
-func (i ifaceName) String() string { return i.LogValue().String() }
+func (r *Registrar) iface(index int) ifaceName { return ifaceName{index, !r.foreignNS} }
+
+func (i ifaceName) LogValue() slog.Value { return slog.StringValue(i.String()) }
+
+func (i ifaceName) String() string {
+	if i.lookup {
+		if ifi, err := net.InterfaceByIndex(i.index); err == nil {
+			return ifi.Name
+		}
+	}
+	return "#" + strconv.Itoa(i.index)
+}
+
+// inForeignNS reports whether the calling thread is in another network
+// namespace than the process's main thread.
+func inForeignNS() bool {
+	var self, thread unix.Stat_t
+	if unix.Stat("/proc/self/ns/net", &self) != nil || unix.Stat("/proc/thread-self/ns/net", &thread) != nil {
+		return false
+	}
+	return self.Ino != thread.Ino || self.Dev != thread.Dev
+}

@@ -1,0 +1,671 @@
+package registrar_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
+	"golang.org/x/net/ipv6"
+
+	"github.com/addrreg/addrreg/registrar"
+	"github.com/addrreg/addrreg/scheduler"
+	"github.com/addrreg/addrreg/test/topo"
+)
+
+// The end-to-end tests put a Registrar in a "host" namespace and a scripted
+// DHCPv6 responder (below) in a "server" namespace on the same bridge, and
+// check what the responder received on the wire.
+
+var (
+	hostAddr   = netip.MustParseAddr("2001:db8:1::10")
+	hostAddr2  = netip.MustParseAddr("2001:db8:1::11")
+	serverAddr = netip.MustParseAddr("2001:db8:1::1")
+	clientDUID = &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 0x10}}
+	serverDUID = &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}
+	// fast is registration retransmission with IRT shortened for tests.
+	fast = scheduler.Retrans{IRT: 200 * time.Millisecond, MRC: 3}
+)
+
+// rx is one message the responder received.
+type rx struct {
+	at      time.Time
+	src     netip.Addr
+	ifindex int
+	raw     []byte
+	msg     *dhcpv6.Message
+}
+
+// tx is one datagram the responder sends in answer: msg to [dst]:546.
+type tx struct {
+	msg *dhcpv6.Message
+	dst netip.Addr
+}
+
+// responder is a scripted DHCPv6 server on [::]:547, joined to ff02::1:2.
+// For every message it receives it calls script with that message and how
+// many messages of that type it had received before it, and sends what
+// script returns.
+type responder struct {
+	t      *testing.T
+	pc     *ipv6.PacketConn
+	zone   string // the interface's index: a name would be looked up in the caller's namespace
+	mu     sync.Mutex
+	script func(m rx, n int) []tx
+	got    []rx
+}
+
+func startResponder(t *testing.T, node *topo.Node, ifname string) *responder {
+	t.Helper()
+	r := &responder{t: t}
+	err := node.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		r.zone = strconv.Itoa(ifi.Index)
+		c, err := net.ListenPacket("udp6", "[::]:547")
+		if err != nil {
+			return err
+		}
+		r.pc = ipv6.NewPacketConn(c)
+		if err := r.pc.JoinGroup(ifi, &net.UDPAddr{IP: net.ParseIP("ff02::1:2")}); err != nil {
+			c.Close()
+			return err
+		}
+		return r.pc.SetControlMessage(ipv6.FlagInterface|ipv6.FlagDst, true)
+	})
+	if err != nil {
+		t.Fatalf("responder: %v", err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { r.pc.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, cm, src, err := r.pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			raw := append([]byte(nil), buf[:n]...)
+			msg, err := dhcpv6.MessageFromBytes(raw)
+			if err != nil {
+				t.Errorf("responder: undecodable datagram %x: %v", raw, err)
+				continue
+			}
+			ua := src.(*net.UDPAddr)
+			m := rx{at: time.Now(), src: ua.AddrPort().Addr().WithZone(""), raw: raw, msg: msg}
+			if cm != nil {
+				m.ifindex = cm.IfIndex
+			}
+			r.mu.Lock()
+			seen := 0
+			for _, g := range r.got {
+				if g.msg.MessageType == msg.MessageType {
+					seen++
+				}
+			}
+			r.got = append(r.got, m)
+			script := r.script
+			r.mu.Unlock()
+			if script == nil {
+				continue
+			}
+			for _, x := range script(m, seen) {
+				dst := &net.UDPAddr{IP: x.dst.AsSlice(), Port: 546}
+				if x.dst.IsLinkLocalUnicast() {
+					dst.Zone = r.zone
+				}
+				if _, err := r.pc.WriteTo(x.msg.ToBytes(), nil, dst); err != nil {
+					t.Errorf("responder: send %s to %s: %v", x.msg.MessageType, x.dst, err)
+				}
+			}
+		}
+	}()
+	return r
+}
+
+func (r *responder) setScript(f func(m rx, n int) []tx) {
+	r.mu.Lock()
+	r.script = f
+	r.mu.Unlock()
+}
+
+// received returns the messages of type typ received so far.
+func (r *responder) received(typ dhcpv6.MessageType) []rx {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []rx
+	for _, g := range r.got {
+		if g.msg.MessageType == typ {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// reply answers m as a server would: a Reply to an Information-Request (with
+// option 148 if with148), an ADDR-REG-REPLY echoing the IA Address to an
+// ADDR-REG-INFORM, sent to m's source, with Server ID and Client ID (as Kea
+// 3.x does).
+func reply(m rx, with148 bool) tx {
+	out := &dhcpv6.Message{TransactionID: m.msg.TransactionID}
+	out.AddOption(dhcpv6.OptServerID(serverDUID))
+	if cid := m.msg.Options.ClientID(); cid != nil {
+		out.AddOption(dhcpv6.OptClientID(cid))
+	}
+	switch m.msg.MessageType {
+	case dhcpv6.MessageTypeInformationRequest:
+		out.MessageType = dhcpv6.MessageTypeReply
+		out.AddOption(dhcpv6.OptDNS(net.ParseIP("2001:db8:1::53")))
+		if with148 {
+			out.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionAddrRegEnable})
+		}
+	case dhcpv6.MessageTypeAddrRegInform:
+		out.MessageType = dhcpv6.MessageTypeAddrRegReply
+		out.AddOption(m.msg.GetOneOption(dhcpv6.OptionIAAddr))
+	}
+	return tx{msg: out, dst: m.src}
+}
+
+// iaAddr returns the message's one IA Address option.
+func iaAddr(t *testing.T, m rx) *dhcpv6.OptIAAddress {
+	t.Helper()
+	opts := m.msg.GetOption(dhcpv6.OptionIAAddr)
+	if len(opts) != 1 {
+		t.Fatalf("%d IA Address options in %s, want 1", len(opts), m.msg.Summary())
+	}
+	return opts[0].(*dhcpv6.OptIAAddress)
+}
+
+// setup builds host and server namespaces; the host has hostAddr and
+// hostAddr2 (no DAD), the server serverAddr so it can answer unicast.
+type env struct {
+	n       *topo.Net
+	host    *topo.Node
+	server  *topo.Node
+	srv     *responder
+	ifindex int        // host's eth0
+	ll      netip.Addr // host's link-local on eth0
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	topo.RequireRoot(t)
+	n := topo.New(t)
+	e := &env{n: n, host: n.Node("host"), server: n.Node("server")}
+	e.host.MustExec(t, "ip", "-6", "addr", "add", hostAddr.String()+"/64", "dev", "eth0", "nodad")
+	e.host.MustExec(t, "ip", "-6", "addr", "add", hostAddr2.String()+"/64", "dev", "eth0", "nodad")
+	e.server.MustExec(t, "ip", "-6", "addr", "add", serverAddr.String()+"/64", "dev", "eth0", "nodad")
+	lls := e.host.WaitAddrs(t, "eth0", topo.LinkLocal, 10*time.Second)
+	e.ll, _ = netip.AddrFromSlice(lls[0].IP)
+	e.server.WaitAddrs(t, "eth0", topo.LinkLocal, 10*time.Second)
+	if err := e.host.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		e.ifindex = ifi.Index
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.srv = startResponder(t, e.server, "eth0")
+	return e
+}
+
+// registrar creates a Registrar in the host namespace and runs it until the
+// test ends, checking that Run returns.
+func (e *env) registrar(t *testing.T, cfg registrar.Config) *registrar.Registrar {
+	t.Helper()
+	if cfg.ClientID == nil {
+		cfg.ClientID = clientDUID
+	}
+	if cfg.Retrans == (scheduler.Retrans{}) {
+		cfg.Retrans = fast
+	}
+	if cfg.Discovery == (scheduler.Retrans{}) {
+		cfg.Discovery = scheduler.Retrans{IRT: 200 * time.Millisecond, MRT: time.Second}
+	}
+	if cfg.DiscoveryMaxDelay == 0 {
+		cfg.DiscoveryMaxDelay = -1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	var reg *registrar.Registrar
+	if err := e.host.Do(func() (err error) {
+		reg, err = registrar.New(cfg)
+		return err
+	}); err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Errorf("Run did not return after cancel")
+		}
+	})
+	return reg
+}
+
+// lifetimes returns a Lifetimes func whose every call reports 7 s less than
+// the one before, and a func listing what it returned.
+func lifetimes(pref, valid time.Duration) (func() (time.Duration, time.Duration, bool), func() [][2]time.Duration) {
+	var mu sync.Mutex
+	var given [][2]time.Duration
+	f := func() (time.Duration, time.Duration, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		p, v := pref-time.Duration(len(given))*7*time.Second, valid-time.Duration(len(given))*7*time.Second
+		given = append(given, [2]time.Duration{p, v})
+		return p, v, true
+	}
+	return f, func() [][2]time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([][2]time.Duration(nil), given...)
+	}
+}
+
+// tWriter sends log lines to the test log, shown when a test fails or with -v.
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestE2EProbe(t *testing.T) {
+	e := setup(t)
+	reg := e.registrar(t, registrar.Config{})
+	for _, tc := range []struct {
+		name    string
+		with148 bool
+		silent  int // Information-Requests left unanswered first
+	}{
+		{"supported", true, 0},
+		{"unsupported", false, 0},
+		{"supported after two unanswered", true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(e.srv.received(dhcpv6.MessageTypeInformationRequest))
+			e.srv.setScript(func(m rx, n int) []tx {
+				if m.msg.MessageType != dhcpv6.MessageTypeInformationRequest || n-before < tc.silent {
+					return nil
+				}
+				return []tx{reply(m, tc.with148)}
+			})
+			got, err := reg.Probe(ctxT(t, 10*time.Second), e.ifindex, e.ll)
+			if err != nil {
+				t.Fatalf("Probe: %v", err)
+			}
+			if got != tc.with148 {
+				t.Errorf("Probe = %v, want %v", got, tc.with148)
+			}
+			irs := e.srv.received(dhcpv6.MessageTypeInformationRequest)[before:]
+			if len(irs) != tc.silent+1 {
+				t.Fatalf("server received %d Information-Requests, want %d", len(irs), tc.silent+1)
+			}
+			for i, m := range irs {
+				if m.src != e.ll {
+					t.Errorf("Information-Request %d from %s, want %s", i, m.src, e.ll)
+				}
+				if m.msg.TransactionID != irs[0].msg.TransactionID {
+					t.Errorf("Information-Request %d xid %s, first %s", i, m.msg.TransactionID, irs[0].msg.TransactionID)
+				}
+				if !m.msg.Options.RequestedOptions().Contains(dhcpv6.OptionAddrRegEnable) {
+					t.Errorf("Information-Request %d ORO %v lacks 148", i, m.msg.Options.RequestedOptions())
+				}
+				if cid := m.msg.Options.ClientID(); cid == nil || !cid.Equal(clientDUID) {
+					t.Errorf("Information-Request %d Client ID %v", i, cid)
+				}
+				if m.msg.GetOneOption(dhcpv6.OptionElapsedTime) == nil {
+					t.Errorf("Information-Request %d has no Elapsed Time", i)
+				}
+			}
+		})
+	}
+}
+
+func TestE2ERegisterSilentServer(t *testing.T) {
+	e := setup(t)
+	reg := e.registrar(t, registrar.Config{})
+	lt, given := lifetimes(1800*time.Second, 3600*time.Second)
+	start := time.Now()
+	res, err := reg.Register(ctxT(t, 10*time.Second), registrar.Target{Ifindex: e.ifindex, Addr: hostAddr, Lifetimes: lt})
+	took := time.Since(start)
+	if !errors.Is(err, registrar.ErrExchangeFailed) {
+		t.Fatalf("Register = %+v, %v; want ErrExchangeFailed", res, err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the last datagram reach the responder
+	got := e.srv.received(dhcpv6.MessageTypeAddrRegInform)
+	if len(got) != 3 || res.Sends != 3 || res.Replied {
+		t.Fatalf("server received %d ADDR-REG-INFORMs, Result %+v; want 3 sends, no reply", len(got), res)
+	}
+	g := given()
+	if len(g) != 3 {
+		t.Fatalf("Lifetimes called %d times, want 3 (once per transmission)", len(g))
+	}
+	if res.Preferred != g[2][0] || res.Valid != g[2][1] {
+		t.Errorf("Result lifetimes %v/%v, want the last transmission's %v/%v", res.Preferred, res.Valid, g[2][0], g[2][1])
+	}
+	// MRC 3: sends at 0, RT1, RT1+RT2 and failure at RT1+RT2+RT3, with
+	// RT1 in [0.9, 1.1]·IRT and RTn in [1.9, 2.1]·RTn-1 (RFC 8415 §15).
+	// Allow 60 ms of scheduling slack each way.
+	const slack = 60 * time.Millisecond
+	rt1 := got[1].at.Sub(got[0].at)
+	rt2 := got[2].at.Sub(got[1].at)
+	within := func(what string, d, lo, hi time.Duration) {
+		if d < lo-slack || d > hi+slack {
+			t.Errorf("%s = %v, want within [%v, %v]", what, d, lo, hi)
+		}
+	}
+	within("RT1", rt1, 180*time.Millisecond, 220*time.Millisecond)
+	within("RT2", rt2, rt1*19/10, rt1*21/10)
+	within("exchange", took, rt1+rt2+rt2*19/10, rt1+rt2+rt2*21/10)
+	for i, m := range got {
+		if m.src != hostAddr {
+			t.Errorf("transmission %d from %s, want the registered address %s", i, m.src, hostAddr)
+		}
+		if m.ifindex == 0 {
+			t.Errorf("transmission %d: no receiving interface", i)
+		}
+		if m.msg.TransactionID != got[0].msg.TransactionID {
+			t.Errorf("transmission %d xid %s, first %s", i, m.msg.TransactionID, got[0].msg.TransactionID)
+		}
+		ia := iaAddr(t, m)
+		if !ia.IPv6Addr.Equal(hostAddr.AsSlice()) {
+			t.Errorf("transmission %d IA Address %s", i, ia.IPv6Addr)
+		}
+		if ia.PreferredLifetime != g[i][0] || ia.ValidLifetime != g[i][1] {
+			t.Errorf("transmission %d lifetimes %v/%v, want %v/%v (read at that transmission)",
+				i, ia.PreferredLifetime, ia.ValidLifetime, g[i][0], g[i][1])
+		}
+		for _, c := range []dhcpv6.OptionCode{dhcpv6.OptionServerID, dhcpv6.OptionORO} {
+			if m.msg.GetOneOption(c) != nil {
+				t.Errorf("transmission %d carries %s", i, c)
+			}
+		}
+		if cid := m.msg.Options.ClientID(); cid == nil || !cid.Equal(clientDUID) {
+			t.Errorf("transmission %d Client ID %v", i, cid)
+		}
+		wantElapsed := m.at.Sub(got[0].at)
+		if el := m.msg.Options.ElapsedTime(); el < wantElapsed-slack || el > wantElapsed+slack {
+			t.Errorf("transmission %d Elapsed Time %v, want about %v", i, el, wantElapsed)
+		}
+	}
+	if s := reg.Stats(); s.Sent != 3 || s.Retransmitted != 2 || s.Accepted != 0 {
+		t.Errorf("Stats %+v, want 3 sent, 2 retransmitted", s)
+	}
+}
+
+func TestE2ERegisterReply(t *testing.T) {
+	e := setup(t)
+	reg := e.registrar(t, registrar.Config{FQDN: "host.example.com"})
+	e.srv.setScript(func(m rx, n int) []tx { return []tx{reply(m, true)} })
+	var xids []dhcpv6.TransactionID
+	for i, lt := range []func() (time.Duration, time.Duration, bool){
+		func() (time.Duration, time.Duration, bool) { return time.Hour, 2 * time.Hour, true },
+		func() (time.Duration, time.Duration, bool) { return scheduler.Infinite, scheduler.Infinite, true },
+		func() (time.Duration, time.Duration, bool) { return 0, 0, true }, // deregistration
+	} {
+		start := time.Now()
+		res, err := reg.Register(ctxT(t, 5*time.Second), registrar.Target{Ifindex: e.ifindex, Addr: hostAddr, Lifetimes: lt})
+		if err != nil || !res.Replied || res.Sends != 1 {
+			t.Fatalf("exchange %d: Register = %+v, %v; want a reply to the first send", i, res, err)
+		}
+		if took := time.Since(start); took > 150*time.Millisecond {
+			t.Errorf("exchange %d took %v: did not stop at the reply", i, took)
+		}
+		got := e.srv.received(dhcpv6.MessageTypeAddrRegInform)
+		if len(got) != i+1 {
+			t.Fatalf("server received %d ADDR-REG-INFORMs after exchange %d", len(got), i)
+		}
+		m := got[i]
+		xids = append(xids, m.msg.TransactionID)
+		pref, valid, _ := lt()
+		ia := iaAddr(t, m)
+		wantP, wantV := pref, valid
+		if pref == scheduler.Infinite {
+			wantP, wantV = 0xffffffff*time.Second, 0xffffffff*time.Second
+		}
+		if ia.PreferredLifetime != wantP || ia.ValidLifetime != wantV {
+			t.Errorf("exchange %d: IA Address lifetimes %v/%v, want %v/%v", i, ia.PreferredLifetime, ia.ValidLifetime, wantP, wantV)
+		}
+		fq := m.msg.Options.FQDN()
+		if fq == nil || fq.Flags != 0 || fq.DomainName.String() != "[host.example.com]" {
+			t.Errorf("exchange %d: Client FQDN %v", i, fq)
+		}
+	}
+	if xids[0] == xids[1] || xids[1] == xids[2] || xids[0] == xids[2] {
+		t.Errorf("transaction IDs %v: want a new one per exchange", xids)
+	}
+	if s := reg.Stats(); s.Accepted != 3 || s.Sent != 3 {
+		t.Errorf("Stats %+v", s)
+	}
+}
+
+// TestE2ERegisterInvalidReplies has the server answer every transmission
+// with a reply that breaks one rule, until the third, which it answers
+// correctly: the registrar must ignore the bad ones and keep retransmitting.
+func TestE2ERegisterInvalidReplies(t *testing.T) {
+	e := setup(t)
+	reg := e.registrar(t, registrar.Config{})
+	for _, tc := range []struct {
+		name string
+		bad  func(rx) tx
+		why  registrar.DropReason
+	}{
+		{"wrong transaction ID", func(m rx) tx {
+			r := reply(m, false)
+			r.msg.TransactionID[0] ^= 0xff
+			return r
+		}, registrar.DropTransaction},
+		{"wrong IA Address", func(m rx) tx {
+			r := reply(m, false)
+			r.msg.UpdateOption(&dhcpv6.OptIAAddress{IPv6Addr: hostAddr2.AsSlice(), PreferredLifetime: time.Hour, ValidLifetime: time.Hour})
+			return r
+		}, registrar.DropIAAddress},
+		{"no IA Address", func(m rx) tx {
+			r := reply(m, false)
+			r.msg.Options.Del(dhcpv6.OptionIAAddr)
+			return r
+		}, registrar.DropIAAddress},
+		{"wrong destination", func(m rx) tx {
+			r := reply(m, false)
+			r.dst = hostAddr2 // another address of the same host
+			return r
+		}, registrar.DropDestination},
+		{"to the link-local address", func(m rx) tx {
+			r := reply(m, false)
+			r.dst = e.ll
+			return r
+		}, registrar.DropDestination},
+		{"ADDR-REG-INFORM echoed back", func(m rx) tx {
+			return tx{msg: m.msg, dst: m.src}
+		}, registrar.DropInform},
+		{"a Reply instead", func(m rx) tx {
+			r := reply(m, false)
+			r.msg.MessageType = dhcpv6.MessageTypeReply
+			return r
+		}, registrar.DropType},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(e.srv.received(dhcpv6.MessageTypeAddrRegInform))
+			e.srv.setScript(func(m rx, n int) []tx {
+				if n-before < 2 {
+					return []tx{tc.bad(m)}
+				}
+				return []tx{reply(m, false)}
+			})
+			dropped := reg.Stats().Dropped[tc.why]
+			lt, _ := lifetimes(time.Hour, 2*time.Hour)
+			res, err := reg.Register(ctxT(t, 5*time.Second), registrar.Target{Ifindex: e.ifindex, Addr: hostAddr, Lifetimes: lt})
+			if err != nil || !res.Replied || res.Sends != 3 {
+				t.Fatalf("Register = %+v, %v; want the reply to the third send accepted", res, err)
+			}
+			if d := reg.Stats().Dropped[tc.why] - dropped; d != 2 {
+				t.Errorf("Dropped[%s] rose by %d, want 2", tc.why, d)
+			}
+		})
+	}
+}
+
+func TestE2ERegisterAddressGone(t *testing.T) {
+	e := setup(t)
+	reg := e.registrar(t, registrar.Config{})
+	e.srv.setScript(func(m rx, n int) []tx { return []tx{reply(m, false)} })
+	var mu sync.Mutex
+	calls := 0
+	lt := func() (time.Duration, time.Duration, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return time.Hour, time.Hour, calls == 1 // gone by the time the reply arrives
+	}
+	res, err := reg.Register(ctxT(t, 5*time.Second), registrar.Target{Ifindex: e.ifindex, Addr: hostAddr, Lifetimes: lt})
+	if !errors.Is(err, registrar.ErrAddressGone) || res.Replied || res.Sends != 1 {
+		t.Fatalf("Register = %+v, %v; want ErrAddressGone after one send", res, err)
+	}
+	if d := reg.Stats().Dropped[registrar.DropAddressGone]; d != 1 {
+		t.Errorf("Dropped[address-gone] = %d, want 1", d)
+	}
+	// Gone before the first transmission: nothing is sent.
+	before := len(e.srv.received(dhcpv6.MessageTypeAddrRegInform))
+	res, err = reg.Register(ctxT(t, 5*time.Second), registrar.Target{Ifindex: e.ifindex, Addr: hostAddr,
+		Lifetimes: func() (time.Duration, time.Duration, bool) { return 0, 0, false }})
+	if !errors.Is(err, registrar.ErrAddressGone) || res.Sends != 0 {
+		t.Fatalf("Register = %+v, %v; want ErrAddressGone without sending", res, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := len(e.srv.received(dhcpv6.MessageTypeAddrRegInform)) - before; n != 0 {
+		t.Errorf("server received %d ADDR-REG-INFORMs for a gone address", n)
+	}
+}
+
+// TestE2EConcurrentExchanges runs exchanges for two addresses at once and
+// a probe, all answered, over the one socket.
+func TestE2EConcurrentExchanges(t *testing.T) {
+	e := setup(t)
+	reg := e.registrar(t, registrar.Config{})
+	var mu sync.Mutex
+	seen := map[dhcpv6.TransactionID]bool{}
+	e.srv.setScript(func(m rx, n int) []tx {
+		mu.Lock()
+		defer mu.Unlock()
+		if !seen[m.msg.TransactionID] {
+			seen[m.msg.TransactionID] = true
+			return nil // every first transmission lost
+		}
+		return []tx{reply(m, true)}
+	})
+	var wg sync.WaitGroup
+	for _, a := range []netip.Addr{hostAddr, hostAddr2, hostAddr, hostAddr2} {
+		wg.Go(func() {
+			lt, _ := lifetimes(time.Hour, time.Hour)
+			res, err := reg.Register(ctxT(t, 5*time.Second), registrar.Target{Ifindex: e.ifindex, Addr: a, Lifetimes: lt})
+			if err != nil || !res.Replied {
+				t.Errorf("Register %s = %+v, %v", a, res, err)
+			}
+		})
+	}
+	wg.Go(func() {
+		if ok, err := reg.Probe(ctxT(t, 5*time.Second), e.ifindex, e.ll); err != nil || !ok {
+			t.Errorf("Probe = %v, %v", ok, err)
+		}
+	})
+	wg.Wait()
+}
+
+// TestE2ECancel checks Register and Probe return promptly when their
+// context ends.
+func TestE2ECancel(t *testing.T) {
+	e := setup(t)
+	reg := e.registrar(t, registrar.Config{Retrans: scheduler.Retrans{IRT: time.Hour, MRC: 3}})
+	lt, _ := lifetimes(time.Hour, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := reg.Register(ctx, registrar.Target{Ifindex: e.ifindex, Addr: hostAddr, Lifetimes: lt})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Errorf("Register = %v after %v; want DeadlineExceeded at 300 ms", err, time.Since(start))
+	}
+	start = time.Now()
+	_, err = reg.Probe(ctx, e.ifindex, e.ll)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 100*time.Millisecond {
+		t.Errorf("Probe = %v after %v; want DeadlineExceeded at once", err, time.Since(start))
+	}
+}
+
+// TestE2EDhclientCoexists runs Debian's dhclient -6 -S on the host's eth0,
+// which binds [fe80::…%eth0]:546, while the registrar probes and registers:
+// dhclient must still get its Reply, and the registrar its own replies.
+func TestE2EDhclientCoexists(t *testing.T) {
+	if _, err := os.Stat("/usr/sbin/dhclient"); err != nil {
+		t.Skip("isc-dhcp-client not installed (make deps)")
+	}
+	e := setup(t)
+	e.srv.setScript(func(m rx, n int) []tx {
+		if cid := m.msg.Options.ClientID(); m.msg.MessageType == dhcpv6.MessageTypeInformationRequest &&
+			cid != nil && !cid.Equal(clientDUID) {
+			// dhclient's: answer only its second one, so it is
+			// waiting on its socket while the registrar works.
+			if n == 0 {
+				return nil
+			}
+		}
+		return []tx{reply(m, true)}
+	})
+	dir := t.TempDir()
+	dh := e.host.Start(t, "dhclient", "dhclient", "-6", "-S", "-v", "-d", "-1",
+		"-sf", "/bin/true", "-lf", filepath.Join(dir, "lease"), "-pf", filepath.Join(dir, "pid"), "eth0")
+	dh.WaitOutput(t, "XMT: Info-Request", 10*time.Second)
+	// dhclient holds the port now; the registrar must not need it.
+	ss := e.host.MustExec(t, "ss", "-Hulpn", "sport = :546")
+	if !strings.Contains(ss, "dhclient") {
+		t.Fatalf("dhclient does not hold port 546: %q", ss)
+	}
+	reg := e.registrar(t, registrar.Config{})
+	if ok, err := reg.Probe(ctxT(t, 10*time.Second), e.ifindex, e.ll); err != nil || !ok {
+		t.Errorf("Probe beside dhclient = %v, %v", ok, err)
+	}
+	lt, _ := lifetimes(time.Hour, time.Hour)
+	if res, err := reg.Register(ctxT(t, 10*time.Second), registrar.Target{Ifindex: e.ifindex, Addr: hostAddr, Lifetimes: lt}); err != nil || !res.Replied || res.Sends != 1 {
+		t.Errorf("Register beside dhclient = %+v, %v", res, err)
+	}
+	// dhclient saw the registrar's Reply go by and ignored it ("nothing
+	// done with it"), then took its own: "PRC: Done.".
+	dh.WaitOutput(t, "PRC: Done.", 10*time.Second)
+	t.Logf("port 546: %s", strings.TrimSpace(ss))
+	if s := reg.Stats(); s.Dropped[registrar.DropTransaction] == 0 {
+		// The registrar saw a copy of dhclient's Reply and left it alone.
+		t.Errorf("Stats %+v: the registrar never saw dhclient's Reply go by", s)
+	}
+}
