@@ -309,7 +309,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
-		backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
+		// A burst that overflows the buffer is usually over within a second;
+		// waiting a little lets it pass instead of re-dumping into it.
+		backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
 	}
 }
 
