@@ -175,13 +175,13 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 	if !ev.Relayed && mt != dhcpv6.MessageTypeLeaseQuery && h.ifaces != nil && !h.ifaces[pkt.Iface] {
 		return fail(fmt.Errorf("%w: %s received on %q", ErrUnknownInterface, mt, pkt.Iface))
 	}
-	msg, err := dhcpv6.MessageFromBytes(inner)
-	if err != nil {
-		return fail(fmt.Errorf("%w: %s: %w", ErrMalformed, mt, err))
-	}
 	opts, err := parseOptions(inner[msgHeaderLen:])
 	if err != nil {
 		return fail(err)
+	}
+	msg, err := dhcpv6.MessageFromBytes(inner)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %s: %w", ErrMalformed, mt, err))
 	}
 	if o, ok := findOne(opts, uint16(dhcpv6.OptionClientID)); ok {
 		ev.Binding.DUID = append([]byte(nil), o.Data...)

@@ -261,6 +261,14 @@ func (s *Server) readLoop(ctx context.Context) error {
 func (s *Server) handle(pkt Packet) {
 	h := s.h.Load()
 	s.count("received")
+	defer func() {
+		// A parser bug must cost one packet, not the server. The fuzz
+		// targets run the Handler without this net.
+		if r := recover(); r != nil {
+			s.count(ErrMalformed.Name)
+			s.log.Error("panic handling packet", "iface", pkt.Iface, "addr", pkt.Src.Addr(), "reason", ErrMalformed.Name, "panic", fmt.Sprint(r))
+		}
+	}()
 	reply, dst, ev, reason := h.Handle(s.clock.Now(), pkt)
 	if reason != nil {
 		s.count("reject", ev.Reason)
