@@ -473,7 +473,17 @@ func (r *Registrar) await(ctx context.Context, ex *exchange, fired <-chan struct
 		case <-ctx.Done():
 			return false, ctx.Err()
 		case <-fired:
-			return false, nil
+			// A reply queued as the timer fired still counts.
+			for {
+				select {
+				case d := <-ex.ch:
+					if ok, err := check(&d); ok || err != nil {
+						return ok, err
+					}
+				default:
+					return false, nil
+				}
+			}
 		case d := <-ex.ch:
 			if ok, err := check(&d); ok || err != nil {
 				return ok, err

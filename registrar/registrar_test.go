@@ -1,0 +1,409 @@
+package registrar
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/addrreg/addrreg/scheduler"
+)
+
+// fakeConn stands in for the raw socket: it records what is sent, with the
+// fake clock's time, and delivers what a test injects.
+type fakeConn struct {
+	clock  scheduler.Clock
+	in     chan inbound
+	closed chan struct{}
+	once   sync.Once
+
+	mu     sync.Mutex
+	sent   []sent
+	onSend func(s sent) // called after each send, outside the lock
+}
+
+type sent struct {
+	at      time.Time
+	ifindex int
+	src     netip.Addr
+	m       message
+}
+
+type inbound struct {
+	b       []byte
+	dst     netip.Addr
+	ifindex int
+}
+
+func newFakeConn(clock scheduler.Clock) *fakeConn {
+	return &fakeConn{clock: clock, in: make(chan inbound, 16), closed: make(chan struct{})}
+}
+
+func (c *fakeConn) send(b []byte, ifindex int, src netip.Addr) error {
+	select {
+	case <-c.closed:
+		return net.ErrClosed
+	default:
+	}
+	// Parse it back as if a server had sent it: swap the ports.
+	own := append([]byte{0x02, 0x23, 0x02, 0x22}, b[4:]...)
+	m, err := parseDatagram(own)
+	if err != nil {
+		return err
+	}
+	s := sent{at: c.clock.Now(), ifindex: ifindex, src: src, m: m}
+	c.mu.Lock()
+	c.sent = append(c.sent, s)
+	hook := c.onSend
+	c.mu.Unlock()
+	if hook != nil {
+		hook(s)
+	}
+	return nil
+}
+
+func (c *fakeConn) recv(b []byte) (int, netip.Addr, int, error) {
+	select {
+	case <-c.closed:
+		return 0, netip.Addr{}, 0, net.ErrClosed
+	case d := <-c.in:
+		return copy(b, d.b), d.dst, d.ifindex, nil
+	}
+}
+
+func (c *fakeConn) close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *fakeConn) sends() []sent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]sent(nil), c.sent...)
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// fakeRegistrar returns a running Registrar over a fakeConn and a FakeClock,
+// with rand always u.
+func fakeRegistrar(t *testing.T, cfg Config, u float64) (*Registrar, *fakeConn, *scheduler.FakeClock) {
+	t.Helper()
+	clock := scheduler.NewFakeClock(t0)
+	cfg.ClientID = testDUID
+	cfg.Clock = clock
+	cfg.Rand = func() float64 { return u }
+	r, err := newRegistrar(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newFakeConn(clock)
+	r.conn = c
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return r, c, clock
+}
+
+// drive advances clock to each timer as soon as one is armed, until ctx ends.
+func drive(ctx context.Context, clock *scheduler.FakeClock) {
+	for clock.BlockUntilContext(ctx, 1) == nil {
+		if when, ok := clock.Next(); ok {
+			clock.AdvanceTo(when)
+		}
+	}
+}
+
+func TestRegisterRetransmission(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		u    float64 // rand; RAND = (2u-1)/10
+	}{{"RAND 0", 0.5}, {"RAND -0.1", 0}, {"RAND +0.1", 0.999999}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, c, clock := fakeRegistrar(t, Config{}, tc.u)
+			var calls int
+			lt := func() (time.Duration, time.Duration, bool) {
+				calls++
+				return time.Duration(1000-calls) * time.Second, time.Duration(2000-calls) * time.Second, true
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go drive(ctx, clock)
+			res, err := r.Register(context.Background(), Target{Ifindex: 3, Addr: testAddr, Lifetimes: lt})
+			cancel()
+			if !errors.Is(err, ErrExchangeFailed) {
+				t.Fatalf("Register = %+v, %v; want ErrExchangeFailed", res, err)
+			}
+			// RFC 8415 §15 with IRT 1 s, MRC 3: RT1 = IRT(1+RAND),
+			// RTn = RTn-1(2+RAND); sends at 0, RT1, RT1+RT2; failure
+			// RT3 after the last.
+			f := (2*tc.u - 1) * 0.1
+			rt1 := time.Duration(float64(time.Second) * (1 + f))
+			rt2 := time.Duration(float64(rt1) * (2 + f))
+			rt3 := time.Duration(float64(rt2) * (2 + f))
+			s := c.sends()
+			var at []time.Duration
+			for _, x := range s {
+				at = append(at, x.at.Sub(t0))
+			}
+			approx := cmp.Comparer(func(a, b time.Duration) bool { d := a - b; return d < time.Microsecond && d > -time.Microsecond })
+			if diff := cmp.Diff([]time.Duration{0, rt1, rt1 + rt2}, at, approx); diff != "" {
+				t.Errorf("transmission times (-want +got):\n%s", diff)
+			}
+			if !cmp.Equal(rt1+rt2+rt3, res.Duration, approx) || res.Sends != 3 || res.Replied {
+				t.Errorf("Result %+v, want 3 sends over %v", res, rt1+rt2+rt3)
+			}
+			for i, x := range s {
+				want := message{typ: msgAddrRegInform, xid: s[0].m.xid, hasClientID: true, clientID: testDUID.ToBytes(),
+					iaAddrs: 1, iaAddr: testAddr, iaPreferred: uint32(999 - i), iaValid: uint32(1999 - i)}
+				if diff := cmp.Diff(want, x.m, cmp.AllowUnexported(message{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+					t.Errorf("transmission %d (-want +got):\n%s", i, diff)
+				}
+				if x.src != testAddr || x.ifindex != 3 {
+					t.Errorf("transmission %d from %s on %d", i, x.src, x.ifindex)
+				}
+			}
+			if res.Preferred != 997*time.Second || res.Valid != 1997*time.Second {
+				t.Errorf("Result lifetimes %v/%v, want the third transmission's", res.Preferred, res.Valid)
+			}
+			if clock.Pending() != 0 {
+				t.Errorf("%d timers left armed", clock.Pending())
+			}
+		})
+	}
+}
+
+// deliver dispatches d at once, as Run would on receiving it, so that with
+// a fake clock a reply is queued before the exchange's timer is armed.
+func (r *Registrar) deliver(d inbound) { r.dispatch(d.b, d.dst, d.ifindex) }
+
+// replyTo makes the datagram a server would send in answer to s.
+func replyTo(t testing.TB, s sent, typ uint8) inbound {
+	return inbound{b: replyDatagram(t, typ, s.m.xid, s.m.iaAddr), dst: s.src, ifindex: s.ifindex}
+}
+
+func TestRegisterStopsAtValidReply(t *testing.T) {
+	r, c, clock := fakeRegistrar(t, Config{}, 0.5)
+	var mu sync.Mutex
+	n := 0
+	c.onSend = func(s sent) {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		if n == 2 {
+			bad := replyTo(t, s, msgAddrRegReply)
+			bad.dst = netip.MustParseAddr("2001:db8:1::99")
+			r.deliver(bad)                             // dropped: destination
+			r.deliver(replyTo(t, s, msgAddrRegInform)) // dropped: ADDR-REG-INFORM
+			r.deliver(replyTo(t, s, msgAddrRegReply))  // accepted
+		}
+	}
+	lt := func() (time.Duration, time.Duration, bool) { return time.Hour, time.Hour, true }
+	type result struct {
+		res Result
+		err error
+	}
+	done := make(chan result)
+	go func() {
+		res, err := r.Register(context.Background(), Target{Ifindex: 3, Addr: testAddr, Lifetimes: lt})
+		done <- result{res, err}
+	}()
+	clock.BlockUntil(1) // waiting after the first send
+	clock.Advance(time.Second)
+	out := <-done
+	res, err := out.res, out.err
+	if err != nil || !res.Replied || res.Sends != 2 || res.Duration != time.Second {
+		t.Fatalf("Register = %+v, %v; want a reply to the second send, 1 s in", res, err)
+	}
+	if clock.Pending() != 0 {
+		t.Errorf("%d timers left armed", clock.Pending())
+	}
+	want := Stats{Sent: 2, Retransmitted: 1, Accepted: 1, Dropped: map[DropReason]uint64{DropDestination: 1, DropInform: 1}}
+	if diff := cmp.Diff(want, r.Stats()); diff != "" {
+		t.Errorf("Stats (-want +got):\n%s", diff)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	ll := netip.MustParseAddr("fe80::10")
+	for _, tc := range []struct {
+		name    string
+		extra   []string
+		want    bool
+		silence int
+	}{
+		{"148 offered", []string{"0094 0000"}, true, 0},
+		{"148 not offered", nil, false, 0},
+		{"148 after five unanswered", []string{"0094 0000"}, true, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Discovery with MRT 4 s; INF_MAX_DELAY 1 s and RAND 0 put
+			// the first send at 0.5 s, then 1, 2, 4, 4, 4 s apart.
+			r, c, clock := fakeRegistrar(t, Config{Discovery: scheduler.Retrans{IRT: time.Second, MRT: 4 * time.Second}}, 0.5)
+			var mu sync.Mutex
+			n := 0
+			c.onSend = func(s sent) {
+				mu.Lock()
+				defer mu.Unlock()
+				if n++; n > tc.silence {
+					r.deliver(inbound{b: replyDatagram(t, msgReply, s.m.xid, testAddr, tc.extra...), dst: s.src, ifindex: s.ifindex})
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go drive(ctx, clock)
+			got, err := r.Probe(context.Background(), 3, ll)
+			cancel()
+			if err != nil || got != tc.want {
+				t.Fatalf("Probe = %v, %v; want %v", got, err, tc.want)
+			}
+			var at []time.Duration
+			for _, x := range c.sends() {
+				if x.m.typ != msgInfoRequest || x.src != ll || x.ifindex != 3 || x.m.xid != c.sends()[0].m.xid {
+					t.Errorf("sent %+v", x)
+				}
+				at = append(at, x.at.Sub(t0))
+			}
+			want := []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 3500 * time.Millisecond,
+				7500 * time.Millisecond, 11500 * time.Millisecond, 15500 * time.Millisecond}[:tc.silence+1]
+			if diff := cmp.Diff(want, at); diff != "" {
+				t.Errorf("Information-Request times (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestDispatch feeds Run datagrams that belong to no exchange.
+func TestDispatch(t *testing.T) {
+	r, c, _ := fakeRegistrar(t, Config{}, 0.5)
+	for _, b := range [][]byte{
+		{1, 2, 3},
+		replyDatagram(t, msgAddrRegInform, testXID, testAddr),
+		replyDatagram(t, msgAddrRegReply, testXID, testAddr),
+		replyDatagram(t, msgReply, xid{1, 2, 3}, testAddr),
+	} {
+		c.in <- inbound{b: b, dst: testAddr, ifindex: 1}
+	}
+	want := map[DropReason]uint64{DropMalformed: 1, DropInform: 1, DropTransaction: 2}
+	deadline := time.Now().Add(5 * time.Second)
+	for !cmp.Equal(want, r.Stats().Dropped) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Dropped = %v, want %v", r.Stats().Dropped, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCancelAndShutdown: Register and Probe return at once when their
+// context ends; Run returns when its context ends and leaves no goroutine.
+func TestCancelAndShutdown(t *testing.T) {
+	before := runtime.NumGoroutine()
+	clock := scheduler.NewFakeClock(t0)
+	r, err := newRegistrar(Config{ClientID: testDUID, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newFakeConn(clock)
+	r.conn = c
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 2)
+	go func() {
+		_, err := r.Register(ctx, Target{Ifindex: 1, Addr: testAddr, Lifetimes: func() (time.Duration, time.Duration, bool) { return 0, 0, true }})
+		errs <- err
+	}()
+	go func() {
+		_, err := r.Probe(ctx, 1, netip.MustParseAddr("fe80::1"))
+		errs <- err
+	}()
+	clock.BlockUntil(2) // both waiting: Register for a reply, Probe in its initial delay
+	cancel()
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("got %v, want context.Canceled", err)
+			}
+		case <-time.After(time.Second):
+			t.Fatal("Register or Probe did not return on cancel")
+		}
+	}
+	if clock.Pending() != 0 {
+		t.Errorf("%d timers left armed", clock.Pending())
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Run did not return on cancel")
+	}
+	if _, err := r.Register(context.Background(), Target{Ifindex: 1, Addr: testAddr,
+		Lifetimes: func() (time.Duration, time.Duration, bool) { return 0, 0, true }}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Register after Run = %v, want net.ErrClosed", err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestNewConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no Client ID", Config{}},
+		{"bad FQDN", Config{ClientID: testDUID, FQDN: "a..b"}},
+		{"bad Retrans", Config{ClientID: testDUID, Retrans: scheduler.Retrans{MRC: 3}}},
+		{"bad Discovery", Config{ClientID: testDUID, Discovery: scheduler.Retrans{IRT: -1}}},
+	} {
+		if _, err := newRegistrar(tc.cfg); err == nil {
+			t.Errorf("%s: newRegistrar succeeded", tc.name)
+		}
+	}
+	r, err := newRegistrar(Config{ClientID: testDUID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.cfg.Retrans != scheduler.DefaultRegistration || r.cfg.Discovery != scheduler.InformationRequest || r.cfg.DiscoveryMaxDelay != scheduler.InfMaxDelay {
+		t.Errorf("defaults: %+v", r.cfg)
+	}
+}
+
+func TestInvalidTargets(t *testing.T) {
+	r, _, _ := fakeRegistrar(t, Config{}, 0.5)
+	lt := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
+	for _, tg := range []Target{
+		{Ifindex: 0, Addr: testAddr, Lifetimes: lt},
+		{Ifindex: 1, Addr: netip.MustParseAddr("192.0.2.1"), Lifetimes: lt},
+		{Ifindex: 1, Addr: testAddr},
+	} {
+		if _, err := r.Register(context.Background(), tg); err == nil {
+			t.Errorf("Register(%+v) succeeded", tg)
+		}
+	}
+	if _, err := r.Probe(context.Background(), 1, testAddr); err == nil {
+		t.Error("Probe from a global address succeeded")
+	}
+}
