@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -198,5 +199,44 @@ func TestE2ERelay(t *testing.T) {
 	}
 	if testing.Verbose() {
 		t.Logf("server:\n%s\nrelay:\n%s", p.Output(), rp.Output())
+	}
+}
+
+// TestE2ELoadgen runs addrreg-loadgen against the server: every INFORM from
+// 200 source addresses is answered. ADDRREG_LOADGEN_ARGS replaces the
+// loadgen's rate/count arguments for a measurement; -v prints the report.
+func TestE2ELoadgen(t *testing.T) {
+	topo.RequireRoot(t)
+	bin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
+	lg := topo.BuildBinary(t, "./cmd/addrreg-loadgen")
+	n := topo.New(t)
+	srv, cli := n.Node("server"), n.Node("loadgen")
+	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
+	srvArgs := []string{"-i", "eth0", "--db", filepath.Join(t.TempDir(), "b.db"), "--no-registration-log"}
+	if extra := os.Getenv("ADDRREG_REFSERVER_ARGS"); extra != "" {
+		srvArgs = append(srvArgs, strings.Fields(extra)...)
+	}
+	p := startServer(t, srv, bin, srvArgs...)
+	args := []string{"-n", "200", "--count", "2000", "--rate", "0", "--window", "64", "--timeout", "10s"}
+	if extra := os.Getenv("ADDRREG_LOADGEN_ARGS"); extra != "" {
+		args = strings.Fields(extra)
+	}
+	out := cli.MustExec(t, append([]string{lg, "-i", "eth0", "--prefix", "2001:db8:1::/64", "--json"}, args...)...)
+	var rep struct {
+		Sent, Replied, Dropped int
+		P99 float64 `json:"p99_ms"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("loadgen output: %v\n%s", err, out)
+	}
+	t.Logf("loadgen %v: %s", args, out)
+	if rep.Sent == 0 || rep.Replied != rep.Sent || rep.Dropped != 0 {
+		t.Errorf("sent %d, replied %d, dropped %d; want all answered", rep.Sent, rep.Replied, rep.Dropped)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(t, 10*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 }

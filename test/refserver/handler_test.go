@@ -43,7 +43,9 @@ type msgBuilder struct {
 	opts []byte
 }
 
-func newMsg(mt dhcpv6.MessageType) *msgBuilder { return &msgBuilder{mt: mt, xid: [3]byte{0xab, 0xcd, 0xef}} }
+func newMsg(mt dhcpv6.MessageType) *msgBuilder {
+	return &msgBuilder{mt: mt, xid: [3]byte{0xab, 0xcd, 0xef}}
+}
 
 func (m *msgBuilder) opt(code dhcpv6.OptionCode, data []byte) *msgBuilder {
 	m.opts = appendOption(m.opts, uint16(code), data)
@@ -55,7 +57,9 @@ func (m *msgBuilder) ia(a netip.Addr, pref, valid uint32) *msgBuilder {
 	return m
 }
 
-func (m *msgBuilder) bytes() []byte { return append([]byte{byte(m.mt), m.xid[0], m.xid[1], m.xid[2]}, m.opts...) }
+func (m *msgBuilder) bytes() []byte {
+	return append([]byte{byte(m.mt), m.xid[0], m.xid[1], m.xid[2]}, m.opts...)
+}
 
 func validInform() *msgBuilder {
 	return newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, clientDUID).ia(cliAddr, 1800, 3600)
