@@ -126,14 +126,14 @@ var ll = netmon.Addr{Index: 2, Ifname: "eth0", IP: netip.MustParseAddr("fe80::1"
 	Valid: netmon.Infinite, Preferred: netmon.Infinite, Class: netmon.ClassLinkLocal, State: netmon.StatePreferred}
 
 type harness struct {
-	t     *testing.T
-	clk   *scheduler.FakeClock
-	mon   *fakeMon
-	reg   *fakeReg
-	ag    *Agent
-	stop  context.CancelFunc
-	done  chan error
-	once  sync.Once
+	t    *testing.T
+	clk  *scheduler.FakeClock
+	mon  *fakeMon
+	reg  *fakeReg
+	ag   *Agent
+	stop context.CancelFunc
+	done chan error
+	once sync.Once
 }
 
 func start(t *testing.T, cfg Config, supported bool) *harness {
