@@ -2,8 +2,10 @@ package registrar
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/netip"
 	"strings"
@@ -55,7 +57,10 @@ const fqdnFlags = 0
 // xid is a DHCPv6 transaction ID.
 type xid [3]byte
 
-func (x xid) String() string { return fmt.Sprintf("%02x%02x%02x", x[0], x[1], x[2]) }
+func (x xid) String() string { return hex.EncodeToString(x[:]) }
+
+// LogValue logs it as hex with any handler (JSON would show an array).
+func (x xid) LogValue() slog.Value { return slog.StringValue(x.String()) }
 
 // inform is one ADDR-REG-INFORM transmission (RFC 9686 §4.2).
 type inform struct {

@@ -269,7 +269,10 @@ func (r *Registrar) drop(why DropReason, x xid, dst netip.Addr, ifindex int) {
 	r.mu.Lock()
 	r.stats.Dropped[why]++
 	r.mu.Unlock()
-	r.log.Debug("reply dropped", "reason", string(why), "xid", x, "iface", r.iface(ifindex), "addr", dst)
+	if r.debug() {
+		r.log.LogAttrs(context.Background(), slog.LevelDebug, "reply dropped", slog.String("reason", string(why)),
+			slog.Any("xid", x), slog.Any("iface", r.iface(ifindex)), slog.Any("addr", dst))
+	}
 }
 
 // Stats returns a copy of the counters.
@@ -315,7 +318,6 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		return Result{}, fmt.Errorf("register %s on ifindex %d: invalid target", t.Addr, t.Ifindex)
 	}
 	addr := t.Addr.WithZone("")
-	log := r.log.With("iface", r.iface(t.Ifindex), "addr", addr)
 	ex := r.open()
 	defer r.done(ex)
 	e := expect{typ: msgAddrRegReply, xid: ex.xid, ifindex: t.Ifindex, dst: addr, iaAddr: true, clientID: r.clientID}
@@ -343,8 +345,11 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 			r.stats.Retransmitted++
 		}
 		r.mu.Unlock()
-		log.Debug("ADDR-REG-INFORM sent", "xid", ex.xid, "send", res.Sends,
-			"preferred", pref, "valid", valid, "elapsed", elapsed)
+		if r.debug() {
+			r.log.LogAttrs(ctx, slog.LevelDebug, "ADDR-REG-INFORM sent", slog.Any("iface", r.iface(t.Ifindex)),
+				slog.Any("addr", addr), slog.Any("xid", ex.xid), slog.Int("send", res.Sends),
+				slog.Duration("preferred", pref), slog.Duration("valid", valid), slog.Duration("elapsed", elapsed))
+		}
 		return nil
 	}
 	check := func(d *datagram) (bool, error) {
@@ -367,7 +372,10 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		return res, fmt.Errorf("register %s on %s (xid %s, %d sends): %w", addr, r.iface(t.Ifindex), ex.xid, res.Sends, err)
 	}
 	res.Replied = true
-	log.Debug("ADDR-REG-REPLY accepted", "xid", ex.xid, "sends", res.Sends, "duration", res.Duration)
+	if r.debug() {
+		r.log.LogAttrs(ctx, slog.LevelDebug, "ADDR-REG-REPLY accepted", slog.Any("iface", r.iface(t.Ifindex)),
+			slog.Any("addr", addr), slog.Any("xid", ex.xid), slog.Int("sends", res.Sends), slog.Duration("duration", res.Duration))
+	}
 	return res, nil
 }
 
@@ -383,7 +391,6 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 		return false, fmt.Errorf("probe ifindex %d from %s: invalid interface or non link-local address", ifindex, linkLocal)
 	}
 	src := linkLocal.WithZone("")
-	log := r.log.With("iface", r.iface(ifindex), "addr", src)
 	if d := r.cfg.DiscoveryMaxDelay; d > 0 {
 		if err := r.sleep(ctx, scheduler.InitialDelay(d, r.randFn)); err != nil {
 			return false, fmt.Errorf("probe %s: %w", r.iface(ifindex), err)
@@ -403,7 +410,10 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 		r.mu.Lock()
 		r.stats.Probes++
 		r.mu.Unlock()
-		log.Debug("Information-Request sent", "xid", ex.xid, "send", sends, "elapsed", elapsed)
+		if r.debug() {
+			r.log.LogAttrs(ctx, slog.LevelDebug, "Information-Request sent", slog.Any("iface", r.iface(ifindex)),
+				slog.Any("addr", src), slog.Any("xid", ex.xid), slog.Int("send", sends), slog.Duration("elapsed", elapsed))
+		}
 		return nil
 	}
 	check := func(d *datagram) (bool, error) {
@@ -417,7 +427,10 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 	if _, err := r.exchange(ctx, ex, r.cfg.Discovery, transmit, check); err != nil {
 		return false, fmt.Errorf("probe %s from %s (xid %s, %d sends): %w", r.iface(ifindex), src, ex.xid, sends, err)
 	}
-	log.Debug("Reply to Information-Request", "xid", ex.xid, "addr_reg_enable", supported)
+	if r.debug() {
+		r.log.LogAttrs(ctx, slog.LevelDebug, "Reply to Information-Request", slog.Any("iface", r.iface(ifindex)),
+			slog.Any("addr", src), slog.Any("xid", ex.xid), slog.Bool("addr_reg_enable", supported))
+	}
 	return supported, nil
 }
 
@@ -503,6 +516,10 @@ func (r *Registrar) sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// debug reports whether debug logging is on, so the hot path builds no
+// log attributes otherwise.
+func (r *Registrar) debug() bool { return r.log.Enabled(context.Background(), slog.LevelDebug) }
 
 // ifaceName logs an interface index as its name, looked up only when a
 // handler actually formats it, and only when the registrar's socket is in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -667,5 +668,85 @@ func TestE2EDhclientCoexists(t *testing.T) {
 	if s := reg.Stats(); s.Dropped[registrar.DropTransaction] == 0 {
 		// The registrar saw a copy of dhclient's Reply and left it alone.
 		t.Errorf("Stats %+v: the registrar never saw dhclient's Reply go by", s)
+	}
+}
+
+// TestE2EFilter checks the socket's BPF filter: UDP datagrams that are not
+// 547 → 546 never reach the registrar at all (not even as "malformed").
+func TestE2EFilter(t *testing.T) {
+	e := setup(t)
+	reg := e.registrar(t, registrar.Config{})
+	var c548 net.PacketConn
+	if err := e.server.Do(func() (err error) {
+		c548, err = net.ListenPacket("udp6", "[::]:548")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c548.Close()
+	stray := (&dhcpv6.Message{MessageType: dhcpv6.MessageTypeAddrRegReply, TransactionID: dhcpv6.TransactionID{1, 2, 3}}).ToBytes()
+	for i := 0; i < 3; i++ {
+		if _, err := e.srv.pc.WriteTo(stray, nil, &net.UDPAddr{IP: hostAddr.AsSlice(), Port: 5000}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c548.WriteTo(stray, &net.UDPAddr{IP: hostAddr.AsSlice(), Port: 546}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Then one that passes the filter, to know the others have been and gone.
+	if _, err := e.srv.pc.WriteTo(stray, nil, &net.UDPAddr{IP: hostAddr.AsSlice(), Port: 546}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for reg.Stats().Dropped[registrar.DropTransaction] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the 547 → 546 datagram never arrived: %+v", reg.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := map[registrar.DropReason]uint64{registrar.DropTransaction: 1}
+	if got := reg.Stats().Dropped; !maps.Equal(got, want) {
+		t.Errorf("Dropped = %v, want %v: the filter let other ports through", got, want)
+	}
+}
+
+// TestE2EPortUnreachable documents the price of binding no UDP port: the
+// host's kernel answers the server's unicast ADDR-REG-REPLY with an ICMPv6
+// port unreachable, although the registrar did receive and accept it.
+func TestE2EPortUnreachable(t *testing.T) {
+	e := setup(t)
+	var icmp net.PacketConn
+	if err := e.server.Do(func() (err error) {
+		icmp, err = net.ListenPacket("ip6:ipv6-icmp", "::")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer icmp.Close()
+	unreach := make(chan netip.Addr, 16)
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, from, err := icmp.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			if n >= 2 && b[0] == 1 && b[1] == 4 { // Destination Unreachable, port unreachable
+				a, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP)
+				unreach <- a
+			}
+		}
+	}()
+	reg := e.registrar(t, registrar.Config{})
+	e.srv.setScript(func(m rx, n int) []tx { return []tx{reply(m, false)} })
+	lt, _ := lifetimes(time.Hour, time.Hour)
+	if res, err := reg.Register(ctxT(t, 5*time.Second), registrar.Target{Ifindex: e.ifindex, Addr: hostAddr, Lifetimes: lt}); err != nil || !res.Replied {
+		t.Fatalf("Register = %+v, %v", res, err)
+	}
+	select {
+	case from := <-unreach:
+		t.Logf("server got ICMPv6 port unreachable from %s for the ADDR-REG-REPLY the registrar accepted", from)
+	case <-time.After(2 * time.Second):
+		t.Log("no ICMPv6 port unreachable seen (rate limited, or something bound 546)")
 	}
 }
