@@ -29,7 +29,7 @@ deps: ## install the Debian packages the demo and tests need (apt-get, as root)
 build: ## build the binaries into bin/
 	@mkdir -p $(BIN)
 	@for c in $(CMDS); do \
-		if [ -d cmd/$$c ]; then $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; fi; \
+		if ls cmd/$$c/*.go >/dev/null 2>&1; then $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; fi; \
 	done
 
 test: deps ## install what the tests need, then run unit and end-to-end tests (as root)
