@@ -22,7 +22,7 @@ cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	for ns in $H $S $R $SW; do ip netns del "$ns" 2>/dev/null || true; done
-	rm -rf "$WORK"
+	[ -n "${KEEP:-}" ] && echo "logs kept in $WORK" || rm -rf "$WORK"
 	echo "done: namespaces removed"
 }
 trap cleanup EXIT
@@ -52,18 +52,18 @@ inns "$S" ip -6 addr add 2001:db8:1::2/64 dev eth0 nodad
 inns "$S" ip -6 addr add fd00:db8:1::2/64 dev eth0 nodad
 inns "$S" sysctl -qw net.ipv6.conf.eth0.accept_ra=0
 
-radvd_conf() { # $1 = valid lifetime of 2001:db8:1::/64
+radvd_conf() {
 	cat <<CONF
 interface eth0 {
 	AdvSendAdvert on; AdvHomeAgentFlag on; AdvHomeAgentInfo off;
 	MaxRtrAdvInterval 3; MinRtrAdvInterval 2; AdvDefaultLifetime 0;
 	AdvManagedFlag off; AdvOtherConfigFlag on;
-	prefix 2001:db8:1::/64 { AdvValidLifetime $1; AdvPreferredLifetime 120; };
+	prefix 2001:db8:1::/64 { AdvValidLifetime 40; AdvPreferredLifetime 20; };
 	prefix fd00:db8:1::/64 { AdvValidLifetime 3600; AdvPreferredLifetime 1800; };
 };
 CONF
 }
-radvd_conf 300 > "$WORK/radvd.conf"
+radvd_conf > "$WORK/radvd.conf"
 inns "$R" radvd --nodaemon --config "$WORK/radvd.conf" --pidfile "$WORK/radvd.pid" --logmethod stderr >"$WORK/radvd.log" 2>&1 &
 PIDS+=($!)
 
@@ -95,30 +95,28 @@ inns "$H" "$BIN/addrregd" -i eth0 >"$WORK/agent.log" 2>&1 &
 PIDS+=($!)
 
 bindings() {
-	say "bindings on the server (leasequery by address, from the server's namespace)"
-	for a in $(inns "$H" ip -6 -o addr show dev eth0 scope global | awk '{print $4}' | cut -d/ -f1); do
-		inns "$S" "$BIN/addrreg-refserver" query --address "$a" --server 2001:db8:1::2 2>&1 | sed 's/^/  /' || true
-	done
+	say "bindings on the server (addrreg-refserver query, RFC 5007 leasequery)"
+	local a
+	a=$(inns "$H" ip -6 -o addr show dev eth0 scope global | awk 'NR==1 {print $4}' | cut -d/ -f1)
+	inns "$S" "$BIN/addrreg-refserver" query --address "$a" --server 2001:db8:1::2 2>&1 | sed 's/^/  /' || true
 }
-events() { grep -E 'msg=(register|refresh|move|expire|deregister|reject)' "$WORK/server.log" | tail -n "${1:-20}" || true; }
+events() { grep -E 'msg=(register|refresh|move|expire|deregister|reject)' "$WORK/server.log" | tail -n "${1:-20}" | sed 's/^/  /' || true; }
 
 sleep 4
-say "server log: registrations"; events
+say "server log: the host's addresses registered (stable + temporary, global + ULA)"; events
 bindings
 
 say "adding a static address 2001:db8:1::100 on the host"
 inns "$H" ip -6 addr add 2001:db8:1::100/64 dev eth0
-sleep 4; events 3
-
-say "router cuts the valid lifetime of 2001:db8:1::/64 from 300 s to 200 s (SIGHUP radvd)"
-radvd_conf 200 > "$WORK/radvd.conf"
-kill -HUP "${PIDS[0]}"
-sleep 5; events 4
+sleep 3; events 1
 
 say "removing 2001:db8:1::100 from the host: addrregd deregisters it"
 inns "$H" ip -6 addr del 2001:db8:1::100/64 dev eth0
-sleep 3; events 2
+sleep 2; events 1
 bindings
+
+say "2001:db8:1::/64 has a 40 s valid lifetime that every RA extends: refreshes come every ~0.8 x 40 s (waiting 35 s)"
+sleep 35; events 4
 
 say "streaming the server's registration log; Ctrl-C ends the demo"
 tail -n 0 -f "$WORK/server.log" | grep --line-buffered -E 'msg=(register|refresh|move|expire|deregister|reject)' &
