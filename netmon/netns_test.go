@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ type harness struct {
 	events chan Event
 	cancel context.CancelFunc
 	done   chan error
-	quiet  bool
+	quiet  atomic.Bool
 }
 
 func startMonitor(t *testing.T, nd *topo.Node, o Options) *harness {
@@ -47,7 +48,7 @@ func startMonitor(t *testing.T, nd *topo.Node, o Options) *harness {
 				close(hs.events)
 				return
 			}
-			if !hs.quiet {
+			if !hs.quiet.Load() {
 				t.Logf("event %s", ev)
 			}
 			hs.events <- ev
@@ -373,7 +374,7 @@ func TestNetnsOverflow(t *testing.T) {
 	h.MustExec(t, "ip", "link", "set", "dummy1", "up")
 	h.MustExec(t, "ip", "link", "set", "dummy0", "up")
 	hs := startMonitor(t, h, Options{RecvBufSize: 4096, QueueSize: 512})
-	hs.quiet = true
+	hs.quiet.Store(true)
 	hs.wait("dummy0", 5*time.Second, func(ev Event) bool { return ev.Kind == LinkAdded && ev.Link.Name == "dummy0" })
 
 	const total, removed = 6000, 3000

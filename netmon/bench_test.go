@@ -1,0 +1,221 @@
+package netmon
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/addrreg/addrreg/test/topo"
+	"github.com/vishvananda/netlink"
+)
+
+// BenchmarkReplay1000Addrs is the CPU cost of 1,000 address events: one op
+// parses and applies the recorded burst of 1,000 addresses being added
+// (testdata/burst.nlrec: 2,000 RTM_NEWADDR datagrams, add then DAD
+// completion) and consumes every event with a consumer that keeps up.
+//
+//	go test -run '^$' -bench Replay1000 -benchmem ./netmon
+func BenchmarkReplay1000Addrs(b *testing.B) {
+	rec := loadRecording(b, "burst")
+	dump := messagesOf(b, rec.dump)
+	events := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		s := newState(ClassifyOptions{}, 4096, 1500*time.Millisecond)
+		now := t0
+		s.resync(dump, now)
+		for _, d := range rec.stream {
+			ms, err := parseDatagram(slices.Clone(d))
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.applyMessages(ms, now)
+			for {
+				if _, ok := s.next(now); !ok {
+					break
+				}
+				events++
+			}
+		}
+	}
+	b.ReportMetric(float64(events)/float64(b.N), "events/op")
+}
+
+// chanKernel streams whatever the benchmark sends.
+type chanKernel struct{ c chan []message }
+
+func (k *chanKernel) subscribe(int) (stream, error) {
+	return &chanStream{k.c, make(chan struct{})}, nil
+}
+func (k *chanKernel) dump() ([]message, error) { return nil, nil }
+func (k *chanKernel) getAddr(int, netip.Addr) ([]message, error) {
+	return nil, nil
+}
+
+type chanStream struct {
+	c      chan []message
+	closed chan struct{}
+}
+
+func (s *chanStream) recv(deadline time.Time) ([]message, error) {
+	tm := time.NewTimer(time.Until(deadline))
+	defer tm.Stop()
+	select {
+	case m := <-s.c:
+		return m, nil
+	case <-s.closed:
+		return nil, os.ErrClosed
+	case <-tm.C:
+		return nil, os.ErrDeadlineExceeded
+	}
+}
+
+func (s *chanStream) close() error {
+	select {
+	case <-s.closed:
+	default:
+		close(s.closed)
+	}
+	return nil
+}
+
+// BenchmarkReplayLatency is the in-process latency from a netlink message
+// reaching the reader to Next returning its event (no kernel): one op is one
+// recorded RTM_NEWADDR through Run's reader, the state and Next.
+//
+//	go test -run '^$' -bench ReplayLatency ./netmon
+func BenchmarkReplayLatency(b *testing.B) {
+	rec := loadRecording(b, "burst")
+	var msgs [][]message
+	for _, d := range rec.stream {
+		msgs = append(msgs, messagesOf(b, [][]byte{d}))
+	}
+	k := &chanKernel{c: make(chan []message)}
+	m := newMonitor(Options{}, k)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Run(ctx)
+	}()
+	del := messagesOf(b, rec.dump) // links only: resets nothing, just keeps the link
+	_ = del
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		batch := msgs[i%len(msgs)]
+		i++
+		if i%len(msgs) == 0 {
+			// Start over: the recorded adds must be new again.
+			m.mu.Lock()
+			m.st = newState(ClassifyOptions{}, 4096, 1500*time.Millisecond)
+			m.st.signal = m.signal
+			m.mu.Unlock()
+		}
+		k.c <- batch
+		if _, err := m.Next(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	cancel()
+	<-done
+}
+
+// BenchmarkNetnsLatency is the end-to-end latency on a real kernel: one op
+// adds an address in a namespace (RTM_NEWADDR from a netlink handle) and
+// waits until Next returns its AddrAdded, then removes it and waits for
+// AddrRemoved; reported per event (ns/event), with percentiles.
+//
+//	sudo go test -run '^$' -bench NetnsLatency ./netmon
+func BenchmarkNetnsLatency(b *testing.B) {
+	topo.RequireRoot(b)
+	n := topo.New(b)
+	nd := n.Node("host")
+	nd.MustExec(b, "ip", "link", "add", "dummy0", "type", "veth", "peer", "name", "dummy1")
+	nd.MustExec(b, "ip", "link", "set", "dummy0", "up")
+	ns, err := nd.Handle()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName("dummy0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := New(Options{Netns: ns})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitFor := func(kind EventKind, ip netip.Addr) {
+		for {
+			c, cc := context.WithTimeout(ctx, 5*time.Second)
+			ev, err := m.Next(c)
+			cc()
+			if err != nil {
+				b.Fatalf("waiting for %s %s: %v", kind, ip, err)
+			}
+			if ev.Kind == kind && ev.Addr.IP == ip {
+				return
+			}
+		}
+	}
+	// Let the initial dump pass.
+	waitForLink := func() {
+		for {
+			ev, err := m.Next(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ev.Kind == LinkAdded && ev.Link.Name == "dummy0" {
+				return
+			}
+		}
+	}
+	waitForLink()
+	var lat []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x42, 14: byte(i >> 8), 15: byte(i)})
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(64, 128)}, Flags: 0x2 /* IFA_F_NODAD */}
+		start := time.Now()
+		if err := h.AddrAdd(link, a); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(AddrAdded, ip)
+		lat = append(lat, time.Since(start))
+		start = time.Now()
+		if err := h.AddrDel(link, a); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(AddrRemoved, ip)
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	var sum time.Duration
+	for _, l := range lat {
+		sum += l
+	}
+	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(lat)), "ns/event")
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+}
