@@ -224,7 +224,7 @@ func TestE2ELoadgen(t *testing.T) {
 	out := cli.MustExec(t, append([]string{lg, "-i", "eth0", "--prefix", "2001:db8:1::/64", "--json"}, args...)...)
 	var rep struct {
 		Sent, Replied, Dropped int
-		P99 float64 `json:"p99_ms"`
+		P99                    float64 `json:"p99_ms"`
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("loadgen output: %v\n%s", err, out)
