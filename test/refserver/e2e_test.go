@@ -131,6 +131,13 @@ func TestE2E(t *testing.T) {
 		}
 	}
 	check("after registration")
+	// A requestor outside --leasequery-allow (default ::1) gets NotAllowed.
+	out, err := cli.Exec(bin, "query", "--json", "--server", "2001:db8:1::1", "--address", addrs[0].String())
+	var na queryJSON
+	line, _, _ := strings.Cut(out, "\n") // stdout's JSON, then stderr's complaint
+	if jerr := json.Unmarshal([]byte(line), &na); err == nil || jerr != nil || na.Status != 10 || len(na.Clients) != 0 {
+		t.Errorf("query from the client: err %v, output %q; want exit 1 and status 10 (NotAllowed)", err, out)
+	}
 
 	// kill -9 and restart: every answered registration was durable.
 	if err := p.Signal(syscall.SIGKILL); err != nil {

@@ -1,10 +1,12 @@
 package refserver_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -45,6 +47,20 @@ func TestServerInProcess(t *testing.T) {
 		cancel()
 		if err := <-runErr; err != nil {
 			t.Errorf("Run: %v", err)
+		}
+		// No goroutine of the Server outlives Run.
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			if !bytes.Contains(buf, []byte("test/refserver.(*Server)")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("Server goroutines left after Run returned:\n%s", buf)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 
