@@ -40,7 +40,11 @@
 //
 // Information-Request carries Client Identifier, Elapsed Time and an ORO of
 // INF_MAX_RT (83, which RFC 8415 §18.2.6 requires) and
-// OPTION_ADDR_REG_ENABLE (148).
+// OPTION_ADDR_REG_ENABLE (148). Probe retransmits it until a Reply comes
+// (RFC 8415 §18.2.6: INF_MAX_DELAY, INF_TIMEOUT, INF_MAX_RT). A Reply with
+// option 148 ends it at once; after one without, Probe listens one second more
+// without retransmitting, since a link may have a registration server and an
+// ordinary one (Kea 2.2, say) and the first to answer need not be the former.
 //
 // # Replies
 //

@@ -120,9 +120,17 @@ type Registrar struct {
 // exchange is one outstanding transaction; Run hands it datagrams whose
 // transaction ID matches.
 type exchange struct {
-	xid xid
-	ch  chan datagram
+	xid  xid
+	ch   chan datagram
+	stop chan struct{} // closed to end the exchange early; nil = never
 }
+
+// probeCollect is how long Probe keeps listening after a Reply without
+// option 148 for another server's Reply with it.
+const probeCollect = time.Second
+
+// errCollected ends a probe's exchange once its collection time is over.
+var errCollected = errors.New("probe: collection time over")
 
 type datagram struct {
 	m       message // parsed from its own copy of the bytes
@@ -384,7 +392,9 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 // DiscoveryMaxDelay it sends an Information-Request from linkLocal whose ORO
 // includes OPTION_ADDR_REG_ENABLE, retransmitted per Config.Discovery until a
 // Reply with its transaction ID arrives on that interface, for that address.
-// supported reports whether that Reply carries option 148. Without MRC or MRD
+// supported reports whether that Reply carries option 148; after a Reply
+// without it, Probe listens one second more (not retransmitting) in case
+// another server on the link answers with it. Without MRC or MRD
 // it only ends with a Reply or ctx; err then wraps ctx.Err().
 func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr) (supported bool, err error) {
 	if ifindex <= 0 || !linkLocal.Is6() || !linkLocal.IsLinkLocalUnicast() {
@@ -416,15 +426,40 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 		}
 		return nil
 	}
+	// A link may have several servers, not all of them registration
+	// servers: after a Reply without option 148, listen probeCollect longer
+	// (without retransmitting) for one with it.
+	var collect scheduler.Timer
+	ex.stop = make(chan struct{})
 	check := func(d *datagram) (bool, error) {
 		if why := validate(&d.m, d.dst, d.ifindex, &e, nil); why != "" {
 			r.drop(why, d.m.xid, d.dst, d.ifindex)
 			return false, nil
 		}
-		supported = d.m.addrRegEnable
-		return true, nil
+		if d.m.addrRegEnable {
+			supported = true
+			return true, nil
+		}
+		if collect == nil {
+			collect = r.clock.AfterFunc(probeCollect, func() { close(ex.stop) })
+		}
+		return false, nil
 	}
-	if _, err := r.exchange(ctx, ex, r.cfg.Discovery, transmit, check); err != nil {
+	transmit0 := transmit
+	transmit = func(elapsed time.Duration) error {
+		if collect != nil {
+			return errCollected // a Reply came: no more Information-Requests
+		}
+		return transmit0(elapsed)
+	}
+	_, err = r.exchange(ctx, ex, r.cfg.Discovery, transmit, check)
+	if collect != nil {
+		collect.Stop()
+		if errors.Is(err, errCollected) || errors.Is(err, ErrExchangeFailed) {
+			err = nil // answered, without 148
+		}
+	}
+	if err != nil {
 		return false, fmt.Errorf("probe %s from %s (xid %s, %d sends): %w", r.iface(ifindex), src, ex.xid, sends, err)
 	}
 	if r.debug() {
@@ -485,6 +520,8 @@ func (r *Registrar) await(ctx context.Context, ex *exchange, fired <-chan struct
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
+		case <-ex.stop:
+			return false, errCollected
 		case <-fired:
 			// A reply queued as the timer fired still counts.
 			for {

@@ -242,10 +242,12 @@ func TestProbe(t *testing.T) {
 		extra   []string
 		want    bool
 		silence int
+		second  bool // a second server answers too, with 148
 	}{
-		{"148 offered", []string{"0094 0000"}, true, 0},
-		{"148 not offered", nil, false, 0},
-		{"148 after five unanswered", []string{"0094 0000"}, true, 5},
+		{"148 offered", []string{"0094 0000"}, true, 0, false},
+		{"148 not offered", nil, false, 0, false},
+		{"148 after five unanswered", []string{"0094 0000"}, true, 5, false},
+		{"one server without 148, another with", nil, true, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Discovery with MRT 4 s; INF_MAX_DELAY 1 s and RAND 0 put
@@ -258,6 +260,9 @@ func TestProbe(t *testing.T) {
 				defer mu.Unlock()
 				if n++; n > tc.silence {
 					r.deliver(inbound{b: replyDatagram(t, msgReply, s.m.xid, testAddr, tc.extra...), dst: s.src, ifindex: s.ifindex})
+					if tc.second {
+						r.deliver(inbound{b: replyDatagram(t, msgReply, s.m.xid, testAddr, "0094 0000"), dst: s.src, ifindex: s.ifindex})
+					}
 				}
 			}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -441,5 +446,54 @@ func BenchmarkRegister(b *testing.B) {
 		if _, err := r.Register(ctx, tg); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestProbeCollect: after a Reply without option 148 the probe listens one
+// second more, without retransmitting, for another server's Reply with it.
+func TestProbeCollect(t *testing.T) {
+	ll := netip.MustParseAddr("fe80::10")
+	for _, tc := range []struct {
+		name  string
+		after time.Duration // when the second server answers with 148; 0 = never
+		want  bool
+	}{
+		{"second server within the second", 900 * time.Millisecond, true},
+		{"no second server", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, c, clock := fakeRegistrar(t, Config{Discovery: scheduler.Retrans{IRT: 5 * time.Second}, DiscoveryMaxDelay: -1}, 0.5)
+			var first sent
+			c.onSend = func(s sent) {
+				first = s
+				r.deliver(inbound{b: replyDatagram(t, msgReply, s.m.xid, testAddr), dst: s.src, ifindex: s.ifindex})
+			}
+			type result struct {
+				ok  bool
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				ok, err := r.Probe(context.Background(), 3, ll)
+				done <- result{ok, err}
+			}()
+			clock.BlockUntil(2) // the retransmission timer and the collection timer
+			if tc.after > 0 {
+				clock.Advance(tc.after)
+				r.deliver(inbound{b: replyDatagram(t, msgReply, first.m.xid, testAddr, "0094 0000"), dst: first.src, ifindex: first.ifindex})
+			} else {
+				clock.Advance(time.Second)
+			}
+			res := <-done
+			if res.err != nil || res.ok != tc.want {
+				t.Errorf("Probe = %v, %v; want %v", res.ok, res.err, tc.want)
+			}
+			if n := len(c.sends()); n != 1 {
+				t.Errorf("%d Information-Requests, want 1", n)
+			}
+			if clock.Pending() != 0 {
+				t.Errorf("%d timers left armed", clock.Pending())
+			}
+		})
 	}
 }
