@@ -322,8 +322,10 @@ func (r *Registrar) done(ex *exchange) {
 // It returns when a valid ADDR-REG-REPLY arrives (Result.Replied, nil), or
 // with an error wrapping ErrExchangeFailed, ErrAddressGone or ctx.Err().
 func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
-	if t.Ifindex <= 0 || !t.Addr.Is6() || t.Addr.Is4In6() || t.Lifetimes == nil {
-		return Result{}, fmt.Errorf("register %s on ifindex %d: invalid target", t.Addr, t.Ifindex)
+	// RFC 9686 §4.2: global scope only (ULA included); never link-local,
+	// loopback or multicast. Anything finer is the caller's to decide.
+	if t.Ifindex <= 0 || !t.Addr.Is6() || t.Addr.Is4In6() || !t.Addr.IsGlobalUnicast() || t.Lifetimes == nil {
+		return Result{}, fmt.Errorf("register %s on ifindex %d: invalid target (need an IPv6 global unicast address, an interface and Lifetimes)", t.Addr, t.Ifindex)
 	}
 	addr := t.Addr.WithZone("")
 	ex := r.open()

@@ -379,12 +379,14 @@ func TestE2ERegisterSilentServer(t *testing.T) {
 	}
 	// MRC 3: sends at 0, RT1, RT1+RT2 and failure at RT1+RT2+RT3, with
 	// RT1 in [0.9, 1.1]·IRT and RTn in [1.9, 2.1]·RTn-1 (RFC 8415 §15).
-	// Allow 60 ms of scheduling slack each way.
-	const slack = 60 * time.Millisecond
+	// Allow for scheduling on a loaded machine (make test runs packages in
+	// parallel): a transmission may be late, hardly early. The exact
+	// arithmetic is TestRegisterRetransmission's, on a fake clock.
+	const slack, late = 50 * time.Millisecond, 150 * time.Millisecond
 	rt1 := got[1].at.Sub(got[0].at)
 	rt2 := got[2].at.Sub(got[1].at)
 	within := func(what string, d, lo, hi time.Duration) {
-		if d < lo-slack || d > hi+slack {
+		if d < lo-slack || d > hi+late {
 			t.Errorf("%s = %v, want within [%v, %v]", what, d, lo, hi)
 		}
 	}
@@ -418,7 +420,7 @@ func TestE2ERegisterSilentServer(t *testing.T) {
 			t.Errorf("transmission %d Client ID %v", i, cid)
 		}
 		wantElapsed := m.at.Sub(got[0].at)
-		if el := m.msg.Options.ElapsedTime(); el < wantElapsed-slack || el > wantElapsed+slack {
+		if el := m.msg.Options.ElapsedTime(); el < wantElapsed-late || el > wantElapsed+late {
 			t.Errorf("transmission %d Elapsed Time %v, want about %v", i, el, wantElapsed)
 		}
 	}

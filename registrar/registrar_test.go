@@ -403,6 +403,10 @@ func TestInvalidTargets(t *testing.T) {
 		{Ifindex: 0, Addr: testAddr, Lifetimes: lt},
 		{Ifindex: 1, Addr: netip.MustParseAddr("192.0.2.1"), Lifetimes: lt},
 		{Ifindex: 1, Addr: testAddr},
+		{Ifindex: 1, Addr: netip.MustParseAddr("fe80::1"), Lifetimes: lt},
+		{Ifindex: 1, Addr: netip.MustParseAddr("ff02::1:2"), Lifetimes: lt},
+		{Ifindex: 1, Addr: netip.MustParseAddr("::1"), Lifetimes: lt},
+		{Ifindex: 1, Addr: netip.MustParseAddr("::ffff:192.0.2.1"), Lifetimes: lt},
 	} {
 		if _, err := r.Register(context.Background(), tg); err == nil {
 			t.Errorf("Register(%+v) succeeded", tg)
