@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -481,4 +482,63 @@ func equalSets(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// Every goroutine Run starts (the netlink reader, the RA listener, namespace
+// helpers) has stopped when it returns. Not parallel: it reads all stacks.
+func TestNetnsNoGoroutineLeak(t *testing.T) {
+	topo.RequireRoot(t)
+	n := topo.New(t)
+	r, h := n.Node("router"), n.Node("host")
+	r.StartRadvd(t, topo.RA{Managed: true, Prefixes: []topo.PIO{{Prefix: "2001:db8:4::/64", Valid: 600 * time.Second, Preferred: 300 * time.Second}}})
+	ns, err := h.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	m := New(Options{Netns: ns, WatchRAs: true, Logger: testLogger(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	for {
+		c, cc := context.WithTimeout(ctx, 15*time.Second)
+		ev, err := m.Next(c)
+		cc()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind == RAFlags && ev.Link.Managed {
+			break
+		}
+	}
+	if _, ok, err := m.Lookup(1, netip.MustParseAddr("::1")); !ok || err != nil {
+		t.Errorf("Lookup(::1 on lo) = %t, %v", ok, err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		var leaked []string
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "netmon.(*Monitor)") || strings.Contains(g, "netmon.inNetns") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines left after Run returned:\n%s", strings.Join(leaked, "\n\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
