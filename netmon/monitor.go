@@ -69,6 +69,12 @@ type Link struct {
 	// the link, from the kernel (IFLA_INET6_FLAGS) or, with
 	// Options.WatchRAs, from RAs seen on the wire (set if either says so;
 	// with several routers, if any router's last RA says so).
+	// When the link becomes usable again after being down (LinkChanged),
+	// the flags read false until an RA is seen on the new attachment:
+	// the kernel keeps IF_RA_MANAGED/OTHERCONF across down/up, and they
+	// may describe the previous link. The kernel's flags count again once
+	// it reports a change of them or a PIO (RTM_NEWPREFIX), i.e. once it
+	// has processed an RA; with WatchRAs, any RA on the wire counts.
 	// RAReceived says an RA has been seen: the kernel's IF_RA_RCVD (set
 	// only for an RA that answers the kernel's own RS), or M or O set, or
 	// any RA on the wire. With the kernel alone, an unsolicited RA with

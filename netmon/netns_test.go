@@ -542,3 +542,29 @@ func TestNetnsNoGoroutineLeak(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The kernel keeps IF_RA_MANAGED across carrier down/up; the monitor does
+// not trust it on what may be a new link until an RA is processed there.
+func TestNetnsRAFlagsAfterReconnect(t *testing.T) {
+	topo.RequireRoot(t)
+	t.Parallel()
+	n := topo.New(t)
+	r, h := n.Node("router"), n.Node("host")
+	hs := startMonitor(t, h, Options{})
+	ra := topo.RA{Managed: true, Prefixes: []topo.PIO{{Prefix: "2001:db8:4::/64", Valid: 600 * time.Second, Preferred: 300 * time.Second}}}
+	rd := r.StartRadvd(t, ra)
+	hs.wait("M", 10*time.Second, func(ev Event) bool { return ev.Kind == RAFlags && ev.Link.Managed })
+	rd.Proc().Stop()
+
+	h.SetCarrier(t, "eth0", false)
+	time.Sleep(200 * time.Millisecond)
+	h.SetCarrier(t, "eth0", true)
+	ev := hs.wait("link change", 5*time.Second, func(ev Event) bool { return ev.Kind == LinkChanged && ev.Link.Name == "eth0" })
+	if ev.Link.Managed || ev.Link.Other {
+		t.Errorf("stale RA flags after reconnecting: %s", ev)
+	}
+	hs.none("M without an RA", 3*time.Second, func(ev Event) bool { return ev.Kind == RAFlags && ev.Link.Managed })
+
+	r.StartRadvd(t, ra)
+	hs.wait("M from an RA on the new attachment", 10*time.Second, func(ev Event) bool { return ev.Kind == RAFlags && ev.Link.Managed })
+}

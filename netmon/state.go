@@ -25,6 +25,7 @@ type state struct {
 	gen      uint64 // source of generations
 	resyncs  int
 	messages int
+	dumping  bool // applying a dump, not notifications
 
 	// cur
 	links    map[int]*linkEntry
@@ -85,17 +86,25 @@ type linkEntry struct {
 	created uint64 // generation: a new one if the index is reused
 	ups     uint64 // times the link became usable after not being
 	kflags  uint32 // IFLA_INET6_FLAGS
-	wire    map[netip.Addr]raFlags
-	at      time.Time
+	// kstale: the link came up again and the kernel has not processed an
+	// RA since, so kflags may describe the previous link (the kernel keeps
+	// IF_RA_MANAGED/OTHERCONF across carrier and admin down/up).
+	kstale bool
+	wire   map[netip.Addr]raFlags
+	at     time.Time
 }
 
 func (e *linkEntry) computeRA() {
+	kflags := e.kflags
+	if e.kstale {
+		kflags = 0
+	}
 	f := raFlags{
-		managed: e.kflags&ifRAManaged != 0,
-		other:   e.kflags&ifRAOtherCnf != 0,
+		managed: kflags&ifRAManaged != 0,
+		other:   kflags&ifRAOtherCnf != 0,
 		// IF_RA_RCVD is only set for an RA answering our own RS, so an
 		// RA with M or O set counts as received too.
-		rcvd: e.kflags&(ifRARcvd|ifRAManaged|ifRAOtherCnf) != 0,
+		rcvd: kflags&(ifRARcvd|ifRAManaged|ifRAOtherCnf) != 0,
 	}
 	for _, w := range e.wire {
 		f.managed = f.managed || w.managed
@@ -448,7 +457,7 @@ func (s *state) apply(m message, now time.Time) {
 		if err != nil {
 			return
 		}
-		s.setPrefix(p, now)
+		s.setPrefix(p, now, true)
 	}
 }
 
@@ -474,9 +483,11 @@ func (s *state) setLink(l rawLink, now time.Time) {
 	}
 	e.at = now
 	if ok && !wasUsable && e.Usable() {
-		// A new attachment: what the wire said before no longer holds.
+		// Possibly a new link (RFC 9686 §4.2): what the RAs said before no
+		// longer holds until an RA is processed again.
 		e.ups++
 		clear(e.wire)
+		e.kstale = true
 		e.computeRA()
 	}
 	s.touch(key{kind: kLink, index: l.Index}, now)
@@ -498,6 +509,11 @@ func (s *state) setINet6(l rawLink, now time.Time) {
 		return
 	}
 	e.kflags = l.INet6
+	if !s.dumping {
+		// A notification: the kernel changed the flags, so it has just
+		// processed an RA (or sent an RS), on this attachment.
+		e.kstale = false
+	}
 	e.computeRA()
 	s.touch(key{kind: kRA, index: l.Index}, now)
 }
@@ -579,9 +595,16 @@ func (s *state) delAddr(k addrKey, now time.Time) {
 	s.touch(key{kind: kAddr, index: k.index, ip: k.ip}, now)
 }
 
-func (s *state) setPrefix(p Prefix, now time.Time) {
-	if _, ok := s.links[p.Index]; !ok {
+func (s *state) setPrefix(p Prefix, now time.Time, kernel bool) {
+	e, ok := s.links[p.Index]
+	if !ok {
 		return
+	}
+	if kernel && e.kstale {
+		// The kernel processed an RA with a PIO: its flags are current.
+		e.kstale = false
+		e.computeRA()
+		s.touch(key{kind: kRA, index: p.Index}, now)
 	}
 	k := prefixKey{p.Index, p.Prefix}
 	s.prefixes[k] = p
@@ -621,7 +644,9 @@ func (s *state) resync(msgs []message, now time.Time) {
 			s.delAddr(k, now)
 		}
 	}
+	s.dumping = true
 	s.applyMessages(msgs, now)
+	s.dumping = false
 }
 
 func (s *state) snapshot() ([]Link, []Addr) {

@@ -100,7 +100,7 @@ func (m *Monitor) wireRA(index int, src netip.Addr, ra *ndp.RouterAdvertisement)
 			Index: index, Prefix: p,
 			Preferred: ndpLifetime(pi.PreferredLifetime), Valid: ndpLifetime(pi.ValidLifetime),
 			OnLink: pi.OnLink, Autonomous: pi.AutonomousAddressConfiguration,
-		}, now)
+		}, now, false)
 	}
 }
 
