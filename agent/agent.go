@@ -582,7 +582,13 @@ func (a *Agent) consider(ifc *iface, ad *addr) {
 		ad.again = true
 	case Registered:
 		now := a.clock.Now()
-		at, refresh := a.cfg.Policy.LifetimeChanged(ad.reg, now, ad.cur.Valid, a.static(ad.cur))
+		// The event may have waited in netmon's queue: count the
+		// lifetime down to now before comparing.
+		valid := ad.cur.Valid
+		if !ad.cur.Observed.IsZero() {
+			_, valid = ad.cur.Remaining(now)
+		}
+		at, refresh := a.cfg.Policy.LifetimeChanged(ad.reg, now, valid, a.static(ad.cur))
 		if !refresh {
 			return
 		}
@@ -590,7 +596,7 @@ func (a *Agent) consider(ifc *iface, ad *addr) {
 			return // an earlier refresh is already due
 		}
 		a.log.Debug("lifetime changed: refresh scheduled", "iface", ifc.name, "addr", k.addr,
-			"valid", ad.cur.Valid, "told_server", ad.reg.Valid, "at", at)
+			"valid", valid, "told_server", ad.reg.Valid, "at", at)
 		a.deadlines.Set(k, at)
 	}
 }
