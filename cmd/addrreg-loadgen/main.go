@@ -235,6 +235,13 @@ func load(ctx context.Context, o options, stderr io.Writer) (report, error) {
 	if uc, ok := c.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(8 << 20)
 		_ = uc.SetWriteBuffer(8 << 20)
+		if rc, err := uc.SyscallConn(); err == nil {
+			// Above rmem_max/wmem_max when we have CAP_NET_ADMIN.
+			_ = rc.Control(func(fd uintptr) {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20)
+			})
+		}
 	}
 	pc := ipv6.NewPacketConn(c)
 	dst := &net.UDPAddr{IP: o.server.AsSlice(), Port: 547}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/addrreg/addrreg/test/refserver"
 )
 
 func TestBadFlags(t *testing.T) {
@@ -42,5 +45,24 @@ func TestBadFlags(t *testing.T) {
 		if !strings.Contains(stderr.String(), tc.want) {
 			t.Errorf("%v: stderr %q does not name %s", tc.args, stderr.String(), tc.want)
 		}
+	}
+}
+
+func TestPrintTable(t *testing.T) {
+	r := &refserver.LeasequeryReply{Clients: []refserver.ClientData{{
+		DUID: []byte{0, 3, 0, 1, 2, 0, 0, 0, 0, 1}, CLTTime: 5,
+		Addrs: []refserver.LeaseAddr{{Addr: netip.MustParseAddr("2001:db8:1::10"), Preferred: 100, Valid: 0xffffffff}},
+	}}}
+	var b bytes.Buffer
+	printTable(&b, r)
+	want := "DUID                  ADDRESS         PREFERRED  VALID     LAST SEEN\n" +
+		"00030001020000000001  2001:db8:1::10  100s       infinite  5s ago\n"
+	if b.String() != want {
+		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	printTable(&b, &refserver.LeasequeryReply{Status: refserver.StatusNotAllowed, Message: "requestor not allowed"})
+	if got := b.String(); got != "status: NotAllowed (10) requestor not allowed\n" {
+		t.Errorf("status line %q", got)
 	}
 }

@@ -237,6 +237,13 @@ func TestE2ELoadgen(t *testing.T) {
 		t.Fatalf("loadgen output: %v\n%s", err, out)
 	}
 	t.Logf("loadgen %v: %s", args, out)
+	for _, nd := range []*topo.Node{srv, cli} {
+		for _, l := range strings.Split(nd.MustExec(t, "cat", "/proc/net/snmp6"), "\n") {
+			if strings.HasPrefix(l, "Udp6RcvbufErrors") || strings.HasPrefix(l, "Udp6SndbufErrors") {
+				t.Logf("%s: %s", nd.Name, strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
 	if rep.Sent == 0 || rep.Replied != rep.Sent || rep.Dropped != 0 {
 		t.Errorf("sent %d, replied %d, dropped %d; want all answered", rep.Sent, rep.Replied, rep.Dropped)
 	}

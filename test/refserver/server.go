@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 
 	"github.com/addrreg/addrreg/scheduler"
 )
@@ -54,7 +55,8 @@ type onLinkEntry struct {
 // job is a group of events to commit, and what to send once they are durable.
 type job struct {
 	evs  []Event
-	send func()
+	send func() // after the commit
+	log  func() // after every send of the batch: logging must not delay replies
 }
 
 // New checks cfg and returns a Server; Run starts it.
@@ -205,6 +207,7 @@ func (s *Server) listen() (*ipv6.PacketConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on [::]:547: %w", err)
 	}
+	setRcvBuf(c, 4<<20)
 	pc := ipv6.NewPacketConn(c)
 	if err := pc.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true); err != nil {
 		c.Close()
@@ -307,7 +310,7 @@ func (s *Server) handle(pkt Packet) {
 		send()
 		return
 	}
-	s.enqueue(job{evs: []Event{ev}, send: func() { s.logEvent(ev); send() }})
+	s.enqueue(job{evs: []Event{ev}, send: send, log: func() { s.logEvent(ev) }})
 	if !ev.Binding.Expires.IsZero() {
 		s.tmu.Lock()
 		early := s.armedAt.IsZero() || ev.Binding.Expires.Before(s.armedAt)
@@ -354,6 +357,11 @@ func (s *Server) writer() {
 		for _, j := range batch {
 			if j.send != nil {
 				j.send()
+			}
+		}
+		for _, j := range batch {
+			if j.log != nil {
+				j.log()
 			}
 		}
 	}
@@ -518,4 +526,20 @@ func (s *Server) History() ([]HistoryRecord, error) {
 		return nil, errors.New("refserver: not running")
 	}
 	return s.st.history()
+}
+
+// setRcvBuf makes the socket's receive buffer n bytes, above rmem_max when
+// allowed (SO_RCVBUFFORCE needs CAP_NET_ADMIN), so a burst of registrations
+// waits in the kernel instead of being dropped while a commit is running.
+func setRcvBuf(c net.PacketConn, n int) {
+	uc, ok := c.(*net.UDPConn)
+	if !ok {
+		return
+	}
+	_ = uc.SetReadBuffer(n)
+	if rc, err := uc.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+		})
+	}
 }
