@@ -22,6 +22,23 @@
 // kernel's state. If more than Options.QueueSize keys wait, the queue is
 // dropped and the next Next diffs everything.
 //
+// For the consumer:
+//   - Next is meant for one consumer goroutine; Snapshot and Lookup may be
+//     called from anywhere.
+//   - Events for one key come in order; across keys, in the order the keys
+//     first changed (a new link before its addresses; the kernel removes
+//     addresses before their link).
+//   - A link that becomes usable (up with carrier) after being down is
+//     reported as LinkChanged even if the consumer missed the down: discover
+//     afresh (RFC 9686 §4.2). Its RA flags then read false until an RA is
+//     processed on the new attachment (RAFlags follows).
+//   - An address removed and re-added before the consumer looked is
+//     reported as AddrRemoved then AddrAdded.
+//   - Every RA refreshes SLAAC lifetimes; an AddrUpdated follows whenever an
+//     expiry time moved by more than Options.LifetimeSlack (with a 1 s RA
+//     interval, every other RA; on real networks, per RA). The registrar
+//     applies its own tolerance (RFC 9686 §4.6, erratum 8600: 3 s).
+//
 // Lifetimes are the kernel's (IFA_CACHEINFO), never the RA's: Linux ignores
 // or clamps what an RA says (RFC 4862 §5.5.3(e)). Lookup reads one address
 // afresh, for the current lifetimes at each transmission.

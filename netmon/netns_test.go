@@ -568,3 +568,25 @@ func TestNetnsRAFlagsAfterReconnect(t *testing.T) {
 	r.StartRadvd(t, ra)
 	hs.wait("M from an RA on the new attachment", 10*time.Second, func(ev Event) bool { return ev.Kind == RAFlags && ev.Link.Managed })
 }
+
+// RFC 4429 optimistic SLAAC addresses are reported optimistic and become
+// registrable only when DAD completes.
+func TestNetnsOptimistic(t *testing.T) {
+	topo.RequireRoot(t)
+	t.Parallel()
+	n := topo.New(t)
+	r, h := n.Node("router"), n.Node("host")
+	h.Sysctl(t, "net.ipv6.conf.eth0.optimistic_dad", "1")
+	h.Sysctl(t, "net.ipv6.conf.eth0.use_optimistic", "1")
+	hs := startMonitor(t, h, Options{})
+	r.StartRadvd(t, topo.RA{Prefixes: []topo.PIO{{Prefix: "2001:db8:8::/64", Valid: 600 * time.Second, Preferred: 300 * time.Second}}})
+	in := inPrefix("2001:db8:8::/64")
+	ev := hs.wait("SLAAC address", 15*time.Second, addrEv(in, AddrAdded))
+	if ev.Addr.State != StateOptimistic || ev.Addr.Registrable {
+		t.Errorf("new SLAAC address %s, want optimistic and not registrable", ev.Addr)
+	}
+	ev = hs.wait("DAD completion", 10*time.Second, addrEv(and(in, Addr.registrable), AddrUpdated))
+	if ev.Addr.State != StatePreferred {
+		t.Errorf("after DAD: %s", ev.Addr)
+	}
+}

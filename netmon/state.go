@@ -2,7 +2,6 @@ package netmon
 
 import (
 	"cmp"
-	"container/list"
 	"net/netip"
 	"slices"
 	"time"
@@ -41,8 +40,8 @@ type state struct {
 	vclock    uint64
 
 	// queue of keys that may differ, oldest first
-	q         *list.List
-	qidx      map[key]*list.Element
+	q         queue
+	qidx      map[key]*queued
 	overflow  bool // the queue overflowed: diff everything at the next Next
 	overflows int
 }
@@ -64,9 +63,58 @@ type key struct {
 	prefix netip.Prefix
 }
 
+// queued is a node of the intrusive FIFO of keys (one allocation per key,
+// O(1) removal from the middle when a change is undone).
 type queued struct {
-	k  key
-	at time.Time
+	k          key
+	at         time.Time
+	prev, next *queued
+}
+
+type queue struct {
+	head, tail *queued
+	n          int
+}
+
+func (q *queue) Len() int { return q.n }
+
+func (q *queue) pushBack(e *queued) *queued {
+	e.prev, e.next = q.tail, nil
+	if q.tail != nil {
+		q.tail.next = e
+	} else {
+		q.head = e
+	}
+	q.tail = e
+	q.n++
+	return e
+}
+
+func (q *queue) pushFront(e *queued) *queued {
+	e.prev, e.next = nil, q.head
+	if q.head != nil {
+		q.head.prev = e
+	} else {
+		q.tail = e
+	}
+	q.head = e
+	q.n++
+	return e
+}
+
+func (q *queue) remove(e *queued) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		q.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		q.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+	q.n--
 }
 
 type addrKey struct {
@@ -134,8 +182,7 @@ func newState(copts ClassifyOptions, limit int, slack time.Duration) *state {
 		vra:       map[int]raFlags{},
 		vaddrs:    map[addrKey]addrEntry{},
 		vprefixes: map[prefixKey]Prefix{},
-		q:         list.New(),
-		qidx:      map[key]*list.Element{},
+		qidx:      map[key]*queued{},
 	}
 }
 
@@ -145,7 +192,7 @@ func (s *state) touch(k key, at time.Time) {
 	_, differs, _ := s.diff(k, at, false)
 	if !differs {
 		if e, ok := s.qidx[k]; ok {
-			s.q.Remove(e)
+			s.q.remove(e)
 			delete(s.qidx, k)
 		}
 		return
@@ -154,19 +201,19 @@ func (s *state) touch(k key, at time.Time) {
 		return
 	}
 	if e, ok := s.qidx[k]; ok {
-		e.Value.(*queued).at = at
+		e.at = at
 		return
 	}
 	if s.q.Len() >= s.limit {
 		// Drop the queue; next() diffs everything instead.
 		s.overflow = true
 		s.overflows++
-		s.q.Init()
+		s.q = queue{}
 		clear(s.qidx)
 		s.signal()
 		return
 	}
-	s.qidx[k] = s.q.PushBack(&queued{k: k, at: at})
+	s.qidx[k] = s.q.pushBack(&queued{k: k, at: at})
 	s.signal()
 }
 
@@ -176,18 +223,17 @@ func (s *state) next(now time.Time) (Event, bool) {
 		s.overflow = false
 		for _, k := range s.allKeys() {
 			if _, differs, _ := s.diff(k, now, false); differs {
-				s.qidx[k] = s.q.PushBack(&queued{k: k, at: now})
+				s.qidx[k] = s.q.pushBack(&queued{k: k, at: now})
 			}
 		}
 	}
 	for s.q.Len() > 0 {
-		e := s.q.Front()
-		qe := e.Value.(*queued)
-		s.q.Remove(e)
+		qe := s.q.head
+		s.q.remove(qe)
 		delete(s.qidx, qe.k)
 		ev, ok, again := s.diff(qe.k, qe.at, true)
 		if again {
-			s.qidx[qe.k] = s.q.PushFront(qe)
+			s.qidx[qe.k] = s.q.pushFront(qe)
 		}
 		if ok {
 			return ev, true
