@@ -752,3 +752,76 @@ func TestE2EPortUnreachable(t *testing.T) {
 		t.Log("no ICMPv6 port unreachable seen (rate limited, or something bound 546)")
 	}
 }
+
+// TestE2EOwnInterfaceOnly gives the host a second link: an ADDR-REG-INFORM
+// goes out only on the interface that holds the address (RFC 9686 §4.2),
+// and a probe only on the interface asked.
+func TestE2EOwnInterfaceOnly(t *testing.T) {
+	e := setup(t)
+	seg := e.n.Segment("second")
+	seg.Attach(e.host, "eth1")
+	other := e.n.Node("other")
+	seg.Attach(other, "eth1")
+	addr1 := netip.MustParseAddr("2001:db8:2::10")
+	e.host.MustExec(t, "ip", "-6", "addr", "add", addr1.String()+"/64", "dev", "eth1", "nodad")
+	other.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:2::1/64", "dev", "eth1", "nodad")
+	lls := e.host.WaitAddrs(t, "eth1", topo.LinkLocal, 10*time.Second)
+	ll1, _ := netip.AddrFromSlice(lls[0].IP)
+	other.WaitAddrs(t, "eth1", topo.LinkLocal, 10*time.Second)
+	var ifindex1 int
+	if err := e.host.Do(func() error {
+		ifi, err := net.InterfaceByName("eth1")
+		if err != nil {
+			return err
+		}
+		ifindex1 = ifi.Index
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv1 := startResponder(t, other, "eth1")
+	answer := func(m rx, n int) []tx { return []tx{reply(m, true)} }
+	e.srv.setScript(answer)
+	srv1.setScript(answer)
+	reg := e.registrar(t, registrar.Config{})
+	lt, _ := lifetimes(time.Hour, time.Hour)
+	for _, tg := range []registrar.Target{
+		{Ifindex: e.ifindex, Addr: hostAddr, Lifetimes: lt},
+		{Ifindex: ifindex1, Addr: addr1, Lifetimes: lt},
+	} {
+		if res, err := reg.Register(ctxT(t, 5*time.Second), tg); err != nil || !res.Replied {
+			t.Fatalf("Register %s = %+v, %v", tg.Addr, res, err)
+		}
+	}
+	for _, p := range []struct {
+		ifindex int
+		ll      netip.Addr
+	}{{e.ifindex, e.ll}, {ifindex1, ll1}} {
+		if ok, err := reg.Probe(ctxT(t, 5*time.Second), p.ifindex, p.ll); err != nil || !ok {
+			t.Fatalf("Probe on %d = %v, %v", p.ifindex, ok, err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, c := range []struct {
+		name     string
+		srv      *responder
+		want, ll netip.Addr
+	}{{"link 1", e.srv, hostAddr, e.ll}, {"link 2", srv1, addr1, ll1}} {
+		got := c.srv.received(dhcpv6.MessageTypeAddrRegInform)
+		if len(got) != 1 || got[0].src != c.want {
+			t.Errorf("%s: server received ADDR-REG-INFORMs %v, want one from %s", c.name, srcs(got), c.want)
+		}
+		irs := c.srv.received(dhcpv6.MessageTypeInformationRequest)
+		if len(irs) != 1 || irs[0].src != c.ll {
+			t.Errorf("%s: server received Information-Requests %v, want one from %s", c.name, srcs(irs), c.ll)
+		}
+	}
+}
+
+func srcs(ms []rx) []netip.Addr {
+	var out []netip.Addr
+	for _, m := range ms {
+		out = append(out, m.src)
+	}
+	return out
+}
