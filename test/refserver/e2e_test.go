@@ -100,12 +100,13 @@ func TestE2E(t *testing.T) {
 	args := []string{"-i", "eth0", "--db", db}
 	p := startServer(t, srv, bin, args...)
 
-	// Information-Request: option 148 offered.
+	// Information-Request from the link-local address: a Reply with option 148.
 	var ir *dhcpv6.Message
 	duid := testDUID(1)
+	ll, _ := netip.AddrFromSlice(cli.WaitAddrs(t, "eth0", topo.LinkLocal, 10*time.Second)[0].IP)
 	if err := cli.Do(func() error {
 		var err error
-		ir, _, err = exchange("eth0", addrs[0], infoRequestMsg([3]byte{1, 2, 3}, duid), 5*time.Second)
+		ir, _, err = exchange("eth0", ll, infoRequestMsg([3]byte{1, 2, 3}, duid), 5*time.Second)
 		return err
 	}); err != nil {
 		t.Fatalf("Information-Request: %v", err)

@@ -130,7 +130,14 @@ func (s *Server) count(keys ...string) {
 // ff02::1:2 on every configured interface, and serves until ctx is done. It
 // then stops reading, commits what is queued, sends the replies that were
 // waiting for it, and closes the database and socket.
+//
+// Run is called once per Server. For an in-process server in a network
+// namespace, call it inside topo's Node.Do: the socket and the interface
+// look-ups of the read loop happen on the calling thread.
 func (s *Server) Run(ctx context.Context) (err error) {
+	// Cancelled also when the read loop fails, so the expirer stops.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	st, err := openStore(s.cfg.DBPath)
 	if err != nil {
 		return err
@@ -189,6 +196,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.log.Info("listening", "addr", "[::]:547", "interfaces", s.cfg.Interfaces, "db", s.cfg.DBPath,
 		"bindings", len(h.Bindings()), "server_duid", hex.EncodeToString(duid), "addr_reg", s.cfg.AddrReg)
 	rerr := s.readLoop(ctx)
+	cancel()
 
 	producers.Wait()
 	s.tmu.Lock()
