@@ -79,6 +79,26 @@ type fileConfig struct {
 }
 
 func runServer(args []string, stderr io.Writer) error {
+	cfg, err := serverConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	srv, err := refserver.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := srv.Run(ctx); err != nil {
+		cfg.Logger.Error("server failed", "err", err)
+		return err
+	}
+	return nil
+}
+
+// serverConfig parses the server's flags and --config file.
+func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
+	var zero refserver.Config
 	fs := pflag.NewFlagSet("addrreg-refserver", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	def := refserver.DefaultConfig()
@@ -100,24 +120,24 @@ func runServer(args []string, stderr io.Writer) error {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return err
+			return zero, err
 		}
-		return usageError{err}
+		return zero, usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+		return zero, usagef("unexpected argument %q", fs.Arg(0))
 	}
 
 	var fc fileConfig
 	if *cfgFile != "" {
 		b, err := os.ReadFile(*cfgFile)
 		if err != nil {
-			return usagef("--config: %w", err)
+			return zero, usagef("--config: %w", err)
 		}
 		dec := json.NewDecoder(strings.NewReader(string(b)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&fc); err != nil {
-			return usagef("--config %s: %w", *cfgFile, err)
+			return zero, usagef("--config %s: %w", *cfgFile, err)
 		}
 	}
 	cfg := def
@@ -149,10 +169,10 @@ func runServer(args []string, stderr io.Writer) error {
 		cfg.Burst = *fc.Burst
 	}
 	if cfg.RatePerSource < 0 || cfg.RatePerDUID < 0 {
-		return usagef("--rate and --rate-duid must not be negative")
+		return zero, usagef("--rate and --rate-duid must not be negative")
 	}
 	if cfg.Burst < 0 {
-		return usagef("--burst must not be negative")
+		return zero, usagef("--burst must not be negative")
 	}
 	cfg.NoLog = *noLog
 
@@ -161,7 +181,7 @@ func runServer(args []string, stderr io.Writer) error {
 		for _, p := range ps {
 			pp, err := parsePrefix(p)
 			if err != nil {
-				return usagef("--config prefixes[%s]: %w", k, err)
+				return zero, usagef("--config prefixes[%s]: %w", k, err)
 			}
 			cfg.Prefixes[k] = append(cfg.Prefixes[k], pp)
 		}
@@ -169,11 +189,11 @@ func runServer(args []string, stderr io.Writer) error {
 	for _, kv := range *prefixes {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return usagef("invalid --prefix %q: want IFACE=PREFIX", kv)
+			return zero, usagef("invalid --prefix %q: want IFACE=PREFIX", kv)
 		}
 		p, err := parsePrefix(v)
 		if err != nil {
-			return usagef("invalid --prefix %q: %w", kv, err)
+			return zero, usagef("invalid --prefix %q: %w", kv, err)
 		}
 		cfg.Prefixes[k] = append(cfg.Prefixes[k], p)
 	}
@@ -184,7 +204,7 @@ func runServer(args []string, stderr io.Writer) error {
 	for _, a := range allow {
 		p, err := parsePrefix(a)
 		if err != nil {
-			return usagef("invalid --leasequery-allow %q: %w", a, err)
+			return zero, usagef("invalid --leasequery-allow %q: %w", a, err)
 		}
 		cfg.LeasequeryAllow = append(cfg.LeasequeryAllow, p)
 	}
@@ -198,21 +218,10 @@ func runServer(args []string, stderr io.Writer) error {
 	}
 	logger, err := newLogger(stderr, format, level)
 	if err != nil {
-		return err
+		return zero, err
 	}
 	cfg.Logger = logger
-
-	srv, err := refserver.New(cfg)
-	if err != nil {
-		return usageError{err}
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := srv.Run(ctx); err != nil {
-		logger.Error("server failed", "err", err)
-		return err
-	}
-	return nil
+	return cfg, nil
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

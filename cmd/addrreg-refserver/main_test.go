@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/addrreg/addrreg/test/refserver"
 )
 
@@ -64,5 +66,46 @@ func TestPrintTable(t *testing.T) {
 	printTable(&b, &refserver.LeasequeryReply{Status: refserver.StatusNotAllowed, Message: "requestor not allowed"})
 	if got := b.String(); got != "status: NotAllowed (10) requestor not allowed\n" {
 		t.Errorf("status line %q", got)
+	}
+}
+
+func TestServerConfig(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.json")
+	if err := os.WriteFile(file, []byte(`{
+		"interfaces": ["eth0"],
+		"prefixes": {"eth0": ["2001:db8:1::/64"], "2001:db8:2::1": ["2001:db8:2::/64"]},
+		"addr_reg": true,
+		"db": "/tmp/from-file.db",
+		"leasequery_allow": ["2001:db8:ff::/48"],
+		"rate": 5, "burst": 7
+	}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cfg, err := serverConfig([]string{"--config", file, "-i", "eth1", "--prefix", "eth1=2001:db8:3::1/64", "--no-addr-reg", "--rate-duid", "9"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = nil
+	want := refserver.Config{
+		Interfaces: []string{"eth1"},
+		Prefixes: map[string][]netip.Prefix{
+			"eth0":          {netip.MustParsePrefix("2001:db8:1::/64")},
+			"2001:db8:2::1": {netip.MustParsePrefix("2001:db8:2::/64")},
+			"eth1":          {netip.MustParsePrefix("2001:db8:3::/64")},
+		},
+		AddrReg: false, DBPath: "/tmp/from-file.db",
+		LeasequeryAllow: []netip.Prefix{netip.MustParsePrefix("2001:db8:ff::/48")},
+		RatePerSource:   5, RatePerDUID: 9, Burst: 7,
+	}
+	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+	cfg, err = serverConfig(nil, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.AddrReg || cfg.DBPath != refserver.DefaultDBPath || cfg.RatePerSource != 20 {
+		t.Errorf("defaults: %+v", cfg)
 	}
 }

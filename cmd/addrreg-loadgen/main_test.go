@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+)
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {90, 90 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := percentile(ds, tc.p); got != tc.want {
+			t.Errorf("p%v = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("empty: %v", got)
+	}
+}
+
+func TestInform(t *testing.T) {
+	a := netip.MustParseAddr("2001:db8:1::1000")
+	duid := []byte{0, 2, 0, 0, 0x7e, 0x99, 0, 0, 0, 1}
+	b := inform(nil, 0x123456, duid, a, 100, 200)
+	m, err := dhcpv6.MessageFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ia, _ := m.Options.GetOne(dhcpv6.OptionIAAddr).(*dhcpv6.OptIAAddress)
+	if m.MessageType != dhcpv6.MessageTypeAddrRegInform || m.TransactionID != [3]byte{0x12, 0x34, 0x56} ||
+		!bytes.Equal(m.Options.ClientID().ToBytes(), duid) || ia == nil || !ia.IPv6Addr.Equal(a.AsSlice()) ||
+		ia.PreferredLifetime != 100*time.Second || ia.ValidLifetime != 200*time.Second || len(m.Options.Options) != 2 {
+		t.Errorf("INFORM %s", m.LongString(0))
+	}
+}
+
+func TestAddresses(t *testing.T) {
+	got := addresses(options{prefix: netip.MustParsePrefix("2001:db8:1::/64"), offset: 0x1000, n: 3})
+	want := []string{"2001:db8:1::1000", "2001:db8:1::1001", "2001:db8:1::1002"}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("address %d = %s, want %s", i, got[i], want[i])
+		}
+	}
+}
