@@ -332,6 +332,9 @@ type jsonReply struct {
 	Message    string       `json:"message,omitempty"`
 	ServerID   string       `json:"server_id"`
 	Clients    []jsonClient `json:"clients"`
+	// ClientLinks: the client has bindings on several links (RFC 5007
+	// OPTION_LQ_CLIENT_LINK); query again with --link-address.
+	ClientLinks []string `json:"client_links,omitempty"`
 }
 
 func toJSON(r *refserver.LeasequeryReply) jsonReply {
@@ -344,12 +347,22 @@ func toJSON(r *refserver.LeasequeryReply) jsonReply {
 		}
 		out.Clients = append(out.Clients, jc)
 	}
+	for _, l := range r.ClientLinks {
+		out.ClientLinks = append(out.ClientLinks, l.String())
+	}
 	return out
 }
 
 func printTable(w io.Writer, r *refserver.LeasequeryReply) {
 	if r.Status != refserver.StatusSuccess {
 		fmt.Fprintf(w, "status: %s (%d) %s\n", refserver.StatusText(r.Status), r.Status, r.Message)
+		return
+	}
+	if len(r.ClientLinks) > 0 {
+		fmt.Fprintln(w, "bindings on several links; query each with --link-address:")
+		for _, l := range r.ClientLinks {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
 		return
 	}
 	if len(r.Clients) == 0 {

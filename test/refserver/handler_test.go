@@ -495,3 +495,44 @@ func TestLeasequery(t *testing.T) {
 		}
 	}
 }
+
+// TestLeasequeryClientLink: a client with bindings on two links, queried by
+// client ID on all links, gets OPTION_LQ_CLIENT_LINK; queried per link, the
+// client data of that link.
+func TestLeasequeryClientLink(t *testing.T) {
+	h := testHandler()
+	relay, link2 := netip.MustParseAddr("2001:db8:1::2"), netip.MustParseAddr("2001:db8:2::1")
+	a2 := netip.MustParseAddr("2001:db8:2::10")
+	if _, _, _, err := h.Handle(t0, pkt(cliAddr, validInform().bytes())); err != nil {
+		t.Fatal(err)
+	}
+	in := newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, clientDUID).ia(a2, 10, 20).bytes()
+	if _, _, _, err := h.Handle(t0, Packet{Data: relayFwd(0, link2, a2, nil, in), Src: netip.AddrPortFrom(relay, 547), Iface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	req := []byte{0, 3, 0, 1, 2, 0, 0, 0, 0, 5}
+	lq := func(link netip.Addr) *LeasequeryReply {
+		t.Helper()
+		b := EncodeLeasequery([3]byte{1, 2, 3}, req, link, netip.Addr{}, clientDUID)
+		reply, _, _, err := h.Handle(t0, Packet{Data: b, Src: netip.MustParseAddrPort("[2001:db8:ff::5]:4000"), Iface: "lo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := DecodeLeasequeryReply(reply)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := lq(netip.Addr{})
+	wantLinks := []netip.Addr{netip.MustParseAddr("2001:db8:1::"), link2}
+	if diff := cmp.Diff(wantLinks, r.ClientLinks, cmpAddr); diff != "" || len(r.Clients) != 0 {
+		t.Errorf("all links: %d client data; links (-want +got):\n%s", len(r.Clients), diff)
+	}
+	for i, want := range []netip.Addr{cliAddr, a2} {
+		r := lq(wantLinks[i])
+		if len(r.Clients) != 1 || len(r.Clients[0].Addrs) != 1 || r.Clients[0].Addrs[0].Addr != want {
+			t.Errorf("link %s: %+v, want only %s", wantLinks[i], r.Clients, want)
+		}
+	}
+}

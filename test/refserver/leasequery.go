@@ -11,11 +11,10 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 )
 
-// leasequery answers LEASEQUERY (RFC 5007 §4.4) from the bindings.
-//
-// Simplification: with link-address 0::0 a client with bindings on several
-// links gets one OPTION_CLIENT_DATA per link (the 2006 draft's rule) rather
-// than RFC 5007's OPTION_LQ_CLIENT_LINK.
+// leasequery answers LEASEQUERY (RFC 5007 §4.4) from the bindings. A
+// QUERY_BY_CLIENTID with link-address 0::0 for a client with bindings on
+// several links is answered with OPTION_LQ_CLIENT_LINK listing those links
+// (RFC 5007 §4.1.2.5); the requestor then asks per link.
 func (h *Handler) leasequery(now time.Time, msg *dhcpv6.Message, opts []rawOption, requestor netip.Addr, ev *Event) ([]byte, error) {
 	// RFC 5007 §4.2.1: discard without Client ID, with a foreign Server ID, or without a query.
 	cid, ok := findOne(opts, uint16(dhcpv6.OptionClientID))
@@ -89,7 +88,16 @@ func (h *Handler) leasequery(now time.Time, msg *dhcpv6.Message, opts []rawOptio
 		return status(StatusUnknownQueryType, fmt.Sprintf("query-type %d", q.Type))
 	}
 	ev.Status = StatusSuccess
-	for _, group := range groupByLink(found) {
+	groups := groupByLink(found)
+	if q.Type == QueryByClientID && q.LinkAddr.IsUnspecified() && len(groups) > 1 {
+		var links []byte
+		for _, g := range groups {
+			la := h.linkAddressLocked(g[0])
+			links = append(links, la.AsSlice()...)
+		}
+		return appendOption(b, uint16(dhcpv6.OptionLQClientLink), links), nil
+	}
+	for _, group := range groups {
 		b = appendOption(b, uint16(dhcpv6.OptionClientData), clientData(now, group))
 	}
 	return b, nil
@@ -117,9 +125,25 @@ func (h *Handler) knownLinkLocked(la netip.Addr) bool {
 	return false
 }
 
+// linkAddressLocked returns an address that identifies b's link in a
+// query: the relay's link-address, else the network address of the
+// interface prefix that holds b's address (else of its /64).
+func (h *Handler) linkAddressLocked(b *Binding) netip.Addr {
+	if b.LinkAddr.IsValid() && !b.LinkAddr.IsUnspecified() {
+		return b.LinkAddr
+	}
+	for _, p := range h.linkPrefixes(b.Iface, nil) {
+		if p.Contains(b.Addr) {
+			return p.Masked().Addr()
+		}
+	}
+	p, _ := b.Addr.Prefix(64)
+	return p.Addr()
+}
+
 // onLinkLocked reports whether b is on the link identified by la.
 func (h *Handler) onLinkLocked(b *Binding, la netip.Addr) bool {
-	if b.LinkAddr == la {
+	if b.LinkAddr == la || h.linkAddressLocked(b) == la {
 		return true
 	}
 	if ps, ok := h.cfg.Prefixes[la.String()]; ok {

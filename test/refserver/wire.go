@@ -261,6 +261,9 @@ type LeasequeryReply struct {
 	Status   uint16       `json:"status"`
 	Message  string       `json:"status_message,omitempty"`
 	Clients  []ClientData `json:"clients"`
+	// ClientLinks is OPTION_LQ_CLIENT_LINK: the client has bindings on
+	// these links; query each with its link-address.
+	ClientLinks []netip.Addr `json:"client_links,omitempty"`
 }
 
 // DecodeLeasequeryReply parses a LEASEQUERY-REPLY (RFC 5007 §4.1.1).
@@ -288,6 +291,13 @@ func DecodeLeasequeryReply(b []byte) (*LeasequeryReply, error) {
 			}
 			r.Status = binary.BigEndian.Uint16(o.Data)
 			r.Message = string(o.Data[2:])
+		case dhcpv6.OptionLQClientLink:
+			if len(o.Data)%16 != 0 {
+				return nil, fmt.Errorf("%w: OPTION_LQ_CLIENT_LINK of %d bytes", ErrMalformed, len(o.Data))
+			}
+			for d := o.Data; len(d) > 0; d = d[16:] {
+				r.ClientLinks = append(r.ClientLinks, netip.AddrFrom16([16]byte(d[:16])))
+			}
 		case dhcpv6.OptionClientData:
 			cd, err := decodeClientData(o.Data)
 			if err != nil {
