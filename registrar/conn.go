@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
@@ -77,6 +80,10 @@ func listenRaw() (*rawConn, error) {
 		// Our own multicast need not come back if this host also runs
 		// a server that joined ff02::1:2.
 		{"clear IPV6_MULTICAST_LOOP", func() error { return pc.SetMulticastLoopback(false) }},
+		// A deregistration (RFC 9686 §4.7) is sent from the address just
+		// removed from the interface: without IPV6_FREEBIND the kernel
+		// refuses a source it no longer holds (EINVAL).
+		{"set IPV6_FREEBIND", func() error { return setFreebind(c) }},
 	}
 	for _, s := range setup {
 		if err := s.do(); err != nil {
@@ -117,3 +124,21 @@ func (r *rawConn) recv(b []byte) (int, netip.Addr, int, error) {
 }
 
 func (r *rawConn) close() error { return r.pc.Close() }
+
+func setFreebind(c net.PacketConn) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("%T has no file descriptor", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}

@@ -67,8 +67,11 @@ type Target struct {
 	// address is no longer on interface Ifindex. A deregistration returns
 	// (0, 0, true).
 	Lifetimes func() (preferred, valid time.Duration, ok bool)
-	// Deregister marks a deregistration (zero lifetimes) of an address that
-	// may already be gone from the interface (RFC 9686 §4.7).
+	// Deregister marks a deregistration (RFC 9686 §4.7): Lifetimes returns
+	// zeros, and the address may already be gone from the interface, so it
+	// is sent once (from the removed address, which IPV6_FREEBIND allows)
+	// and a reply is awaited for one IRT only: a server answers by unicast
+	// to the address, which reaches the host only while it still holds it.
 	Deregister bool
 }
 
@@ -374,7 +377,11 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		r.drop(why, d.m.xid, d.dst, d.ifindex)
 		return false, nil
 	}
-	start, err := r.exchange(ctx, ex, r.cfg.Retrans, transmit, check)
+	rt := r.cfg.Retrans
+	if t.Deregister {
+		rt = scheduler.Retrans{IRT: rt.IRT, MRC: 1}
+	}
+	start, err := r.exchange(ctx, ex, rt, transmit, check)
 	if !start.IsZero() {
 		res.Duration = r.clock.Now().Sub(start)
 	}

@@ -501,3 +501,25 @@ func TestProbeCollect(t *testing.T) {
 		})
 	}
 }
+
+// A deregistration is one transmission with zero lifetimes, then one IRT
+// for a reply: the address may already be gone, so no reply can reach it.
+func TestDeregisterSendsOnce(t *testing.T) {
+	r, c, clock := fakeRegistrar(t, Config{}, 0.5)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go drive(ctx, clock)
+	zero := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
+	res, err := r.Register(context.Background(), Target{Ifindex: 3, Addr: testAddr, Lifetimes: zero, Deregister: true})
+	cancel()
+	if !errors.Is(err, ErrExchangeFailed) || res.Sends != 1 || res.Replied {
+		t.Fatalf("Register = %+v, %v; want one send, then ErrExchangeFailed", res, err)
+	}
+	s := c.sends()
+	if len(s) != 1 || s[0].m.iaValid != 0 || s[0].m.iaPreferred != 0 || s[0].src != testAddr {
+		t.Fatalf("sent %+v, want one zero-lifetime INFORM from %s", s, testAddr)
+	}
+	if res.Duration != time.Second {
+		t.Errorf("waited %v for a reply, want IRT (1s)", res.Duration)
+	}
+}
