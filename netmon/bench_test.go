@@ -2,6 +2,7 @@ package netmon
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -218,4 +219,34 @@ func BenchmarkNetnsLatency(b *testing.B) {
 	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(lat)), "ns/event")
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+}
+
+// BenchmarkNetnsLookup is the cost of one Lookup (a fresh RTM_GETADDR in
+// another namespace: socket, setns, request, answer), which the registrar
+// pays per transmission.
+//
+//	sudo go test -run '^$' -bench NetnsLookup ./netmon
+func BenchmarkNetnsLookup(b *testing.B) {
+	topo.RequireRoot(b)
+	n := topo.New(b)
+	nd := n.Node("host")
+	nd.MustExec(b, "ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad")
+	ns, err := nd.Handle()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	m := New(Options{Netns: ns})
+	ifi := 0
+	out := nd.MustExec(b, "cat", "/sys/class/net/eth0/ifindex")
+	if _, err := fmt.Sscan(out, &ifi); err != nil {
+		b.Fatal(err)
+	}
+	ip := netip.MustParseAddr("2001:db8::1")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok, err := m.Lookup(ifi, ip); !ok || err != nil {
+			b.Fatalf("Lookup: %t %v", ok, err)
+		}
+	}
 }

@@ -93,7 +93,7 @@ type nlSocket struct {
 	buf []byte
 }
 
-func openSocket(ns netns.NsHandle, rcvbuf int, groups []int) (*nlSocket, error) {
+func openSocket(ns netns.NsHandle, rcvbuf int, groups []int, bufSize int) (*nlSocket, error) {
 	var fd int
 	err := inNetns(ns, func() error {
 		var err error
@@ -134,7 +134,7 @@ func openSocket(ns netns.NsHandle, rcvbuf int, groups []int) (*nlSocket, error) 
 		f.Close()
 		return nil, fmt.Errorf("rtnetlink raw conn: %w", err)
 	}
-	return &nlSocket{f: f, rc: rc, buf: make([]byte, 1<<16)}, nil
+	return &nlSocket{f: f, rc: rc, buf: make([]byte, bufSize)}, nil
 }
 
 // read returns one datagram (a slice of the socket's buffer, valid until the
@@ -189,7 +189,7 @@ type nlStream struct {
 }
 
 func (k *nlKernel) subscribe(rcvbuf int) (stream, error) {
-	s, err := openSocket(k.ns, rcvbuf, groups)
+	s, err := openSocket(k.ns, rcvbuf, groups, 1<<16)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +215,7 @@ func (st *nlStream) close() error { return st.s.close() }
 const requestTimeout = 10 * time.Second
 
 func (k *nlKernel) dump() ([]message, error) {
-	s, err := openSocket(k.ns, 0, nil)
+	s, err := openSocket(k.ns, 0, nil, 1<<16)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +239,8 @@ func (k *nlKernel) dump() ([]message, error) {
 }
 
 func (k *nlKernel) getAddr(index int, ip netip.Addr) ([]message, error) {
-	s, err := openSocket(k.ns, 0, nil)
+	// One RTM_NEWADDR (about 100 bytes) or an error with the request echoed.
+	s, err := openSocket(k.ns, 0, nil, 4096)
 	if err != nil {
 		return nil, err
 	}
