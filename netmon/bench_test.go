@@ -44,6 +44,7 @@ func BenchmarkReplay1000Addrs(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(events)/float64(b.N), "events/op")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events)*1000, "ns/1000events")
 }
 
 // chanKernel streams whatever the benchmark sends.

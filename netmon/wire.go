@@ -22,6 +22,11 @@ func (m *Monitor) watchRAs(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if isFatal(err) {
+			// No CAP_NET_RAW: the kernel's flags are all there is.
+			m.log.Error("RA listener stopped", "reason", err.Error())
+			return
+		}
 		m.log.Warn("RA listener failed", "reason", err.Error(), "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
