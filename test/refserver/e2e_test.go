@@ -14,6 +14,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/addrreg/addrreg/test/refserver"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -166,6 +167,21 @@ func TestE2E(t *testing.T) {
 	}
 	if err := p.Wait(t, 10*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.Output())
+	}
+	// The history in the database, after a clean shutdown.
+	hist, err := refserver.ReadHistory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, h := range hist {
+		count[h.Event]++
+		if h.Event == "expire" && h.Addr != short {
+			t.Errorf("expire record for %s, want %s", h.Addr, short)
+		}
+	}
+	if count["register"] != 4 || count["expire"] != 1 {
+		t.Errorf("history events %v, want 4 register and 1 expire", count)
 	}
 }
 
