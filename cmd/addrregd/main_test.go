@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestBadFlagsExit2NamingTheFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--irt", "0s"}, "--irt"},
+		{[]string{"--irt", "soon"}, "--irt"},
+		{[]string{"--mrc", "-1"}, "--mrc"},
+		{[]string{"--mrc", "0"}, "--mrc"},
+		{[]string{"--mrt", "-1s"}, "--mrt"},
+		{[]string{"--mrd", "-1s"}, "--mrd"},
+		{[]string{"--static-refresh", "0"}, "--static-refresh"},
+		{[]string{"--max-refresh", "-1h"}, "--max-refresh"},
+		{[]string{"--coalesce", "-1s"}, "--coalesce"},
+		{[]string{"--tolerance", "-1s"}, "--tolerance"},
+		{[]string{"--rate", "0"}, "--rate"},
+		{[]string{"--burst", "0"}, "--burst"},
+		{[]string{"--log-format", "xml"}, "--log-format"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--duid", "zz"}, "--duid"},
+		{[]string{"--fqdn", strings.Repeat("a", 64) + ".example"}, "--fqdn"},
+		{[]string{"-i", "eth0/1"}, "--interface"},
+		{[]string{"--enable=maybe"}, "--enable"},
+		{[]string{"--no-such-flag"}, "--no-such-flag"},
+		{[]string{"stray"}, "stray"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", tc.args, code, errb.String())
+		}
+		if !strings.Contains(errb.String(), tc.flag) {
+			t.Errorf("%v: message %q does not name %s", tc.args, errb.String(), tc.flag)
+		}
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"--help"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "--deregister-on-stop") {
+		t.Errorf("--help: exit %d, output %q", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"--version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "addrregd ") {
+		t.Errorf("--version: exit %d, output %q", code, out.String())
+	}
+}
