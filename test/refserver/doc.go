@@ -17,6 +17,25 @@
 //     expiry timer, and the wiring.
 //   - Query (query.go): the leasequery requestor used by `addrreg-refserver query`.
 //
-// Nesting: relayed messages are accepted up to HopCountLimit (8) Relay-Forward
-// levels, the HOP_COUNT_LIMIT of RFC 8415 §7.6 (RFC 3315 had 32).
+// Choices worth knowing:
+//
+//   - Nesting: relayed messages are accepted up to HopCountLimit (8)
+//     Relay-Forward levels, the HOP_COUNT_LIMIT of RFC 8415 §7.6 (RFC 3315
+//     had 32). The Relay-Reply goes back to the UDP source of the outermost
+//     Relay-Forward (address and port, which also honours RFC 8357).
+//   - "Appropriate to the link": Config.Prefixes per interface or relay
+//     link-address; without an entry, the interface's own global prefixes
+//     (a /128 counts as its /64), or for a relay the entry whose prefix holds
+//     the link-address, else the link-address's /64.
+//   - Durability: a binding change is committed (bbolt, fsync) before its
+//     ADDR-REG-REPLY is sent; one writer goroutine commits everything queued
+//     in one transaction. In-memory state changes first, so a leasequery may
+//     see a registration a few milliseconds before it is on disk.
+//   - Rate limits are token buckets per source address (the innermost
+//     peer-address when relayed) and per DUID; rate-limited, truncated,
+//     oversized and malformed datagrams are counted but not written to the
+//     history, so a flood cannot fill the database.
+//   - Leasequery (RFC 5007) answers QUERY_BY_ADDRESS and QUERY_BY_CLIENTID
+//     over UDP only; bulk leasequery (RFC 5460, TCP) is not implemented. The
+//     default allow list is ::1/128.
 package refserver
