@@ -108,6 +108,14 @@ func TestE2ENoRegistration(t *testing.T) {
 			t.Fatalf("DHCPv6-assigned address registered: %v", got)
 		}
 	})
+	t.Run("--include-prefix overrides the DHCPv6 rule", func(t *testing.T) {
+		l := newLab(t, labOpts{})
+		l.globals(t, 1)
+		l.startAgent(t, "--include-prefix", "2001:db8:1::d:0/112")
+		dhcp := netip.MustParseAddr("2001:db8:1::d:1")
+		l.host.MustExec(t, "ip", "-6", "addr", "add", dhcp.String()+"/128", "dev", "eth0", "valid_lft", "300", "preferred_lft", "200")
+		l.sniff.waitInforms(t, dhcp, 1, 10*time.Second)
+	})
 	t.Run("enable=false", func(t *testing.T) {
 		l := newLab(t, labOpts{})
 		l.globals(t, 1)

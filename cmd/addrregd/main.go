@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -36,6 +37,8 @@ type options struct {
 	enable           bool
 	interfaces       []string
 	exclude          []string
+	includePrefixes  []string
+	excludePrefixes  []string
 	irt, mrt, mrd    time.Duration
 	mrc              int
 	staticRefresh    time.Duration
@@ -101,6 +104,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, *pflag.FlagSet, erro
 	fs.BoolVar(&o.enable, "enable", true, "send ADDR-REG-INFORMs (false: run, watch and log, but send nothing)")
 	fs.StringSliceVarP(&o.interfaces, "interface", "i", nil, "register on this interface only (repeatable; default: all)")
 	fs.StringSliceVar(&o.exclude, "exclude-interface", nil, "never register on this interface (repeatable)")
+	fs.StringSliceVar(&o.includePrefixes, "include-prefix", nil, "register addresses in this prefix even if they look DHCPv6-assigned (repeatable)")
+	fs.StringSliceVar(&o.excludePrefixes, "exclude-prefix", nil, "never register addresses in this prefix (repeatable)")
 	fs.DurationVar(&o.irt, "irt", scheduler.DefaultRegistration.IRT, "initial retransmission time of an ADDR-REG-INFORM (RFC 8415 §15)")
 	fs.IntVar(&o.mrc, "mrc", scheduler.DefaultRegistration.MRC, "maximum transmissions of one ADDR-REG-INFORM (0: no limit)")
 	fs.DurationVar(&o.mrt, "mrt", 0, "maximum retransmission time (0: no limit)")
@@ -166,6 +171,12 @@ func validate(o *options) error {
 			return fmt.Errorf("--interface/--exclude-interface: %q is not an interface name", name)
 		}
 	}
+	if _, err := parsePrefixes("--include-prefix", o.includePrefixes); err != nil {
+		return err
+	}
+	if _, err := parsePrefixes("--exclude-prefix", o.excludePrefixes); err != nil {
+		return err
+	}
 	if o.duid != "" {
 		if _, err := agent.ParseDUID(o.duid); err != nil {
 			return fmt.Errorf("--duid: %w", err)
@@ -177,6 +188,18 @@ func validate(o *options) error {
 		}
 	}
 	return nil
+}
+
+func parsePrefixes(flag string, ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() {
+			return nil, fmt.Errorf("%s: %q is not an IPv6 prefix", flag, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
@@ -247,7 +270,9 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 	if err != nil {
 		return fmt.Errorf("open DHCPv6 sockets: %w", err)
 	}
-	mon := netmon.New(netmon.Options{WatchRAs: o.watchRAs, Logger: log.With("part", "netmon")})
+	include, _ := parsePrefixes("--include-prefix", o.includePrefixes) // validated in parseFlags
+	exclude, _ := parsePrefixes("--exclude-prefix", o.excludePrefixes)
+	mon := netmon.New(netmon.Options{WatchRAs: o.watchRAs, Include: include, Exclude: exclude, Logger: log.With("part", "netmon")})
 	ag := agent.New(cfg, mon, reg)
 	log.Info("addrregd starting", "version", version, "duid", fmt.Sprintf("%x", regCfg.ClientID.ToBytes()),
 		"interfaces", o.interfaces, "enable", o.enable)

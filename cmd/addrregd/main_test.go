@@ -31,6 +31,8 @@ func TestBadFlagsExit2NamingTheFlag(t *testing.T) {
 		{[]string{"--enable=maybe"}, "--enable"},
 		{[]string{"--no-such-flag"}, "--no-such-flag"},
 		{[]string{"stray"}, "stray"},
+		{[]string{"--include-prefix", "10.0.0.0/8"}, "--include-prefix"},
+		{[]string{"--exclude-prefix", "2001:db8::"}, "--exclude-prefix"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
