@@ -280,7 +280,9 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) {
 		if old != nil {
 			removed := old.clone()
 			h.remove(old)
-			removed.Expires = now
+			// Log what the client said: zero lifetimes, now.
+			removed.Expires, removed.Last = now, now
+			removed.Preferred, removed.Valid = 0, 0
 			ev.Binding = removed
 			if !bytes.Equal(old.DUID, nb.DUID) {
 				ev.PrevDUID = old.DUID
