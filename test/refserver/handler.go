@@ -190,6 +190,12 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 	var dst netip.AddrPort
 	switch mt {
 	case dhcpv6.MessageTypeAddrRegInform:
+		if !h.cfg.AddrReg {
+			// Registration is off: the server behaves as one that does
+			// not support it and drops the message.
+			err = ErrRegistrationOff
+			break
+		}
 		out, dst, err = h.inform(now, pkt, chain, msg, opts, src, ev)
 	case dhcpv6.MessageTypeInformationRequest:
 		out, err = h.infoRequest(msg, opts)

@@ -536,3 +536,16 @@ func TestLeasequeryClientLink(t *testing.T) {
 		}
 	}
 }
+
+// With registration off (--no-addr-reg) the server acts as one that does
+// not support it: a valid ADDR-REG-INFORM is dropped and nothing is bound.
+func TestInformDroppedWhenRegistrationOff(t *testing.T) {
+	h := testHandler(func(c *HandlerConfig) { c.AddrReg = false })
+	reply, _, ev, reason := h.Handle(time.Unix(1e9, 0), pkt(cliAddr, validInform().bytes()))
+	if reply != nil || !errors.Is(reason, ErrRegistrationOff) || ev.Reason != "registration_disabled" {
+		t.Fatalf("Handle = reply %x, event %+v, reason %v; want a drop as registration_disabled", reply, ev, reason)
+	}
+	if n := len(h.Bindings()); n != 0 {
+		t.Errorf("%d bindings after a dropped INFORM", n)
+	}
+}
