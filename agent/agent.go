@@ -154,8 +154,12 @@ type iface struct {
 }
 
 type addr struct {
-	cur    netmon.Addr
-	phase  Phase
+	cur   netmon.Addr
+	phase Phase
+	// reg is what the last exchange told the server, replied to
+	// (Registered) or not (Failed): the refresh rule times both, so a
+	// failed address is tried again when a registered one would be
+	// refreshed, not at every RA that re-announces it.
 	reg    scheduler.Reg
 	hasReg bool // the server holds a registration from us (a reply came)
 	gen    int
@@ -576,11 +580,11 @@ func (a *Agent) consider(ifc *iface, ad *addr) {
 	}
 	k := key{ifc.index, ad.cur.IP}
 	switch ad.phase {
-	case Pending, Failed:
+	case Pending:
 		a.enqueue(job{k: k})
 	case Registering, Deregistering:
 		ad.again = true
-	case Registered:
+	case Registered, Failed:
 		now := a.clock.Now()
 		// The event may have waited in netmon's queue: count the
 		// lifetime down to now before comparing.
@@ -790,18 +794,17 @@ func (a *Agent) handleResult(_ context.Context, r exchangeResult) {
 	}
 	ad.cancel = nil
 	switch {
-	case r.err == nil && r.res.Replied:
-		ad.phase, ad.hasReg = Registered, true
-		now := a.clock.Now()
-		static := a.static(ad.cur)
-		ad.reg = a.cfg.Policy.Registered(now, r.res.Valid, static)
-		if ad.reg.Periodic() {
-			a.deadlines.Set(r.k, ad.reg.Next)
-		}
 	case errors.Is(r.err, context.Canceled):
 		ad.phase = Pending
 	default:
 		ad.phase = Failed
+		if r.err == nil && r.res.Replied {
+			ad.phase, ad.hasReg = Registered, true
+		}
+		ad.reg = a.cfg.Policy.Registered(a.clock.Now(), r.res.Valid, a.static(ad.cur))
+		if ad.reg.Periodic() {
+			a.deadlines.Set(r.k, ad.reg.Next)
+		}
 	}
 	if ad.again {
 		ad.again = false

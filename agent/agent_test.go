@@ -79,6 +79,7 @@ type fakeReg struct {
 	probes    int
 	sends     []sent
 	silent    bool
+	fail      bool // no reply: every exchange fails after its transmissions
 	started   int
 }
 
@@ -97,10 +98,13 @@ func (r *fakeReg) Register(ctx context.Context, t registrar.Target) (registrar.R
 	if ok {
 		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister})
 	}
-	silent := r.silent
+	silent, fail := r.silent, r.fail
 	r.mu.Unlock()
 	if !ok {
 		return registrar.Result{}, registrar.ErrAddressGone
+	}
+	if fail {
+		return registrar.Result{Sends: 3, Preferred: p, Valid: v}, registrar.ErrExchangeFailed
 	}
 	if silent {
 		<-ctx.Done()
@@ -447,4 +451,42 @@ func TestPacing(t *testing.T) {
 	}
 	_, sends := h.reg.snapshot()
 	t.Fatalf("only %d of 300 started after 4 s at 100/s", len(sends))
+}
+
+// A server that never answers: the failed address is not tried again at
+// every RA that re-announces it unchanged, only when the refresh rule says
+// (RFC 9686 §4.6), so a silent server sees no storm.
+func TestFailedIsRetriedByTheRefreshRule(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.reg.fail = true
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::1", 600*time.Second)
+	h.mon.add(a)
+	st := h.settle()
+	if p := phaseOf(st, "2001:db8::1"); p != Failed {
+		t.Fatalf("phase = %v, want failed", p)
+	}
+	// RAs re-announce the address, lifetimes reset to what the RA says.
+	for i := 1; i <= 5; i++ {
+		h.clk.Advance(2 * time.Second)
+		h.mon.update(a)
+		h.settle()
+	}
+	if _, sends := h.reg.snapshot(); len(sends) != 1 {
+		t.Fatalf("%d exchanges after unchanged re-announcements, want 1", len(sends))
+	}
+	// Those re-announcements moved the lifetime against its countdown
+	// (600 s again after 10 s): the retry is due at the next refresh time,
+	// 0.8 × 600 s after the failed attempt.
+	st = h.settle()
+	want := t0.Add(480 * time.Second)
+	if got := st.Interfaces[0].Addresses[0].NextRefresh; !got.Equal(want) {
+		t.Fatalf("retry at %v, want %v", got, want)
+	}
+	h.clk.AdvanceTo(want)
+	h.settle()
+	if _, sends := h.reg.snapshot(); len(sends) != 2 {
+		t.Fatalf("%d exchanges after the retry time, want 2", len(sends))
+	}
 }
