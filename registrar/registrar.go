@@ -504,6 +504,9 @@ func (r *Registrar) exchange(ctx context.Context, ex *exchange, rt scheduler.Ret
 			return start, err
 		}
 		wait, more := bo.Next(now.Sub(start))
+		// RT counts from the transmission: the time transmit took (a
+		// netlink lookup of the lifetimes, the send) is part of it.
+		wait = max(wait-r.clock.Now().Sub(now), 0)
 		fired := make(chan struct{})
 		tm := r.clock.AfterFunc(wait, func() { close(fired) })
 		accepted, err := r.await(ctx, ex, fired, check)
