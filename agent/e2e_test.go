@@ -250,6 +250,27 @@ func TestE2ECarrierRediscovery(t *testing.T) {
 	}
 }
 
+// SIGHUP: discovery runs afresh on every interface and the addresses are
+// registered again; SIGUSR1 logs the state.
+func TestE2ESignals(t *testing.T) {
+	l := newLab(t, labOpts{})
+	ip := addrOf(l.globals(t, 1)[0])
+	p := l.startAgent(t)
+	l.sniff.waitInforms(t, ip, 1, 10*time.Second)
+	if err := p.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitOutput(t, "phase=registered", 5*time.Second)
+	irs := l.sniff.count(dhcpv6.MessageTypeInformationRequest)
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	l.sniff.waitInforms(t, ip, 2, 10*time.Second)
+	if n := l.sniff.count(dhcpv6.MessageTypeInformationRequest); n <= irs {
+		t.Errorf("no new Information-Request after SIGHUP (%d before, %d after)", irs, n)
+	}
+}
+
 func must[T any](v T, err error) T {
 	if err != nil {
 		panic(err)
