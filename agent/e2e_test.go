@@ -256,7 +256,7 @@ func TestE2ESignals(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ip := addrOf(l.globals(t, 1)[0])
 	p := l.startAgent(t)
-	l.sniff.waitInforms(t, ip, 1, 10*time.Second)
+	p.WaitOutput(t, "msg=registered", 10*time.Second)
 	if err := p.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
