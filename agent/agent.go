@@ -87,19 +87,27 @@ type Agent struct {
 	probes    chan probeResult
 	results   chan exchangeResult
 	due       chan []key
+	reprobe   chan probeRetry
 	hup       chan struct{}
 	wake      chan struct{}
 	statusReq chan chan Status
 
 	// Owned by Run's goroutine.
-	ifaces    map[int]*iface
-	queue     []job
-	queued    map[key]bool
+	ifaces map[int]*iface
+	// queue holds keys only; what a key needs (a registration, a refresh,
+	// a deregistration or nothing any more) is decided from the state when
+	// it reaches the front, so an entry can never carry a stale intent.
+	queue  []key
+	queued map[key]bool
+	// owed: addresses removed from their interface that are owed a
+	// deregistration (RFC 9686 §4.7). Re-adding the address cancels it.
+	owed      map[key]bool
 	inflight  int
+	gen       int // generation counter for exchanges and probes, agent-wide
 	deadlines *scheduler.Deadlines[key]
 	wakeArmed bool
-	wg        sync.WaitGroup
 	stopping  bool
+	wg        sync.WaitGroup
 }
 
 type key struct {
@@ -141,6 +149,15 @@ func (p Phase) String() string {
 	return [...]string{"pending", "registering", "registered", "failed", "deregistering"}[p]
 }
 
+// Re-discovery timers (RFC 8415 §18.2.6 spirit): a probe that failed on a
+// socket error is tried again soon; a link without registration support is
+// asked again after the default Information Refresh Time, so a server that
+// starts offering option 148 is noticed without a link flap.
+const (
+	reprobeAfterError  = 30 * time.Second
+	reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
+)
+
 type iface struct {
 	index     int
 	name      string
@@ -149,7 +166,10 @@ type iface struct {
 	state     IfState
 	probeGen  int
 	stopProbe context.CancelFunc
-	linkLocal netip.Addr
+	probeFrom netip.Addr // the link-local address the running probe uses
+	retry     scheduler.Timer
+	lls       map[netip.Addr]bool // DAD-complete link-local addresses
+	linkLocal netip.Addr          // the one discovery uses
 	addrs     map[netip.Addr]*addr
 }
 
@@ -162,14 +182,9 @@ type addr struct {
 	// refreshed, not at every RA that re-announces it.
 	reg    scheduler.Reg
 	hasReg bool // the server holds a registration from us (a reply came)
-	gen    int
+	gen    int  // of the exchange in flight; results of others are stale
 	cancel context.CancelFunc
 	again  bool // a trigger arrived during the exchange: look again when it ends
-}
-
-type job struct {
-	k     key
-	dereg bool
 }
 
 type probeResult struct {
@@ -177,6 +192,8 @@ type probeResult struct {
 	supported    bool
 	err          error
 }
+
+type probeRetry struct{ ifindex, gen int }
 
 type exchangeResult struct {
 	k     key
@@ -207,20 +224,21 @@ func New(cfg Config, mon Monitor, reg Registrar) *Agent {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 1500 * time.Millisecond
 	}
-	a := &Agent{
+	return &Agent{
 		cfg: cfg, mon: mon, reg: reg, clock: cfg.Clock, log: cfg.Logger,
 		lim:       rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
 		events:    make(chan netmon.Event, 64),
 		probes:    make(chan probeResult),
 		results:   make(chan exchangeResult),
 		due:       make(chan []key),
+		reprobe:   make(chan probeRetry),
 		hup:       make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
 		statusReq: make(chan chan Status),
 		ifaces:    map[int]*iface{},
 		queued:    map[key]bool{},
+		owed:      map[key]bool{},
 	}
-	return a
 }
 
 // Rediscover restarts discovery on every interface (SIGHUP).
@@ -231,8 +249,14 @@ func (a *Agent) Rediscover() {
 	}
 }
 
-// Run runs the agent until ctx ends, then (with DeregisterOnStop)
-// deregisters, abandons what is in flight and returns within StopTimeout.
+func (a *Agent) nextGen() int {
+	a.gen++
+	return a.gen
+}
+
+// Run runs the agent until ctx ends, then deregisters what is owed (and,
+// with DeregisterOnStop, everything registered), abandons what is in flight
+// and returns within StopTimeout.
 func (a *Agent) Run(ctx context.Context) error {
 	loopCtx, cancelLoop := context.WithCancel(context.Background())
 	defer cancelLoop()
@@ -269,7 +293,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		"deregister", a.cfg.Deregister, "deregister_on_stop", a.cfg.DeregisterOnStop)
 	var runErr error
 loop:
-	for {
+	// A ready event must not win over a cancelled context: no new work
+	// starts once the daemon is told to stop.
+	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 			break loop
@@ -280,8 +306,10 @@ loop:
 			a.handleEvent(loopCtx, ev)
 		case pr := <-a.probes:
 			a.handleProbe(loopCtx, pr)
+		case pr := <-a.reprobe:
+			a.handleReprobe(loopCtx, pr)
 		case r := <-a.results:
-			a.handleResult(loopCtx, r)
+			a.handleResult(r)
 		case keys := <-a.due:
 			a.handleDue(keys)
 		case <-a.hup:
@@ -291,41 +319,45 @@ loop:
 		case c := <-a.statusReq:
 			c <- a.status()
 		}
-		a.pump(loopCtx)
+		if ctx.Err() == nil {
+			a.pump(loopCtx)
+		}
 	}
 	a.stop(cancelLoop)
 	return runErr
 }
 
-// stop finishes the agent: registrations in flight are abandoned,
-// deregistrations sent first when asked, and whatever is still in flight
-// after StopTimeout abandoned too.
+// stop finishes the agent. Registrations in flight are abandoned. Removed
+// addresses still owed a deregistration get it, and with DeregisterOnStop
+// so does every address the server holds: each is sent once without
+// waiting for a reply, as many as fit in StopTimeout; the rest are logged.
 func (a *Agent) stop(cancelLoop context.CancelFunc) {
 	a.stopping = true
-	a.queue, a.queued = nil, map[key]bool{}
-	var dereg []job
+	var dereg []key
+	for k := range a.owed {
+		dereg = append(dereg, k)
+	}
 	for _, ifc := range a.ifaces {
-		if ifc.stopProbe != nil {
-			ifc.stopProbe()
-		}
-		for _, ad := range ifc.addrs {
+		a.stopDiscovery(ifc)
+		for ip, ad := range ifc.addrs {
 			if ad.cancel != nil {
 				ad.cancel()
 				ad.cancel = nil
 			}
-			if a.cfg.DeregisterOnStop && a.cfg.Enable && (ad.hasReg || ad.phase == Registering) {
-				dereg = append(dereg, job{k: key{ifc.index, ad.cur.IP}, dereg: true})
+			if a.cfg.DeregisterOnStop && a.cfg.Enable && ifc.up && (ad.hasReg || ad.phase == Registering) {
+				dereg = append(dereg, key{ifc.index, ip})
 			}
 		}
 	}
+	a.queue, a.queued = nil, map[key]bool{}
 	stopCtx, cancel := context.WithTimeout(context.Background(), a.cfg.StopTimeout)
 	defer cancel()
 	if len(dereg) > 0 {
 		a.log.Info("stopping: deregistering", "addresses", len(dereg))
 	}
 	for len(dereg) > 0 || a.inflight > 0 {
-		for len(dereg) > 0 && a.inflight < a.cfg.MaxInflight {
-			a.startExchange(stopCtx, dereg[0])
+		for len(dereg) > 0 && a.inflight < a.cfg.MaxInflight && stopCtx.Err() == nil {
+			a.startDeregistration(stopCtx, dereg[0], true)
 			dereg = dereg[1:]
 		}
 		select {
@@ -333,11 +365,12 @@ func (a *Agent) stop(cancelLoop context.CancelFunc) {
 			a.inflight--
 			a.logResult(r)
 		case <-a.probes:
+		case <-a.reprobe:
 		case <-a.events:
 		case <-a.due:
 		case <-a.wake:
 		case <-stopCtx.Done():
-			a.log.Warn("stopping: abandoning exchanges in flight", "in_flight", a.inflight, "not_started", len(dereg))
+			a.log.Warn("stopping: abandoning exchanges", "in_flight", a.inflight, "deregistrations_not_sent", len(dereg))
 			dereg = nil
 			a.inflight = 0
 		}
@@ -354,6 +387,7 @@ func (a *Agent) stop(cancelLoop context.CancelFunc) {
 		case r := <-a.results:
 			a.logResult(r)
 		case <-a.probes:
+		case <-a.reprobe:
 		case <-a.events:
 		case <-a.due:
 		}
@@ -375,12 +409,17 @@ func (a *Agent) handleEvent(ctx context.Context, ev netmon.Event) {
 		if ifc, ok := a.ifaces[ev.Link.Index]; ok {
 			a.log.Info("interface removed", "iface", ifc.name)
 			a.leaveLink(ifc, false)
+			for k := range a.owed {
+				if k.ifindex == ifc.index {
+					delete(a.owed, k) // nothing can be sent on it any more
+				}
+			}
 			delete(a.ifaces, ev.Link.Index)
 		}
 	case netmon.AddrAdded, netmon.AddrUpdated:
 		a.handleAddr(ctx, ev.Addr)
 	case netmon.AddrRemoved:
-		a.handleAddrRemoved(ev.Addr)
+		a.handleAddrRemoved(ctx, ev.Addr)
 	case netmon.ClockJump:
 		a.log.Info("clock jumped: lifetimes re-read")
 	}
@@ -389,7 +428,7 @@ func (a *Agent) handleEvent(ctx context.Context, ev netmon.Event) {
 func (a *Agent) iface(l netmon.Link) *iface {
 	ifc, ok := a.ifaces[l.Index]
 	if !ok {
-		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}}
+		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
 		a.ifaces[l.Index] = ifc
 	}
 	return ifc
@@ -446,44 +485,56 @@ func (a *Agent) handleLink(ctx context.Context, ev netmon.Event) {
 // every address must be registered again once it is re-discovered. With
 // keepAddrs the addresses stay known (pending).
 func (a *Agent) leaveLink(ifc *iface, keepAddrs bool) {
-	if ifc.stopProbe != nil {
-		ifc.stopProbe()
-		ifc.stopProbe = nil
-	}
-	ifc.probeGen++
+	a.stopDiscovery(ifc)
 	ifc.state = IfUnknown
 	for ip, ad := range ifc.addrs {
-		k := key{ifc.index, ip}
-		a.deadlines.Remove(k)
-		delete(a.queued, k)
-		if ad.cancel != nil {
-			ad.cancel()
-			ad.cancel = nil
-		}
-		ad.gen++
-		ad.phase, ad.hasReg = Pending, false
+		a.quiesce(ifc, ad)
 		if !keepAddrs {
 			delete(ifc.addrs, ip)
 		}
 	}
 }
 
+// stopDiscovery cancels a running probe and a pending re-probe.
+func (a *Agent) stopDiscovery(ifc *iface) {
+	if ifc.stopProbe != nil {
+		ifc.stopProbe()
+		ifc.stopProbe = nil
+	}
+	if ifc.retry != nil {
+		ifc.retry.Stop()
+		ifc.retry = nil
+	}
+	ifc.probeGen = a.nextGen()
+	ifc.probeFrom = netip.Addr{}
+}
+
+// quiesce stops all work on an address: no refresh due, no exchange in
+// flight (a queued key finds nothing to do). The server's binding, if any,
+// is forgotten: the address will be registered afresh when eligible.
+func (a *Agent) quiesce(ifc *iface, ad *addr) {
+	a.deadlines.Remove(key{ifc.index, ad.cur.IP})
+	if ad.cancel != nil {
+		ad.cancel()
+		ad.cancel = nil
+	}
+	ad.gen = a.nextGen()
+	ad.phase, ad.hasReg, ad.again = Pending, false, false
+}
+
 func (a *Agent) startProbe(ctx context.Context, ifc *iface) {
-	if !a.cfg.Enable || !ifc.up {
+	if !a.cfg.Enable || !ifc.up || a.stopping {
 		return
 	}
+	a.stopDiscovery(ifc)
 	if !ifc.linkLocal.IsValid() {
 		// Waiting for a DAD-complete link-local address: its arrival probes.
 		ifc.state = IfUnknown
 		return
 	}
-	if ifc.stopProbe != nil {
-		ifc.stopProbe()
-	}
-	ifc.probeGen++
 	ifc.state = IfProbing
 	pctx, cancel := context.WithCancel(ctx)
-	ifc.stopProbe = cancel
+	ifc.stopProbe, ifc.probeFrom = cancel, ifc.linkLocal
 	gen, index, ll := ifc.probeGen, ifc.index, ifc.linkLocal
 	a.log.Info("discovering registration support", "iface", ifc.name, "from", ll)
 	a.wg.Add(1)
@@ -502,14 +553,15 @@ func (a *Agent) handleProbe(ctx context.Context, pr probeResult) {
 	if !ok || pr.gen != ifc.probeGen {
 		return
 	}
-	ifc.stopProbe = nil
+	ifc.stopProbe, ifc.probeFrom = nil, netip.Addr{}
 	switch {
 	case pr.err != nil:
 		if errors.Is(pr.err, context.Canceled) {
 			return
 		}
-		a.log.Warn("discovery failed", "iface", ifc.name, "err", pr.err)
+		a.log.Warn("discovery failed; trying again", "iface", ifc.name, "err", pr.err, "in", reprobeAfterError)
 		ifc.state = IfUnknown
+		a.scheduleReprobe(ctx, ifc, reprobeAfterError)
 	case pr.supported:
 		a.log.Info("registration supported on link", "iface", ifc.name)
 		ifc.state = IfSupported
@@ -517,6 +569,28 @@ func (a *Agent) handleProbe(ctx context.Context, pr probeResult) {
 	default:
 		a.log.Info("registration not offered on link (no option 148): registering nothing", "iface", ifc.name)
 		ifc.state = IfUnsupported
+		a.scheduleReprobe(ctx, ifc, reprobeUnsupported)
+	}
+}
+
+func (a *Agent) scheduleReprobe(ctx context.Context, ifc *iface, d time.Duration) {
+	gen, index := ifc.probeGen, ifc.index
+	ifc.retry = a.clock.AfterFunc(d, func() {
+		select {
+		case a.reprobe <- probeRetry{index, gen}:
+		case <-ctx.Done():
+		}
+	})
+}
+
+func (a *Agent) handleReprobe(ctx context.Context, pr probeRetry) {
+	ifc, ok := a.ifaces[pr.ifindex]
+	if !ok || pr.gen != ifc.probeGen || !ifc.up {
+		return
+	}
+	ifc.retry = nil
+	if ifc.state == IfUnknown || ifc.state == IfUnsupported {
+		a.startProbe(ctx, ifc)
 	}
 }
 
@@ -534,6 +608,26 @@ func (a *Agent) registerAll(ifc *iface) {
 	}
 }
 
+// linkLocalChanged picks the link-local address discovery uses and
+// restarts a probe that was sent from one the interface no longer holds.
+func (a *Agent) linkLocalChanged(ctx context.Context, ifc *iface) {
+	if !ifc.lls[ifc.linkLocal] {
+		ifc.linkLocal = netip.Addr{}
+		for ip := range ifc.lls {
+			if !ifc.linkLocal.IsValid() || ip.Less(ifc.linkLocal) {
+				ifc.linkLocal = ip
+			}
+		}
+	}
+	switch {
+	case !ifc.up:
+	case ifc.state == IfProbing && ifc.probeFrom != ifc.linkLocal:
+		a.startProbe(ctx, ifc) // from the new address, or wait for one
+	case ifc.state == IfUnknown && ifc.linkLocal.IsValid() && (ifc.retry == nil):
+		a.startProbe(ctx, ifc)
+	}
+}
+
 func (a *Agent) handleAddr(ctx context.Context, na netmon.Addr) {
 	ifc, ok := a.ifaces[na.Index]
 	if !ok {
@@ -543,26 +637,38 @@ func (a *Agent) handleAddr(ctx context.Context, na netmon.Addr) {
 		return
 	}
 	if na.Class == netmon.ClassLinkLocal {
-		wasValid := ifc.linkLocal.IsValid()
-		if na.State != netmon.StateTentative && na.State != netmon.StateDADFailed {
-			ifc.linkLocal = na.IP
-			if !wasValid && ifc.up && ifc.state == IfUnknown {
-				a.startProbe(ctx, ifc)
+		// A tentative or DAD-failed link-local is no source for discovery.
+		usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
+		if usable != ifc.lls[na.IP] {
+			if usable {
+				ifc.lls[na.IP] = true
+			} else {
+				delete(ifc.lls, na.IP)
 			}
+			a.linkLocalChanged(ctx, ifc)
 		}
 		return
 	}
+	k := key{ifc.index, na.IP}
 	ad, known := ifc.addrs[na.IP]
 	if !known {
-		ad = &addr{}
+		ad = &addr{gen: a.nextGen()}
 		ifc.addrs[na.IP] = ad
+		if a.owed[k] {
+			// Back before its deregistration went out: it never left.
+			delete(a.owed, k)
+			a.log.Info("address re-added: deregistration cancelled", "iface", ifc.name, "addr", na.IP)
+		}
 	}
 	prev := ad.cur
 	ad.cur = na
 	if !na.Registrable {
 		if known && prev.Registrable {
+			// Tentative again, DAD-failed, now excluded: stop, but send no
+			// deregistration for an address that is still assigned (a
+			// DAD-failed one belongs to another node).
 			a.log.Info("address no longer registrable", "iface", ifc.name, "addr", na.IP, "class", na.Class, "state", na.State)
-			a.forget(ifc, ad, a.cfg.Deregister && ad.hasReg)
+			a.quiesce(ifc, ad)
 		}
 		return
 	}
@@ -581,8 +687,8 @@ func (a *Agent) consider(ifc *iface, ad *addr) {
 	k := key{ifc.index, ad.cur.IP}
 	switch ad.phase {
 	case Pending:
-		a.enqueue(job{k: k})
-	case Registering, Deregistering:
+		a.enqueue(k)
+	case Registering:
 		ad.again = true
 	case Registered, Failed:
 		now := a.clock.Now()
@@ -609,37 +715,30 @@ func (a *Agent) static(na netmon.Addr) bool {
 	return na.Class == netmon.ClassStatic || na.Valid == netmon.Infinite
 }
 
-func (a *Agent) handleAddrRemoved(na netmon.Addr) {
+func (a *Agent) handleAddrRemoved(ctx context.Context, na netmon.Addr) {
 	ifc, ok := a.ifaces[na.Index]
 	if !ok {
 		return
 	}
-	ad, ok := ifc.addrs[na.IP]
-	if !ok {
-		if na.IP == ifc.linkLocal {
-			ifc.linkLocal = netip.Addr{}
+	if na.Class == netmon.ClassLinkLocal || ifc.lls[na.IP] {
+		if ifc.lls[na.IP] {
+			delete(ifc.lls, na.IP)
+			a.linkLocalChanged(ctx, ifc)
 		}
 		return
 	}
-	a.log.Info("address removed", "iface", ifc.name, "addr", na.IP)
-	a.forget(ifc, ad, a.cfg.Deregister && (ad.hasReg || ad.phase == Registering))
-	delete(ifc.addrs, na.IP)
-}
-
-// forget stops all work on an address and optionally deregisters it.
-func (a *Agent) forget(ifc *iface, ad *addr, dereg bool) {
-	k := key{ifc.index, ad.cur.IP}
-	a.deadlines.Remove(k)
-	delete(a.queued, k)
-	if ad.cancel != nil {
-		ad.cancel()
-		ad.cancel = nil
+	ad, ok := ifc.addrs[na.IP]
+	if !ok {
+		return
 	}
-	ad.gen++
-	ad.phase, ad.hasReg, ad.again = Pending, false, false
-	if dereg && a.cfg.Enable {
-		ad.phase = Deregistering
-		a.enqueue(job{k: k, dereg: true})
+	held := ad.hasReg || ad.phase == Registering
+	a.log.Info("address removed", "iface", ifc.name, "addr", na.IP)
+	a.quiesce(ifc, ad)
+	delete(ifc.addrs, na.IP)
+	if held && a.cfg.Deregister && a.cfg.Enable && ifc.up {
+		k := key{ifc.index, na.IP}
+		a.owed[k] = true
+		a.enqueue(k)
 	}
 }
 
@@ -651,14 +750,14 @@ func (a *Agent) handleDue(keys []key) {
 			continue
 		}
 		seen[k] = true
-		a.enqueue(job{k: k})
+		a.enqueue(k)
 		// RFC 9686 §4.6 (MAY): refresh the interface's other addresses due
 		// within the coalescing window along with this one.
 		if a.cfg.Policy.Coalesce > 0 {
 			for _, o := range a.deadlines.DueWithin(now, a.cfg.Policy.Coalesce, func(o key) bool { return o.ifindex == k.ifindex }) {
 				if !seen[o] {
 					seen[o] = true
-					a.enqueue(job{k: o})
+					a.enqueue(o)
 				}
 			}
 		}
@@ -676,85 +775,106 @@ func (a *Agent) rediscoverAll(ctx context.Context) {
 	}
 }
 
-func (a *Agent) enqueue(j job) {
-	if a.queued[j.k] {
-		// A deregistration replaces a queued registration.
-		if j.dereg {
-			for i := range a.queue {
-				if a.queue[i].k == j.k {
-					a.queue[i].dereg = true
-				}
-			}
-		}
+func (a *Agent) enqueue(k key) {
+	if a.queued[k] {
 		return
 	}
-	a.queued[j.k] = true
-	a.queue = append(a.queue, j)
+	a.queued[k] = true
+	a.queue = append(a.queue, k)
+}
+
+type action int
+
+const (
+	actNone action = iota
+	actRegister
+	actDeregister
+)
+
+// next decides what the key at the front of the queue needs now.
+func (a *Agent) next(k key) action {
+	if a.owed[k] {
+		return actDeregister
+	}
+	ifc, ok := a.ifaces[k.ifindex]
+	if !ok {
+		return actNone
+	}
+	ad, ok := ifc.addrs[k.addr]
+	if !ok || !a.eligible(ifc, ad) {
+		return actNone
+	}
+	if ad.phase == Registering {
+		ad.again = true
+		return actNone
+	}
+	return actRegister
 }
 
 // pump starts queued exchanges within the in-flight bound and the rate.
+// Keys that need nothing any more are dropped without using a token.
 func (a *Agent) pump(ctx context.Context) {
-	for len(a.queue) > 0 && a.inflight < a.cfg.MaxInflight {
-		now := a.clock.Now()
-		r := a.lim.ReserveN(now, 1)
-		if d := r.DelayFrom(now); d > 0 {
-			r.CancelAt(now)
-			if !a.wakeArmed {
-				a.wakeArmed = true
-				a.clock.AfterFunc(d, func() {
-					select {
-					case a.wake <- struct{}{}:
-					default:
-					}
-				})
+	for len(a.queue) > 0 && a.inflight < a.cfg.MaxInflight && !a.stopping {
+		k := a.queue[0]
+		act := a.next(k)
+		if act != actNone {
+			now := a.clock.Now()
+			r := a.lim.ReserveN(now, 1)
+			if d := r.DelayFrom(now); d > 0 {
+				r.CancelAt(now)
+				if !a.wakeArmed {
+					a.wakeArmed = true
+					a.clock.AfterFunc(d, func() {
+						select {
+						case a.wake <- struct{}{}:
+						default:
+						}
+					})
+				}
+				return
 			}
-			return
 		}
-		j := a.queue[0]
 		a.queue = a.queue[1:]
-		delete(a.queued, j.k)
-		a.startExchange(ctx, j)
+		delete(a.queued, k)
+		switch act {
+		case actRegister:
+			a.startRegistration(ctx, k)
+		case actDeregister:
+			// The address is gone: no reply can reach it (RFC 9686 §4.7).
+			a.startDeregistration(ctx, k, true)
+		}
 	}
 }
 
-func (a *Agent) startExchange(ctx context.Context, j job) {
-	ifc, ok := a.ifaces[j.k.ifindex]
-	if !ok {
-		return
-	}
-	ad, ok := ifc.addrs[j.k.addr]
-	var gen int
-	if ok {
-		gen = ad.gen
-	}
-	if !j.dereg {
-		if !ok || !a.eligible(ifc, ad) || a.stopping {
-			return
-		}
-		a.deadlines.Remove(j.k)
-		ad.phase = Registering
-	}
+func (a *Agent) startRegistration(ctx context.Context, k key) {
+	ad := a.ifaces[k.ifindex].addrs[k.addr]
+	a.deadlines.Remove(k)
 	xctx, cancel := context.WithCancel(ctx)
-	if ok && !j.dereg {
-		ad.cancel = cancel
-	}
-	t := registrar.Target{Ifindex: j.k.ifindex, Addr: j.k.addr}
-	if j.dereg {
-		t.Lifetimes = func() (time.Duration, time.Duration, bool) { return 0, 0, true }
-		t.Deregister = true
-	} else {
-		t.Lifetimes = a.lifetimes(j.k)
-	}
+	ad.phase, ad.gen, ad.cancel = Registering, a.nextGen(), cancel
+	a.run(ctx, xctx, cancel, exchangeResult{k: k, gen: ad.gen},
+		registrar.Target{Ifindex: k.ifindex, Addr: k.addr, Lifetimes: a.lifetimes(k)})
+}
+
+func (a *Agent) startDeregistration(ctx context.Context, k key, noWait bool) {
+	delete(a.owed, k)
+	xctx, cancel := context.WithCancel(ctx)
+	zero := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
+	a.run(ctx, xctx, cancel, exchangeResult{k: k, dereg: true},
+		registrar.Target{Ifindex: k.ifindex, Addr: k.addr, Lifetimes: zero, Deregister: true, NoWait: noWait})
+}
+
+// run runs one exchange in its own goroutine and reports its result to the
+// owner, unless the owner is gone (ctx).
+func (a *Agent) run(ctx, xctx context.Context, cancel context.CancelFunc, r exchangeResult, t registrar.Target) {
 	a.inflight++
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		defer cancel()
-		res, err := a.reg.Register(xctx, t)
+		r.res, r.err = a.reg.Register(xctx, t)
 		select {
-		case a.results <- exchangeResult{k: j.k, gen: gen, dereg: j.dereg, res: res, err: err}:
+		case a.results <- r:
 		case <-ctx.Done():
-			// The owner is gone (stop timed out): nobody to tell.
 		}
 	}()
 }
@@ -771,9 +891,12 @@ func (a *Agent) lifetimes(k key) func() (time.Duration, time.Duration, bool) {
 	}
 }
 
-func (a *Agent) handleResult(_ context.Context, r exchangeResult) {
+func (a *Agent) handleResult(r exchangeResult) {
 	a.inflight--
 	a.logResult(r)
+	if r.dereg {
+		return
+	}
 	ifc, ok := a.ifaces[r.k.ifindex]
 	if !ok {
 		return
@@ -782,26 +905,22 @@ func (a *Agent) handleResult(_ context.Context, r exchangeResult) {
 	if !ok || ad.gen != r.gen {
 		return // forgotten or superseded while in flight
 	}
-	if r.dereg {
-		if ad.phase == Deregistering {
-			ad.phase = Pending
-			// The address may have come back meanwhile.
-			if ad.cur.Registrable {
-				a.consider(ifc, ad)
-			}
-		}
-		return
-	}
 	ad.cancel = nil
 	switch {
-	case errors.Is(r.err, context.Canceled):
+	case errors.Is(r.err, context.Canceled), errors.Is(r.err, registrar.ErrAddressGone):
 		ad.phase = Pending
 	default:
 		ad.phase = Failed
 		if r.err == nil && r.res.Replied {
 			ad.phase, ad.hasReg = Registered, true
 		}
-		ad.reg = a.cfg.Policy.Registered(a.clock.Now(), r.res.Valid, a.static(ad.cur))
+		// The server counts the lifetimes from when the last
+		// transmission carried them.
+		at := r.res.LastSent
+		if at.IsZero() {
+			at = a.clock.Now()
+		}
+		ad.reg = a.cfg.Policy.Registered(at, r.res.Valid, a.static(ad.cur))
 		if ad.reg.Periodic() {
 			a.deadlines.Set(r.k, ad.reg.Next)
 		}
@@ -818,10 +937,12 @@ func (a *Agent) logResult(r exchangeResult) {
 		attrs[1] = ifc.name
 	}
 	switch {
+	case r.dereg && r.err != nil:
+		a.log.Warn("deregistration not sent", append(attrs, "err", r.err)...)
 	case r.dereg && r.res.Replied:
 		a.log.Info("deregistered", attrs...)
 	case r.dereg:
-		a.log.Info("deregistration sent", append(attrs, "replied", false)...)
+		a.log.Info("deregistration sent", attrs...)
 	case r.err == nil && r.res.Replied:
 		a.log.Info("registered", append(attrs, "preferred", r.res.Preferred, "valid", r.res.Valid, "took", r.res.Duration)...)
 	case errors.Is(r.err, context.Canceled):
@@ -879,6 +1000,11 @@ func (a *Agent) status() Status {
 				as.NextRefresh = at
 			}
 			is.Addresses = append(is.Addresses, as)
+		}
+		for k := range a.owed {
+			if k.ifindex == ifc.index {
+				is.Addresses = append(is.Addresses, AddrStatus{Addr: k.addr, Phase: Deregistering})
+			}
 		}
 		slices.SortFunc(is.Addresses, func(x, y AddrStatus) int { return x.Addr.Compare(y.Addr) })
 		s.Interfaces = append(s.Interfaces, is)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -74,21 +75,31 @@ type sent struct {
 }
 
 type fakeReg struct {
-	mu        sync.Mutex
-	supported bool
-	probes    int
-	sends     []sent
-	silent    bool
-	fail      bool // no reply: every exchange fails after its transmissions
-	started   int
+	mu         sync.Mutex
+	supported  bool
+	probes     int
+	sends      []sent
+	silent     bool
+	fail       bool // no reply: every exchange fails after its transmissions
+	started    int
+	probeErr   error         // Probe fails with this
+	blockProbe bool          // Probe waits for its context (no server answers)
+	probeFrom  []netip.Addr  // source of each probe
+	lastSent   time.Duration // Result.LastSent = now - lastSent
+	clk        *scheduler.FakeClock
 }
 
-func (r *fakeReg) Probe(ctx context.Context, _ int, _ netip.Addr) (bool, error) {
+func (r *fakeReg) Probe(ctx context.Context, _ int, from netip.Addr) (bool, error) {
 	r.mu.Lock()
 	r.probes++
-	ok := r.supported
+	r.probeFrom = append(r.probeFrom, from)
+	ok, err, block := r.supported, r.probeErr, r.blockProbe
 	r.mu.Unlock()
-	return ok, nil
+	if block {
+		<-ctx.Done()
+		return false, ctx.Err()
+	}
+	return ok, err
 }
 
 func (r *fakeReg) Register(ctx context.Context, t registrar.Target) (registrar.Result, error) {
@@ -110,7 +121,11 @@ func (r *fakeReg) Register(ctx context.Context, t registrar.Target) (registrar.R
 		<-ctx.Done()
 		return registrar.Result{Sends: 1}, ctx.Err()
 	}
-	return registrar.Result{Replied: true, Sends: 1, Preferred: p, Valid: v}, nil
+	res := registrar.Result{Replied: true, Sends: 1, Preferred: p, Valid: v}
+	if r.clk != nil {
+		res.LastSent = r.clk.Now().Add(-r.lastSent)
+	}
+	return res, nil
 }
 
 func (r *fakeReg) snapshot() (int, []sent) {
@@ -143,6 +158,7 @@ type harness struct {
 func start(t *testing.T, cfg Config, supported bool) *harness {
 	t.Helper()
 	h := &harness{t: t, clk: scheduler.NewFakeClock(t0), mon: newFakeMon(), reg: &fakeReg{supported: supported}, done: make(chan error, 1)}
+	h.reg.clk = h.clk
 	cfg.Clock = h.clk
 	if cfg.Policy == (scheduler.Policy{}) {
 		cfg.Policy = scheduler.NewPolicy(func() float64 { return 0.5 }) // multiplier 1.0
@@ -488,5 +504,169 @@ func TestFailedIsRetriedByTheRefreshRule(t *testing.T) {
 	h.settle()
 	if _, sends := h.reg.snapshot(); len(sends) != 2 {
 		t.Fatalf("%d exchanges after the retry time, want 2", len(sends))
+	}
+}
+
+// Removed and re-added before the (rate-limited) deregistration went out:
+// the deregistration is cancelled, the address registered again, and it
+// does not stay pending.
+func TestReaddCancelsQueuedDeregistration(t *testing.T) {
+	cfg := defaults()
+	cfg.Rate, cfg.Burst = 1, 1
+	h := start(t, cfg, true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::1", netmon.Infinite)
+	a.Class = netmon.ClassStatic
+	h.mon.add(a)
+	h.settle()
+	h.mon.remove(a) // the token is spent: the deregistration waits
+	h.mon.add(a)
+	time.Sleep(20 * time.Millisecond)
+	for range 3 {
+		h.clk.Advance(time.Second)
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := h.settle()
+	_, sends := h.reg.snapshot()
+	for _, x := range sends {
+		if x.deregistered {
+			t.Fatalf("deregistration sent for an address that was re-added: %+v", sends)
+		}
+	}
+	if p := phaseOf(st, "2001:db8::1"); p != Registered {
+		t.Fatalf("phase %v after re-add, want registered; sends %+v", p, sends)
+	}
+}
+
+// A carrier flap while a paced burst is queued: every address is registered
+// once after the link comes back, none twice, and none before.
+func TestFlapDuringBurstNoDuplicates(t *testing.T) {
+	cfg := defaults()
+	cfg.Rate, cfg.Burst = 100, 10
+	h := start(t, cfg, true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	for i := range 100 {
+		h.mon.add(global(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}).String(), time.Hour))
+	}
+	time.Sleep(50 * time.Millisecond)
+	h.mon.ev <- netmon.Event{Kind: netmon.LinkUpdated, Link: netmon.Link{Index: 2, Name: "eth0", Up: true}}
+	h.mon.ev <- netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}}
+	time.Sleep(50 * time.Millisecond)
+	for range 40 {
+		h.clk.Advance(100 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.settle()
+	_, sends := h.reg.snapshot()
+	if len(sends) != 110 {
+		t.Fatalf("%d exchanges, want 10 before the flap and 100 after", len(sends))
+	}
+}
+
+// Discovery follows the link-local address: replaced while a probe runs,
+// the probe restarts from the new one; tentative ones are never used.
+func TestProbeFollowsLinkLocal(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.reg.blockProbe = true
+	h.mon.link(true, false, true)
+	tent := ll
+	tent.IP, tent.State = netip.MustParseAddr("fe80::9"), netmon.StateTentative
+	h.mon.add(tent)
+	h.mon.add(ll)
+	h.settle()
+	ll2 := ll
+	ll2.IP = netip.MustParseAddr("fe80::2")
+	h.mon.add(ll2)
+	h.mon.remove(ll)
+	h.settle()
+	h.reg.mu.Lock()
+	from := append([]netip.Addr(nil), h.reg.probeFrom...)
+	h.reg.mu.Unlock()
+	want := []netip.Addr{ll.IP, ll2.IP}
+	if len(from) != 2 || from[0] != want[0] || from[1] != want[1] {
+		t.Fatalf("probes sent from %v, want %v", from, want)
+	}
+}
+
+// A probe that fails is tried again after a while; a link without support
+// is asked again after a day.
+func TestReprobe(t *testing.T) {
+	h := start(t, defaults(), false)
+	h.reg.probeErr = errors.New("sendmsg: network is unreachable")
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.settle()
+	h.reg.mu.Lock()
+	h.reg.probeErr = nil
+	h.reg.mu.Unlock()
+	h.clk.Advance(reprobeAfterError)
+	st := h.settle()
+	if probes, _ := h.reg.snapshot(); probes != 2 || st.Interfaces[0].State != IfUnsupported {
+		t.Fatalf("probes=%d state=%v after the retry, want 2 and unsupported", probes, st.Interfaces[0].State)
+	}
+	h.reg.mu.Lock()
+	h.reg.supported = true
+	h.reg.mu.Unlock()
+	h.clk.Advance(reprobeUnsupported)
+	st = h.settle()
+	if probes, _ := h.reg.snapshot(); probes != 3 || st.Interfaces[0].State != IfSupported {
+		t.Fatalf("probes=%d state=%v a day later, want 3 and supported", probes, st.Interfaces[0].State)
+	}
+}
+
+// DAD failure (the address is another node's) stops the work but sends no
+// deregistration; neither does its later removal.
+func TestNoDeregistrationOfAStillAssignedAddress(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::1", time.Hour)
+	h.mon.add(a)
+	h.settle()
+	a.State, a.Registrable = netmon.StateDADFailed, false
+	h.mon.update(a)
+	h.settle()
+	h.mon.remove(a)
+	h.settle()
+	if _, sends := h.reg.snapshot(); len(sends) != 1 {
+		t.Fatalf("sends = %+v, want only the registration", sends)
+	}
+}
+
+// A deregistration owed for a removed address is sent on stop even when it
+// was still waiting for the rate limiter.
+func TestStopSendsOwedDeregistration(t *testing.T) {
+	cfg := defaults()
+	cfg.Rate, cfg.Burst = 1, 1
+	h := start(t, cfg, true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::1", time.Hour)
+	h.mon.add(a)
+	h.settle()
+	h.mon.remove(a)
+	time.Sleep(20 * time.Millisecond)
+	h.shutdown()
+	_, sends := h.reg.snapshot()
+	if len(sends) != 2 || !sends[1].deregistered {
+		t.Fatalf("sends = %+v, want the registration and, on stop, the deregistration", sends)
+	}
+}
+
+// The refresh baseline is the last transmission, not the reply's arrival.
+func TestRefreshBaselineIsLastTransmission(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.reg.lastSent = 10 * time.Second
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::10", netmon.Infinite)
+	a.Class = netmon.ClassStatic
+	h.mon.add(a)
+	st := h.settle()
+	want := t0.Add(-10 * time.Second).Add(4 * time.Hour)
+	if got := st.Interfaces[0].Addresses[0].NextRefresh; !got.Equal(want) {
+		t.Fatalf("static refresh at %v, want 4h after the last transmission (%v)", got, want)
 	}
 }

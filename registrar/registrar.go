@@ -73,6 +73,9 @@ type Target struct {
 	// and a reply is awaited for one IRT only: a server answers by unicast
 	// to the address, which reaches the host only while it still holds it.
 	Deregister bool
+	// NoWait, with Deregister: send once and return without waiting for a
+	// reply (a stopping daemon deregistering many addresses in its budget).
+	NoWait bool
 }
 
 // Result describes one finished (or abandoned) exchange.
@@ -84,6 +87,9 @@ type Result struct {
 	Preferred, Valid time.Duration
 	// Duration runs from the first transmission to the end of the exchange.
 	Duration time.Duration
+	// LastSent is when the last transmission went out: the moment its
+	// lifetimes were true, from which the server counts them down.
+	LastSent time.Time
 }
 
 // Stats are the registrar's counters since New.
@@ -352,6 +358,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		}
 		res.Sends++
 		res.Preferred, res.Valid = max(pref, 0), max(valid, 0)
+		res.LastSent = r.clock.Now()
 		r.mu.Lock()
 		r.stats.Sent++
 		if res.Sends > 1 {
@@ -380,6 +387,13 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 	rt := r.cfg.Retrans
 	if t.Deregister {
 		rt = scheduler.Retrans{IRT: rt.IRT, MRC: 1}
+		if t.NoWait {
+			err := transmit(0)
+			if err != nil {
+				err = fmt.Errorf("deregister %s on %s: %w", addr, r.iface(t.Ifindex), err)
+			}
+			return res, err
+		}
 	}
 	start, err := r.exchange(ctx, ex, rt, transmit, check)
 	if !start.IsZero() {

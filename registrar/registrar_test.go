@@ -522,4 +522,12 @@ func TestDeregisterSendsOnce(t *testing.T) {
 	if res.Duration != time.Second {
 		t.Errorf("waited %v for a reply, want IRT (1s)", res.Duration)
 	}
+	if !res.LastSent.Equal(t0) {
+		t.Errorf("LastSent = %v, want the transmission time %v", res.LastSent, t0)
+	}
+	// NoWait: sent, and back at once.
+	res, err = r.Register(context.Background(), Target{Ifindex: 3, Addr: testAddr, Lifetimes: zero, Deregister: true, NoWait: true})
+	if err != nil || res.Sends != 1 || len(c.sends()) != 2 {
+		t.Fatalf("NoWait deregistration = %+v, %v; want one more send and no wait", res, err)
+	}
 }

@@ -85,6 +85,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg, regCfg, err := configure(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "addrregd: %v\n", err)
+		if errors.Is(err, agent.ErrNoMachineID) {
+			return 1 // the machine, not the command line, is at fault
+		}
 		return exitUsage
 	}
 	regCfg.Logger = log.With("part", "registrar")
@@ -262,6 +265,9 @@ func configure(o *options) (agent.Config, registrar.Config, error) {
 func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// After the first signal, a second one gets the default action: an
+	// operator pressing Ctrl-C twice is not kept waiting.
+	go func() { <-ctx.Done(); stop() }()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(hup)

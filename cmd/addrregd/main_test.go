@@ -55,3 +55,11 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("--version: exit %d, output %q", code, out.String())
 	}
 }
+
+func TestMissingMachineIDIsNotAUsageError(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"--machine-id", t.TempDir() + "/none"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "--duid") {
+		t.Fatalf("exit %d, stderr %q; want 1 and a hint to set --duid", code, errb.String())
+	}
+}
