@@ -145,6 +145,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 	if fs.Changed("interface") {
 		cfg.Interfaces = *ifaces
 	}
+
 	if fc.AddrReg != nil {
 		cfg.AddrReg = *fc.AddrReg
 	}
@@ -186,6 +187,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 			cfg.Prefixes[k] = append(cfg.Prefixes[k], pp)
 		}
 	}
+	flagged := map[string]bool{} // a key set by --prefix replaces the file's entry for it
 	for _, kv := range *prefixes {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
@@ -194,6 +196,10 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 		p, err := parsePrefix(v)
 		if err != nil {
 			return zero, usagef("invalid --prefix %q: %w", kv, err)
+		}
+		if !flagged[k] {
+			flagged[k] = true
+			cfg.Prefixes[k] = nil
 		}
 		cfg.Prefixes[k] = append(cfg.Prefixes[k], p)
 	}
@@ -221,6 +227,11 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 		return zero, err
 	}
 	cfg.Logger = logger
+	if len(cfg.Interfaces) == 0 {
+		// Without one the server would join no ff02::1:2 group and
+		// receive no client's multicast at all.
+		return zero, usagef("no interface: give -i IFACE (repeatable) or \"interfaces\" in --config")
+	}
 	return cfg, nil
 }
 

@@ -101,7 +101,10 @@ func TestServerConfig(t *testing.T) {
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
-	cfg, err = serverConfig(nil, &stderr)
+	if _, err := serverConfig(nil, &stderr); err == nil || !strings.Contains(err.Error(), "-i IFACE") {
+		t.Errorf("no interface: err = %v, want a usage error asking for -i", err)
+	}
+	cfg, err = serverConfig([]string{"-i", "eth0"}, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,7 +205,8 @@ func TestE2ERelay(t *testing.T) {
 	a := netip.MustParseAddr("2001:db8:2::10")
 	cli.MustExec(t, "ip", "-6", "addr", "add", a.String()+"/64", "dev", "eth1", "nodad")
 
-	p := startServer(t, srv, bin, "-i", "eth0", "--db", filepath.Join(t.TempDir(), "b.db"), "--log-level", "debug")
+	// The relayed link is configured by its link-address, as an operator must.
+	p := startServer(t, srv, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64", "--db", filepath.Join(t.TempDir(), "b.db"), "--log-level", "debug")
 	rp := relay.Start(t, "dnsmasq", "dnsmasq", "-d", "-p", "0", "--log-debug", "--log-dhcp",
 		"--dhcp-relay=2001:db8:2::1,2001:db8:1::1", "--pid-file="+filepath.Join(t.TempDir(), "dnsmasq.pid"))
 	rp.WaitOutput(t, "DHCP relay", 10*time.Second)

@@ -155,7 +155,9 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 		src = in.PeerAddr
 		ev.Binding.LinkAddr = in.LinkAddr
 		if len(in.LinkLayer) > 2 {
-			ev.Binding.LinkLayer = net.HardwareAddr(in.LinkLayer[2:])
+			// A copy: the event outlives the read buffer (it is stored
+			// and logged after the next packet has been read into it).
+			ev.Binding.LinkLayer = append(net.HardwareAddr(nil), in.LinkLayer[2:]...)
 		}
 	}
 	ev.Binding.Addr = src
@@ -172,7 +174,9 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 	default:
 		return fail(fmt.Errorf("%w: %s", ErrWrongType, mt))
 	}
-	if !ev.Relayed && mt != dhcpv6.MessageTypeLeaseQuery && h.ifaces != nil && !h.ifaces[pkt.Iface] {
+	// Relayed or not, a message must arrive on an interface the server
+	// serves: a Relay-Forward from anywhere else could claim any link.
+	if mt != dhcpv6.MessageTypeLeaseQuery && h.ifaces != nil && !h.ifaces[pkt.Iface] {
 		return fail(fmt.Errorf("%w: %s received on %q", ErrUnknownInterface, mt, pkt.Iface))
 	}
 	opts, err := parseOptions(inner[msgHeaderLen:])
@@ -184,6 +188,10 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 		return fail(fmt.Errorf("%w: %s: %w", ErrMalformed, mt, err))
 	}
 	if o, ok := findOne(opts, uint16(dhcpv6.OptionClientID)); ok {
+		// RFC 8415 §11.1: a DUID is at most 130 octets (type + 128).
+		if len(o.Data) > maxDUIDLen {
+			return fail(fmt.Errorf("%w: %d-octet Client ID", ErrMalformed, len(o.Data)))
+		}
 		ev.Binding.DUID = append([]byte(nil), o.Data...)
 	}
 	var out []byte
@@ -201,7 +209,9 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 		out, err = h.infoRequest(msg, opts)
 		ev.Kind, dst = EventInfoReply, pkt.Src
 	case dhcpv6.MessageTypeLeaseQuery:
-		out, err = h.leasequery(now, msg, opts, src, ev)
+		// The allow list is checked against the packet's own source: a
+		// peer-address inside a Relay-Forward is the sender's to choose.
+		out, err = h.leasequery(now, msg, opts, pkt.Src.Addr().WithZone("").Unmap(), ev)
 		ev.Kind, dst = EventLeasequery, pkt.Src
 	}
 	if err != nil {
@@ -212,6 +222,14 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 	}
 	return out, dst, *ev, nil
 }
+
+// maxDUIDLen is RFC 8415 §11.1's limit: 2 octets of type, 128 of data.
+const maxDUIDLen = 130
+
+// MaxBindingsPerDUID bounds what one client may hold, so that its
+// leasequery reply fits one option (64 KB) and one host cannot fill the
+// server's memory and disk.
+const MaxBindingsPerDUID = 1024
 
 // inform handles ADDR-REG-INFORM (RFC 9686 §4.2.1).
 func (h *Handler) inform(now time.Time, pkt Packet, chain []relayLevel, msg *dhcpv6.Message, opts []rawOption, src netip.Addr, ev *Event) ([]byte, netip.AddrPort, error) {
@@ -259,7 +277,9 @@ func (h *Handler) inform(now time.Time, pkt Packet, chain []relayLevel, msg *dhc
 	if f := msg.Options.FQDN(); f != nil && f.DomainName != nil {
 		ev.Binding.FQDN = strings.Join(f.DomainName.Labels, ",")
 	}
-	h.update(now, ia, ev)
+	if err := h.update(now, ia, ev); err != nil {
+		return nil, none, err
+	}
 
 	// RFC 9686 §4.3: same transaction ID, the IA Address option identical
 	// to the one received. Client and Server ID too, as Kea does.
@@ -271,7 +291,7 @@ func (h *Handler) inform(now time.Time, pkt Packet, chain []relayLevel, msg *dhc
 }
 
 // update applies a valid registration to the bindings and fills ev.
-func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) {
+func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	nb := ev.Binding
@@ -280,6 +300,9 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) {
 		nb.Expires = now.Add(nb.Valid)
 	}
 	old := h.byAddr[ia.Addr]
+	if ia.Valid != 0 && (old == nil || !bytes.Equal(old.DUID, nb.DUID)) && len(h.byDUID[string(nb.DUID)]) >= MaxBindingsPerDUID {
+		return fmt.Errorf("%w: %x holds %d", ErrTooManyBindings, nb.DUID, MaxBindingsPerDUID)
+	}
 	switch {
 	case ia.Valid == 0: // RFC 9686 §4.2.1: valid lifetime 0 is an expired binding
 		ev.Kind = EventDeregister
@@ -297,7 +320,7 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) {
 		} else {
 			ev.Binding = nb
 		}
-		return
+		return nil
 	case old == nil:
 		ev.Kind = EventRegister
 	case bytes.Equal(old.DUID, nb.DUID):
@@ -312,6 +335,7 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) {
 	}
 	h.insert(nb.clone())
 	ev.Binding = nb
+	return nil
 }
 
 func (h *Handler) insert(b Binding) {
@@ -404,8 +428,9 @@ func (h *Handler) linkPrefixes(iface string, chain []relayLevel) []netip.Prefix 
 			return h.cfg.Prefixes[k]
 		}
 	}
-	p, _ := la.Prefix(64)
-	return []netip.Prefix{p}
+	// A link the configuration does not know: nothing is appropriate to
+	// it, or a forged Relay-Forward could register (or move) any address.
+	return nil
 }
 
 func containsAddr(pfx []netip.Prefix, a netip.Addr) bool {

@@ -307,7 +307,7 @@ func TestRelayWrap(t *testing.T) {
 			levels = append(levels, relayLevel{HopCount: uint8(i), LinkAddr: link, PeerAddr: peer, InterfaceID: ifid})
 		}
 		src := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:1::2"), 547)
-		reply, dst, ev, err := h.Handle(t0, Packet{Data: msg, Src: src, Iface: "eth5"})
+		reply, dst, ev, err := h.Handle(t0, Packet{Data: msg, Src: src, Iface: "eth0"})
 		if err != nil {
 			t.Fatalf("depth %d: %v", depth, err)
 		}
@@ -500,7 +500,9 @@ func TestLeasequery(t *testing.T) {
 // client ID on all links, gets OPTION_LQ_CLIENT_LINK; queried per link, the
 // client data of that link.
 func TestLeasequeryClientLink(t *testing.T) {
-	h := testHandler()
+	h := testHandler(func(c *HandlerConfig) {
+		c.Prefixes["2001:db8:2::1"] = []netip.Prefix{netip.MustParsePrefix("2001:db8:2::/64")}
+	})
 	relay, link2 := netip.MustParseAddr("2001:db8:1::2"), netip.MustParseAddr("2001:db8:2::1")
 	a2 := netip.MustParseAddr("2001:db8:2::10")
 	if _, _, _, err := h.Handle(t0, pkt(cliAddr, validInform().bytes())); err != nil {
@@ -547,5 +549,82 @@ func TestInformDroppedWhenRegistrationOff(t *testing.T) {
 	}
 	if n := len(h.Bindings()); n != 0 {
 		t.Errorf("%d bindings after a dropped INFORM", n)
+	}
+}
+
+// Relayed messages are trusted no further than the configuration: they must
+// arrive on a served interface, for a link-address the server knows; the
+// leasequery allow list is checked against the packet's real source, not a
+// peer-address the sender wrote.
+func TestRelaySpoofing(t *testing.T) {
+	h := testHandler(func(c *HandlerConfig) {
+		c.Prefixes["2001:db8:2::1"] = []netip.Prefix{netip.MustParsePrefix("2001:db8:2::/64")}
+	})
+	a2 := netip.MustParseAddr("2001:db8:2::10")
+	in := newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, clientDUID).ia(a2, 10, 20).bytes()
+	relay := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:1::2"), 547)
+	for _, tc := range []struct {
+		name string
+		pkt  Packet
+		want *Reason
+	}{
+		{"unserved interface", Packet{Data: relayFwd(0, netip.MustParseAddr("2001:db8:2::1"), a2, nil, in), Src: relay, Iface: "eth9"}, ErrUnknownInterface},
+		{"unknown link", Packet{Data: relayFwd(0, netip.MustParseAddr("2001:db8:99::1"), netip.MustParseAddr("2001:db8:99::10"),
+			nil, newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, clientDUID).ia(netip.MustParseAddr("2001:db8:99::10"), 10, 20).bytes()), Src: relay, Iface: "eth0"}, ErrNotOnLink},
+	} {
+		if _, _, _, err := h.Handle(t0, tc.pkt); !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// A leasequery wrapped in a Relay-Forward whose peer-address is an
+	// allowed requestor, sent from a host that is not allowed.
+	q := EncodeLeasequery([3]byte{9, 9, 9}, clientDUID, netip.Addr{}, cliAddr, nil)
+	allowed := netip.MustParseAddr("2001:db8:ff::5")
+	spoof := Packet{Data: relayFwd(0, netip.MustParseAddr("2001:db8:1::1"), allowed, nil, q),
+		Src: netip.AddrPortFrom(netip.MustParseAddr("2001:db8:bad::1"), 547), Iface: "eth0"}
+	_, _, ev, err := h.Handle(t0, spoof)
+	if err != nil || ev.Status != StatusNotAllowed {
+		t.Errorf("relayed leasequery from a disallowed host: status %d, err %v; want NotAllowed", ev.Status, err)
+	}
+}
+
+// The event (stored, logged later) owns its link-layer address: reusing
+// the read buffer does not change it.
+func TestEventOwnsLinkLayer(t *testing.T) {
+	h := testHandler()
+	msg := relayFwd(0, netip.MustParseAddr("2001:db8:1::1"), cliAddr, nil, validInform().bytes())
+	_, _, ev, err := h.Handle(t0, Packet{Data: msg, Src: netip.AddrPortFrom(netip.MustParseAddr("2001:db8:1::2"), 547), Iface: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ev.Binding.LinkLayer.String()
+	for i := range msg {
+		msg[i] = 0xee
+	}
+	if got := ev.Binding.LinkLayer.String(); got != want || got == "" {
+		t.Fatalf("link-layer address %q after the buffer was reused, want %q", got, want)
+	}
+}
+
+// RFC 8415 §11.1 bounds a DUID at 130 octets; one client holds at most
+// MaxBindingsPerDUID addresses.
+func TestClientLimits(t *testing.T) {
+	h := testHandler(func(c *HandlerConfig) {
+		c.Prefixes["eth0"] = []netip.Prefix{netip.MustParsePrefix("2001:db8:1::/48")}
+	})
+	long := newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, make([]byte, 131)).ia(cliAddr, 10, 20).bytes()
+	if _, _, _, err := h.Handle(t0, pkt(cliAddr, long)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("131-octet DUID: err = %v, want malformed", err)
+	}
+	for i := range MaxBindingsPerDUID + 1 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, byte(i >> 8), 15: byte(i)})
+		m := newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, clientDUID).ia(a, 10, 20).bytes()
+		_, _, _, err := h.Handle(t0.Add(time.Duration(i)*time.Second), pkt(a, m))
+		if i < MaxBindingsPerDUID && err != nil {
+			t.Fatalf("binding %d: %v", i, err)
+		}
+		if i == MaxBindingsPerDUID && !errors.Is(err, ErrTooManyBindings) {
+			t.Fatalf("binding %d: err = %v, want too_many_bindings", i, err)
+		}
 	}
 }

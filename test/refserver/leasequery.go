@@ -58,7 +58,9 @@ func (h *Handler) leasequery(now time.Time, msg *dhcpv6.Message, opts []rawOptio
 		if !q.LinkAddr.IsUnspecified() && !h.knownLinkLocked(q.LinkAddr) {
 			return status(StatusNotConfigured, "unknown link-address")
 		}
-		if bd := h.byAddr[ia.Addr]; bd != nil && !bd.expired(now) {
+		// RFC 5007 §4.1.2.5: with a link-address, the query is on that link.
+		if bd := h.byAddr[ia.Addr]; bd != nil && !bd.expired(now) &&
+			(q.LinkAddr.IsUnspecified() || h.onLinkLocked(bd, q.LinkAddr)) {
 			// Return the client's data on that link: all its addresses there.
 			for a := range h.byDUID[string(bd.DUID)] {
 				if ob := h.byAddr[a]; ob != nil && sameLink(ob, bd) && !ob.expired(now) {

@@ -41,6 +41,10 @@ type Server struct {
 	ifNames map[int]string
 	onLink  map[string]onLinkEntry
 
+	cancelRun context.CancelFunc
+	dbOnce    sync.Once
+	dbErr     error // set by the writer before it ends; read after
+
 	tmu     sync.Mutex
 	timer   scheduler.Timer
 	armedAt time.Time
@@ -138,6 +142,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	// Cancelled also when the read loop fails, so the expirer stops.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.cancelRun = cancel
 	st, err := openStore(s.cfg.DBPath)
 	if err != nil {
 		return err
@@ -207,6 +212,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	close(s.jobs)
 	writerDone.Wait()
 	s.log.Info("stopped", "bindings", len(h.Bindings()))
+	if s.dbErr != nil {
+		return fmt.Errorf("database: %w", s.dbErr)
+	}
 	return rerr
 }
 
@@ -285,8 +293,10 @@ func (s *Server) handle(pkt Packet) {
 		s.count("reject", ev.Reason)
 		s.logReject(ev, reason)
 		switch ev.Reason {
-		case ErrRateSource.Name, ErrRateDUID.Name, ErrTruncated.Name, ErrOversized.Name, ErrMalformed.Name:
-			// Counted only: a flood must not fill the history.
+		case ErrRateSource.Name, ErrRateDUID.Name, ErrTruncated.Name, ErrOversized.Name, ErrMalformed.Name,
+			ErrUnsupported.Name, ErrWrongType.Name, ErrUnknownInterface.Name:
+			// Counted only: a flood, or the ordinary DHCPv6 traffic of a
+			// LAN (Solicit, Renew …), must not fill the history.
 		default:
 			s.enqueue(job{evs: []Event{ev}})
 		}
@@ -356,10 +366,16 @@ func (s *Server) writer() {
 		for _, j := range batch {
 			evs = append(evs, j.evs...)
 		}
-		if err := s.st.apply(evs); err != nil {
-			// Nothing is acknowledged that is not on disk.
+		if err := s.commit(evs); err != nil {
+			// Nothing is acknowledged that is not on disk, and memory
+			// now holds what the disk does not: stop, so that a restart
+			// reloads the truth from the database.
 			s.count(ErrDatabase.Name)
-			s.log.Error("database commit failed", "events", len(evs), "reason", ErrDatabase.Name, "err", err)
+			s.log.Error("database commit failed: stopping", "events", len(evs), "reason", ErrDatabase.Name, "err", err)
+			s.dbOnce.Do(func() {
+				s.dbErr = err
+				s.cancelRun()
+			})
 			continue
 		}
 		for _, j := range batch {
@@ -373,6 +389,19 @@ func (s *Server) writer() {
 			}
 		}
 	}
+}
+
+// commit applies evs, retrying a failed transaction a few times (a full
+// disk may free up; bbolt leaves nothing half-written).
+func (s *Server) commit(evs []Event) error {
+	var err error
+	for i, wait := 0, 50*time.Millisecond; i < 3; i, wait = i+1, wait*4 {
+		if err = s.st.apply(evs); err == nil {
+			return nil
+		}
+		time.Sleep(wait)
+	}
+	return err
 }
 
 // expirer removes expired bindings when the timer says so.

@@ -128,7 +128,20 @@ func (s *store) apply(evs []Event) error {
 				if err := bb.Put(key[:], v); err != nil {
 					return fmt.Errorf("store binding %s: %w", e.Binding.Addr, err)
 				}
-			case EventDeregister, EventExpire:
+			case EventExpire:
+				// The expirer and the reader queue events separately: a
+				// registration of the same address may have been stored
+				// since, and must not be deleted by the older expiry.
+				if v := bb.Get(key[:]); v != nil {
+					var cur Binding
+					if err := json.Unmarshal(v, &cur); err == nil && !cur.Expires.Equal(e.Binding.Expires) {
+						break
+					}
+				}
+				if err := bb.Delete(key[:]); err != nil {
+					return fmt.Errorf("delete binding %s: %w", e.Binding.Addr, err)
+				}
+			case EventDeregister:
 				if err := bb.Delete(key[:]); err != nil {
 					return fmt.Errorf("delete binding %s: %w", e.Binding.Addr, err)
 				}
