@@ -17,8 +17,13 @@ import (
 // size of the kernel's state, not by the rate of change. All methods need the
 // Monitor's mutex.
 type state struct {
-	copts    ClassifyOptions
-	limit    int
+	copts ClassifyOptions
+	limit int
+	// room is how long the queue may grow before it overflows: limit, or
+	// after an overflow's rebuild, the rebuilt length plus limit, so that
+	// one overflow does not make every later change overflow again while
+	// the consumer works through the rebuilt queue (it resets when empty).
+	room     int
 	slack    time.Duration
 	signal   func()
 	gen      uint64 // source of generations
@@ -204,7 +209,10 @@ func (s *state) touch(k key, at time.Time) {
 		e.at = at
 		return
 	}
-	if s.q.Len() >= s.limit {
+	if s.q.Len() == 0 {
+		s.room = s.limit
+	}
+	if s.q.Len() >= max(s.room, s.limit) {
 		// Drop the queue; next() diffs everything instead.
 		s.overflow = true
 		s.overflows++
@@ -226,6 +234,7 @@ func (s *state) next(now time.Time) (Event, bool) {
 				s.qidx[k] = s.q.pushBack(&queued{k: k, at: now})
 			}
 		}
+		s.room = s.q.Len() + s.limit
 	}
 	for s.q.Len() > 0 {
 		qe := s.q.head

@@ -308,6 +308,34 @@ func TestQueueOverflow(t *testing.T) {
 	}
 }
 
+// After an overflow the rebuilt queue may be long; new changes arriving
+// while the consumer works through it do not overflow it again (each
+// overflow costs a full diff under the lock).
+func TestNoOverflowStormAfterRebuild(t *testing.T) {
+	s := newState(ClassifyOptions{}, 16, 1500*time.Millisecond)
+	s.apply(newLinkMsg(unix.RTM_NEWLINK, unix.AF_UNSPEC, 2, "eth0", upFlags, 0), t0)
+	drain(s, t0)
+	addr := func(i int) string {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}).String()
+	}
+	for i := range 1000 {
+		s.apply(newAddrMsg(unix.RTM_NEWADDR, 2, addr(i), 64, unix.IFA_F_PERMANENT, 0, 0xffffffff, 0xffffffff), t0)
+	}
+	got := 0
+	for i := 1000; ; i++ {
+		if _, ok := s.next(t0); !ok {
+			break
+		}
+		got++
+		if i < 1500 { // one new change per event consumed
+			s.apply(newAddrMsg(unix.RTM_NEWADDR, 2, addr(i), 64, unix.IFA_F_PERMANENT, 0, 0xffffffff, 0xffffffff), t0)
+		}
+	}
+	if s.overflows != 1 || got != 1500 {
+		t.Errorf("overflows %d, events %d; want 1 and 1500", s.overflows, got)
+	}
+}
+
 // Link generations: a down/up between two Next calls is still a link change;
 // an address removed and re-added is a removal then an addition.
 func TestCoalescedTransitions(t *testing.T) {
