@@ -421,7 +421,19 @@ func (a *Agent) handleEvent(ctx context.Context, ev netmon.Event) {
 	case netmon.AddrRemoved:
 		a.handleAddrRemoved(ctx, ev.Addr)
 	case netmon.ClockJump:
-		a.log.Info("clock jumped: lifetimes re-read")
+		// After a suspend the server has counted its bindings down in
+		// real time while our timers (monotonic) stood still: refresh
+		// every registration, paced like any burst.
+		n := 0
+		for _, ifc := range a.ifaces {
+			for ip, ad := range ifc.addrs {
+				if ad.phase == Registered || ad.phase == Failed {
+					a.enqueue(key{ifc.index, ip})
+					n++
+				}
+			}
+		}
+		a.log.Info("clock jumped (suspend/resume or time set): refreshing registrations", "addresses", n)
 	}
 }
 
@@ -852,7 +864,7 @@ func (a *Agent) startRegistration(ctx context.Context, k key) {
 	xctx, cancel := context.WithCancel(ctx)
 	ad.phase, ad.gen, ad.cancel = Registering, a.nextGen(), cancel
 	a.run(ctx, xctx, cancel, exchangeResult{k: k, gen: ad.gen},
-		registrar.Target{Ifindex: k.ifindex, Addr: k.addr, Lifetimes: a.lifetimes(k)})
+		registrar.Target{Ifindex: k.ifindex, Addr: k.addr, Lifetimes: a.lifetimes(k, ad.cur)})
 }
 
 func (a *Agent) startDeregistration(ctx context.Context, k key, noWait bool) {
@@ -881,10 +893,18 @@ func (a *Agent) run(ctx, xctx context.Context, cancel context.CancelFunc, r exch
 
 // lifetimes reads the address's current lifetimes from the kernel at each
 // transmission (RFC 9686 §4.2: the IA Address carries the current ones).
-func (a *Agent) lifetimes(k key) func() (time.Duration, time.Duration, bool) {
+// last is what netmon reported when the exchange started (a copy: the
+// exchange's goroutine must not read the owner's state).
+func (a *Agent) lifetimes(k key, last netmon.Addr) func() (time.Duration, time.Duration, bool) {
 	return func() (time.Duration, time.Duration, bool) {
 		cur, ok, err := a.mon.Lookup(k.ifindex, k.addr)
-		if err != nil || !ok || !cur.Registrable {
+		if err != nil {
+			// A failed lookup (EMFILE, ENOBUFS, a timeout) is not the
+			// address leaving: use netmon's last word, counted down.
+			p, v := last.Remaining(a.clock.Now())
+			return p, v, true
+		}
+		if !ok || !cur.Registrable {
 			return 0, 0, false
 		}
 		return cur.Preferred, cur.Valid, true

@@ -18,9 +18,10 @@ import (
 // server are exercised by the end-to-end tests in e2e_test.go.
 
 type fakeMon struct {
-	ev    chan netmon.Event
-	mu    sync.Mutex
-	addrs map[netip.Addr]netmon.Addr
+	ev      chan netmon.Event
+	mu      sync.Mutex
+	addrs   map[netip.Addr]netmon.Addr
+	lookErr error
 }
 
 func newFakeMon() *fakeMon {
@@ -39,6 +40,9 @@ func (m *fakeMon) Next(ctx context.Context) (netmon.Event, error) {
 func (m *fakeMon) Lookup(_ int, ip netip.Addr) (netmon.Addr, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.lookErr != nil {
+		return netmon.Addr{}, false, m.lookErr
+	}
 	a, ok := m.addrs[ip]
 	return a, ok, nil
 }
@@ -668,5 +672,37 @@ func TestRefreshBaselineIsLastTransmission(t *testing.T) {
 	want := t0.Add(-10 * time.Second).Add(4 * time.Hour)
 	if got := st.Interfaces[0].Addresses[0].NextRefresh; !got.Equal(want) {
 		t.Fatalf("static refresh at %v, want 4h after the last transmission (%v)", got, want)
+	}
+}
+
+// A netlink lookup that fails is not the address leaving: the exchange
+// goes on with netmon's last lifetimes.
+func TestLookupErrorIsNotAddressGone(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.mon.lookErr = errors.New("netlink: too many open files")
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::1", time.Hour)
+	a.Observed = t0
+	h.mon.add(a)
+	st := h.settle()
+	_, sends := h.reg.snapshot()
+	if len(sends) != 1 || sends[0].valid != time.Hour || phaseOf(st, "2001:db8::1") != Registered {
+		t.Fatalf("sends %+v, phase %v; want a registration with netmon's lifetimes", sends, phaseOf(st, "2001:db8::1"))
+	}
+}
+
+// A clock jump (suspend/resume) refreshes every registration.
+func TestClockJumpRefreshes(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.mon.add(global("2001:db8::1", time.Hour))
+	h.mon.add(global("2001:db8::2", time.Hour))
+	h.settle()
+	h.mon.ev <- netmon.Event{Kind: netmon.ClockJump}
+	h.settle()
+	if _, sends := h.reg.snapshot(); len(sends) != 4 {
+		t.Fatalf("%d exchanges, want 2 registrations and 2 refreshes after the jump", len(sends))
 	}
 }

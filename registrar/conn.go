@@ -71,6 +71,10 @@ func listenRaw() (*rawConn, error) {
 		// Filter first, so little else is queued before it applies;
 		// parseDatagram checks the ports again anyway.
 		{"attach BPF filter", func() error { return pc.SetBPF(udpFilter) }},
+		// Thousands of exchanges in flight can be answered in one burst:
+		// the default buffer (~208 KB, ~256 small datagrams) would drop
+		// replies silently and turn them into retransmissions.
+		{"set receive buffer", func() error { return setRcvBuf(c, rcvBuf) }},
 		// The kernel computes the UDP checksum (offset 6 in the UDP
 		// header) over the pseudo-header with the source it picks from
 		// IPV6_PKTINFO, and verifies it on received datagrams.
@@ -137,6 +141,32 @@ func setFreebind(c net.PacketConn) error {
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// rcvBuf is the raw socket's receive buffer: room for a reply burst to
+// several thousand exchanges in flight.
+const rcvBuf = 4 << 20
+
+// setRcvBuf sets SO_RCVBUFFORCE (root/CAP_NET_ADMIN may exceed
+// net.core.rmem_max), falling back to SO_RCVBUF within the limit.
+func setRcvBuf(c net.PacketConn, n int) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("%T has no file descriptor", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); serr != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
 	}); err != nil {
 		return err
 	}

@@ -101,6 +101,7 @@ const (
 	DropInterface   DropReason = "interface"       // arrived on another interface than the exchange's
 	DropIAAddress   DropReason = "ia-address"      // not exactly one IA Address, or not for the registered address
 	DropClientID    DropReason = "client-id"       // carries a Client Identifier that is not ours (RFC 8415 §16.10)
+	DropServerID    DropReason = "no-server-id"    // a Reply without Server Identifier, or without Client Identifier (RFC 8415 §16.10)
 	DropAddressGone DropReason = "address-gone"    // the address is no longer on the receiving interface
 	DropBacklog     DropReason = "backlog"         // the exchange had too many replies queued
 )
@@ -139,6 +140,12 @@ func validate(m *message, dst netip.Addr, ifindex int, e *expect, assigned func(
 		return DropIAAddress
 	case m.hasClientID && !bytes.Equal(m.clientID, e.clientID):
 		return DropClientID
+	case m.typ == msgReply && (!m.hasServerID || !m.hasClientID):
+		// RFC 8415 §16.10: a Reply to an Information-Request must name
+		// the server and echo our Client ID; anything else could mark
+		// the link as supporting registration. (ADDR-REG-REPLY need
+		// not: RFC 9686 §4.3 asks only for the IA Address.)
+		return DropServerID
 	case assigned != nil && !assigned():
 		return DropAddressGone
 	}

@@ -122,6 +122,8 @@ func TestValidate(t *testing.T) {
 		{"address no longer on the interface", good, testAddr, ifindex, reg, func() bool { return false }, DropAddressGone},
 		{"probe: valid Reply", mod(func(m *message) { m.typ = msgReply; m.iaAddrs = 0 }), ll, ifindex, probe, nil, ""},
 		{"probe: Reply to another address", mod(func(m *message) { m.typ = msgReply }), other, ifindex, probe, nil, DropDestination},
+		{"probe: Reply without Server ID", mod(func(m *message) { m.typ = msgReply; m.hasServerID = false }), ll, ifindex, probe, nil, DropServerID},
+		{"probe: Reply without Client ID", mod(func(m *message) { m.typ = msgReply; m.hasClientID, m.clientID = false, nil }), ll, ifindex, probe, nil, DropServerID},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			called := false
