@@ -95,6 +95,10 @@ type rawLink struct {
 	HW       net.HardwareAddr
 	INet6    uint32 // IFLA_INET6_FLAGS, family AF_INET6 only
 	HasINet6 bool
+	// CarrierUps is IFLA_CARRIER_UP_COUNT (Linux 4.16+): it tells a
+	// carrier flap that happened entirely between two looks.
+	CarrierUps    uint32
+	HasCarrierUps bool
 }
 
 func parseLink(m message) (rawLink, error) {
@@ -112,6 +116,10 @@ func parseLink(m message) (rawLink, error) {
 			l.Name = cstring(v)
 		case unix.IFLA_ADDRESS:
 			l.HW = append(net.HardwareAddr(nil), v...)
+		case unix.IFLA_CARRIER_UP_COUNT:
+			if len(v) >= 4 {
+				l.CarrierUps, l.HasCarrierUps = binary.NativeEndian.Uint32(v), true
+			}
 		case unix.IFLA_PROTINFO:
 			_ = attrs(v, func(typ uint16, v []byte) {
 				if typ == unix.IFLA_INET6_FLAGS && len(v) >= 4 {

@@ -138,7 +138,10 @@ type linkEntry struct {
 	Link
 	created uint64 // generation: a new one if the index is reused
 	ups     uint64 // times the link became usable after not being
-	kflags  uint32 // IFLA_INET6_FLAGS
+	// carrierUps is the kernel's IFLA_CARRIER_UP_COUNT when last seen.
+	carrierUps    uint32
+	hasCarrierUps bool
+	kflags        uint32 // IFLA_INET6_FLAGS
 	// kstale: the link came up again and the kernel has not processed an
 	// RA since, so kflags may describe the previous link (the kernel keeps
 	// IF_RA_MANAGED/OTHERCONF across carrier and admin down/up).
@@ -537,7 +540,14 @@ func (s *state) setLink(l rawLink, now time.Time) {
 		e.HardwareAddr = l.HW
 	}
 	e.at = now
-	if ok && !wasUsable && e.Usable() {
+	// A carrier that went down and came back between two looks (inside
+	// an ENOBUFS gap, or before a re-dump) leaves the link usable before
+	// and after: the kernel's carrier-up counter still tells.
+	flapped := ok && wasUsable && l.HasCarrierUps && e.hasCarrierUps && l.CarrierUps != e.carrierUps
+	if l.HasCarrierUps {
+		e.carrierUps, e.hasCarrierUps = l.CarrierUps, true
+	}
+	if (ok && !wasUsable && e.Usable()) || (flapped && e.Usable()) {
 		// Possibly a new link (RFC 9686 §4.2): what the RAs said before no
 		// longer holds until an RA is processed again.
 		e.ups++

@@ -492,3 +492,27 @@ func TestLookup(t *testing.T) {
 		t.Errorf("Lookup(absent) = %t, %v", ok, err)
 	}
 }
+
+// A carrier flap entirely inside a resync gap (down and up never seen) is
+// still a link change: the kernel's carrier-up counter moved.
+func TestCarrierFlapBetweenLooks(t *testing.T) {
+	s := newState(ClassifyOptions{}, 4096, 1500*time.Millisecond)
+	link := func(ups uint32) message {
+		m := newLinkMsg(unix.RTM_NEWLINK, unix.AF_UNSPEC, 2, "eth0", upFlags, 0)
+		v := make([]byte, 4)
+		binary.NativeEndian.PutUint32(v, ups)
+		m.Data = appendAttr(m.Data, unix.IFLA_CARRIER_UP_COUNT, v)
+		return m
+	}
+	s.apply(link(1), t0)
+	drain(s, t0)
+	s.resync([]message{link(1)}, t0)
+	if evs := drain(s, t0); len(evs) != 0 {
+		t.Fatalf("unchanged dump gave %v", evs)
+	}
+	s.resync([]message{link(2)}, t0)
+	evs := drain(s, t0)
+	if len(evs) == 0 || evs[0].Kind != LinkChanged {
+		t.Fatalf("events %v after the counter moved, want LinkChanged", evs)
+	}
+}
