@@ -476,6 +476,14 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 		return transmit0(elapsed)
 	}
 	_, err = r.exchange(ctx, ex, r.cfg.Discovery, transmit, check)
+	if errors.Is(err, errCollected) {
+		// A retransmission came due inside the window: listen out the
+		// rest of it (until ex.stop) rather than cutting it short.
+		var accepted bool
+		if accepted, err = r.await(ctx, ex, nil, check); accepted {
+			err = nil
+		}
+	}
 	if collect != nil {
 		collect.Stop()
 		if errors.Is(err, errCollected) || errors.Is(err, ErrExchangeFailed) {

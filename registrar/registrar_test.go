@@ -459,14 +459,18 @@ func TestProbeCollect(t *testing.T) {
 	ll := netip.MustParseAddr("fe80::10")
 	for _, tc := range []struct {
 		name  string
+		irt   time.Duration
 		after time.Duration // when the second server answers with 148; 0 = never
 		want  bool
 	}{
-		{"second server within the second", 900 * time.Millisecond, true},
-		{"no second server", 0, false},
+		{"second server within the second", 5 * time.Second, 900 * time.Millisecond, true},
+		{"no second server", 5 * time.Second, 0, false},
+		// The retransmission comes due at 0.2 s, inside the window: the
+		// probe still listens to its end instead of giving up then.
+		{"retransmission due inside the window", 200 * time.Millisecond, 900 * time.Millisecond, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, c, clock := fakeRegistrar(t, Config{Discovery: scheduler.Retrans{IRT: 5 * time.Second}, DiscoveryMaxDelay: -1}, 0.5)
+			r, c, clock := fakeRegistrar(t, Config{Discovery: scheduler.Retrans{IRT: tc.irt}, DiscoveryMaxDelay: -1}, 0.5)
 			var first sent
 			c.onSend = func(s sent) {
 				first = s
