@@ -487,7 +487,15 @@ func TestProbeCollect(t *testing.T) {
 			}()
 			clock.BlockUntil(2) // the retransmission timer and the collection timer
 			if tc.after > 0 {
-				clock.Advance(tc.after)
+				if tc.irt < tc.after {
+					// Let the probe act on its retransmission timer
+					// before the second server answers.
+					clock.Advance(tc.irt + tc.irt/2)
+					time.Sleep(50 * time.Millisecond)
+					clock.Advance(tc.after - tc.irt - tc.irt/2)
+				} else {
+					clock.Advance(tc.after)
+				}
 				r.deliver(inbound{b: replyDatagram(t, msgReply, first.m.xid, testAddr, "0094 0000"), dst: first.src, ifindex: first.ifindex})
 			} else {
 				clock.Advance(time.Second)
