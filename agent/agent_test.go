@@ -241,14 +241,22 @@ func phaseOf(st Status, ip string) Phase {
 	return -1
 }
 
+// startOnLink starts an agent whose eth0 is up, has seen an RA with the O
+// flag and has its link-local address.
+func startOnLink(t *testing.T, cfg Config, supported bool) *harness {
+	t.Helper()
+	h := start(t, cfg, supported)
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	return h
+}
+
 func defaults() Config {
 	return Config{Enable: true, RequireRAFlags: true, Deregister: true}
 }
 
 func TestRegistersAfterDiscovery(t *testing.T) {
-	h := start(t, defaults(), true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, defaults(), true)
 	h.mon.add(global("2001:db8::1", 1800*time.Second))
 	dhcp := global("2001:db8::99", 1800*time.Second)
 	dhcp.Class, dhcp.Registrable = netmon.ClassDHCPv6, false
@@ -329,9 +337,7 @@ func TestNothingWithoutSupportOrFlags(t *testing.T) {
 }
 
 func TestRefreshOnLifetimeChange(t *testing.T) {
-	h := start(t, defaults(), true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, defaults(), true)
 	a := global("2001:db8::1", 86400*time.Second)
 	h.mon.add(a)
 	h.settle()
@@ -361,9 +367,7 @@ func TestRefreshOnLifetimeChange(t *testing.T) {
 }
 
 func TestStaticRefreshAndCoalescing(t *testing.T) {
-	h := start(t, defaults(), true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, defaults(), true)
 	s1 := global("2001:db8::10", netmon.Infinite)
 	s1.Class = netmon.ClassStatic
 	h.mon.add(s1)
@@ -383,9 +387,7 @@ func TestStaticRefreshAndCoalescing(t *testing.T) {
 }
 
 func TestDeregistration(t *testing.T) {
-	h := start(t, defaults(), true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, defaults(), true)
 	a := global("2001:db8::1", time.Hour)
 	h.mon.add(a)
 	h.settle()
@@ -424,9 +426,7 @@ func TestStop(t *testing.T) {
 }
 
 func TestLinkChangeRediscovers(t *testing.T) {
-	h := start(t, defaults(), true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, defaults(), true)
 	h.mon.add(global("2001:db8::1", time.Hour))
 	h.settle()
 	// Carrier down, then up: discovery and registration afresh.
@@ -446,9 +446,7 @@ func TestLinkChangeRediscovers(t *testing.T) {
 func TestPacing(t *testing.T) {
 	cfg := defaults()
 	cfg.Rate, cfg.Burst = 100, 10
-	h := start(t, cfg, true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, cfg, true)
 	for i := 0; i < 300; i++ {
 		h.mon.add(global(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}).String(), time.Hour))
 	}
@@ -517,9 +515,7 @@ func TestFailedIsRetriedByTheRefreshRule(t *testing.T) {
 func TestReaddCancelsQueuedDeregistration(t *testing.T) {
 	cfg := defaults()
 	cfg.Rate, cfg.Burst = 1, 1
-	h := start(t, cfg, true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, cfg, true)
 	a := global("2001:db8::1", netmon.Infinite)
 	a.Class = netmon.ClassStatic
 	h.mon.add(a)
@@ -548,9 +544,7 @@ func TestReaddCancelsQueuedDeregistration(t *testing.T) {
 func TestFlapDuringBurstNoDuplicates(t *testing.T) {
 	cfg := defaults()
 	cfg.Rate, cfg.Burst = 100, 10
-	h := start(t, cfg, true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, cfg, true)
 	for i := range 100 {
 		h.mon.add(global(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}).String(), time.Hour))
 	}
@@ -623,9 +617,7 @@ func TestReprobe(t *testing.T) {
 // DAD failure (the address is another node's) stops the work but sends no
 // deregistration; neither does its later removal.
 func TestNoDeregistrationOfAStillAssignedAddress(t *testing.T) {
-	h := start(t, defaults(), true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, defaults(), true)
 	a := global("2001:db8::1", time.Hour)
 	h.mon.add(a)
 	h.settle()
@@ -644,9 +636,7 @@ func TestNoDeregistrationOfAStillAssignedAddress(t *testing.T) {
 func TestStopSendsOwedDeregistration(t *testing.T) {
 	cfg := defaults()
 	cfg.Rate, cfg.Burst = 1, 1
-	h := start(t, cfg, true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, cfg, true)
 	a := global("2001:db8::1", time.Hour)
 	h.mon.add(a)
 	h.settle()
@@ -694,9 +684,7 @@ func TestLookupErrorIsNotAddressGone(t *testing.T) {
 
 // A clock jump (suspend/resume) refreshes every registration.
 func TestClockJumpRefreshes(t *testing.T) {
-	h := start(t, defaults(), true)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, defaults(), true)
 	h.mon.add(global("2001:db8::1", time.Hour))
 	h.mon.add(global("2001:db8::2", time.Hour))
 	h.settle()
