@@ -130,6 +130,13 @@ func (r *rawConn) recv(b []byte) (int, netip.Addr, int, error) {
 func (r *rawConn) close() error { return r.pc.Close() }
 
 func setFreebind(c net.PacketConn) error {
+	return control(c, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+	})
+}
+
+// control runs fn on c's file descriptor.
+func control(c net.PacketConn, fn func(fd int) error) error {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return fmt.Errorf("%T has no file descriptor", c)
@@ -138,13 +145,11 @@ func setFreebind(c net.PacketConn) error {
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
-	}); err != nil {
+	var ferr error
+	if err := raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
 		return err
 	}
-	return serr
+	return ferr
 }
 
 // rcvBuf is the raw socket's receive buffer: room for a reply burst to
@@ -154,21 +159,10 @@ const rcvBuf = 4 << 20
 // setRcvBuf sets SO_RCVBUFFORCE (root/CAP_NET_ADMIN may exceed
 // net.core.rmem_max), falling back to SO_RCVBUF within the limit.
 func setRcvBuf(c net.PacketConn, n int) error {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return fmt.Errorf("%T has no file descriptor", c)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); serr != nil {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+	return control(c, func(fd int) error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); err == nil {
+			return nil
 		}
-	}); err != nil {
-		return err
-	}
-	return serr
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+	})
 }
