@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -48,6 +49,11 @@ var groups = []int{
 type nlKernel struct {
 	ns  netns.NsHandle
 	seq atomic.Uint32
+	// idle request sockets for getAddr, which the registrar calls at every
+	// transmission: opening one (in the namespace) costs more than the
+	// request itself. At most maxIdle are kept.
+	poolMu sync.Mutex
+	idle   []*nlSocket
 	// tap, when set, sees every datagram (tests record testdata with it).
 	tap func(section string, datagram []byte)
 }
@@ -238,14 +244,38 @@ func (k *nlKernel) dump() ([]message, error) {
 	return out, nil
 }
 
+// maxIdle bounds the request sockets a kernel keeps open between lookups.
+const maxIdle = 4
+
 func (k *nlKernel) getAddr(index int, ip netip.Addr) ([]message, error) {
-	// One RTM_NEWADDR (about 100 bytes) or an error with the request echoed.
-	s, err := openSocket(k.ns, 0, nil, 4096)
-	if err != nil {
-		return nil, err
+	k.poolMu.Lock()
+	var s *nlSocket
+	if n := len(k.idle); n > 0 {
+		s, k.idle = k.idle[n-1], k.idle[:n-1]
 	}
-	defer s.close()
-	return k.request(s, "get-addr", addrGetRequest(index, ip, k.seq.Add(1)), false)
+	k.poolMu.Unlock()
+	if s == nil {
+		// One RTM_NEWADDR (about 100 bytes) or an error with the request echoed.
+		var err error
+		if s, err = openSocket(k.ns, 0, nil, 4096); err != nil {
+			return nil, err
+		}
+	}
+	msgs, err := k.request(s, "get-addr", addrGetRequest(index, ip, k.seq.Add(1)), false)
+	// A socket goes back only after a clean answer ("not there" is one):
+	// after a timeout a late reply could still be queued on it (request
+	// skips other sequence numbers, but there is no need to keep it).
+	if err == nil || errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) {
+		k.poolMu.Lock()
+		if len(k.idle) < maxIdle {
+			k.idle, s = append(k.idle, s), nil
+		}
+		k.poolMu.Unlock()
+	}
+	if s != nil {
+		s.close()
+	}
+	return msgs, err
 }
 
 // request sends req and collects the answer: until NLMSG_DONE for a dump,
