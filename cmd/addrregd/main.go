@@ -34,29 +34,30 @@ var version = "dev"
 const exitUsage = 2
 
 type options struct {
-	enable           bool
-	interfaces       []string
-	exclude          []string
-	includePrefixes  []string
-	excludePrefixes  []string
-	irt, mrt, mrd    time.Duration
-	mrc              int
-	staticRefresh    time.Duration
-	maxRefresh       time.Duration
-	coalesce         time.Duration
-	tolerance        time.Duration
-	deregister       bool
-	deregisterOnStop bool
-	requireRAFlags   bool
-	duid             string
-	machineID        string
-	fqdn             string
-	rate             float64
-	burst            int
-	watchRAs         bool
-	logFormat        string
-	logLevel         string
-	showVersion      bool
+	enable                 bool
+	interfaces             []string
+	exclude                []string
+	includePrefixes        []string
+	excludePrefixes        []string
+	includePfx, excludePfx []netip.Prefix // parsed from the two above by validate
+	irt, mrt, mrd          time.Duration
+	mrc                    int
+	staticRefresh          time.Duration
+	maxRefresh             time.Duration
+	coalesce               time.Duration
+	tolerance              time.Duration
+	deregister             bool
+	deregisterOnStop       bool
+	requireRAFlags         bool
+	duid                   string
+	machineID              string
+	fqdn                   string
+	rate                   float64
+	burst                  int
+	watchRAs               bool
+	logFormat              string
+	logLevel               string
+	showVersion            bool
 }
 
 func main() {
@@ -174,10 +175,11 @@ func validate(o *options) error {
 			return fmt.Errorf("--interface/--exclude-interface: %q is not an interface name", name)
 		}
 	}
-	if _, err := parsePrefixes("--include-prefix", o.includePrefixes); err != nil {
+	var err error
+	if o.includePfx, err = parsePrefixes("--include-prefix", o.includePrefixes); err != nil {
 		return err
 	}
-	if _, err := parsePrefixes("--exclude-prefix", o.excludePrefixes); err != nil {
+	if o.excludePfx, err = parsePrefixes("--exclude-prefix", o.excludePrefixes); err != nil {
 		return err
 	}
 	if o.duid != "" {
@@ -276,9 +278,7 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 	if err != nil {
 		return fmt.Errorf("open DHCPv6 sockets: %w", err)
 	}
-	include, _ := parsePrefixes("--include-prefix", o.includePrefixes) // validated in parseFlags
-	exclude, _ := parsePrefixes("--exclude-prefix", o.excludePrefixes)
-	mon := netmon.New(netmon.Options{WatchRAs: o.watchRAs, Include: include, Exclude: exclude, Logger: log.With("part", "netmon")})
+	mon := netmon.New(netmon.Options{WatchRAs: o.watchRAs, Include: o.includePfx, Exclude: o.excludePfx, Logger: log.With("part", "netmon")})
 	ag := agent.New(cfg, mon, reg)
 	log.Info("addrregd starting", "version", version, "duid", fmt.Sprintf("%x", regCfg.ClientID.ToBytes()),
 		"interfaces", o.interfaces, "enable", o.enable)

@@ -247,24 +247,20 @@ func classify(cfg Config, frame []byte) Verdict {
 	off = 40
 	for {
 		switch nextHeader[nh] {
-		case nhExtension:
+		case nhExtension, nhAH:
 			if len(pkt) < off+2 {
 				return Verdict{Drop, short}
 			}
-			next, n := pkt[off], (int(pkt[off+1])+1)*8
+			// Hdr Ext Len counts 8-octet units beyond the first (RFC 8200
+			// §4), except AH's: 4-octet units minus 2 (RFC 4302 §2.2).
+			n := (int(pkt[off+1]) + 1) * 8
+			if nextHeader[nh] == nhAH {
+				n = (int(pkt[off+1]) + 2) * 4
+			}
 			if len(pkt) < off+n {
 				return Verdict{Drop, short}
 			}
-			nh, off = next, off+n
-		case nhAH:
-			if len(pkt) < off+2 {
-				return Verdict{Drop, short}
-			}
-			next, n := pkt[off], (int(pkt[off+1])+2)*4
-			if len(pkt) < off+n {
-				return Verdict{Drop, short}
-			}
-			nh, off = next, off+n
+			nh, off = pkt[off], off+n
 		case nhFragment:
 			if len(pkt) < off+8 {
 				return Verdict{Drop, short}
