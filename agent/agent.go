@@ -69,8 +69,13 @@ type Config struct {
 	Burst int
 	// MaxInflight bounds concurrent exchanges (default 256).
 	MaxInflight int
-	Clock       scheduler.Clock
-	Logger      *slog.Logger
+	// Heartbeat, if set, is called from the owner loop when it starts and
+	// every HeartbeatInterval (default 10 s) with a summary; addrregd sends
+	// systemd's WATCHDOG=1 and STATUS= from it. It must not block.
+	Heartbeat         func(Summary)
+	HeartbeatInterval time.Duration
+	Clock             scheduler.Clock
+	Logger            *slog.Logger
 }
 
 // Agent is the state machine. Create with New, run with Run.
@@ -224,6 +229,9 @@ func New(cfg Config, mon Monitor, reg Registrar) *Agent {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 1500 * time.Millisecond
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = defaultHeartbeat
+	}
 	return &Agent{
 		cfg: cfg, mon: mon, reg: reg, clock: cfg.Clock, log: cfg.Logger,
 		lim:       rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
@@ -291,6 +299,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.log.Info("agent started", "enable", a.cfg.Enable, "require_ra_flags", a.cfg.RequireRAFlags,
 		"deregister", a.cfg.Deregister, "deregister_on_stop", a.cfg.DeregisterOnStop)
+	beat, rearmBeat, stopBeat := a.startHeartbeat()
+	defer stopBeat()
 	var runErr error
 loop:
 	// A ready event must not win over a cancelled context: no new work
@@ -318,6 +328,9 @@ loop:
 			a.wakeArmed = false
 		case c := <-a.statusReq:
 			c <- a.status()
+		case <-beat:
+			rearmBeat()
+			a.cfg.Heartbeat(a.summary())
 		}
 		if ctx.Err() == nil {
 			a.pump(loopCtx)

@@ -207,6 +207,10 @@ type Monitor struct {
 	log     *slog.Logger
 	running atomic.Bool
 	notify  chan struct{}
+	// ready is closed once the first subscription is open and its dump
+	// applied (Ready).
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu sync.Mutex
 	st *state
@@ -251,6 +255,7 @@ func newMonitor(o Options, k kernel) *Monitor {
 		k:       k,
 		log:     o.Logger,
 		notify:  make(chan struct{}, 1),
+		ready:   make(chan struct{}),
 		wallNow: func() time.Time { return time.Now().Round(0) },
 	}
 	m.st = newState(ClassifyOptions{Include: o.Include, Exclude: o.Exclude}, o.QueueSize, o.LifetimeSlack)
@@ -345,6 +350,7 @@ func (m *Monitor) session(ctx context.Context) error {
 	if err := m.resync(); err != nil {
 		return err
 	}
+	m.readyOnce.Do(func() { close(m.ready) })
 	for {
 		deadline := time.Now().Add(m.o.ClockCheckInterval)
 		msgs, err := s.recv(deadline)
@@ -416,6 +422,11 @@ func (m *Monitor) checkClock() error {
 	m.mu.Unlock()
 	return m.resync()
 }
+
+// Ready is closed once Run has subscribed to the kernel's changes and read
+// the full state: from then on no change is missed (addrregd tells systemd
+// READY=1).
+func (m *Monitor) Ready() <-chan struct{} { return m.ready }
 
 // Next returns the next change, waiting for one until ctx ends. Changes to
 // the same link, address or prefix are coalesced while they wait: Next
