@@ -5,7 +5,8 @@
 #
 #   packaging/build-deb.sh VERSION ARCH...      (make deb / make dist)
 #
-# VERSION comes from packaging/version.sh. Outputs:
+# VERSION comes from packaging/version.sh. DIST (default dist/) and PKGBUILD
+# (default build/deb, emptied first) move the outputs and the work. Outputs:
 #   dist/<pkg>_<VERSION>_<arch>.deb       addrregd, addrreg-refserver, dhcp6-shield
 #   dist/addrreg_<VERSION>_linux_<arch>.tar.gz   the three packages' files, for other distributions
 set -euo pipefail
@@ -16,10 +17,11 @@ shift
 [[ $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || { echo "build-deb.sh: $version is not a Debian version" >&2; exit 2; }
 
 top=$PWD
-work=$top/build/deb
+work=${PKGBUILD:-$top/build/deb}
 src=$work/addrreg-$version
 rm -rf "$work"
-mkdir -p "$src" dist
+dist=${DIST:-$top/dist}
+mkdir -p "$src" "$dist"
 
 # The source: what git tracks plus new files not ignored, as in the work tree.
 if git rev-parse --git-dir >/dev/null 2>&1; then
@@ -56,11 +58,11 @@ for arch in "$@"; do
 	mkdir -p "$tarroot"
 	for pkg in addrregd addrreg-refserver dhcp6-shield; do
 		deb=${pkg}_${version}_${arch}.deb
-		cp "$work/$deb" dist/
+		cp "$work/$deb" "$dist/"
 		dpkg-deb -x "$work/$deb" "$tarroot"
 	done
 	# Reproducible: sorted, fixed owner and time, no name or time in gzip.
 	tar -C "$tarroot" --sort=name --owner=0 --group=0 --numeric-owner \
-		--mtime="@$epoch" -cf - . | gzip -9n > "dist/addrreg_${version}_linux_${arch}.tar.gz"
-	ls -l dist/*_"${version}"_*"$arch"*
+		--mtime="@$epoch" -cf - . | gzip -9n > "$dist/addrreg_${version}_linux_${arch}.tar.gz"
+	ls -l "$dist"/*_"${version}"_*"$arch"*
 done
