@@ -61,8 +61,18 @@ for arch in "$@"; do
 		cp "$work/$deb" "$dist/"
 		dpkg-deb -x "$work/$deb" "$tarroot"
 	done
-	# Reproducible: sorted, fixed owner and time, no name or time in gzip.
-	tar -C "$tarroot" --sort=name --owner=0 --group=0 --numeric-owner \
-		--mtime="@$epoch" -cf - . | gzip -9n > "$dist/addrreg_${version}_linux_${arch}.tar.gz"
+	# Units under /usr/lib, which systemd searches on every distribution.
+	if [ -d "$tarroot/lib/systemd" ]; then
+		mkdir -p "$tarroot/usr/lib"
+		mv "$tarroot/lib/systemd" "$tarroot/usr/lib/"
+		rmdir "$tarroot/lib"
+	fi
+	# Files only, no directory members: extracting with -C / then follows
+	# the system's own directory symlinks (/usr/sbin -> bin, /lib -> usr/lib)
+	# instead of replacing them. Reproducible: sorted, fixed owner and time,
+	# no name or time in gzip.
+	(cd "$tarroot" && find . ! -type d | LC_ALL=C sort) |
+		tar -C "$tarroot" --no-recursion -T - --owner=0 --group=0 --numeric-owner \
+			--mtime="@$epoch" -cf - | gzip -9n > "$dist/addrreg_${version}_linux_${arch}.tar.gz"
 	ls -l "$dist"/*_"${version}"_*"$arch"*
 done

@@ -266,19 +266,25 @@ func TestVersionFlagMatchesPackage(t *testing.T) {
 	}
 }
 
-// The tarball for other distributions holds the three packages' files.
+// The tarball for other distributions holds the three packages' files,
+// and no directories.
 func TestTarball(t *testing.T) {
 	dir, version := builtDist(t)
 	for arch := range arches {
 		tgz := filepath.Join(dir, fmt.Sprintf("addrreg_%s_linux_%s.tar.gz", version, arch))
 		list := run(t, "", nil, "tar", "-tzf", tgz)
+		for line := range strings.Lines(list) {
+			if strings.HasSuffix(line, "/\n") {
+				t.Errorf("%s: directory member %s: extracting at / would replace a symlinked directory", filepath.Base(tgz), strings.TrimSpace(line))
+			}
+		}
 		for _, p := range pkgs {
 			for _, f := range []string{"./usr/sbin/" + p, "./etc/default/" + p, "./usr/share/man/man8/" + p + ".8.gz"} {
 				if !strings.Contains(list, f+"\n") {
 					t.Errorf("%s: no %s", filepath.Base(tgz), f)
 				}
 			}
-			if !regexp.MustCompile(`(?m)^\./(usr/)?lib/systemd/system/` + p + `\.service$`).MatchString(list) {
+			if !regexp.MustCompile(`(?m)^\./usr/lib/systemd/system/` + p + `\.service$`).MatchString(list) {
 				t.Errorf("%s: no unit %s.service", filepath.Base(tgz), p)
 			}
 		}

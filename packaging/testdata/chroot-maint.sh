@@ -18,7 +18,7 @@ mount -t proc proc "$root/proc"
 mount -t tmpfs tmpfs "$root/run" # no /run/systemd/system: systemd is not running there
 mount -t tmpfs tmpfs "$root/tmp"
 cp "$addrregd" "$refserver" "$shield" "$root/tmp/"
-in() { chroot "$root" "$@"; }
+inroot() { chroot "$root" "$@"; }
 check() { # name, command...
 	local name=$1
 	shift
@@ -26,7 +26,7 @@ check() { # name, command...
 }
 wants=/etc/systemd/system/multi-user.target.wants
 check no-systemd-running test ! -d "$root/run/systemd/system"
-in dpkg -i "/tmp/$(basename "$addrregd")" "/tmp/$(basename "$refserver")" "/tmp/$(basename "$shield")"
+inroot dpkg -i "/tmp/$(basename "$addrregd")" "/tmp/$(basename "$refserver")" "/tmp/$(basename "$shield")"
 check addrregd-enabled-on-install test -L "$root$wants/addrregd.service"
 check refserver-not-enabled test ! -e "$root$wants/addrreg-refserver.service"
 check shield-not-enabled test ! -e "$root$wants/dhcp6-shield.service"
@@ -43,16 +43,16 @@ for u in addrregd addrreg-refserver dhcp6-shield; do
 	echo "SCORE $u $score"
 done
 # An administrator's disable survives an upgrade (here: reinstalling).
-in systemctl disable addrregd.service
+inroot systemctl disable addrregd.service
 check disabled test ! -e "$root$wants/addrregd.service"
-in dpkg -i "/tmp/$(basename "$addrregd")"
+inroot dpkg -i "/tmp/$(basename "$addrregd")"
 check disable-survives-upgrade test ! -e "$root$wants/addrregd.service"
-in systemctl enable addrregd.service
+inroot systemctl enable addrregd.service
 # State as the daemon leaves it (StateDirectory= with DynamicUser=).
 mkdir -p "$root/var/lib/private/addrregd"
 ln -s private/addrregd "$root/var/lib/addrregd"
 echo state > "$root/var/lib/private/addrregd/state"
-in dpkg --purge addrregd
+inroot dpkg --purge addrregd
 check purge-removes-conffile test ! -e "$root/etc/default/addrregd"
 check purge-removes-state test ! -e "$root/var/lib/addrregd" -a ! -e "$root/var/lib/private/addrregd"
 check purge-removes-symlink test ! -e "$root$wants/addrregd.service"
