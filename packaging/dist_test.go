@@ -398,4 +398,3 @@ func TestMaintainerScriptsInChroot(t *testing.T) {
 		t.Logf("output:\n%s", out)
 	}
 }
-
