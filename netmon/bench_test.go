@@ -57,6 +57,8 @@ func (k *chanKernel) dump() ([]message, error) { return nil, nil }
 func (k *chanKernel) getAddr(int, netip.Addr) ([]message, error) {
 	return nil, nil
 }
+func (k *chanKernel) closeIdle()   {}
+func (k *chanKernel) close() error { return nil }
 
 type chanStream struct {
 	c      chan []message

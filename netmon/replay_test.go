@@ -103,6 +103,9 @@ func (k *fakeKernel) dump() ([]message, error) {
 	return k.dumps[i], nil
 }
 
+func (k *fakeKernel) closeIdle()   {}
+func (k *fakeKernel) close() error { return nil }
+
 func (k *fakeKernel) getAddr(i int, ip netip.Addr) ([]message, error) {
 	if k.get == nil {
 		return nil, errors.New("no getAddr")
