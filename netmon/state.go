@@ -23,15 +23,15 @@ type state struct {
 	// after an overflow's rebuild, the rebuilt length plus limit, so that
 	// one overflow does not make every later change overflow again while
 	// the consumer works through the rebuilt queue (it resets when empty).
-	room     int
-	slack    time.Duration
+	room  int
+	slack time.Duration
 	// maxRouters bounds each link's table of routers seen on the wire.
 	maxRouters int
 	signal     func()
-	gen      uint64 // source of generations
-	resyncs  int
-	messages int
-	dumping  bool // applying a dump, not notifications
+	gen        uint64 // source of generations
+	resyncs    int
+	messages   int
+	dumping    bool // applying a dump, not notifications
 
 	// cur
 	links map[int]*linkEntry
