@@ -17,7 +17,7 @@ import (
 
 // runOnFakeClock runs m until Run returns, advancing the fake clock so that
 // its backoff passes without waiting; it fails after 10 s of real time.
-func runOnFakeClock(t *testing.T, m *Monitor, clk *scheduler.FakeClock) (error, time.Duration) {
+func runOnFakeClock(t *testing.T, m *Monitor, clk *scheduler.FakeClock) (time.Duration, error) {
 	t.Helper()
 	start := clk.Now()
 	done := make(chan error, 1)
@@ -26,7 +26,7 @@ func runOnFakeClock(t *testing.T, m *Monitor, clk *scheduler.FakeClock) (error, 
 	for {
 		select {
 		case err := <-done:
-			return err, clk.Now().Sub(start)
+			return clk.Now().Sub(start), err
 		case <-deadline:
 			t.Fatal("Run did not give up")
 		case <-time.After(time.Millisecond):
@@ -83,7 +83,7 @@ func TestRunGivesUp(t *testing.T) {
 			k := &fakeKernel{dumps: [][]message{{link}}, subErr: tt.subErr, scripts: tt.scripts}
 			clk := scheduler.NewFakeClock(t0)
 			m := newMonitor(Options{Clock: clk, Logger: testLogger(t)}, k)
-			err, waited := runOnFakeClock(t, m, clk)
+			waited, err := runOnFakeClock(t, m, clk)
 			if !errors.Is(err, ErrNetlinkLost) {
 				t.Fatalf("Run: %v, want ErrNetlinkLost", err)
 			}
