@@ -4,13 +4,9 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"net"
 	"net/netip"
 	"slices"
 	"time"
-
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv6"
 
 	"github.com/addrreg/addrreg/scheduler"
 )
@@ -46,46 +42,23 @@ func (m *Monitor) watchRAs(ctx context.Context) {
 }
 
 func (m *Monitor) listenRAs(ctx context.Context) error {
-	var c *icmp.PacketConn
-	err := inNetns(m.o.Netns, func() error {
-		var err error
-		c, err = icmp.ListenPacket("ip6:ipv6-icmp", "::")
-		return err
-	})
+	c, err := openRASocket(m.o.Netns)
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	stop := context.AfterFunc(ctx, func() { c.close() })
 	defer func() {
 		if stop() {
-			c.Close()
+			c.close()
 		}
 	}()
-	pc := c.IPv6PacketConn()
-	var f ipv6.ICMPFilter
-	f.SetAll(true)
-	f.Accept(ipv6.ICMPTypeRouterAdvertisement)
-	if err := pc.SetICMPFilter(&f); err != nil {
-		return err
-	}
-	if err := pc.SetControlMessage(ipv6.FlagInterface|ipv6.FlagHopLimit, true); err != nil {
-		return err
-	}
-	b := make([]byte, 1<<16)
 	for {
-		n, cm, src, err := pc.ReadFrom(b)
+		b, src, oob, err := c.read()
 		if err != nil {
 			return err
 		}
-		index, hopLimit := 0, -1
-		if cm != nil {
-			index, hopLimit = cm.IfIndex, cm.HopLimit
-		}
-		var ip netip.Addr
-		if a, ok := src.(*net.IPAddr); ok {
-			ip, _ = netip.AddrFromSlice(a.IP)
-		}
-		m.handleRA(index, ip, hopLimit, b[:n])
+		index, hopLimit := parseRACmsgs(oob)
+		m.handleRA(index, src, hopLimit, b)
 	}
 }
 
@@ -224,14 +197,17 @@ func (m *Monitor) ignoreRA(err error, index int, src netip.Addr, now time.Time) 
 		return
 	}
 	if n.timer == nil && m.raLive {
-		n.timer = m.clk.AfterFunc(n.last.Add(d.every).Sub(now), func() {
+		var tm scheduler.Timer
+		tm = m.clk.AfterFunc(n.last.Add(d.every).Sub(now), func() {
 			m.mu.Lock()
 			defer m.mu.Unlock()
-			n.timer = nil
-			if m.raLive {
-				m.writeRADrops(r, n, m.clk.Now())
+			if n.timer != tm {
+				return // stopped or replaced while it waited for mu
 			}
+			n.timer = nil
+			m.writeRADrops(r, n, m.clk.Now())
 		})
+		n.timer = tm
 	}
 }
 
@@ -247,6 +223,10 @@ func (m *Monitor) writeRADrops(r string, n *dropNote, now time.Time) {
 	}
 	m.log.Warn("RAs ignored", attrs...)
 	n.count, n.last = 0, now
+	if n.timer != nil {
+		n.timer.Stop()
+		n.timer = nil
+	}
 }
 
 // flushRADrops stops the log's timers and writes every pending line. mu
