@@ -90,3 +90,15 @@ func FuzzRA(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRACmsgs: the control data of a recvmsg, however malformed, never
+// makes parseRACmsgs panic.
+//
+//	go test -run '^$' -fuzz FuzzRACmsgs -fuzztime 30s ./netmon
+func FuzzRACmsgs(f *testing.F) {
+	f.Add(cmsg(unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT, binary.NativeEndian.AppendUint32(nil, 255)))
+	f.Add(cmsg(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, make([]byte, unix.SizeofInet6Pktinfo)))
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		parseRACmsgs(oob)
+	})
+}

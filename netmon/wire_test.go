@@ -2,6 +2,7 @@ package netmon
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/ndp"
@@ -387,5 +389,43 @@ func TestKernelFlagsStaleAfterReconnect(t *testing.T) {
 	evs = drain(s, t0)
 	if len(evs) != 1 || evs[0].Kind != RAFlags || !evs[0].Link.Managed {
 		t.Fatalf("after the RA: %q", kinds(evs))
+	}
+}
+
+// cmsg builds one control message as recvmsg returns it.
+func cmsg(level, typ int, data []byte) []byte {
+	b := make([]byte, unix.CmsgSpace(len(data)))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = int32(level), int32(typ)
+	h.SetLen(unix.CmsgLen(len(data)))
+	copy(b[unix.CmsgLen(0):], data)
+	return b
+}
+
+func TestParseRACmsgs(t *testing.T) {
+	hop := binary.NativeEndian.AppendUint32(nil, 255)
+	pktinfo := make([]byte, unix.SizeofInet6Pktinfo)
+	binary.NativeEndian.PutUint32(pktinfo[16:], 7)
+	both := append(cmsg(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pktinfo), cmsg(unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT, hop)...)
+	tests := []struct {
+		name          string
+		oob           []byte
+		index, hopLim int
+	}{
+		{"both", both, 7, 255},
+		{"hop limit only", cmsg(unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT, hop), -1, 255},
+		{"none", nil, -1, -1},
+		{"other level", cmsg(unix.SOL_SOCKET, unix.IPV6_HOPLIMIT, hop), -1, -1},
+		{"second without its padding", both[:len(both)-4], 7, 255},
+		{"truncated second", both[:len(both)-8], 7, -1},
+		{"short hop limit", cmsg(unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT, hop[:2]), -1, -1},
+	}
+	for _, tt := range tests {
+		if i, h := parseRACmsgs(tt.oob); i != tt.index || h != tt.hopLim {
+			t.Errorf("%s: parseRACmsgs = %d, %d; want %d, %d", tt.name, i, h, tt.index, tt.hopLim)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { parseRACmsgs(both) }); n != 0 {
+		t.Errorf("parseRACmsgs allocates %v times", n)
 	}
 }
