@@ -47,6 +47,20 @@ func socketsIn(t *testing.T, nsIno uint64) []string {
 	return out
 }
 
+// stopRun cancels a Run and waits for it to return nil.
+func stopRun(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s")
+	}
+}
+
 func fdCount(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -100,15 +114,7 @@ func TestNetnsCloseReleasesSockets(t *testing.T) {
 	if got := socketsIn(t, nsIno); len(got) == 0 || len(got) > maxIdle+2 {
 		t.Errorf("while running: %d sockets in the namespace, want 1 to %d (pool + subscription): %q", len(got), maxIdle+2, got)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return within 5s")
-	}
+	stopRun(t, cancel, done)
 	if got := socketsIn(t, nsIno); len(got) != 0 {
 		t.Errorf("after Run returned: %d sockets still in the namespace: %q", len(got), got)
 	}

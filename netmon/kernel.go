@@ -104,16 +104,22 @@ type nlSocket struct {
 	buf []byte
 }
 
-func openSocket(ns netns.NsHandle, rcvbuf int, groups []int, bufSize int) (*nlSocket, error) {
-	var fd int
+// socketIn opens a non-blocking socket in ns; what names it in errors.
+func socketIn(ns netns.NsHandle, domain, typ, proto int, what string) (int, error) {
+	fd := -1
 	err := inNetns(ns, func() error {
 		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+		fd, err = unix.Socket(domain, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, proto)
 		if err != nil {
-			return fmt.Errorf("open rtnetlink socket: %w", err)
+			return fmt.Errorf("open %s socket: %w", what, err)
 		}
 		return nil
 	})
+	return fd, err
+}
+
+func openSocket(ns netns.NsHandle, rcvbuf int, groups []int, bufSize int) (*nlSocket, error) {
+	fd, err := socketIn(ns, unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE, "rtnetlink")
 	if err != nil {
 		return nil, err
 	}

@@ -518,15 +518,7 @@ func TestNetnsNoGoroutineLeak(t *testing.T) {
 	if _, ok, err := m.Lookup(1, netip.MustParseAddr("::1")); !ok || err != nil {
 		t.Errorf("Lookup(::1 on lo) = %t, %v", ok, err)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return within 5s")
-	}
+	stopRun(t, cancel, done)
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		buf := make([]byte, 1<<20)

@@ -30,15 +30,7 @@ type raSocket struct {
 }
 
 func openRASocket(ns netns.NsHandle) (*raSocket, error) {
-	var fd int
-	err := inNetns(ns, func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_ICMPV6)
-		if err != nil {
-			return fmt.Errorf("open raw ICMPv6 socket: %w", err)
-		}
-		return nil
-	})
+	fd, err := socketIn(ns, unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_ICMPV6, "raw ICMPv6")
 	if err != nil {
 		return nil, err
 	}
