@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -261,6 +262,37 @@ func TestNetnsRAFlagsWire(t *testing.T) {
 	hs.wait("flags withdrawn", 5*time.Second, func(ev Event) bool {
 		return ev.Kind == RAFlags && ev.Link.Name == "eth0" && !ev.Link.Other && !ev.Link.Managed && ev.Link.RAReceived
 	})
+}
+
+// From the wire, a router's M and O last as long as its Router Lifetime: a
+// router that dies without a word (SIGKILL, no final RA) stops counting
+// when its lifetime runs out.
+func TestNetnsRAFlagsWireExpire(t *testing.T) {
+	topo.RequireRoot(t)
+	t.Parallel()
+	n := topo.New(t)
+	r, h := n.Node("router"), n.Node("host")
+	h.Sysctl(t, "net.ipv6.conf.eth0.accept_ra", "0")
+	hs := startMonitor(t, h, Options{WatchRAs: true})
+	rd := r.StartRadvd(t, topo.RA{Managed: true, RouterLifetime: 4 * time.Second})
+	hs.wait("M from the wire", 10*time.Second, func(ev Event) bool {
+		return ev.Kind == RAFlags && ev.Link.Name == "eth0" && ev.Link.Managed
+	})
+	if err := rd.Proc().Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	hs.wait("M expired", 15*time.Second, func(ev Event) bool {
+		return ev.Kind == RAFlags && ev.Link.Name == "eth0" && !ev.Link.Managed && ev.Link.RAReceived
+	})
+	// radvd advertises every second or less: M outlived the router by
+	// most of the 4 s lifetime (1 s: slack for a loaded machine that
+	// delayed radvd's last RA).
+	if d := time.Since(killed); d < time.Second {
+		t.Errorf("M cleared %v after the router died, before its 4 s lifetime ran out", d)
+	} else {
+		t.Logf("M cleared %v after the router died (lifetime 4 s)", d)
+	}
 }
 
 // Static, DHCPv6-like /128 and ULA addresses; Include overrides the DHCPv6 rule.
