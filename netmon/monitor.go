@@ -319,14 +319,25 @@ func (m *Monitor) Run(ctx context.Context) error {
 	defer m.running.Store(false)
 	defer m.k.closeIdle()
 
+	// The RA listener starts once the first dump has shown the links, so
+	// that no RA is dropped for an interface not known yet; it stops (and
+	// then its timers) before Run returns.
+	raStarted := false
+	defer func() {
+		if raStarted {
+			m.stopRATimers()
+		}
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if m.o.WatchRAs {
-		m.startRATimers()
-		defer m.stopRATimers()
-		wg.Go(func() { m.watchRAs(ctx) })
+	synced := func() {
+		if m.o.WatchRAs && !raStarted {
+			raStarted = true
+			m.startRATimers()
+			wg.Go(func() { m.watchRAs(ctx) })
+		}
 	}
 
 	m.resetClock()
@@ -334,7 +345,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		start := m.clk.Now()
-		established, err := m.session(ctx)
+		established, err := m.session(ctx, synced)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -393,9 +404,9 @@ func isFatal(err error) bool {
 		errors.Is(err, unix.EBADF) || errors.Is(err, unix.EINVAL)
 }
 
-// session subscribes, dumps, then applies streamed messages until an error.
-// established says the subscription and the dump succeeded.
-func (m *Monitor) session(ctx context.Context) (established bool, err error) {
+// session subscribes, dumps, calls synced, then applies streamed messages
+// until an error. established says the subscription and the dump succeeded.
+func (m *Monitor) session(ctx context.Context, synced func()) (established bool, err error) {
 	s, err := m.k.subscribe(m.o.RecvBufSize)
 	if err != nil {
 		return false, err
@@ -412,6 +423,7 @@ func (m *Monitor) session(ctx context.Context) (established bool, err error) {
 	if err := m.resync(); err != nil {
 		return false, err
 	}
+	synced()
 	for {
 		deadline := time.Now().Add(m.o.ClockCheckInterval)
 		msgs, err := s.recv(deadline)

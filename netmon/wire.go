@@ -177,7 +177,7 @@ func (m *Monitor) ignoreRA(err error, index int, src netip.Addr, now time.Time) 
 	}
 	d.total[r]++
 	if errors.Is(err, errRANoLink) {
-		// An interface the first dump has not shown yet: not an attack.
+		// A link netlink has not reported yet (just created): not an attack.
 		m.log.Debug("RA ignored", "reason", r, "ifindex", index, "src", src)
 		return
 	}
