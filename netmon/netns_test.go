@@ -248,8 +248,9 @@ func TestNetnsRAFlagsWire(t *testing.T) {
 	hs.wait("O from the wire", 10*time.Second, func(ev Event) bool {
 		return ev.Kind == RAFlags && ev.Link.Name == "eth0" && ev.Link.Other && !ev.Link.Managed && ev.Link.RAReceived
 	})
-	// radvd sends its first RAs before it handles SIGHUP (an early one
-	// kills it): wait for its main loop.
+	// A SIGHUP early in radvd's start can kill it (seen on a loaded
+	// machine: it had sent its first RA, then exited): wait for its main
+	// loop.
 	rd.Proc().WaitOutput(t, "polling for", 5*time.Second)
 	ra.Managed = true
 	rd.Update(t, ra)
