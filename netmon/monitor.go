@@ -84,7 +84,7 @@ type Link struct {
 	// has processed an RA; with WatchRAs, any valid RA on the wire counts.
 	// RAReceived says an RA has been seen: the kernel's IF_RA_RCVD (set
 	// only for an RA that answers the kernel's own RS), or M or O set, or
-	// any RA on the wire. With the kernel alone, an unsolicited RA with
+	// any valid RA on the wire. With the kernel alone, an unsolicited RA with
 	// neither flag is not noticed.
 	Managed, Other, RAReceived bool
 }
@@ -178,7 +178,7 @@ type Options struct {
 	RALogInterval time.Duration
 	// ResubscribeAttempts: after this many attempts in a row to
 	// re-establish the netlink subscription (subscribe and dump) have
-	// failed, with backoff between them (about 20 s for the default 10),
+	// failed, with backoff between them (about 11 s for the default 10),
 	// Run gives up with ErrNetlinkLost. Default 10.
 	ResubscribeAttempts int
 	// RecvBufSize is the netlink receive buffer; default 4 MiB
