@@ -232,15 +232,22 @@ func TestNetnsRAFlags(t *testing.T) {
 	}
 }
 
-// With accept_ra = 0 the kernel keeps the flags clear; WatchRAs reads them
-// from the wire.
-func TestNetnsRAFlagsWire(t *testing.T) {
+// wireLab is a router and a host whose kernel ignores RAs (accept_ra = 0),
+// watched by a Monitor that reads them from the wire.
+func wireLab(t *testing.T) (r, h *topo.Node, hs *harness) {
+	t.Helper()
 	topo.RequireRoot(t)
 	t.Parallel()
 	n := topo.New(t)
-	r, h := n.Node("router"), n.Node("host")
+	r, h = n.Node("router"), n.Node("host")
 	h.Sysctl(t, "net.ipv6.conf.eth0.accept_ra", "0")
-	hs := startMonitor(t, h, Options{WatchRAs: true})
+	return r, h, startMonitor(t, h, Options{WatchRAs: true})
+}
+
+// With accept_ra = 0 the kernel keeps the flags clear; WatchRAs reads them
+// from the wire.
+func TestNetnsRAFlagsWire(t *testing.T) {
+	r, h, hs := wireLab(t)
 	// From the wire, M and O count within the Router Lifetime only.
 	ra := topo.RA{Other: true, RouterLifetime: 30 * time.Second,
 		Prefixes: []topo.PIO{{Prefix: "2001:db8:3::/64", Valid: 600 * time.Second, Preferred: 300 * time.Second}}}
@@ -272,12 +279,7 @@ func TestNetnsRAFlagsWire(t *testing.T) {
 // router that dies without a word (SIGKILL, no final RA) stops counting
 // when its lifetime runs out.
 func TestNetnsRAFlagsWireExpire(t *testing.T) {
-	topo.RequireRoot(t)
-	t.Parallel()
-	n := topo.New(t)
-	r, h := n.Node("router"), n.Node("host")
-	h.Sysctl(t, "net.ipv6.conf.eth0.accept_ra", "0")
-	hs := startMonitor(t, h, Options{WatchRAs: true})
+	r, _, hs := wireLab(t)
 	rd := r.StartRadvd(t, topo.RA{Managed: true, RouterLifetime: 4 * time.Second})
 	hs.wait("M from the wire", 10*time.Second, func(ev Event) bool {
 		return (ev.Kind == RAFlags || ev.Kind == LinkAdded) && ev.Link.Name == "eth0" && ev.Link.Managed
