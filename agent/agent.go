@@ -173,8 +173,8 @@ type iface struct {
 	index     int
 	name      string
 	hw        string // hardware address: with the name, the link's identity in the state file
-	up        bool // admin up and carrier
-	seenMO    bool // an RA with M or O since the link came up
+	up        bool   // admin up and carrier
+	seenMO    bool   // an RA with M or O since the link came up
 	state     IfState
 	probeGen  int
 	stopProbe context.CancelFunc
@@ -200,8 +200,8 @@ type addr struct {
 	told     time.Duration
 	failures int // consecutive failed exchanges (retry backoff)
 	gen      int // of the exchange in flight; results of others are stale
-	cancel context.CancelFunc
-	again  bool // a trigger arrived during the exchange: look again when it ends
+	cancel   context.CancelFunc
+	again    bool // a trigger arrived during the exchange: look again when it ends
 }
 
 type probeResult struct {
