@@ -131,10 +131,6 @@ func runLoss(t testing.TB, pct, n int, wait time.Duration, agentArgs ...string) 
 	t.Helper()
 	l := newLab(t, labOpts{serverArg: unlimitedServer})
 	slaac := addrOf(l.globals(t, 1)[0])
-	// The server answers thousands of times from one namespace: room in
-	// the (shared) neighbour table (SPEC.md §5).
-	l.server.Sysctl(t, "net.ipv6.neigh.default.gc_thresh3", "8192")
-	l.server.Sysctl(t, "net.ipv6.neigh.default.gc_thresh2", "4096")
 	p := l.startAgent(t, append([]string{"--log-level", "info"}, agentArgs...)...)
 	l.waitBindings(t, slaac.String(), 20*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[slaac]; return ok })
 
@@ -177,14 +173,15 @@ func runLoss(t testing.TB, pct, n int, wait time.Duration, agentArgs ...string) 
 // 30 % loss each way, 100 addresses: all registered, and the server sees
 // at most 4 × MRC INFORMs per address. The retry backoff is scaled down 15×
 // (first 2 s, cap 8 s instead of 30 s and 1 h-or-refresh) so the test
-// is short: the 5 minutes the issue allows become 20 s; 60 s are allowed
-// here for a loaded machine.
+// is short. Exchanges themselves keep their real timing (IRT 1 s, MRC 3:
+// 7 s each when they fail), so the time is not simply 15× shorter; 120 s
+// are allowed for a loaded machine (a run takes 30-60 s).
 func TestE2ELoss(t *testing.T) {
-	r := runLoss(t, 30, 100, 60*time.Second, "--retry-first", "2s", "--retry-max", "8s")
+	r := runLoss(t, 30, 100, 120*time.Second, "--retry-first", "2s", "--retry-max", "8s")
 	t.Logf("30%% loss each way, 100 addresses: %.0f%% registered, all in %v; INFORMs per address at the server: max %d, mean %.2f",
 		100*r.fraction, r.full.Round(100*time.Millisecond), r.maxPerAddr, r.meanPerAdr)
 	if r.fraction != 1 {
-		t.Fatalf("%.0f%% of the addresses registered within 60 s", 100*r.fraction)
+		t.Fatalf("%.0f%% of the addresses registered within 120 s", 100*r.fraction)
 	}
 	if r.maxPerAddr > 4*3 {
 		t.Errorf("the server saw %d INFORMs for one address, want at most 4 × MRC = 12", r.maxPerAddr)
@@ -295,7 +292,6 @@ func TestE2ESocketClosedExits(t *testing.T) {
 func TestE2ERestartDeregistersWhatWentAway(t *testing.T) {
 	l := newLab(t, labOpts{serverArg: unlimitedServer})
 	slaac := addrOf(l.globals(t, 1)[0])
-	l.server.Sysctl(t, "net.ipv6.neigh.default.gc_thresh3", "8192")
 	addrs := lossAddrs(100)
 	l.addStatics(t, addrs)
 	p := l.startAgent(t, "--log-level", "info")
