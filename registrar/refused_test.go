@@ -27,12 +27,7 @@ func TestRefusedSendIsALostTransmission(t *testing.T) {
 		return nil
 	}
 	c.onSend = func(s sent) { r.deliver(replyTo(t, s, msgAddrRegReply)) }
-	lt := func() (time.Duration, time.Duration, bool) { return time.Hour, time.Hour, true }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go drive(ctx, clock)
-	res, err := r.Register(context.Background(), Target{Ifindex: 3, Ifname: "eth7", Addr: testAddr, Lifetimes: lt})
-	cancel()
+	res, err := registerDriven(r, clock)
 	if err != nil || !res.Replied || res.Sends != 1 {
 		t.Fatalf("Register = %+v, %v; want a reply to the one send that got through", res, err)
 	}
@@ -53,12 +48,7 @@ func TestRefusedSendIsALostTransmission(t *testing.T) {
 func TestAllSendsRefused(t *testing.T) {
 	r, c, clock := fakeRegistrar(t, Config{}, 0.5)
 	c.refuse = func(int) error { return syscall.EPERM }
-	lt := func() (time.Duration, time.Duration, bool) { return time.Hour, time.Hour, true }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go drive(ctx, clock)
-	res, err := r.Register(context.Background(), Target{Ifindex: 3, Ifname: "eth7", Addr: testAddr, Lifetimes: lt})
-	cancel()
+	res, err := registerDriven(r, clock)
 	if !errors.Is(err, ErrExchangeFailed) || !errors.Is(err, syscall.EPERM) || res.Sends != 0 {
 		t.Fatalf("Register = %+v, %v; want ErrExchangeFailed wrapping EPERM, no sends", res, err)
 	}
@@ -89,14 +79,7 @@ func TestClosedSocketEndsExchange(t *testing.T) {
 // ErrSocketBroken when the socket is closed under it.
 func TestRunReceiveErrors(t *testing.T) {
 	clock := scheduler.NewFakeClock(t0)
-	r, err := newRegistrar(Config{ClientID: testDUID, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newFakeConn(clock)
-	r.conn = c
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
+	r, c, done := runRegistrar(t, clock, context.Background())
 	for i := 0; i < 5; i++ {
 		c.in <- inbound{err: syscall.ENOBUFS}
 		clock.BlockUntil(1) // backing off on the fake clock
@@ -135,14 +118,7 @@ func TestRecvBackoff(t *testing.T) {
 // A read failing for recvGiveUp is a socket broken beyond retry.
 func TestRunGivesUp(t *testing.T) {
 	clock := scheduler.NewFakeClock(t0)
-	r, err := newRegistrar(Config{ClientID: testDUID, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newFakeConn(clock)
-	r.conn = c
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
+	_, c, done := runRegistrar(t, clock, context.Background())
 	check := func(err error) {
 		if !errors.Is(err, ErrSocketBroken) || clock.Now().Sub(t0) < recvGiveUp {
 			t.Fatalf("Run = %v at %v, want ErrSocketBroken after %v", err, clock.Now().Sub(t0), recvGiveUp)
@@ -161,4 +137,29 @@ func TestRunGivesUp(t *testing.T) {
 		at, _ := clock.Next()
 		clock.AdvanceTo(at)
 	}
+}
+
+// runRegistrar starts Run over a fakeConn on clock, with Run's result on
+// done (Run ends with ctx or the fake's close).
+func runRegistrar(t *testing.T, clock *scheduler.FakeClock, ctx context.Context) (*Registrar, *fakeConn, chan error) {
+	t.Helper()
+	r, err := newRegistrar(Config{ClientID: testDUID, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newFakeConn(clock)
+	r.conn = c
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return r, c, done
+}
+
+// registerDriven runs one registration of testAddr on "eth7" with the
+// fake clock advanced to each timer as it is armed.
+func registerDriven(r *Registrar, clock *scheduler.FakeClock) (Result, error) {
+	lt := func() (time.Duration, time.Duration, bool) { return time.Hour, time.Hour, true }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go drive(ctx, clock)
+	return r.Register(context.Background(), Target{Ifindex: 3, Ifname: "eth7", Addr: testAddr, Lifetimes: lt})
 }

@@ -332,15 +332,8 @@ func TestDispatch(t *testing.T) {
 func TestCancelAndShutdown(t *testing.T) {
 	before := runtime.NumGoroutine()
 	clock := scheduler.NewFakeClock(t0)
-	r, err := newRegistrar(Config{ClientID: testDUID, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newFakeConn(clock)
-	r.conn = c
 	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(runCtx) }()
+	r, _, done := runRegistrar(t, clock, runCtx)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errs := make(chan error, 2)
