@@ -334,12 +334,13 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 		}
 	}
 	stopLower()
-	if err := lower.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+	err = lower.Wait()
+	if err == nil || errors.Is(err, context.Canceled) {
+		err = runErr // the agent's own, e.g. netmon's event stream ended
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("fatal: a component failed beyond retry; exiting so the service manager restarts addrregd", "err", err)
 		return err
-	}
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		return runErr
 	}
 	log.Info("addrregd stopped")
 	return nil
