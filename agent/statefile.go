@@ -65,6 +65,15 @@ type savedAddr struct {
 	At        time.Time `json:"at,omitzero"`
 }
 
+// expired reports whether the server's binding for sa has surely run out
+// by now (its valid lifetime counted from when it was told).
+func (sa savedAddr) expired(now time.Time) bool {
+	if sa.At.IsZero() || sa.Valid == scheduler.InfiniteSeconds {
+		return false
+	}
+	return now.Sub(sa.At) > time.Duration(sa.Valid)*time.Second
+}
+
 // parseState parses and checks a state file's contents.
 func parseState(b []byte) ([]savedAddr, error) {
 	var st savedState
@@ -213,11 +222,15 @@ func (a *Agent) loadState() {
 		a.log.Warn("state file unreadable: ignoring it", "path", s.path, "err", err)
 		return
 	}
+	now, expired := a.clock.Now(), 0
 	for _, sa := range addrs {
+		if sa.expired(now) {
+			expired++ // the server has dropped it already: nothing to deregister
+			continue
+		}
 		s.stale[sa.Iface] = append(s.stale[sa.Iface], sa)
 	}
-	s.last = addrs
-	a.log.Info("state file read", "path", s.path, "addresses", len(addrs))
+	a.log.Info("state file read", "path", s.path, "addresses", len(addrs)-expired, "expired", expired)
 }
 
 // claimStale handles the file's addresses on ifc once discovery shows its

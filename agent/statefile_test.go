@@ -158,6 +158,8 @@ func TestStateDeregistersWhatWentAway(t *testing.T) {
 		{Iface: "eth0", HW: hw, Addr: netip.MustParseAddr("2001:db8::2"), Valid: 600},
 		{Iface: "eth0", HW: hw, Addr: netip.MustParseAddr("2001:db8::3"), Valid: 600},
 		{Iface: "eth1", HW: "02:00:00:00:00:99", Addr: netip.MustParseAddr("2001:db8:9::1"), Valid: 600}, // not up: kept
+		// Told 600 s an hour ago: the server has dropped it; forgotten.
+		{Iface: "eth0", HW: hw, Addr: netip.MustParseAddr("2001:db8::4"), Valid: 600, At: t0.Add(-time.Hour)},
 	}
 	if err := writeState(path, old); err != nil {
 		t.Fatal(err)
