@@ -180,6 +180,7 @@ type stateFile struct {
 	log   *slog.Logger
 	tick  chan struct{} // the debounce timer fired; nil (never ready) without a path
 	armed bool
+	timer scheduler.Timer // the debounce timer, stopped with the agent
 	last  []savedAddr // the last snapshot handed to the writer
 	out   chan []savedAddr
 	// stale: addresses from the file at start, by interface name, until
@@ -301,7 +302,7 @@ func (a *Agent) stateChanged() {
 		return
 	}
 	s.armed = true
-	a.clock.AfterFunc(stateDebounce, func() {
+	s.timer = a.clock.AfterFunc(stateDebounce, func() {
 		select {
 		case s.tick <- struct{}{}:
 		default:
@@ -351,6 +352,9 @@ func (a *Agent) startStateWriter(ctx context.Context) {
 func (a *Agent) saveStateNow() {
 	if a.state.path == "" {
 		return
+	}
+	if a.state.timer != nil {
+		a.state.timer.Stop()
 	}
 	a.writeState(a.snapshot())
 }
