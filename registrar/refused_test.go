@@ -1,9 +1,11 @@
 package registrar
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"syscall"
@@ -46,7 +48,8 @@ func TestRefusedSendIsALostTransmission(t *testing.T) {
 
 // Every send refused: the exchange fails only when MRC runs out, saying so.
 func TestAllSendsRefused(t *testing.T) {
-	r, c, clock := fakeRegistrar(t, Config{}, 0.5)
+	var logs bytes.Buffer // slog's handler serialises writes
+	r, c, clock := fakeRegistrar(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, 0.5)
 	c.refuse = func(int) error { return syscall.EPERM }
 	res, err := registerDriven(r, clock)
 	if !errors.Is(err, ErrExchangeFailed) || !errors.Is(err, syscall.EPERM) || res.Sends != 0 {
@@ -62,6 +65,9 @@ func TestAllSendsRefused(t *testing.T) {
 	}
 	if got := r.Stats().SendErrors["EPERM"]; got != 3 {
 		t.Errorf("SendErrors[EPERM] = %d, want 3", got)
+	}
+	if n := strings.Count(logs.String(), "send refused"); n != 1 {
+		t.Errorf("%d log lines about refused sends, want 1 per exchange:\n%s", n, logs.String())
 	}
 }
 
