@@ -344,8 +344,10 @@ loop:
 			a.wakeArmed = false
 		case c := <-a.statusReq:
 			c <- a.status()
+			continue // changes nothing
 		case <-a.state.tick:
 			a.saveState()
+			continue // an idle agent arms no timer
 		}
 		a.stateChanged()
 		if ctx.Err() == nil && a.fatal == nil {
