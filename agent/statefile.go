@@ -181,7 +181,7 @@ type stateFile struct {
 	tick  chan struct{} // the debounce timer fired; nil (never ready) without a path
 	armed bool
 	timer scheduler.Timer // the debounce timer, stopped with the agent
-	last  []savedAddr // the last snapshot handed to the writer
+	last  []savedAddr     // the last snapshot handed to the writer
 	out   chan []savedAddr
 	// stale: addresses from the file at start, by interface name, until
 	// discovery on that interface claims them (claimStale).
