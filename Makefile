@@ -22,10 +22,11 @@ OUT        ?= build/$(GOARCH)
 STATIC_ENV   := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH)
 STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
-# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay.
-# Packaging and its tests: debhelper & co. build the .debs, go-md2man the man
-# pages, lintian and systemd-analyze (systemd, man-db) check them, file reads ELF headers.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base \
+# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
+# loss and refused sends. Packaging and its tests: debhelper & co. build the
+# .debs, go-md2man the man pages, lintian and systemd-analyze (systemd,
+# man-db) check them, file reads ELF headers.
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables \
               debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
