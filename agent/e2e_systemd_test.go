@@ -39,7 +39,7 @@ func TestE2ESystemdNotify(t *testing.T) {
 	// A path socket reaches across network namespaces; 3 s watchdog: a
 	// ping every second.
 	p := l.host.Start(t, "addrregd", "env", "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=3000000",
-		topo.BuildBinary(t, "./cmd/addrregd"), "-i", "eth0", "--duid", testDUID)
+		topo.BuildBinary(t, "./cmd/addrregd"), "-i", "eth0", "--duid", testDUID, "--state-file", l.statePath(t))
 	var ready, stopping bool
 	var pings int
 	var status string
