@@ -531,7 +531,9 @@ func (a *Agent) handleLink(ctx context.Context, ev netmon.Event) {
 		}
 		ifc.seenMO = true
 	}
-	if ifc.state == IfUnknown || ifc.state == IfDown {
+	// A failed probe's retry keeps its backoff: link events (an RA
+	// changing the flags) do not bring it forward.
+	if ifc.state == IfDown || (ifc.state == IfUnknown && ifc.retry == nil) {
 		a.startProbe(ctx, ifc)
 	}
 	a.registerAll(ifc)
@@ -649,10 +651,13 @@ func (a *Agent) scheduleReprobe(ctx context.Context, ifc *iface, d time.Duration
 
 func (a *Agent) handleReprobe(ctx context.Context, pr probeRetry) {
 	ifc, ok := a.ifaces[pr.ifindex]
-	if !ok || pr.gen != ifc.probeGen || !ifc.up {
+	if !ok || pr.gen != ifc.probeGen {
 		return
 	}
-	ifc.retry = nil
+	ifc.retry = nil // fired
+	if !ifc.up {
+		return
+	}
 	if ifc.state == IfUnknown || ifc.state == IfUnsupported {
 		a.startProbe(ctx, ifc)
 	}
@@ -974,9 +979,10 @@ func (a *Agent) handleResult(r exchangeResult) {
 		return
 	}
 	if r.dereg {
-		if r.err == nil {
-			a.state.forget(r.k)
-		}
+		// Not state.forget: the address may have been re-added and be
+		// registered again by the time this arrives; an address that
+		// stays gone is out of the snapshot already (not owed, not
+		// assigned). Only stop() forgets.
 		return
 	}
 	ifc, ok := a.ifaces[r.k.ifindex]
@@ -989,8 +995,16 @@ func (a *Agent) handleResult(r exchangeResult) {
 	}
 	ad.cancel = nil
 	switch {
-	case errors.Is(r.err, context.Canceled), errors.Is(r.err, registrar.ErrAddressGone):
+	case errors.Is(r.err, context.Canceled):
 		ad.phase = Pending
+	case errors.Is(r.err, registrar.ErrAddressGone):
+		// The lookup at a transmission did not find the address (or found
+		// it not registrable). If it really left, netmon's event quiesces
+		// it; if that was a blip netmon coalesced away, no event follows,
+		// so it must not sit pending with nothing due: retry like a
+		// failure.
+		ad.phase = Failed
+		a.scheduleRetry(ifc, ad)
 	case r.err == nil && r.res.Replied:
 		ad.phase, ad.hasReg, ad.failures = Registered, true, 0
 		// The server counts the lifetimes from when the last

@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/addrreg/addrreg/netmon"
+)
+
+// An address deregistered (removed) and then re-added and registered again
+// is in the state file: the server holds it, so a restart that finds it
+// gone must deregister it.
+func TestStateKeepsReaddedAddress(t *testing.T) {
+	cfg := defaults()
+	cfg.StatePath = filepath.Join(t.TempDir(), "state.json")
+	h := startOnLink(t, cfg, true)
+	a := global("2001:db8::1", 600*time.Second)
+	h.mon.add(a)
+	h.settle()
+	h.mon.remove(a)
+	h.settle()
+	h.mon.add(a)
+	if p := phaseOf(h.settle(), "2001:db8::1"); p != Registered {
+		t.Fatalf("phase = %v, want registered", p)
+	}
+	if _, sends := h.reg.snapshot(); len(sends) != 3 || !sends[1].deregistered {
+		t.Fatalf("sends = %+v, want register, deregister, register", sends)
+	}
+	h.clk.Advance(stateDebounce)
+	h.settle()
+	h.shutdown()
+	got, err := readState(cfg.StatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Addr != a.IP || got[0].Valid != 600 {
+		t.Fatalf("state file = %+v, want 2001:db8::1 registered for 600 s", got)
+	}
+}
+
+// An exchange that ends because the address looked gone (its lifetimes
+// lookup said so) with no netmon event after it — the address was only
+// briefly unassigned or not registrable, and netmon coalesced that away —
+// must not leave the address pending with nothing scheduled.
+func TestAddressGoneWithoutEventIsRetried(t *testing.T) {
+	h := startOnLink(t, defaults(), true)
+	a := global("2001:db8::1", 600*time.Second)
+	// The event arrives, but the kernel lookup at the transmission does
+	// not find the address.
+	h.mon.ev <- netmon.Event{Kind: netmon.AddrAdded, Addr: a}
+	h.settle()
+	if _, sends := h.reg.snapshot(); len(sends) != 0 {
+		t.Fatalf("sends = %+v, want none while the lookup misses", sends)
+	}
+	// It is back (no event: nothing changed since netmon's last word).
+	h.mon.mu.Lock()
+	h.mon.addrs[a.IP] = a
+	h.mon.mu.Unlock()
+	for range 10 {
+		h.clk.Advance(time.Minute)
+		h.settle()
+	}
+	if p := phaseOf(h.settle(), "2001:db8::1"); p != Registered {
+		t.Fatalf("phase = %v after 10 min, want registered", p)
+	}
+}
+
+// A link event (an RA changing the flags, a carrier blip report) while a
+// failed probe's retry is pending must not probe at once: discovery keeps
+// its backoff (issue 9: probes follow the same principle).
+func TestLinkEventKeepsProbeBackoff(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.reg.probeErr = errors.New("probe eth0: no reply")
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.settle()
+	for _, managed := range []bool{true, false, true, false} {
+		h.clk.Advance(time.Second)
+		h.mon.ev <- netmon.Event{Kind: netmon.RAFlags, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Managed: managed, Other: true}}
+		h.settle()
+	}
+	if p, _ := h.reg.snapshot(); p != 1 {
+		t.Fatalf("%d probes within 4 s of a failed one, want 1 (next after the 30 s backoff)", p)
+	}
+	h.clk.Advance(30 * time.Second)
+	h.settle()
+	if p, _ := h.reg.snapshot(); p != 2 {
+		t.Fatalf("%d probes after the backoff, want 2", p)
+	}
+}
