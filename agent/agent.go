@@ -979,6 +979,9 @@ func (a *Agent) handleResult(r exchangeResult) {
 		return
 	}
 	if r.dereg {
+		if r.err != nil && !errors.Is(r.err, context.Canceled) {
+			a.retryDeregistration(r.k)
+		}
 		// Not state.forget: the address may have been re-added and be
 		// registered again by the time this arrives; an address that
 		// stays gone is out of the snapshot already (not owed, not

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/netmon"
+	"github.com/addrreg/addrreg/scheduler"
 )
 
 // An address deregistered (removed) and then re-added and registered again
@@ -88,5 +89,49 @@ func TestLinkEventKeepsProbeBackoff(t *testing.T) {
 	h.settle()
 	if p, _ := h.reg.snapshot(); p != 2 {
 		t.Fatalf("%d probes after the backoff, want 2", p)
+	}
+}
+
+// A deregistration whose one transmission the kernel refused (a firewall
+// dropping UDP 547 for a moment, ENOBUFS) is a lost transmission, not the
+// end of it: it is sent again after the retry delay. Otherwise the server
+// keeps the binding until it expires — never, for a static address.
+func TestRefusedDeregistrationIsRetried(t *testing.T) {
+	h := startOnLink(t, defaults(), true)
+	a := global("2001:db8::1", netmon.Infinite)
+	a.Class = netmon.ClassStatic
+	h.mon.add(a)
+	h.settle()
+	h.reg.mu.Lock()
+	h.reg.fail = true
+	h.reg.mu.Unlock()
+	h.mon.remove(a)
+	h.settle()
+	deregs := func() int {
+		_, sends := h.reg.snapshot()
+		n := 0
+		for _, s := range sends {
+			if s.deregistered {
+				n++
+			}
+		}
+		return n
+	}
+	if n := deregs(); n != 1 {
+		t.Fatalf("%d deregistrations, want 1", n)
+	}
+	h.reg.mu.Lock()
+	h.reg.fail = false
+	h.reg.mu.Unlock()
+	h.clk.Advance(scheduler.DefaultRetryFirst)
+	h.settle()
+	if n := deregs(); n != 2 {
+		t.Fatalf("%d deregistrations %v after a refused one, want 2", n, scheduler.DefaultRetryFirst)
+	}
+	// Sent: nothing more.
+	h.clk.Advance(time.Hour)
+	h.settle()
+	if n := deregs(); n != 2 {
+		t.Fatalf("%d deregistrations after the one that went out, want 2", n)
 	}
 }
