@@ -112,6 +112,7 @@ type Agent struct {
 	// owed: addresses removed from their interface that are owed a
 	// deregistration (RFC 9686 §4.7). Re-adding the address cancels it.
 	owed      map[key]bool
+	deregging map[key]int // deregistrations in flight: a re-added address waits for them
 	inflight  int
 	gen       int // generation counter for exchanges and probes, agent-wide
 	deadlines *scheduler.Deadlines[key]
@@ -262,6 +263,7 @@ func New(cfg Config, mon Monitor, reg Registrar) *Agent {
 		ifaces:    map[int]*iface{},
 		queued:    map[key]bool{},
 		owed:      map[key]bool{},
+		deregging: map[key]int{},
 	}
 }
 
@@ -881,6 +883,11 @@ func (a *Agent) next(k key) action {
 		ad.again = true
 		return actNone
 	}
+	if a.deregging[k] > 0 {
+		// Removed and re-added while its deregistration is being sent:
+		// register after it (handleResult), not racing it on the wire.
+		return actNone
+	}
 	return actRegister
 }
 
@@ -930,6 +937,7 @@ func (a *Agent) startRegistration(ctx context.Context, k key) {
 
 func (a *Agent) startDeregistration(ctx context.Context, k key, noWait bool) {
 	delete(a.owed, k)
+	a.deregging[k]++
 	xctx, cancel := context.WithCancel(ctx)
 	zero := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
 	a.run(ctx, xctx, cancel, exchangeResult{k: k, dereg: true},
@@ -979,6 +987,10 @@ func (a *Agent) handleResult(r exchangeResult) {
 		return
 	}
 	if r.dereg {
+		if a.deregging[r.k]--; a.deregging[r.k] <= 0 {
+			delete(a.deregging, r.k)
+			a.afterDeregistration(r.k)
+		}
 		if r.err != nil && !errors.Is(r.err, context.Canceled) {
 			a.retryDeregistration(r.k)
 		}

@@ -52,6 +52,16 @@ func (a *Agent) retryDeregistration(k key) {
 	a.log.Debug("deregistration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d)
 }
 
+// afterDeregistration registers an address re-added while its
+// deregistration was in flight (next held it back).
+func (a *Agent) afterDeregistration(k key) {
+	if ifc, ok := a.ifaces[k.ifindex]; ok {
+		if ad, ok := ifc.addrs[k.addr]; ok && ad.phase == Pending {
+			a.consider(ifc, ad)
+		}
+	}
+}
+
 // registered reports whether k's address is registered (its deadline is a
 // refresh, not a retry).
 func (a *Agent) registered(k key) bool {

@@ -1,12 +1,17 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/addrreg/addrreg/netmon"
+	"github.com/addrreg/addrreg/registrar"
 	"github.com/addrreg/addrreg/scheduler"
 )
 
@@ -133,5 +138,85 @@ func TestRefusedDeregistrationIsRetried(t *testing.T) {
 	h.settle()
 	if n := deregs(); n != 2 {
 		t.Fatalf("%d deregistrations after the one that went out, want 2", n)
+	}
+}
+
+// gatedReg holds every deregistration until gate is closed and records the
+// order in which exchanges start and end.
+type gatedReg struct {
+	*fakeReg
+	gate  chan struct{}
+	mu    sync.Mutex
+	order []string
+}
+
+func (g *gatedReg) note(s string) {
+	g.mu.Lock()
+	g.order = append(g.order, s)
+	g.mu.Unlock()
+}
+
+func (g *gatedReg) events() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.order...)
+}
+
+func (g *gatedReg) Register(ctx context.Context, t registrar.Target) (registrar.Result, error) {
+	if !t.Deregister {
+		g.note("register")
+		return g.fakeReg.Register(ctx, t)
+	}
+	g.note("deregister")
+	<-g.gate
+	defer g.note("deregistered")
+	return g.fakeReg.Register(ctx, t)
+}
+
+// Removed, then re-added while its deregistration is still being sent: the
+// new registration must not start before the deregistration is done, or
+// the two race on the wire and the server may apply the deregistration
+// last, dropping an address the agent believes registered.
+func TestReaddWaitsForDeregistrationInFlight(t *testing.T) {
+	h := &harness{t: t, clk: scheduler.NewFakeClock(t0), mon: newFakeMon(), reg: &fakeReg{supported: true}, done: make(chan error, 1)}
+	h.reg.clk = h.clk
+	g := &gatedReg{fakeReg: h.reg, gate: make(chan struct{})}
+	cfg := defaults()
+	cfg.Clock, cfg.Rate, cfg.Burst = h.clk, 1e6, 1e6
+	cfg.Policy = scheduler.NewPolicy(func() float64 { return 0.5 })
+	h.ag = New(cfg, h.mon, g)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop = cancel
+	go func() { h.done <- h.ag.Run(ctx) }()
+	t.Cleanup(h.shutdown)
+	t.Cleanup(func() {
+		select {
+		case <-g.gate:
+		default:
+			close(g.gate)
+		}
+	})
+
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	a := global("2001:db8::1", time.Hour)
+	h.mon.add(a)
+	h.settle()
+	h.mon.remove(a)
+	h.mon.add(a)
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if ev := g.events(); len(ev) >= 3 {
+			t.Fatalf("exchanges %v: a registration started while the deregistration was in flight", ev)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(g.gate)
+	st := h.settle()
+	if diff := cmp.Diff([]string{"register", "deregister", "deregistered", "register"}, g.events()); diff != "" {
+		t.Errorf("exchanges (-want +got):\n%s", diff)
+	}
+	if p := phaseOf(st, "2001:db8::1"); p != Registered {
+		t.Errorf("phase = %v, want registered", p)
 	}
 }
