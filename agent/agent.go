@@ -196,6 +196,9 @@ type addr struct {
 	// refreshed, not at every RA that re-announces it.
 	reg    scheduler.Reg
 	hasReg bool // the server holds a registration from us (a reply came)
+	// sent: an exchange since the address was (re)learnt got a
+	// transmission out, so the server may hold it even without a reply.
+	sent bool
 	// told is the preferred lifetime the last replied-to exchange carried
 	// (reg has the valid one), for the state file.
 	told     time.Duration
@@ -383,7 +386,7 @@ func (a *Agent) stop(cancelLoop context.CancelFunc) {
 				ad.cancel()
 				ad.cancel = nil
 			}
-			if a.cfg.DeregisterOnStop && a.cfg.Enable && ifc.up && (ad.hasReg || ad.phase == Registering) {
+			if a.cfg.DeregisterOnStop && a.cfg.Enable && ifc.up && (ad.hasReg || ad.sent || ad.phase == Registering) {
 				dereg = append(dereg, key{ifc.index, ip})
 			}
 		}
@@ -579,7 +582,7 @@ func (a *Agent) quiesce(ifc *iface, ad *addr) {
 		ad.cancel = nil
 	}
 	ad.gen = a.nextGen()
-	ad.phase, ad.hasReg, ad.again, ad.failures = Pending, false, false, 0
+	ad.phase, ad.hasReg, ad.again, ad.failures, ad.sent = Pending, false, false, 0, false
 }
 
 func (a *Agent) startProbe(ctx context.Context, ifc *iface) {
@@ -805,7 +808,7 @@ func (a *Agent) handleAddrRemoved(ctx context.Context, na netmon.Addr) {
 	if !ok {
 		return
 	}
-	held := ad.hasReg || ad.phase == Registering
+	held := ad.hasReg || ad.sent || ad.phase == Registering
 	a.log.Info("address removed", "iface", ifc.name, "addr", na.IP)
 	a.quiesce(ifc, ad)
 	delete(ifc.addrs, na.IP)
@@ -1009,6 +1012,7 @@ func (a *Agent) handleResult(r exchangeResult) {
 		return // forgotten or superseded while in flight
 	}
 	ad.cancel = nil
+	ad.sent = ad.sent || r.res.Sends > 0
 	switch {
 	case errors.Is(r.err, context.Canceled):
 		ad.phase = Pending

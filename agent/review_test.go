@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -218,5 +219,50 @@ func TestReaddWaitsForDeregistrationInFlight(t *testing.T) {
 	}
 	if p := phaseOf(st, "2001:db8::1"); p != Registered {
 		t.Errorf("phase = %v, want registered", p)
+	}
+}
+
+// What the server may hold decides both the state file and a live
+// deregistration: an address whose failed exchanges sent nothing (every
+// send refused, or the address was not found at the first transmission) is
+// in neither; one whose INFORM went out but whose reply was lost is in both
+// (the server may well have registered it).
+func TestFailedAddressHeldOnlyIfSent(t *testing.T) {
+	cfg := defaults()
+	cfg.StatePath = filepath.Join(t.TempDir(), "state.json")
+	h := startOnLink(t, cfg, true)
+	never := global("2001:db8::1", 600*time.Second)
+	h.mon.ev <- netmon.Event{Kind: netmon.AddrAdded, Addr: never} // lookup misses: nothing sent
+	h.settle()
+	h.reg.mu.Lock()
+	h.reg.fail = true // sent, no reply
+	h.reg.mu.Unlock()
+	lost := global("2001:db8::2", 600*time.Second)
+	h.mon.add(lost)
+	st := h.settle()
+	if p1, p2 := phaseOf(st, "2001:db8::1"), phaseOf(st, "2001:db8::2"); p1 != Failed || p2 != Failed {
+		t.Fatalf("phases %v, %v; want failed, failed", p1, p2)
+	}
+	h.clk.Advance(stateDebounce)
+	h.settle()
+	got, err := readState(cfg.StatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Addr != lost.IP {
+		t.Errorf("state file = %+v, want only 2001:db8::2 (sent, reply lost)", got)
+	}
+	h.mon.remove(never)
+	h.mon.remove(lost)
+	h.settle()
+	var dereg []netip.Addr
+	_, sends := h.reg.snapshot()
+	for _, s := range sends {
+		if s.deregistered {
+			dereg = append(dereg, s.addr)
+		}
+	}
+	if len(dereg) != 1 || dereg[0] != lost.IP {
+		t.Errorf("deregistered %v, want only 2001:db8::2", dereg)
 	}
 }
