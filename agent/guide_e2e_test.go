@@ -1,0 +1,45 @@
+package agent_test
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/addrreg/addrreg/test/topo"
+)
+
+// What the deployment guide (doc/deployment.md) says the network needs,
+// run as it says it: an RA with the O flag from the guide's radvd
+// configuration file, or no such RA and --require-ra-flags=false.
+
+const radvdConf = "../doc/examples/radvd-addrreg.conf"
+
+func TestE2EGuideNetwork(t *testing.T) {
+	t.Run("radvd example with the O flag", func(t *testing.T) {
+		l := newLab(t, labOpts{noRouter: true})
+		dir := t.TempDir()
+		conf := absPath(t, radvdConf)
+		if fi, err := os.Stat(conf); err != nil || fi.Mode().Perm()&0o022 != 0 {
+			// radvd refuses a configuration file others can write.
+			t.Fatalf("%s: %v, mode %v", conf, err, fi.Mode())
+		}
+		l.router.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
+		l.router.Start(t, "radvd", "radvd", "--nodaemon", "--config", conf, "--pidfile", filepath.Join(dir, "radvd.pid"),
+			"--logmethod", "stderr", "--debug", "1")
+		ip := addrOf(l.globals(t, 1)[0])
+		p := l.startAgent(t)
+		p.WaitOutput(t, "RA with M or O flag seen", 30*time.Second)
+		l.waitBindings(t, ip.String(), 20*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[ip]; return ok })
+	})
+	t.Run("no M or O, --require-ra-flags=false", func(t *testing.T) {
+		l := newLab(t, labOpts{ra: topo.RA{Prefixes: []topo.PIO{{Prefix: prefix1, Valid: 600 * time.Second, Preferred: 300 * time.Second}}}})
+		ip := addrOf(l.globals(t, 1)[0])
+		p := l.startAgent(t, "--require-ra-flags=false")
+		l.waitBindings(t, ip.String(), 20*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[ip]; return ok })
+		if logLines(p.Output(), "RA with M or O flag seen") != 0 {
+			t.Errorf("the RA had neither M nor O, but the agent saw one")
+		}
+	})
+}
