@@ -3,6 +3,7 @@ package agent_test
 import (
 	"encoding/csv"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -53,10 +54,17 @@ func absPath(t *testing.T, rel string) string {
 // a temporary directory. It returns the memfile lease file's path.
 func startKea3(t *testing.T, nd *topo.Node) (*topo.Proc, string) {
 	t.Helper()
-	bin, conf, dir := kea3Bin(t), absPath(t, kea3Conf), t.TempDir()
-	env := []string{"env", "KEA_DHCP_DATA_DIR=" + dir, "KEA_PIDFILE_DIR=" + dir, "KEA_LOCKFILE_DIR=" + dir}
+	return startKea3Conf(t, nd, absPath(t, kea3Conf))
+}
+
+// startKea3Conf is startKea3 with another configuration file and more
+// environment (NAME=value).
+func startKea3Conf(t *testing.T, nd *topo.Node, conf string, extraEnv ...string) (*topo.Proc, string) {
+	t.Helper()
+	bin, dir := kea3Bin(t), t.TempDir()
+	env := append([]string{"env", "KEA_DHCP_DATA_DIR=" + dir, "KEA_PIDFILE_DIR=" + dir, "KEA_LOCKFILE_DIR=" + dir}, extraEnv...)
 	out := nd.MustExec(t, append(env, bin, "-t", conf)...)
-	t.Logf("kea-dhcp6 %s -t %s:\n%s", strings.TrimSpace(nd.MustExec(t, bin, "-v")), kea3Conf, out)
+	t.Logf("kea-dhcp6 %s -t %s:\n%s", strings.TrimSpace(nd.MustExec(t, bin, "-v")), conf, out)
 	nd.WaitAddrs(t, "eth0", topo.LinkLocal, 10*time.Second)
 	p := nd.Start(t, "kea-dhcp6", append(env, bin, "-c", conf)...)
 	p.WaitOutput(t, "DHCP6_STARTED", 20*time.Second)
@@ -210,4 +218,73 @@ func TestE2EKea3Relayed(t *testing.T) {
 	if !strings.Contains(rp.Output(), "2001:db8:2::1") {
 		t.Errorf("dnsmasq log does not show the relay:\n%s", rp.Output())
 	}
+}
+
+// Kea's lease-query hook does not return registered (state 4) leases: a
+// leasequery by address for an address Kea holds in state 4 gets a reply
+// without the client. The hook library is a separate build target
+// (libdhcp_lease_query.so); KEA3_LEASEQUERY_LIB names it. The guide's
+// configuration is run with two additions a leasequery needs: the hook,
+// and a unicast address for Kea to listen on.
+func TestE2EKea3LeasequeryMissesRegistrations(t *testing.T) {
+	kea3Bin(t)
+	lib := os.Getenv("KEA3_LEASEQUERY_LIB")
+	if lib == "" {
+		t.Skip("KEA3_LEASEQUERY_LIB not set: needs Kea 3.x's libdhcp_lease_query.so")
+	}
+	conf := kea3ConfWith(t, func(d map[string]any) {
+		d["interfaces-config"] = map[string]any{"interfaces": []string{"eth0/" + serverIP}}
+		d["hooks-libraries"] = []any{map[string]any{
+			"library":    filepath.Base(lib),
+			"parameters": map[string]any{"requesters": []string{prefix1}},
+		}}
+	})
+	l := newLab(t, labOpts{noServer: true})
+	kea, leases := startKea3Conf(t, l.server, conf, "KEA_HOOKS_PATH="+filepath.Dir(lib))
+	if !strings.Contains(kea.Output(), "lease_query") && !strings.Contains(kea.Output(), "LEASE_QUERY") {
+		t.Logf("Kea log shows no lease-query hook:\n%s", kea.Output())
+	}
+	ip := addrOf(l.globals(t, 1)[0])
+	p := l.startAgent(t)
+	p.WaitOutput(t, "registration supported on link", 15*time.Second)
+	line, _ := waitRegisteredLease(t, leases, ip, 30*time.Second)
+	t.Logf("registered lease: %s", line)
+	out, err := l.host.Exec(topo.BuildBinary(t, "./cmd/addrreg-refserver"), "query", "--address", ip.String(), "--server", serverIP, "--json")
+	t.Logf("leasequery by address %s to Kea: %s (%v)", ip, strings.TrimSpace(out), err)
+	if err != nil && !strings.Contains(out, "status") {
+		t.Fatalf("Kea did not answer the leasequery: %v\nKea log:\n%s", err, kea.Output())
+	}
+	if strings.Contains(out, strings.ToLower(testDUID)) {
+		t.Errorf("Kea's leasequery returned the registered lease of %s: update doc/deployment.md", ip)
+	}
+}
+
+// kea3ConfWith writes the guide's configuration with edit applied to its
+// Dhcp6 map (comment lines dropped) into a temporary file.
+func kea3ConfWith(t *testing.T, edit func(map[string]any)) string {
+	t.Helper()
+	b, err := os.ReadFile(kea3Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "//") {
+			keep = append(keep, line)
+		}
+	}
+	var c map[string]map[string]any
+	if err := json.Unmarshal([]byte(strings.Join(keep, "\n")), &c); err != nil {
+		t.Fatalf("%s: %v", kea3Conf, err)
+	}
+	edit(c["Dhcp6"])
+	out, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kea-dhcp6.json")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
