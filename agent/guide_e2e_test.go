@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,4 +43,26 @@ func TestE2EGuideNetwork(t *testing.T) {
 			t.Errorf("the RA had neither M nor O, but the agent saw one")
 		}
 	})
+}
+
+// The troubleshooting table's "failed send" row: a host firewall rule that
+// drops registrations on output makes sendmsg fail with EPERM, and the
+// agent says so (discovery, from the link-local address, still passes).
+func TestE2EGuideSendRefused(t *testing.T) {
+	l := newLab(t, labOpts{})
+	ip := addrOf(l.globals(t, 1)[0])
+	l.host.MustExec(t, "nft", "add table inet guide")
+	l.host.MustExec(t, "nft", "add chain inet guide out { type filter hook output priority 0 ; }")
+	l.host.MustExec(t, "nft", "add rule inet guide out ip6 saddr "+prefix1+" udp dport 547 drop")
+	p := l.startAgent(t, "--irt", "300ms")
+	p.WaitOutput(t, "registration supported on link", 15*time.Second)
+	p.WaitOutput(t, "registration failed", 20*time.Second)
+	if n := logLines(p.Output(), `msg="registration failed"`, "addr="+ip.String()+" ", "operation not permitted"); n == 0 {
+		t.Errorf("agent log has no \"registration failed\" for %s naming \"operation not permitted\"", ip)
+	}
+	for _, line := range strings.Split(p.Output(), "\n") {
+		if strings.Contains(line, "registration failed") {
+			t.Logf("%s", line)
+		}
+	}
 }
