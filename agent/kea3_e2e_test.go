@@ -169,6 +169,8 @@ func checkKea3Log(t *testing.T, kea *topo.Proc) {
 func TestE2EKea3Direct(t *testing.T) {
 	kea3Bin(t)
 	l := newLab(t, labOpts{noServer: true})
+	// The address the guide's Kea listens on for relays (it must exist).
+	l.server.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
 	kea, leases := startKea3(t, l.server)
 	ip := addrOf(l.globals(t, 1)[0])
 	p := l.startAgent(t)
