@@ -66,3 +66,25 @@ func TestE2EGuideSendRefused(t *testing.T) {
 		}
 	}
 }
+
+// The guide shows each example file whole, in a fenced block: the text
+// operators copy is the text the tests run.
+func TestGuideShowsExampleFiles(t *testing.T) {
+	guide, err := os.ReadFile("../doc/deployment.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob("../doc/examples/*")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example files: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(guide), "\n"+string(b)+"```\n") {
+			t.Errorf("doc/deployment.md does not show %s as it is (in a fenced block)", filepath.Base(f))
+		}
+	}
+}
