@@ -7,9 +7,10 @@ LDFLAGS    := -s -w -X main.version=$(VERSION)
 BIN        := bin
 CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
-# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay; isc-dhcp-relay
-# is the relay the deployment guide warns of (it drops registrations).
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base isc-dhcp-relay
+# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
+# loss and refused sends; isc-dhcp-relay is the relay the deployment guide
+# warns of (it drops registrations).
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 
