@@ -23,10 +23,11 @@ STATIC_ENV   := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH)
 STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
 # dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
-# loss and refused sends. Packaging and its tests: debhelper & co. build the
-# .debs, go-md2man the man pages, lintian and systemd-analyze (systemd,
-# man-db) check them, file reads ELF headers.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables \
+# loss and refused sends; isc-dhcp-relay is the relay the deployment guide
+# warns of (it drops registrations). Packaging and its tests: debhelper & co.
+# build the .debs, go-md2man the man pages, lintian and systemd-analyze
+# (systemd, man-db) check them, file reads ELF headers.
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay \
               debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
@@ -41,8 +42,9 @@ deps: ## install the Debian packages the demo and tests need (apt-get, as root)
 		echo "installing $(DEB_PKGS)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PKGS); \
 	fi
-	@# Kea and dnsmasq are started by the tests in namespaces, never as system services.
+	@# Kea, dnsmasq and dhcrelay are started by the tests in namespaces, never as system services.
 	@-systemctl disable --now kea-dhcp6-server >/dev/null 2>&1 || true
+	@-systemctl disable --now isc-dhcp-relay >/dev/null 2>&1 || true
 	@$(GO) version
 
 build: ## build the binaries into bin/
