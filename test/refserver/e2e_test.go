@@ -14,6 +14,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/refserver"
 	"github.com/addrreg/addrreg/test/topo"
 )
@@ -41,16 +42,6 @@ func query(t *testing.T, nd *topo.Node, bin string, args ...string) queryJSON {
 		t.Fatalf("query %v: %v\n%s", args, err, out)
 	}
 	return q
-}
-
-func queryAddrs(q queryJSON) map[string]string {
-	m := map[string]string{}
-	for _, c := range q.Clients {
-		for _, a := range c.Addrs {
-			m[a.Addr] = c.DUID
-		}
-	}
-	return m
 }
 
 // register sends an ADDR-REG-INFORM from addr in nd and checks the reply.
@@ -122,14 +113,23 @@ func TestE2E(t *testing.T) {
 	check := func(stage string) {
 		t.Helper()
 		for _, a := range addrs {
-			q := query(t, srv, bin, "--address", a.String())
-			if got := queryAddrs(q)[a.String()]; got != hex.EncodeToString(duid) {
-				t.Errorf("%s: query --address %s: DUID %q, want %x (%+v)", stage, a, got, duid, q)
+			b := dhcp6test.Bindings(t, srv, refserver.QueryOptions{Address: a})
+			if got := b[a].DUID; got != hex.EncodeToString(duid) {
+				t.Errorf("%s: leasequery by address %s: DUID %q, want %x (%v)", stage, a, got, duid, b)
 			}
 		}
+		// By client ID with the command an operator runs.
 		q := query(t, srv, bin, "--client-id", hex.EncodeToString(duid))
-		if got := queryAddrs(q); len(got) != len(addrs) {
-			t.Errorf("%s: query --client-id: %v, want %v", stage, got, addrs)
+		var got []string
+		for _, c := range q.Clients {
+			for _, a := range c.Addrs {
+				if c.DUID == hex.EncodeToString(duid) {
+					got = append(got, a.Addr)
+				}
+			}
+		}
+		if len(got) != len(addrs) {
+			t.Errorf("%s: query --client-id: %v, want %v (%+v)", stage, got, addrs, q)
 		}
 	}
 	check("after registration")
@@ -151,12 +151,12 @@ func TestE2E(t *testing.T) {
 
 	// A 3 s binding disappears on time.
 	register(t, cli, "eth0", short, testDUID(2), 3, 3)
-	if q := query(t, srv, bin, "--address", short.String()); len(q.Clients) != 1 {
-		t.Fatalf("short binding not found: %+v", q)
+	if b := dhcp6test.Bindings(t, srv, refserver.QueryOptions{Address: short}); len(b) != 1 {
+		t.Fatalf("short binding not found: %v", b)
 	}
 	time.Sleep(3500 * time.Millisecond)
-	if q := query(t, srv, bin, "--address", short.String()); len(q.Clients) != 0 {
-		t.Fatalf("short binding still there after 3.5 s: %+v", q)
+	if b := dhcp6test.Bindings(t, srv, refserver.QueryOptions{Address: short}); len(b) != 0 {
+		t.Fatalf("short binding still there after 3.5 s: %v", b)
 	}
 	if !strings.Contains(p.Output(), "msg=expire") {
 		t.Errorf("no expire log line:\n%s", p.Output())
@@ -213,9 +213,9 @@ func TestE2ERelay(t *testing.T) {
 
 	duid := testDUID(7)
 	register(t, cli, "eth1", a, duid, 600, 1200)
-	q := query(t, srv, bin, "--address", a.String())
-	if got := queryAddrs(q)[a.String()]; got != hex.EncodeToString(duid) {
-		t.Fatalf("relayed binding: %+v", q)
+	b := dhcp6test.Bindings(t, srv, refserver.QueryOptions{Address: a})
+	if got := b[a].DUID; got != hex.EncodeToString(duid) {
+		t.Fatalf("relayed binding: %v", b)
 	}
 	for _, want := range []string{"msg=register", "relayed=true", "link_addr=2001:db8:2::1", "link_layer="} {
 		if !strings.Contains(p.Output(), want) {
