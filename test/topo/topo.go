@@ -34,11 +34,16 @@ import (
 // creates, so leftovers of a killed test binary can be found (see Sweep).
 const Prefix = "ar"
 
-// RequireRoot skips the test when not running as root, except under CI
-// (CI=true), where a missing privilege is a failure: nothing is skipped
-// silently there.
+// RequireRoot marks a test that needs root (network namespaces, raw
+// sockets). It skips the test under -short (`make unit`: unit tests only,
+// as root or not) and when not running as root, except under CI (CI=true),
+// where a missing privilege is a failure: nothing is skipped silently
+// there. `make test` runs without -short, so nothing is skipped by it.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs root and network namespaces: not run under -short (make unit)")
+	}
 	if os.Geteuid() == 0 {
 		return
 	}
