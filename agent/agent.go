@@ -129,8 +129,13 @@ const (
 	IfUnsupported
 )
 
+var ifStateNames = [...]string{"unknown", "down", "probing", "supported", "unsupported"}
+
 func (s IfState) String() string {
-	return [...]string{"unknown", "down", "probing", "supported", "unsupported"}[s]
+	if s >= 0 && int(s) < len(ifStateNames) {
+		return ifStateNames[s]
+	}
+	return fmt.Sprintf("ifstate(%d)", int(s))
 }
 
 // Phase is an address's registration state.
@@ -145,8 +150,13 @@ const (
 	Deregistering
 )
 
+var phaseNames = [...]string{"pending", "registering", "registered", "failed", "deregistering"}
+
 func (p Phase) String() string {
-	return [...]string{"pending", "registering", "registered", "failed", "deregistering"}[p]
+	if p >= 0 && int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return fmt.Sprintf("phase(%d)", int(p))
 }
 
 // Re-discovery timers (RFC 8415 §18.2.6 spirit): a probe that failed on a

@@ -395,7 +395,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 			return res, err
 		}
 	}
-	start, err := r.exchange(ctx, ex, rt, transmit, check)
+	start, err := r.transact(ctx, ex, rt, transmit, check)
 	if !start.IsZero() {
 		res.Duration = r.clock.Now().Sub(start)
 	}
@@ -475,7 +475,7 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 		}
 		return transmit0(elapsed)
 	}
-	_, err = r.exchange(ctx, ex, r.cfg.Discovery, transmit, check)
+	_, err = r.transact(ctx, ex, r.cfg.Discovery, transmit, check)
 	if errors.Is(err, errCollected) {
 		// A retransmission came due inside the window: listen out the
 		// rest of it (until ex.stop) rather than cutting it short.
@@ -500,12 +500,12 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 	return supported, nil
 }
 
-// exchange drives the transmissions of ex (RFC 8415 §15) until check
+// transact drives the transmissions of ex (RFC 8415 §15) until check
 // accepts a datagram. transmit is called for every transmission with the
 // time since the first. It returns when the first transmission went out
 // (zero if none did) and nil, or an error from transmit or check,
 // ErrExchangeFailed, or ctx.Err().
-func (r *Registrar) exchange(ctx context.Context, ex *exchange, rt scheduler.Retrans,
+func (r *Registrar) transact(ctx context.Context, ex *exchange, rt scheduler.Retrans,
 	transmit func(elapsed time.Duration) error, check func(*datagram) (bool, error)) (time.Time, error) {
 	var (
 		start time.Time

@@ -22,7 +22,7 @@ type Send struct {
 	// From is the source address to send from; the zero value lets the
 	// kernel choose. Kea 3.x answers from its link-local address.
 	From netip.Addr
-	// Why labels the datagram in Sent and in the failure log.
+	// Why labels the datagram in Responder.Sent and in the failure log.
 	Why string
 }
 

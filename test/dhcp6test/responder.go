@@ -25,15 +25,15 @@ type Seen struct {
 // one answer or several.
 type Script func(p Packet, seen Seen) []Send
 
-// Sent is one datagram a Responder sent.
-type Sent struct {
+// Transmission is one datagram a Responder sent.
+type Transmission struct {
 	Type dhcpv6.MessageType
 	Dst  netip.Addr
 	XID  dhcpv6.TransactionID
 	Why  string
 }
 
-func (s Sent) String() string {
+func (s Transmission) String() string {
 	return fmt.Sprintf("%s %s→%s xid=%s", s.Why, s.Type, s.Dst, s.XID)
 }
 
@@ -51,7 +51,7 @@ type Responder struct {
 	stopped bool
 	script  Script
 	got     []Packet
-	sent    []Sent
+	sent    []Transmission
 	errs    []error
 }
 
@@ -136,7 +136,7 @@ func (r *Responder) answer(p Packet, s Send) {
 		if !s.Dst.IsValid() {
 			s.Dst = p.Src
 		}
-		r.Send(s)
+		r.SendNow(s)
 		return
 	}
 	// RFC 8415 §19.3: the Relay-Reply copies each level's link-address,
@@ -147,14 +147,14 @@ func (r *Responder) answer(p Packet, s Send) {
 		return
 	}
 	r.send(rr.ToBytes(), netip.AddrPortFrom(p.Src, p.SrcPort), s.From,
-		Sent{Type: s.Msg.MessageType, Dst: p.Src, XID: s.Msg.TransactionID, Why: s.Why + " (relayed)"})
+		Transmission{Type: s.Msg.MessageType, Dst: p.Src, XID: s.Msg.TransactionID, Why: s.Why + " (relayed)"})
 }
 
-// Send sends s.Msg to [s.Dst]:546 now (unsolicited, or from a Script's
+// SendNow sends s.Msg to [s.Dst]:546 now (unsolicited, or from a Script's
 // helper goroutine) and records it. A send error fails the test.
-func (r *Responder) Send(s Send) {
+func (r *Responder) SendNow(s Send) {
 	r.send(s.Msg.ToBytes(), netip.AddrPortFrom(s.Dst, 546), s.From,
-		Sent{Type: s.Msg.MessageType, Dst: s.Dst, XID: s.Msg.TransactionID, Why: s.Why})
+		Transmission{Type: s.Msg.MessageType, Dst: s.Dst, XID: s.Msg.TransactionID, Why: s.Why})
 }
 
 // SendRaw sends b from the responder's socket to dst as it is, unrecorded.
@@ -163,7 +163,7 @@ func (r *Responder) SendRaw(b []byte, dst netip.AddrPort) error {
 	return err
 }
 
-func (r *Responder) send(b []byte, dst netip.AddrPort, from netip.Addr, rec Sent) {
+func (r *Responder) send(b []byte, dst netip.AddrPort, from netip.Addr, rec Transmission) {
 	var oob []byte
 	if from.IsValid() {
 		// A link-local source needs the interface too.
@@ -207,7 +207,7 @@ func (r *Responder) Every(d time.Duration, f func() []Send) {
 			case <-tk.C:
 			}
 			for _, s := range f() {
-				r.Send(s)
+				r.SendNow(s)
 			}
 		}
 	}()
@@ -250,10 +250,10 @@ func (r *Responder) Received(typ dhcpv6.MessageType) []Packet {
 }
 
 // Sent returns what the responder sent so far.
-func (r *Responder) Sent() []Sent {
+func (r *Responder) Sent() []Transmission {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]Sent(nil), r.sent...)
+	return append([]Transmission(nil), r.sent...)
 }
 
 // Errors returns the send errors so far (each has failed the test).

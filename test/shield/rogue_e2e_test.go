@@ -95,7 +95,7 @@ func startRogueServer(t *testing.T, nd *topo.Node, targets ...netip.Addr) *rogue
 
 // report returns what the rogue sent toward port 546, by why, and how many
 // Information-Requests and ADDR-REG-INFORMs it received.
-func (r *rogueServer) report() (sent []dhcp6test.Sent, byWhy map[string]int, infoReqs, informs int) {
+func (r *rogueServer) report() (sent []dhcp6test.Transmission, byWhy map[string]int, infoReqs, informs int) {
 	sent = r.Sent()
 	byWhy = map[string]int{}
 	for _, s := range sent {
@@ -282,7 +282,7 @@ var (
 // rogueCounters stops the rogue and waits until the shield has seen every
 // frame it sent toward port 546; it returns the rogue's port counters and
 // what the rogue sent.
-func (l *rogueLab) rogueCounters(t *testing.T) (PortStats, []dhcp6test.Sent, map[string]int) {
+func (l *rogueLab) rogueCounters(t *testing.T) (PortStats, []dhcp6test.Transmission, map[string]int) {
 	t.Helper()
 	l.rogue.Stop()
 	sent, byWhy, _, _ := l.rogue.report()
