@@ -4,6 +4,9 @@
 // refreshes the registrations as their lifetimes change and deregisters
 // addresses that go away.
 //
+// It is internal to addrregd, not a supported API: it is exported only for
+// cmd/addrregd and changes with the daemon.
+//
 // One goroutine (Run's) owns all state. Netmon events, probe and exchange
 // results, refresh deadlines and SIGHUP requests reach it over channels;
 // exchanges run in their own goroutines, at most Config.MaxInflight at once

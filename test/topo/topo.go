@@ -3,7 +3,8 @@
 // one namespace per node (router, server, host, rogue, relay…) attached to it
 // by a veth pair. Everything a test creates is removed in t.Cleanup, also
 // when the test fails or panics; names carry a per-test random id so parallel
-// test binaries never collide.
+// test binaries never collide. It is test infrastructure, imported only by
+// this module's tests (and test/dhcp6test), not a supported API.
 //
 //	topo.RequireRoot(t)
 //	n := topo.New(t)
