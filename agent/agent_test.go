@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
 	"github.com/addrreg/addrreg/scheduler"
@@ -173,8 +175,13 @@ func start(t *testing.T, cfg Config, supported bool) *harness {
 	h.ag = New(cfg, h.mon, h.reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
+	// Every goroutine the agent starts ends with Run: none outlives it.
+	running := goleak.IgnoreCurrent()
 	go func() { h.done <- h.ag.Run(ctx) }()
-	t.Cleanup(func() { h.shutdown() })
+	t.Cleanup(func() {
+		h.shutdown()
+		goleak.VerifyNone(t, running)
+	})
 	return h
 }
 
