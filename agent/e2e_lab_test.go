@@ -18,7 +18,7 @@ import (
 // host running the real addrregd binary, joined by a bridge. A sniffer in
 // the server's namespace records every DHCPv6 message that reaches port 547,
 // so tests assert on the bytes on the wire; the server's bindings are read
-// with the reference server's own leasequery client, as an operator would.
+// by leasequery with the reference server's own requestor (dhcp6test).
 
 const (
 	prefix1  = "2001:db8:1::/64"

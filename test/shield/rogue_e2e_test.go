@@ -318,10 +318,13 @@ func nonZero(m map[string]uint64) map[string]uint64 {
 
 // checkAllDropped asserts that the shield dropped, on the rogue's port,
 // exactly the n messages the rogue sent toward port 546, as client-bound
-// DHCPv6, and nothing else; and that it logged a security alert for each
-// (or counted the line as rate-limited).
+// DHCPv6, and nothing else; that it logged a security alert for each
+// (or counted the line as rate-limited); and that none reached the host.
 func (l *rogueLab) checkAllDropped(t *testing.T, st PortStats, n int) {
 	t.Helper()
+	if got := l.rogueAtHost(); got != 0 {
+		t.Errorf("the host received %d of the rogue's messages on port 546, want 0", got)
+	}
 	alerts := len(alertRE.FindAllString(l.shield.Output(), -1))
 	t.Logf("shield log: %d security alerts for progue, %d lines suppressed", alerts, st.LogSuppressed)
 	if uint64(alerts)+st.LogSuppressed != uint64(n) {
@@ -339,6 +342,30 @@ func (l *rogueLab) checkAllDropped(t *testing.T, st PortStats, n int) {
 	if st.ServerMessages != uint64(n) {
 		t.Errorf("progue server_messages = %d, want %d", st.ServerMessages, n)
 	}
+}
+
+// attack builds the network (newRogueLab), waits for the host's
+// addresses, holds the real server and starts the agent.
+func attack(t *testing.T, rogueTrusted bool, serverArgs ...string) (*rogueLab, []netip.Addr, *topo.Proc) {
+	t.Helper()
+	start := time.Now()
+	l := newRogueLab(t, rogueTrusted, serverArgs...)
+	t.Logf("network ready after %v", time.Since(start).Round(time.Millisecond))
+	addrs := l.hostAddrs(t)
+	t.Logf("host addresses %v after %v", addrs, time.Since(start).Round(time.Millisecond))
+	l.holdServer(t)
+	return l, addrs, l.startAgent(t)
+}
+
+// rogueAnsweredFirst waits until the rogue has answered the agent's
+// Information-Request, checks that its answer did not decide anything, and
+// releases the real server.
+func (l *rogueLab) rogueAnsweredFirst(t *testing.T, agent *topo.Proc) {
+	t.Helper()
+	l.waitRogueAnswered(t)
+	time.Sleep(500 * time.Millisecond)
+	undecided(t, agent)
+	l.releaseServer(t)
 }
 
 // undecided asserts that the agent has not yet decided whether the link
@@ -366,16 +393,8 @@ func TestShieldRogueServer(t *testing.T) {
 	// Case A: the real server offers option 148.
 	t.Run("shield/server-offers-148", func(t *testing.T) {
 		start := time.Now()
-		l := newRogueLab(t, false)
-		t.Logf("network ready after %v", time.Since(start).Round(time.Millisecond))
-		addrs := l.hostAddrs(t)
-		t.Logf("host addresses %v after %v", addrs, time.Since(start).Round(time.Millisecond))
-		l.holdServer(t)
-		agent := l.startAgent(t)
-		l.waitRogueAnswered(t)
-		time.Sleep(500 * time.Millisecond)
-		undecided(t, agent)
-		l.releaseServer(t)
+		l, addrs, agent := attack(t, false)
+		l.rogueAnsweredFirst(t, agent)
 
 		t.Logf("agent: %s", waitLog(t, agent, supportedRE, 10*time.Second))
 		for _, a := range addrs {
@@ -394,25 +413,14 @@ func TestShieldRogueServer(t *testing.T) {
 		// nothing else of the rogue's: no forged Reply or ADDR-REG-REPLY
 		// reached the host, so it registered on the real server's answers.
 		l.checkAllDropped(t, st, len(sent))
-		if n := l.rogueAtHost(); n != 0 {
-			t.Errorf("the host received %d of the rogue's messages on port 546, want 0", n)
-		}
 		t.Logf("case A took %v", time.Since(start).Round(time.Millisecond))
 	})
 
 	// Case B: the real server does not offer option 148; the rogue does.
 	t.Run("shield/server-without-148", func(t *testing.T) {
 		start := time.Now()
-		l := newRogueLab(t, false, "--no-addr-reg")
-		t.Logf("network ready after %v", time.Since(start).Round(time.Millisecond))
-		addrs := l.hostAddrs(t)
-		t.Logf("host addresses %v after %v", addrs, time.Since(start).Round(time.Millisecond))
-		l.holdServer(t)
-		agent := l.startAgent(t)
-		l.waitRogueAnswered(t)
-		time.Sleep(500 * time.Millisecond)
-		undecided(t, agent)
-		l.releaseServer(t)
+		l, addrs, agent := attack(t, false, "--no-addr-reg")
+		l.rogueAnsweredFirst(t, agent)
 
 		t.Logf("agent: %s", waitLog(t, agent, notOfferedRE, 10*time.Second))
 		time.Sleep(3 * time.Second) // registration would start at once
@@ -440,9 +448,6 @@ func TestShieldRogueServer(t *testing.T) {
 			t.Errorf("the rogue forged %d ADDR-REG-REPLYs: it saw INFORMs the host should not have sent", byWhy["forged"])
 		}
 		l.checkAllDropped(t, st, len(sent))
-		if n := l.rogueAtHost(); n != 0 {
-			t.Errorf("the host received %d of the rogue's messages on port 546, want 0", n)
-		}
 		t.Logf("case B took %v", time.Since(start).Round(time.Millisecond))
 	})
 
@@ -451,12 +456,7 @@ func TestShieldRogueServer(t *testing.T) {
 	// was the rogue's.
 	t.Run("control/rogue-trusted", func(t *testing.T) {
 		start := time.Now()
-		l := newRogueLab(t, true, "--no-addr-reg")
-		t.Logf("network ready after %v", time.Since(start).Round(time.Millisecond))
-		addrs := l.hostAddrs(t)
-		t.Logf("host addresses %v after %v", addrs, time.Since(start).Round(time.Millisecond))
-		l.holdServer(t)
-		agent := l.startAgent(t)
+		l, addrs, agent := attack(t, true, "--no-addr-reg")
 		t.Logf("agent: %s", waitLog(t, agent, supportedRE, 10*time.Second))
 		for _, a := range addrs {
 			t.Logf("agent: %s", waitLog(t, agent, registeredRE(a), 10*time.Second))
