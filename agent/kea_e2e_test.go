@@ -74,7 +74,7 @@ func startKea(t *testing.T, l *lab, offer148 bool) *topo.Proc {
 	return p
 }
 
-// orHas148 reports whether an Information-Request asks for option 148.
+// oroHas148 reports whether an Information-Request asks for option 148.
 func oroHas148(m dhcp6test.Packet) bool {
 	return slices.Contains(m.Msg.Options.RequestedOptions(), dhcpv6.OptionAddrRegEnable)
 }
