@@ -1,8 +1,6 @@
 package dhcp6test
 
 import (
-	"errors"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -43,7 +41,7 @@ func TestE2EKit(t *testing.T) {
 		t.Helper()
 		var got *dhcpv6.Message
 		if err := cli.Do(func() (err error) {
-			got, err = exchange(ifname, src, inform(xid).ToBytes())
+			got, err = Exchange(ifname, src, inform(xid).ToBytes(), 5*time.Second)
 			return err
 		}); err != nil {
 			t.Fatalf("ADDR-REG-INFORM from %s on %s: %v", src, ifname, err)
@@ -103,33 +101,4 @@ func TestE2EKit(t *testing.T) {
 	if after := len(r.Sent()); before <= 3 || after != before {
 		t.Errorf("sent %d before Stop (want more than 3), %d after", before, after)
 	}
-}
-
-// exchange sends msg from [src]:546 to ff02::1:2%ifname:547 and waits for
-// the answer with the same transaction ID, retrying every 500 ms. It runs
-// in the client's namespace.
-func exchange(ifname string, src netip.Addr, msg []byte) (*dhcpv6.Message, error) {
-	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: src.AsSlice(), Port: 546})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	dst := &net.UDPAddr{IP: net.ParseIP("ff02::1:2"), Port: 547, Zone: ifname}
-	buf := make([]byte, 65536)
-	for try := 0; try < 10; try++ {
-		if _, err := c.WriteToUDP(msg, dst); err != nil {
-			return nil, err
-		}
-		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				break
-			}
-			if m, err := dhcpv6.MessageFromBytes(buf[:n]); err == nil && m.TransactionID == [3]byte(msg[1:4]) {
-				return m, nil
-			}
-		}
-	}
-	return nil, errors.New("no answer")
 }

@@ -52,7 +52,7 @@ func register(t *testing.T, nd *topo.Node, ifname string, addr netip.Addr, duid 
 	var r *dhcpv6.Message
 	err := nd.Do(func() error {
 		var err error
-		r, _, err = exchange(ifname, addr, msg, 5*time.Second)
+		r, err = dhcp6test.Exchange(ifname, addr, msg, 5*time.Second)
 		return err
 	})
 	if err != nil {
@@ -98,7 +98,7 @@ func TestE2E(t *testing.T) {
 	ll, _ := netip.AddrFromSlice(cli.WaitAddrs(t, "eth0", topo.LinkLocal, 10*time.Second)[0].IP)
 	if err := cli.Do(func() error {
 		var err error
-		ir, _, err = exchange("eth0", ll, infoRequestMsg([3]byte{1, 2, 3}, duid), 5*time.Second)
+		ir, err = dhcp6test.Exchange("eth0", ll, infoRequestMsg([3]byte{1, 2, 3}, duid), 5*time.Second)
 		return err
 	}); err != nil {
 		t.Fatalf("Information-Request: %v", err)
