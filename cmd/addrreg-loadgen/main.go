@@ -9,6 +9,9 @@
 // It adds the n addresses (/128, nodad) to the interface and removes them at
 // exit. A server answering many addresses needs room in its neighbour table
 // (net.ipv6.neigh.default.gc_thresh3, default 1024).
+//
+// Its interface is the command line (flags, output, exit status), not Go:
+// the packages it is built from are listed with their status in README.md.
 package main
 
 import (
