@@ -147,9 +147,9 @@ type sent struct {
 type fakeReg struct {
 	act        *activity
 	mu         sync.Mutex
-	running    int               // Probe and Register calls under way, not blocked
-	blockedP   []context.Context // Probe calls waiting for their context
-	blockedR   []context.Context // Register calls waiting for their context
+	running    int        // Probe and Register calls under way, not blocked
+	blockedP   []*blocked // Probe calls waiting for their context
+	blockedR   []*blocked // Register calls waiting for their context (or a gate)
 	supported  bool
 	probes     int
 	sends      []sent
@@ -179,33 +179,61 @@ func (r *fakeReg) leave() {
 	r.act.signal()
 }
 
-func (r *fakeReg) block(list *[]context.Context, ctx context.Context) {
+// blocked is a fake call waiting until its context ends or until closes.
+type blocked struct {
+	ctx   context.Context
+	until <-chan struct{}
+}
+
+// over reports whether the call is about to return (its goroutine may not
+// have woken yet).
+func (b *blocked) over() bool {
+	select {
+	case <-b.ctx.Done():
+		return true
+	case <-b.until:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *fakeReg) block(list *[]*blocked, ctx context.Context) {
+	r.blockUntil(list, ctx, nil)
+}
+
+// blockUntil blocks a call under way until ctx ends or until closes.
+func (r *fakeReg) blockUntil(list *[]*blocked, ctx context.Context, until <-chan struct{}) {
+	b := &blocked{ctx, until}
 	r.mu.Lock()
-	*list = append(*list, ctx)
+	*list = append(*list, b)
 	r.running--
 	r.mu.Unlock()
 	r.act.signal()
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-until:
+	}
 	r.mu.Lock()
-	*list = slices.DeleteFunc(*list, func(c context.Context) bool { return c == ctx })
+	*list = slices.DeleteFunc(*list, func(x *blocked) bool { return x == b })
 	r.running++
 	r.mu.Unlock()
 	r.act.signal()
 }
 
 // calls returns how many calls are under way and how many blocked. A
-// blocked call whose context has ended is under way: it is about to
-// return, though its goroutine has not woken yet.
+// blocked call whose wait is over is under way: it is about to return,
+// though its goroutine has not woken yet.
 func (r *fakeReg) calls() (running, blockedProbes, blockedRegisters int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	running = r.running
-	count := func(list []context.Context) (n int) {
-		for _, c := range list {
-			if c.Err() == nil {
-				n++
-			} else {
+	count := func(list []*blocked) (n int) {
+		for _, b := range list {
+			if b.over() {
 				running++
+			} else {
+				n++
 			}
 		}
 		return n
