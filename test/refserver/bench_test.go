@@ -42,6 +42,41 @@ func BenchmarkHandleInform(b *testing.B) {
 	}
 }
 
+// BenchmarkHandleInformRelayed: the server's workload in issue 13's
+// benchmark: each INFORM relayed, from a new client for a new address,
+// the reply built into a reused buffer as the server does.
+func BenchmarkHandleInformRelayed(b *testing.B) {
+	relay := netip.MustParseAddr("2001:db8:2::1")
+	cfg := testHandler(func(c *HandlerConfig) {
+		c.Prefixes = map[string][]netip.Prefix{relay.String(): {netip.MustParsePrefix("2001:db8:2::/64")}}
+	}).cfg
+	h := NewHandler(cfg)
+	const n = 1 << 16
+	pkts := make([]Packet, n)
+	for i := range pkts {
+		a := netip.MustParseAddr("2001:db8:2::").As16()
+		a[12], a[13], a[14], a[15] = 1, byte(i>>16), byte(i>>8), byte(i)
+		duid := []byte{0, 2, 0, 0, 0x7e, 0x99, 0, 1, byte(i >> 8), byte(i)}
+		inf := newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, duid).ia(netip.AddrFrom16(a), 1800, 3600).bytes()
+		pkts[i] = pkt(relay, relayFwd(0, relay, netip.AddrFrom16(a), nil, inf))
+	}
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == n {
+			// Start over on a fresh handler: registrations, not refreshes.
+			b.StopTimer()
+			h, i = NewHandler(cfg), 0
+			b.StartTimer()
+		}
+		if _, _, _, err := h.HandleInto(buf, t0, pkts[i]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // BenchmarkHandleLeasequery: QUERY_BY_ADDRESS over 1024 bindings.
 func BenchmarkHandleLeasequery(b *testing.B) {
 	h := testHandler()

@@ -15,7 +15,7 @@ import (
 // QUERY_BY_CLIENTID with link-address 0::0 for a client with bindings on
 // several links is answered with OPTION_LQ_CLIENT_LINK listing those links
 // (RFC 5007 §4.1.2.5); the requestor then asks per link.
-func (h *Handler) leasequery(now time.Time, msg *dhcpv6.Message, opts []rawOption, requestor netip.Addr, ev *Event) ([]byte, error) {
+func (h *Handler) leasequery(b []byte, now time.Time, xid [3]byte, opts []rawOption, requestor netip.Addr, ev *Event) ([]byte, error) {
 	// RFC 5007 §4.2.1: discard without Client ID, with a foreign Server ID, or without a query.
 	cid, ok := findOne(opts, uint16(dhcpv6.OptionClientID))
 	if !ok || len(cid.Data) == 0 {
@@ -28,7 +28,7 @@ func (h *Handler) leasequery(now time.Time, msg *dhcpv6.Message, opts []rawOptio
 	if !ok {
 		return nil, fmt.Errorf("%w: from %s", ErrNoQuery, requestor)
 	}
-	b := msgHeader(dhcpv6.MessageTypeLeaseQueryReply, msg.TransactionID)
+	b = appendMsgHeader(b, dhcpv6.MessageTypeLeaseQueryReply, xid)
 	b = appendOption(b, uint16(dhcpv6.OptionServerID), h.cfg.ServerDUID)
 	b = appendOption(b, uint16(dhcpv6.OptionClientID), cid.Data)
 	status := func(code uint16, text string) ([]byte, error) {
@@ -62,7 +62,7 @@ func (h *Handler) leasequery(now time.Time, msg *dhcpv6.Message, opts []rawOptio
 		if bd := h.byAddr[ia.Addr]; bd != nil && !bd.expired(now) &&
 			(q.LinkAddr.IsUnspecified() || h.onLinkLocked(bd, q.LinkAddr)) {
 			// Return the client's data on that link: all its addresses there.
-			for a := range h.byDUID[string(bd.DUID)] {
+			for a := range h.byDUID[string(bd.DUID)].all {
 				if ob := h.byAddr[a]; ob != nil && sameLink(ob, bd) && !ob.expired(now) {
 					found = append(found, ob)
 				}
@@ -76,7 +76,7 @@ func (h *Handler) leasequery(now time.Time, msg *dhcpv6.Message, opts []rawOptio
 		if !q.LinkAddr.IsUnspecified() && !h.knownLinkLocked(q.LinkAddr) {
 			return status(StatusNotConfigured, "unknown link-address")
 		}
-		for a := range h.byDUID[string(o.Data)] {
+		for a := range h.byDUID[string(o.Data)].all {
 			bd := h.byAddr[a]
 			if bd == nil || bd.expired(now) {
 				continue
