@@ -151,8 +151,8 @@ type report struct {
 	Sent     int     `json:"sent"`
 	Replied  int     `json:"replied"`
 	Answered float64 `json:"answered_pct"` // replied in time, % of sent
-	Dropped  int     `json:"dropped"` // unanswered within --timeout
-	Orphans  int     `json:"orphans"` // replies matching no outstanding INFORM
+	Dropped  int     `json:"dropped"`      // unanswered within --timeout
+	Orphans  int     `json:"orphans"`      // replies matching no outstanding INFORM
 	Elapsed  float64 `json:"elapsed_s"`
 	Rate     float64 `json:"replies_per_s"`
 	MinMs    float64 `json:"min_ms"`

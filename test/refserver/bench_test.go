@@ -153,7 +153,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 					defer wg.Done()
 					ack := make(chan struct{}, 1)
 					for i := 0; i < per; i++ {
-						s.jobs <- job{evs: []Event{registerEvent(addrs[(c*per+i)%len(addrs)])}, send: func() { ack <- struct{}{} }}
+						s.enqueue(job{ev: registerEvent(addrs[(c*per+i)%len(addrs)]), done: func() { ack <- struct{}{} }})
 						<-ack
 					}
 				}(c)

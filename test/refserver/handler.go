@@ -86,6 +86,8 @@ type HandlerConfig struct {
 	LeasequeryAllow            []netip.Prefix // nil: ::1 only
 	RatePerSource, RatePerDUID float64
 	Burst                      int
+	// MaxBindingsPerDUID: 0 is DefaultMaxBindingsPerDUID.
+	MaxBindingsPerDUID int
 }
 
 // Handler is the server's message logic without sockets or disk: it owns
@@ -121,6 +123,9 @@ func NewHandler(cfg HandlerConfig) *Handler {
 		for _, i := range cfg.Interfaces {
 			h.ifaces[i] = true
 		}
+	}
+	if h.cfg.MaxBindingsPerDUID <= 0 {
+		h.cfg.MaxBindingsPerDUID = DefaultMaxBindingsPerDUID
 	}
 	if h.cfg.LeasequeryAllow == nil {
 		h.cfg.LeasequeryAllow = []netip.Prefix{netip.MustParsePrefix("::1/128")}
@@ -298,10 +303,11 @@ func decodableDUID(d []byte) bool {
 // maxDUIDLen is RFC 8415 §11.1's limit: 2 octets of type, 128 of data.
 const maxDUIDLen = 130
 
-// MaxBindingsPerDUID bounds what one client may hold, so that its
-// leasequery reply fits one option (64 KB) and one host cannot fill the
-// server's memory and disk.
-const MaxBindingsPerDUID = 1024
+// DefaultMaxBindingsPerDUID bounds what one client may hold unless
+// configured otherwise (RFC 9686 §8), so that one host cannot fill the
+// server's memory and disk. A client with more bindings than one UDP
+// LEASEQUERY-REPLY holds is listed by Bulk Leasequery (RFC 5460).
+const DefaultMaxBindingsPerDUID = 1024
 
 // inform handles ADDR-REG-INFORM (RFC 9686 §4.2.1).
 // msg is the decoded message, or nil for a plainInform. The reply is
@@ -376,8 +382,8 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) error {
 		nb.Expires = now.Add(nb.Valid)
 	}
 	old := h.byAddr[ia.Addr]
-	if ia.Valid != 0 && (old == nil || !bytes.Equal(old.DUID, nb.DUID)) && h.byDUID[string(nb.DUID)].len() >= MaxBindingsPerDUID {
-		return fmt.Errorf("%w: %x holds %d", ErrTooManyBindings, nb.DUID, MaxBindingsPerDUID)
+	if ia.Valid != 0 && (old == nil || !bytes.Equal(old.DUID, nb.DUID)) && h.byDUID[string(nb.DUID)].len() >= h.cfg.MaxBindingsPerDUID {
+		return fmt.Errorf("%w: %x holds %d", ErrTooManyBindings, nb.DUID, h.cfg.MaxBindingsPerDUID)
 	}
 	switch {
 	case ia.Valid == 0: // RFC 9686 §4.2.1: valid lifetime 0 is an expired binding
