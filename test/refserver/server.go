@@ -512,7 +512,12 @@ func (s *Server) writer() {
 			}
 			evs = append(evs, j.evs...)
 		}
-		if err := s.commit(evs); err != nil {
+		t0 := time.Now()
+		err := s.commit(evs)
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("commit", "jobs", len(batch), "events", len(evs), "took", time.Since(t0))
+		}
+		if err != nil {
 			// Nothing is acknowledged that is not on disk, and memory
 			// now holds what the disk does not: stop, so that a restart
 			// reloads the truth from the database.

@@ -14,8 +14,8 @@ import (
 )
 
 var (
-	bucketBindings = []byte("bindings") // 16-byte address → JSON Binding
-	bucketHistory  = []byte("history")  // 8-byte sequence → JSON HistoryRecord
+	bucketBindings = []byte("bindings") // 16-byte address → Binding (codec.go; JSON in older databases)
+	bucketHistory  = []byte("history")  // 8-byte sequence → HistoryRecord (likewise)
 	bucketMeta     = []byte("meta")
 	keyServerDUID  = []byte("server-duid")
 )
@@ -50,7 +50,10 @@ func openStore(path string) (*store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create database directory for %s: %w", path, err)
 	}
-	db, err := bbolt.Open(path, 0o640, &bbolt.Options{Timeout: 2 * time.Second, FreelistType: bbolt.FreelistMapType})
+	// A large initial mapping (address space, not memory): a growing
+	// database is not remapped inside a commit, which blocks everything.
+	db, err := bbolt.Open(path, 0o640, &bbolt.Options{Timeout: 2 * time.Second, FreelistType: bbolt.FreelistMapType,
+		InitialMmapSize: 1 << 30})
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -95,8 +98,8 @@ func (s *store) load() ([]Binding, error) {
 	var bs []Binding
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
-			var b Binding
-			if err := json.Unmarshal(v, &b); err != nil {
+			b, err := readBinding(v)
+			if err != nil {
 				return fmt.Errorf("binding %x: %w", k, err)
 			}
 			bs = append(bs, b)
@@ -115,34 +118,39 @@ func (s *store) apply(evs []Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
+	// Keys and values are encoded into one arena: bbolt needs them valid
+	// until the commit, and a slice of an arena that grew still is.
+	arena := make([]byte, 0, len(evs)*160)
 	return s.db.Update(func(tx *bbolt.Tx) error {
 		bb, hb := tx.Bucket(bucketBindings), tx.Bucket(bucketHistory)
-		for _, e := range evs {
-			key := e.Binding.Addr.As16()
+		for i := range evs {
+			e := &evs[i]
+			a16 := e.Binding.Addr.As16()
+			start := len(arena)
+			arena = append(arena, a16[:]...)
+			key := arena[start:len(arena):len(arena)]
 			switch e.Kind {
 			case EventRegister, EventRefresh, EventMove:
-				v, err := json.Marshal(&e.Binding)
-				if err != nil {
-					return fmt.Errorf("encode binding %s: %w", e.Binding.Addr, err)
-				}
-				if err := bb.Put(key[:], v); err != nil {
+				start = len(arena)
+				arena = appendBinding(arena, &e.Binding)
+				v := arena[start:len(arena):len(arena)]
+				if err := bb.Put(key, v); err != nil {
 					return fmt.Errorf("store binding %s: %w", e.Binding.Addr, err)
 				}
 			case EventExpire:
 				// The expirer and the reader queue events separately: a
 				// registration of the same address may have been stored
 				// since, and must not be deleted by the older expiry.
-				if v := bb.Get(key[:]); v != nil {
-					var cur Binding
-					if err := json.Unmarshal(v, &cur); err == nil && !cur.Expires.Equal(e.Binding.Expires) {
+				if v := bb.Get(key); v != nil {
+					if cur, err := readBinding(v); err == nil && !cur.Expires.Equal(e.Binding.Expires) {
 						break
 					}
 				}
-				if err := bb.Delete(key[:]); err != nil {
+				if err := bb.Delete(key); err != nil {
 					return fmt.Errorf("delete binding %s: %w", e.Binding.Addr, err)
 				}
 			case EventDeregister:
-				if err := bb.Delete(key[:]); err != nil {
+				if err := bb.Delete(key); err != nil {
 					return fmt.Errorf("delete binding %s: %w", e.Binding.Addr, err)
 				}
 			}
@@ -155,11 +163,12 @@ func (s *store) apply(evs []Event) error {
 				Addr: e.Binding.Addr, Iface: e.Binding.Iface, LinkAddr: e.Binding.LinkAddr, LinkLayer: e.Binding.LinkLayer,
 				FQDN: e.Binding.FQDN, Preferred: e.Binding.Preferred, Valid: e.Binding.Valid, Reason: e.Reason,
 			}
-			v, err := json.Marshal(&r)
-			if err != nil {
-				return fmt.Errorf("encode history: %w", err)
-			}
-			if err := hb.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
+			start = len(arena)
+			arena = binary.BigEndian.AppendUint64(arena, seq)
+			hk := arena[start:len(arena):len(arena)]
+			start = len(arena)
+			arena = appendHistory(arena, &r)
+			if err := hb.Put(hk, arena[start:len(arena):len(arena)]); err != nil {
 				return fmt.Errorf("store history: %w", err)
 			}
 			if seq > HistoryCap {
@@ -185,8 +194,8 @@ func (s *store) history() ([]HistoryRecord, error) {
 			return nil
 		}
 		return hb.ForEach(func(k, v []byte) error {
-			var r HistoryRecord
-			if err := json.Unmarshal(v, &r); err != nil {
+			r, err := readHistory(v)
+			if err != nil {
 				return fmt.Errorf("history %x: %w", k, err)
 			}
 			rs = append(rs, r)
@@ -206,4 +215,24 @@ func ReadHistory(path string) ([]HistoryRecord, error) {
 	defer db.Close()
 	s := &store{db: db}
 	return s.history()
+}
+
+// readBinding decodes a stored binding: binary, or JSON from an older server.
+func readBinding(v []byte) (Binding, error) {
+	if len(v) > 0 && v[0] == '{' {
+		var b Binding
+		err := json.Unmarshal(v, &b)
+		return b, err
+	}
+	return decodeBinding(v)
+}
+
+// readHistory decodes a stored history record, binary or JSON.
+func readHistory(v []byte) (HistoryRecord, error) {
+	if len(v) > 0 && v[0] == '{' {
+		var r HistoryRecord
+		err := json.Unmarshal(v, &r)
+		return r, err
+	}
+	return decodeHistory(v)
 }
