@@ -307,13 +307,15 @@ func (s *Server) readLoop(ctx context.Context) error {
 	errs := make(chan error, n)
 	for i := 1; i < n; i++ {
 		go func() {
-			// This thread may be moved into another namespace: it ends
-			// with the goroutine (no UnlockOSThread).
-			runtime.LockOSThread()
-			if err := ns.enter(); err != nil {
-				s.log.Warn("reader not started", "err", err)
-				errs <- nil
-				return
+			if !ns.isProcess() {
+				// This thread is moved into another namespace: it
+				// ends with the goroutine (no UnlockOSThread).
+				runtime.LockOSThread()
+				if err := ns.enter(); err != nil {
+					s.log.Warn("reader not started", "err", err)
+					errs <- nil
+					return
+				}
 			}
 			errs <- s.reader(ctx)
 		}()
