@@ -217,6 +217,19 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	s.pc = pc
 	defer pc.Close()
+	bulk, err := s.listenBulk()
+	if err != nil {
+		return err
+	}
+	bulkDone := make(chan struct{})
+	go func() {
+		defer close(bulkDone)
+		bulk.serve()
+	}()
+	defer func() {
+		bulk.close()
+		<-bulkDone
+	}()
 
 	// Room for every message admitted (MaxQueue), and the expirer's runs.
 	s.jobs = make(chan job, s.cfg.MaxQueue+64)

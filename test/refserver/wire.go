@@ -27,6 +27,11 @@ const (
 	StatusNotAllowed          uint16 = 10
 	QueryByAddress            uint8  = 1 // RFC 5007 §4.1.2.1 (swapped in the draft)
 	QueryByClientID           uint8  = 2
+	QueryByRelayID            uint8  = 3 // RFC 5460 §5.3 (not served: no relay IDs are kept)
+	QueryByLinkAddress        uint8  = 4 // RFC 5460 §5.3: Bulk Leasequery only
+	QueryByRemoteID           uint8  = 5 // RFC 5460 §5.3 (not served)
+	StatusUnspecFail          uint16 = 1 // RFC 8415 §21.13
+	StatusQueryTerminated     uint16 = 11 // RFC 5460 §5.5
 	optionRelaySourcePort            = 135 // RFC 8357
 	infiniteLifetime                 = 0xffffffff
 	optionCodeClientLinkLayer        = 79
@@ -256,6 +261,7 @@ type lqQuery struct {
 	Type     uint8
 	LinkAddr netip.Addr
 	Options  []rawOption
+	err      error // the option did not parse: MalformedQuery
 }
 
 func parseLQQuery(b []byte) (lqQuery, error) {
@@ -272,21 +278,23 @@ func parseLQQuery(b []byte) (lqQuery, error) {
 // EncodeLeasequery builds a LEASEQUERY message (RFC 5007 §4.3.1). Exactly one
 // of addr (QUERY_BY_ADDRESS) or clientID (QUERY_BY_CLIENTID) is used.
 func EncodeLeasequery(xid [3]byte, requestor []byte, link netip.Addr, addr netip.Addr, clientID []byte) []byte {
+	if addr.IsValid() {
+		return encodeLeasequery(xid, requestor, QueryByAddress, link, appendIAAddress(nil, iaAddress{Addr: addr}))
+	}
+	return encodeLeasequery(xid, requestor, QueryByClientID, link, appendOption(nil, uint16(dhcpv6.OptionClientID), clientID))
+}
+
+// encodeLeasequery builds a LEASEQUERY of any query type with the given
+// query-options.
+func encodeLeasequery(xid [3]byte, requestor []byte, qtype uint8, link netip.Addr, queryOpts []byte) []byte {
 	b := msgHeader(dhcpv6.MessageTypeLeaseQuery, xid)
 	b = appendOption(b, uint16(dhcpv6.OptionClientID), requestor)
 	if !link.IsValid() {
 		link = netip.IPv6Unspecified()
 	}
 	l16 := link.As16()
-	var q []byte
-	if addr.IsValid() {
-		q = append([]byte{QueryByAddress}, l16[:]...)
-		q = appendIAAddress(q, iaAddress{Addr: addr})
-	} else {
-		q = append([]byte{QueryByClientID}, l16[:]...)
-		q = appendOption(q, uint16(dhcpv6.OptionClientID), clientID)
-	}
-	return appendOption(b, uint16(dhcpv6.OptionLQQuery), q)
+	q := append([]byte{qtype}, l16[:]...)
+	return appendOption(b, uint16(dhcpv6.OptionLQQuery), append(q, queryOpts...))
 }
 
 // LeaseAddr is one address in a leasequery answer, with remaining lifetimes.
