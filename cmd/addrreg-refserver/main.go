@@ -34,8 +34,6 @@ import (
 	"github.com/addrreg/addrreg/test/refserver"
 )
 
-var stopProf = func() {}
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -97,7 +95,6 @@ func runServer(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	defer stopProf()
 	if err := srv.Run(ctx); err != nil {
 		cfg.Logger.Error("server failed", "err", err)
 		return err
