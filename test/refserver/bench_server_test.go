@@ -111,10 +111,12 @@ func startBenchServer(b *testing.B, server string, srv *topo.Node) *topo.Proc {
 	dir := b.TempDir()
 	if server == "kea" {
 		conf := filepath.Join(dir, "kea.json")
-		if err := os.WriteFile(conf, []byte(keaBenchConfig(dir)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(keaBenchConfig), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		return waitPort547(b, srv, srv.Start(b, "kea", os.Getenv("ADDRREG_KEA"), "-c", conf))
+		// Kea 3.x keeps its lease file, PID and lock files in these.
+		return waitPort547(b, srv, srv.Start(b, "kea", "env", "KEA_DHCP_DATA_DIR="+dir, "KEA_PIDFILE_DIR="+dir,
+			"KEA_LOCKFILE_DIR="+dir, os.Getenv("ADDRREG_KEA"), "-c", conf))
 	}
 	bin := topo.BuildBinary(b, "./cmd/addrreg-refserver")
 	return waitPort547(b, srv, srv.Start(b, "refserver", bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64",
@@ -137,15 +139,14 @@ func waitPort547(b *testing.B, srv *topo.Node, p *topo.Proc) *topo.Proc {
 }
 
 // keaBenchConfig is a Kea 3.x DHCPv6 configuration equivalent to the
-// refserver's: the relayed link 2001:db8:2::/64, leases in a memfile (Kea's
-// default; it does not fsync), logging at warnings only.
-func keaBenchConfig(dir string) string {
-	return fmt.Sprintf(`{"Dhcp6": {
+// refserver's: registrations accepted (allow-address-registration, Kea
+// 3.1.4 and later) on the relayed link 2001:db8:2::/64 (Kea picks the subnet
+// holding the relay's link-address), leases in its memfile (kea-leases6.csv
+// in KEA_DHCP_DATA_DIR, written without fsync), warnings only in the log.
+const keaBenchConfig = `{"Dhcp6": {
   "interfaces-config": {"interfaces": ["eth0"]},
-  "lease-database": {"type": "memfile", "persist": true, "name": %q, "lfc-interval": 0},
-  "control-socket": {"socket-type": "unix", "socket-name": %q},
-  "subnet6": [{"id": 1, "subnet": "2001:db8:2::/64", "relay": {"ip-addresses": ["2001:db8:2::1"]},
-    "pools": [{"pool": "2001:db8:2::1:0/112"}]}],
+  "allow-address-registration": true,
+  "lease-database": {"type": "memfile", "lfc-interval": 0},
+  "subnet6": [{"id": 2, "subnet": "2001:db8:2::/64"}],
   "loggers": [{"name": "kea-dhcp6", "severity": "WARN", "output-options": [{"output": "stdout"}]}]
-}}`, filepath.Join(dir, "kea-leases6.csv"), filepath.Join(dir, "kea.sock"))
-}
+}}`
