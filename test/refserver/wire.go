@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 )
@@ -27,11 +26,11 @@ const (
 	StatusNotAllowed          uint16 = 10
 	QueryByAddress            uint8  = 1 // RFC 5007 §4.1.2.1 (swapped in the draft)
 	QueryByClientID           uint8  = 2
-	QueryByRelayID            uint8  = 3 // RFC 5460 §5.3 (not served: no relay IDs are kept)
-	QueryByLinkAddress        uint8  = 4 // RFC 5460 §5.3: Bulk Leasequery only
-	QueryByRemoteID           uint8  = 5 // RFC 5460 §5.3 (not served)
-	StatusUnspecFail          uint16 = 1 // RFC 8415 §21.13
-	StatusQueryTerminated     uint16 = 11 // RFC 5460 §5.5
+	QueryByRelayID            uint8  = 3   // RFC 5460 §5.3 (not served: no relay IDs are kept)
+	QueryByLinkAddress        uint8  = 4   // RFC 5460 §5.3: Bulk Leasequery only
+	QueryByRemoteID           uint8  = 5   // RFC 5460 §5.3 (not served)
+	StatusUnspecFail          uint16 = 1   // RFC 8415 §21.13
+	StatusQueryTerminated     uint16 = 11  // RFC 5460 §5.5
 	optionRelaySourcePort            = 135 // RFC 8357
 	infiniteLifetime                 = 0xffffffff
 	optionCodeClientLinkLayer        = 79
@@ -77,17 +76,6 @@ func countOptions(opts []rawOption, code uint16) int {
 	return n
 }
 
-// findAll returns the options with the given code.
-func findAll(opts []rawOption, code uint16) []rawOption {
-	var out []rawOption
-	for _, o := range opts {
-		if o.Code == code {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
 // findOne returns the first option with the given code.
 func findOne(opts []rawOption, code uint16) (rawOption, bool) {
 	for _, o := range opts {
@@ -114,15 +102,9 @@ type relayLevel struct {
 	LinkLayer   []byte // option 79 data (hw type + address), nil when absent
 }
 
-// unwrapRelays peels Relay-Forward layers (RFC 8415 §9) off b and returns them
-// outermost first together with the inner client message.
-func unwrapRelays(b []byte) ([]relayLevel, []byte, error) {
-	var chain [HopCountLimit]relayLevel
-	c, inner, err := unwrapRelaysInto(&chain, b)
-	return slices.Clone(c), inner, err
-}
-
-// unwrapRelaysInto is unwrapRelays using chain for the levels: no allocation.
+// unwrapRelaysInto peels Relay-Forward layers (RFC 8415 §9) off b into chain
+// (no allocation) and returns them outermost first together with the inner
+// client message.
 func unwrapRelaysInto(chain *[HopCountLimit]relayLevel, b []byte) ([]relayLevel, []byte, error) {
 	n := 0
 	var optBuf [8]rawOption
@@ -202,15 +184,6 @@ func fillRelayReply(b []byte, chain []relayLevel) {
 		w = binary.BigEndian.AppendUint16(w, uint16(dhcpv6.OptionRelayMsg))
 		w = binary.BigEndian.AppendUint16(w, uint16(rest))
 	}
-}
-
-// wrapRelayReply builds the Relay-Reply chain for msg per RFC 8415 §19.3.
-func wrapRelayReply(chain []relayLevel, msg []byte) []byte {
-	h := relayHeadroom(chain)
-	out := make([]byte, h, h+len(msg))
-	out = append(out, msg...)
-	fillRelayReply(out, chain)
-	return out
 }
 
 // iaAddress is the content of an IA Address option (RFC 8415 §21.6).
