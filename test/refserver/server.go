@@ -557,6 +557,9 @@ func (s *Server) writer() {
 			}
 		}
 		s.release(batch)
+		if err := s.st.prewrite(); err != nil {
+			s.log.Warn("database: writing ahead failed", "err", err)
+		}
 	}
 }
 
