@@ -274,27 +274,11 @@ func load(ctx context.Context, o options, stderr io.Writer) (report, error) {
 	}
 	// One socket on [::]:546 for every address: IPV6_PKTINFO picks the
 	// source of each INFORM, and replies to any of them arrive here.
-	c, err := net.ListenPacket("udp6", "[::]:546")
+	c, pc, dst, err := openSocket(o, "[::]:546", 8<<20)
 	if err != nil {
-		return report{}, fmt.Errorf("listen on [::]:546: %w", err)
+		return report{}, err
 	}
 	defer c.Close()
-	if uc, ok := c.(*net.UDPConn); ok {
-		_ = uc.SetReadBuffer(8 << 20)
-		_ = uc.SetWriteBuffer(8 << 20)
-		if rc, err := uc.SyscallConn(); err == nil {
-			// Above rmem_max/wmem_max when we have CAP_NET_ADMIN.
-			_ = rc.Control(func(fd uintptr) {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20)
-			})
-		}
-	}
-	pc := ipv6.NewPacketConn(c)
-	dst := &net.UDPAddr{IP: o.server.AsSlice(), Port: 547}
-	if o.server.IsMulticast() || o.server.IsLinkLocalUnicast() {
-		dst.Zone = o.iface
-	}
 
 	duids := make([][]byte, len(addrs))
 	for i := range duids {
@@ -455,4 +439,29 @@ func inform(b []byte, xid uint32, duid []byte, a netip.Addr, preferred, valid ui
 	b = append(b, a16[:]...)
 	b = binary.BigEndian.AppendUint32(b, preferred)
 	return binary.BigEndian.AppendUint32(b, valid)
+}
+
+// openSocket listens on addr with socket buffers of buf bytes (above
+// rmem_max/wmem_max when we have CAP_NET_ADMIN) and returns the server's
+// address (port 547) to send to.
+func openSocket(o options, addr string, buf int) (net.PacketConn, *ipv6.PacketConn, *net.UDPAddr, error) {
+	c, err := net.ListenPacket("udp6", addr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if uc, ok := c.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(buf)
+		_ = uc.SetWriteBuffer(buf)
+		if rc, err := uc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buf)
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf)
+			})
+		}
+	}
+	dst := &net.UDPAddr{IP: o.server.AsSlice(), Port: 547}
+	if o.server.IsMulticast() || o.server.IsLinkLocalUnicast() {
+		dst.Zone = o.iface
+	}
+	return c, ipv6.NewPacketConn(c), dst, nil
 }

@@ -5,13 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 )
 
 // maxRelayCount bounds --count in relay mode: message i has transaction ID
@@ -71,26 +69,11 @@ func relayClient(o options, i int) (netip.Addr, []byte) {
 // and receives so that the generator costs as little CPU as it can (it
 // shares the machine with the server it measures).
 func loadRelay(ctx context.Context, o options, stderr io.Writer) (report, error) {
-	c, err := net.ListenPacket("udp6", "[::]:547")
+	c, pc, dst, err := openSocket(o, "[::]:547", 16<<20)
 	if err != nil {
-		return report{}, fmt.Errorf("listen on [::]:547 (relay mode): %w", err)
+		return report{}, fmt.Errorf("relay mode: %w", err)
 	}
 	defer c.Close()
-	if uc, ok := c.(*net.UDPConn); ok {
-		_ = uc.SetReadBuffer(16 << 20)
-		_ = uc.SetWriteBuffer(16 << 20)
-		if rc, err := uc.SyscallConn(); err == nil {
-			_ = rc.Control(func(fd uintptr) {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 16<<20)
-			})
-		}
-	}
-	pc := ipv6.NewPacketConn(c)
-	dst := &net.UDPAddr{IP: o.server.AsSlice(), Port: 547}
-	if o.server.IsMulticast() || o.server.IsLinkLocalUnicast() {
-		dst.Zone = o.iface
-	}
 	total := o.count
 	if byTime := int(o.rate*o.duration.Seconds()) + 1; total == 0 || byTime < total {
 		total = byTime

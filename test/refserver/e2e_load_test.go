@@ -120,19 +120,29 @@ func queryAll(t *testing.T, nd *topo.Node, bin string, args ...string) (map[stri
 	return queryAddrs(q), out
 }
 
+// relayLab is a server (2001:db8:1::1) and a relay (2001:db8:1::2) on one
+// segment, the refserver binary, and its arguments serving relayLink's
+// prefix without rate limits, with a fresh database.
+func relayLab(t *testing.T) (srv, relay *topo.Node, bin string, args []string) {
+	t.Helper()
+	topo.RequireRoot(t)
+	bin = topo.BuildBinary(t, "./cmd/addrreg-refserver")
+	n := topo.New(t)
+	srv, relay = n.Node("server"), n.Node("relay")
+	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
+	relay.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad")
+	args = []string{"-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64", "--db", filepath.Join(t.TempDir(), "b.db"),
+		"--rate", "0", "--rate-duid", "0", "--no-registration-log"}
+	return srv, relay, bin, args
+}
+
 // TestE2EBulkQuery: a client registers 5,000 addresses through a relay
 // (--max-bindings-per-duid lets it). `query --client-id` over UDP is told
 // the answer is too large and asks again over TCP by itself; `query --bulk`
 // by client ID and by the relay's link-address list all 5,000.
 func TestE2EBulkQuery(t *testing.T) {
-	topo.RequireRoot(t)
-	bin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
-	n := topo.New(t)
-	srv, relay := n.Node("server"), n.Node("relay")
-	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
-	relay.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad")
-	startServer(t, srv, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64", "--db", filepath.Join(t.TempDir(), "b.db"),
-		"--rate", "0", "--rate-duid", "0", "--no-registration-log", "--max-bindings-per-duid", "6000")
+	srv, relay, bin, args := relayLab(t)
+	startServer(t, srv, bin, append(args, "--max-bindings-per-duid", "6000")...)
 	r := newRelayer(t, relay, netip.MustParseAddr("2001:db8:1::1"))
 	const count = 5000
 	duid := testDUID(9)
@@ -184,15 +194,7 @@ func TestE2EBulkQuery(t *testing.T) {
 // registration that was acknowledged is still there: nothing is answered
 // before it is committed.
 func TestE2EKillUnderLoad(t *testing.T) {
-	topo.RequireRoot(t)
-	bin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
-	n := topo.New(t)
-	srv, relay := n.Node("server"), n.Node("relay")
-	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
-	relay.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad")
-	db := filepath.Join(t.TempDir(), "b.db")
-	args := []string{"-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64", "--db", db,
-		"--rate", "0", "--rate-duid", "0", "--no-registration-log"}
+	srv, relay, bin, args := relayLab(t)
 	p := startServer(t, srv, bin, args...)
 	r := newRelayer(t, relay, netip.MustParseAddr("2001:db8:1::1"))
 

@@ -277,21 +277,16 @@ func ReadHistory(path string) ([]HistoryRecord, error) {
 }
 
 // readBinding decodes a stored binding: binary, or JSON from an older server.
-func readBinding(v []byte) (Binding, error) {
-	if len(v) > 0 && v[0] == '{' {
-		var b Binding
-		err := json.Unmarshal(v, &b)
-		return b, err
-	}
-	return decodeBinding(v)
-}
+func readBinding(v []byte) (Binding, error) { return readRecord(v, decodeBinding) }
 
 // readHistory decodes a stored history record, binary or JSON.
-func readHistory(v []byte) (HistoryRecord, error) {
+func readHistory(v []byte) (HistoryRecord, error) { return readRecord(v, decodeHistory) }
+
+func readRecord[T any](v []byte, decode func([]byte) (T, error)) (T, error) {
 	if len(v) > 0 && v[0] == '{' {
-		var r HistoryRecord
+		var r T
 		err := json.Unmarshal(v, &r)
 		return r, err
 	}
-	return decodeHistory(v)
+	return decode(v)
 }
