@@ -87,3 +87,10 @@ func TestRelayMode(t *testing.T) {
 		t.Error("a truncated Relay-Reply accepted")
 	}
 }
+
+// FuzzRelayReplyXID: any datagram is a reply with an ID or not; no panic.
+func FuzzRelayReplyXID(f *testing.F) {
+	a := netip.MustParseAddr("2001:db8:2::1000")
+	f.Add(relayForward(nil, a, a, inform(nil, 1, []byte{0, 2}, a, 1, 2)))
+	f.Fuzz(func(t *testing.T, b []byte) { _, _ = relayReplyXID(b) })
+}
