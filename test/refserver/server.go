@@ -81,7 +81,7 @@ const (
 	writeBatch = 64
 	// DefaultMaxQueue is how many messages may wait for a commit before
 	// the server sheds load (Config.MaxQueue).
-	DefaultMaxQueue = 2048
+	DefaultMaxQueue = 1024
 )
 
 // New checks cfg and returns a Server; Run starts it.
