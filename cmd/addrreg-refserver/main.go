@@ -119,6 +119,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 	burst := fs.Int("burst", def.Burst, "rate-limit bucket size")
 	maxPerDUID := fs.Int("max-bindings-per-duid", refserver.DefaultMaxBindingsPerDUID,
 		"most addresses one client (DUID) may register (RFC 9686 §8); a container host may need thousands")
+	readers := fs.Int("readers", 0, "goroutines reading and handling datagrams, all feeding the one database writer (0: one per CPU, at most 4)")
 	queue := fs.Int("queue", refserver.DefaultMaxQueue,
 		"most registrations waiting for their database commit; above it messages are dropped (counter \"overloaded\")")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -197,6 +198,9 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 	}
 	if cfg.MaxQueue < 1 {
 		return zero, usagef("invalid --queue %d: want 1 or more", cfg.MaxQueue)
+	}
+	if cfg.Readers = *readers; cfg.Readers < 0 {
+		return zero, usagef("invalid --readers %d: want 0 or more", cfg.Readers)
 	}
 	cfg.NoLog = *noLog
 
