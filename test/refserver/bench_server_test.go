@@ -109,14 +109,25 @@ func lastLines(s string, n int) string {
 // limits, as a production server facing relays would be configured.
 func startBenchServer(b *testing.B, server string, srv *topo.Node) *topo.Proc {
 	dir := b.TempDir()
+	// Kea binds the link-local address too: it must have passed DAD.
+	srv.WaitAddrs(b, "eth0", topo.LinkLocal, 15*time.Second)
 	if server == "kea" {
 		conf := filepath.Join(dir, "kea.json")
 		if err := os.WriteFile(conf, []byte(keaBenchConfig), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		// Kea 3.x keeps its lease file, PID and lock files in these.
-		return waitPort547(b, srv, srv.Start(b, "kea", "env", "KEA_DHCP_DATA_DIR="+dir, "KEA_PIDFILE_DIR="+dir,
-			"KEA_LOCKFILE_DIR="+dir, os.Getenv("ADDRREG_KEA"), "-c", conf))
+		// Kea 3.x keeps its lease file, PID and lock files in these, and
+		// wants its lease file cleaner (kea-lfc) where it was installed, or
+		// named: next to kea-dhcp6, or in a build tree's src/bin/lfc.
+		kea := os.Getenv("ADDRREG_KEA")
+		env := []string{"env", "KEA_DHCP_DATA_DIR=" + dir, "KEA_PIDFILE_DIR=" + dir, "KEA_LOCKFILE_DIR=" + dir}
+		for _, lfc := range []string{filepath.Join(filepath.Dir(kea), "kea-lfc"), filepath.Join(filepath.Dir(kea), "..", "lfc", "kea-lfc")} {
+			if _, err := os.Stat(lfc); err == nil {
+				env = append(env, "KEA_LFC_EXECUTABLE="+lfc)
+				break
+			}
+		}
+		return waitPort547(b, srv, srv.Start(b, "kea", append(env, kea, "-c", conf)...))
 	}
 	bin := topo.BuildBinary(b, "./cmd/addrreg-refserver")
 	return waitPort547(b, srv, srv.Start(b, "refserver", bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64",
@@ -141,10 +152,11 @@ func waitPort547(b *testing.B, srv *topo.Node, p *topo.Proc) *topo.Proc {
 // keaBenchConfig is a Kea 3.x DHCPv6 configuration equivalent to the
 // refserver's: registrations accepted (allow-address-registration, Kea
 // 3.1.4 and later) on the relayed link 2001:db8:2::/64 (Kea picks the subnet
-// holding the relay's link-address), leases in its memfile (kea-leases6.csv
+// holding the relay's link-address), the relay's unicast to 2001:db8:1::1
+// received (the "eth0/ADDRESS" form), leases in its memfile (kea-leases6.csv
 // in KEA_DHCP_DATA_DIR, written without fsync), warnings only in the log.
 const keaBenchConfig = `{"Dhcp6": {
-  "interfaces-config": {"interfaces": ["eth0"]},
+  "interfaces-config": {"interfaces": ["eth0/2001:db8:1::1"]},
   "allow-address-registration": true,
   "lease-database": {"type": "memfile", "lfc-interval": 0},
   "subnet6": [{"id": 2, "subnet": "2001:db8:2::/64"}],
