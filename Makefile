@@ -8,8 +8,9 @@ BIN        := bin
 CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
 # dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
-# loss and refused sends.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables
+# loss and refused sends; isc-dhcp-relay is the relay the deployment guide
+# warns of (it drops registrations).
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 # make bench-server: offered rates (per second), time per rate, and an
@@ -28,8 +29,9 @@ deps: ## install the Debian packages the demo and tests need (apt-get, as root)
 		echo "installing $(DEB_PKGS)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PKGS); \
 	fi
-	@# Kea and dnsmasq are started by the tests in namespaces, never as system services.
+	@# Kea, dnsmasq and dhcrelay are started by the tests in namespaces, never as system services.
 	@-systemctl disable --now kea-dhcp6-server >/dev/null 2>&1 || true
+	@-systemctl disable --now isc-dhcp-relay >/dev/null 2>&1 || true
 	@$(GO) version
 
 build: ## build the binaries into bin/
