@@ -44,6 +44,17 @@ func query(t *testing.T, nd *topo.Node, bin string, args ...string) queryJSON {
 	return q
 }
 
+// queryAddrs maps the addresses of the command's JSON answer to their DUID.
+func queryAddrs(q queryJSON) map[string]string {
+	m := map[string]string{}
+	for _, c := range q.Clients {
+		for _, a := range c.Addrs {
+			m[a.Addr] = c.DUID
+		}
+	}
+	return m
+}
+
 // register sends an ADDR-REG-INFORM from addr in nd and checks the reply.
 func register(t *testing.T, nd *topo.Node, ifname string, addr netip.Addr, duid []byte, preferred, valid uint32) {
 	t.Helper()
@@ -120,12 +131,10 @@ func TestE2E(t *testing.T) {
 		}
 		// By client ID with the command an operator runs.
 		q := query(t, srv, bin, "--client-id", hex.EncodeToString(duid))
-		var got []string
-		for _, c := range q.Clients {
-			for _, a := range c.Addrs {
-				if c.DUID == hex.EncodeToString(duid) {
-					got = append(got, a.Addr)
-				}
+		got := queryAddrs(q)
+		for _, a := range addrs {
+			if got[a.String()] != hex.EncodeToString(duid) {
+				t.Errorf("%s: query --client-id: %v, want %v (%+v)", stage, got, addrs, q)
 			}
 		}
 		if len(got) != len(addrs) {
