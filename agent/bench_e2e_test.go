@@ -77,7 +77,7 @@ func benchLatency(b *testing.B, batch bool, agentArgs []string) {
 	l := newLab(b, labOpts{serverArg: unlimitedServer})
 	slaac := addrOf(l.globals(b, 1)[0])
 	p := l.startAgent(b, append([]string{"--log-level", "info"}, agentArgs...)...)
-	l.sniff.waitInforms(b, slaac, 1, 15*time.Second)
+	l.sniff.WaitInforms(b, slaac, 1, 15*time.Second)
 
 	events := subscribeNewAddr(b, l.host)
 	h := hostHandle(b, l.host)
@@ -98,19 +98,19 @@ func benchLatency(b *testing.B, batch bool, agentArgs []string) {
 			add(benchAddr(i))
 		}
 		for i := range n {
-			l.sniff.waitInforms(b, benchAddr(i), 1, 30*time.Second)
+			l.sniff.WaitInforms(b, benchAddr(i), 1, 30*time.Second)
 		}
 	} else {
 		for i := range n {
 			add(benchAddr(i))
-			l.sniff.waitInforms(b, benchAddr(i), 1, 10*time.Second)
+			l.sniff.WaitInforms(b, benchAddr(i), 1, 10*time.Second)
 		}
 	}
 
 	var fromAdd, fromEvent []time.Duration
 	for i := range n {
 		ip := benchAddr(i)
-		wire := l.sniff.informs(ip)[0].At
+		wire := l.sniff.Informs(ip)[0].At
 		fromAdd = append(fromAdd, wire.Sub(added[ip]))
 		ev, ok := events.at(ip)
 		if !ok {
@@ -283,12 +283,12 @@ func benchIdle(b *testing.B, rate, burst string) {
 		b.Fatalf("pid %d is %q (%v), not addrregd", pid, comm, err)
 	}
 	time.Sleep(2 * time.Second) // let the last replies and logs settle
-	informsBefore := len(l.sniff.informs(netip.Addr{}))
+	informsBefore := len(l.sniff.Informs(netip.Addr{}))
 	cpu0 := procCPU(b, pid)
 	time.Sleep(idle)
 	cpu1 := procCPU(b, pid)
 	rss, hwm := procMem(b, pid)
-	informsIdle := len(l.sniff.informs(netip.Addr{})) - informsBefore
+	informsIdle := len(l.sniff.Informs(netip.Addr{})) - informsBefore
 
 	// Server side: stop it and read how many bindings it holds.
 	l.refserver.Stop()

@@ -18,6 +18,9 @@
 // interface. This is how server throughput is compared with other servers:
 //
 //	addrreg-loadgen -i eth0 --relay 2001:db8:2::1 --prefix 2001:db8:2::/64 --server 2001:db8:1::1 --rate 20000 --duration 10s --count 0
+//
+// Its interface is the command line (flags, output, exit status), not Go:
+// the packages it is built from are listed with their status in README.md.
 package main
 
 import (

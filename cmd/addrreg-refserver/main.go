@@ -11,6 +11,9 @@
 //
 // Exit status: 0 on success and after SIGTERM/SIGINT, 1 on a runtime
 // failure, 2 on a bad flag or configuration.
+//
+// Its interface is the command line (flags, output, exit status), not Go:
+// the packages it is built from are listed with their status in README.md.
 package main
 
 import (

@@ -4,6 +4,12 @@
 // address bindings and a history of registration events in a bbolt database,
 // expires bindings on time, and answers RFC 5007 leasequeries from them.
 //
+// It is the implementation behind cmd/addrreg-refserver and the tests'
+// reference server, not a supported API: cmd/addrreg-refserver,
+// cmd/addrreg-loadgen, test/dhcp6test and the end-to-end tests import it,
+// and it changes with them. It lives under test/ because it exists to test
+// addrregd against a correct server.
+//
 // The pieces, from pure to I/O:
 //
 //   - wire.go: the DHCPv6 TLV walk, relay unwrap (RFC 8415 §9) and Relay-Reply

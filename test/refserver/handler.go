@@ -44,7 +44,7 @@ const (
 var eventNames = [...]string{"none", "register", "refresh", "move", "deregister", "expire", "reject", "info-reply", "leasequery"}
 
 func (k EventKind) String() string {
-	if int(k) < len(eventNames) {
+	if k >= 0 && int(k) < len(eventNames) {
 		return eventNames[k]
 	}
 	return fmt.Sprintf("event(%d)", int(k))
