@@ -70,7 +70,7 @@ func TestE2ESystemdNotify(t *testing.T) {
 		}
 	}
 	wait("READY=1", func() bool { return ready }, 15*time.Second)
-	l.sniff.waitInforms(t, ip, 1, 15*time.Second)
+	l.sniff.WaitInforms(t, ip, 1, 15*time.Second)
 	wait("STATUS= with the registration", func() bool {
 		return strings.HasPrefix(status, "1/1 interfaces support registration, 1/") && !strings.Contains(status, " 0/")
 	}, 20*time.Second)

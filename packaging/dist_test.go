@@ -71,6 +71,9 @@ var dist struct {
 // directory, and returns it with the version it built.
 func builtDist(t *testing.T) (string, string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the packages of both architectures (minutes): make test runs it")
+	}
 	need(t, "dpkg-buildpackage", "dh", "go-md2man", "fakeroot")
 	dist.once.Do(func() {
 		top := repo(t)
