@@ -296,7 +296,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 			return nil
 		}
 		if isFatal(err) {
-			m.log.Error("netmon stopped", "reason", err.Error())
+			m.log.Error("netmon stopped", "err", err)
 			return err
 		}
 		m.mu.Lock()
@@ -305,7 +305,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		if time.Since(start) > 10*time.Second {
 			backoff = 0
 		}
-		m.log.Warn("netlink session ended, resyncing", "reason", err.Error(), "backoff", backoff)
+		m.log.Warn("netlink session ended, resyncing", "err", err, "backoff", backoff)
 		if backoff > 0 {
 			t := time.NewTimer(backoff)
 			select {
