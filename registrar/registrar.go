@@ -124,6 +124,8 @@ type Registrar struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	srv servers // servers.go
 }
 
 // exchange is one outstanding transaction; Run hands it datagrams whose
@@ -145,6 +147,7 @@ type datagram struct {
 	m       message // parsed from its own copy of the bytes
 	dst     netip.Addr
 	ifindex int
+	src     netip.Addr // the server's address (servers.go)
 }
 
 // New validates cfg, fills in defaults and opens the raw socket in the
@@ -159,7 +162,7 @@ func New(cfg Config) (*Registrar, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.conn = c
+	r.conn = &countingConn{conn: c, r: r}
 	r.foreignNS = inForeignNS()
 	return r, nil
 }
@@ -236,7 +239,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 	defer stop()
 	buf := make([]byte, 65536)
 	for {
-		n, dst, ifindex, err := r.conn.recv(buf)
+		n, dst, ifindex, src, err := r.conn.recv(buf)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -251,12 +254,12 @@ func (r *Registrar) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		r.dispatch(buf[:n], dst, ifindex)
+		r.dispatch(buf[:n], dst, ifindex, src)
 	}
 }
 
 // dispatch parses one datagram and queues it to its exchange.
-func (r *Registrar) dispatch(b []byte, dst netip.Addr, ifindex int) {
+func (r *Registrar) dispatch(b []byte, dst netip.Addr, ifindex int, src netip.Addr) {
 	m, err := parseDatagram(b)
 	if err != nil {
 		r.drop(DropMalformed, xid{}, dst, ifindex)
@@ -276,7 +279,7 @@ func (r *Registrar) dispatch(b []byte, dst netip.Addr, ifindex int) {
 	own := append([]byte(nil), b...) // m refers to b, which is reused
 	m, _ = parseDatagram(own)
 	select {
-	case ex.ch <- datagram{m: m, dst: dst, ifindex: ifindex}:
+	case ex.ch <- datagram{m: m, dst: dst, ifindex: ifindex, src: src}:
 	default:
 		r.drop(DropBacklog, m.xid, dst, ifindex)
 	}
@@ -376,6 +379,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		why := validate(&d.m, d.dst, d.ifindex, &e, assigned)
 		switch why {
 		case "":
+			r.noteServer(d)
 			return true, nil
 		case DropAddressGone:
 			r.drop(why, d.m.xid, d.dst, d.ifindex)
@@ -460,6 +464,7 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 			return false, nil
 		}
 		if d.m.addrRegEnable {
+			r.noteServer(d)
 			supported = true
 			return true, nil
 		}
