@@ -4,13 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/addrreg/addrreg/agent"
@@ -42,57 +38,6 @@ type daemonInfo struct {
 	// addresses off the server.
 	RegisterTemporary bool `json:"register_temporary"`
 	Enable            bool `json:"enable"`
-}
-
-// listenControl opens the control socket at path: mode 0600 (root only),
-// or 0660 owned by group when one is given. The socket is made under a
-// temporary name and renamed into place once its mode is set, so it is
-// never reachable with looser permissions. A stale socket (nothing
-// answering) is replaced; a live one is left alone and is an error.
-func listenControl(path, group string) (net.Listener, error) {
-	gid := -1
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			return nil, fmt.Errorf("control socket group %q: %w", group, err)
-		}
-		if gid, err = strconv.Atoi(g.Gid); err != nil {
-			return nil, fmt.Errorf("control socket group %q: gid %q: %w", group, g.Gid, err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("control socket directory: %w", err)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("control socket %s: another addrregd answers there", path)
-	}
-	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	_ = os.Remove(tmp)
-	ln, err := net.Listen("unix", tmp)
-	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", tmp, err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	fail := func(err error) (net.Listener, error) {
-		ln.Close()
-		os.Remove(tmp)
-		return nil, err
-	}
-	mode := os.FileMode(0o600)
-	if gid >= 0 {
-		mode = 0o660
-		if err := os.Chown(tmp, -1, gid); err != nil {
-			return fail(fmt.Errorf("control socket: chown to group %s: %w", group, err))
-		}
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return fail(fmt.Errorf("control socket: chmod %v: %w", mode, err))
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fail(fmt.Errorf("control socket: rename %s to %s: %w", tmp, path, err))
-	}
-	return ln, nil
 }
 
 // serveControl answers every connection with the status document as JSON

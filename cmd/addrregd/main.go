@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/addrreg/addrreg/agent"
+	"github.com/addrreg/addrreg/internal/ctlsock"
 	"github.com/addrreg/addrreg/internal/daemonlog"
 	"github.com/addrreg/addrreg/internal/metricserver"
 	"github.com/addrreg/addrreg/netmon"
@@ -315,7 +316,7 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 	var aux sync.WaitGroup
 	defer aux.Wait()
 	if o.controlSocket != "" {
-		ln, err := listenControl(o.controlSocket, o.controlGroup)
+		ln, err := ctlsock.Listen(o.controlSocket, o.controlGroup)
 		if err != nil {
 			log.Error("control socket unavailable: 'addrregd status' will not answer", "path", o.controlSocket, "err", err)
 		} else {

@@ -20,8 +20,9 @@ var (
 	keyServerDUID  = []byte("server-duid")
 )
 
-// HistoryCap is how many history records the database keeps; older ones are
-// pruned as new ones are written.
+// HistoryCap is how many history records the database keeps unless
+// Config.HistoryMax says otherwise; older ones are pruned as new ones are
+// written (history.go).
 const HistoryCap = 100000
 
 // HistoryRecord is one registration event as stored in the database.
@@ -43,7 +44,8 @@ type HistoryRecord struct {
 
 // store is the bbolt database of bindings and history.
 type store struct {
-	db *bbolt.DB
+	db        *bbolt.DB
+	retention retention // history.go
 }
 
 func openStore(path string) (*store, error) {
@@ -162,14 +164,8 @@ func (s *store) apply(evs []Event) error {
 			if err := hb.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
 				return fmt.Errorf("store history: %w", err)
 			}
-			if seq > HistoryCap {
-				// Prune the oldest: at most a few per record written.
-				c := hb.Cursor()
-				for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= seq-HistoryCap; k, _ = c.First() {
-					if err := c.Delete(); err != nil {
-						return fmt.Errorf("prune history: %w", err)
-					}
-				}
+			if err := s.retention.prune(hb, seq, e.Time); err != nil {
+				return err
 			}
 		}
 		return nil
