@@ -1,0 +1,127 @@
+package refserver
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/addrreg/addrreg/internal/ctlsock"
+)
+
+func TestHolderAt(t *testing.T) {
+	a := netip.MustParseAddr("2001:db8:1::99")
+	other := netip.MustParseAddr("2001:db8:1::98")
+	t0 := time.Date(2026, 12, 1, 14, 0, 0, 0, time.UTC)
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	duidA, duidB := []byte{0, 4, 0xa}, []byte{0, 4, 0xb}
+	rec := func(m int, ev string, duid []byte, valid time.Duration) HistoryRecord {
+		return HistoryRecord{Time: at(m), Event: ev, DUID: duid, Addr: a, Valid: valid}
+	}
+	recs := []HistoryRecord{
+		rec(0, "register", duidA, time.Hour),
+		{Time: at(1), Event: "register", DUID: duidB, Addr: other, Valid: time.Hour},
+		rec(2, "refresh", duidA, time.Hour),
+		rec(3, "reject", duidB, 0),
+		rec(5, "move", duidB, 10*time.Minute),
+		rec(8, "deregister", duidB, 0),
+		rec(20, "register", duidA, 5*time.Minute),
+	}
+	for _, tc := range []struct {
+		name       string
+		m          int
+		wantDUID   []byte
+		wantSince  time.Time
+		wantUntil  time.Time
+		wantUntilE string
+	}{
+		{"before anything", -1, nil, time.Time{}, time.Time{}, ""},
+		{"first holder, refreshed", 3, duidA, at(0), at(5), "move"},
+		{"after the move", 6, duidB, at(5), at(8), "deregister"},
+		{"deregistered", 10, nil, time.Time{}, time.Time{}, ""},
+		{"registered again", 21, duidA, at(20), time.Time{}, ""},
+		{"lifetime ran out without an expire record", 30, nil, time.Time{}, time.Time{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, ok := HolderAt(recs, a, at(tc.m))
+			if ok != (tc.wantDUID != nil) {
+				t.Fatalf("held = %v, want %v (%+v)", ok, tc.wantDUID != nil, h)
+			}
+			if !ok {
+				return
+			}
+			got := []any{h.DUID, h.Since, h.Until, h.UntilEvent}
+			want := []any{tc.wantDUID, tc.wantSince, tc.wantUntil, tc.wantUntilE}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("holding (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// The history keeps at most HistoryMax records and none older than
+// HistoryMaxAge; a query over the control socket answers from it.
+func TestHistoryRetentionAndControl(t *testing.T) {
+	st, err := openStore(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	st.retention = retention{max: 5, maxAge: time.Hour}
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	ev := func(i int, at time.Time) Event {
+		return Event{Kind: EventRegister, Time: at, Binding: Binding{
+			DUID: []byte{0, 4, byte(i)}, Addr: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)}), Valid: time.Hour}}
+	}
+	for i := range 8 {
+		if err := st.apply([]Event{ev(i, t0.Add(time.Duration(i)*time.Minute))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := st.query(HistoryQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 5 || all[0].DUID[2] != 3 {
+		t.Fatalf("after 8 records with max 5: %d records, first of client %v", len(all), all[0].DUID)
+	}
+	// Two hours later: everything before now-1h goes.
+	if err := st.apply([]Event{ev(9, t0.Add(2*time.Hour))}); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ = st.query(HistoryQuery{}); len(all) != 1 {
+		t.Fatalf("after the age limit: %d records, want 1: %+v", len(all), all)
+	}
+
+	s := &Server{}
+	s.running.Store(st)
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := ctlsock.Listen(sock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeControl(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	qctx, qcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer qcancel()
+	got, err := QueryControl(qctx, sock, HistoryQuery{ClientID: []byte{0, 4, 9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Addr != ev(9, t0).Binding.Addr {
+		t.Errorf("query by client ID: %+v", got)
+	}
+	if got, err = QueryControl(qctx, sock, HistoryQuery{ClientID: []byte{1}}); err != nil || len(got) != 0 {
+		t.Errorf("query for an unknown client: %v, %v", got, err)
+	}
+}
