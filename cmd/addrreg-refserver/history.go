@@ -105,7 +105,11 @@ func runHistory(args []string, stdout, stderr io.Writer) error {
 		return printHolder(stdout, recs, q.Address, atT, *asJSON)
 	}
 	if *asJSON {
-		return writeJSON(stdout, map[string]any{"records": recs})
+		out := make([]recordJSON, 0, len(recs))
+		for _, r := range recs {
+			out = append(out, toRecordJSON(r))
+		}
+		return writeJSON(stdout, map[string]any{"records": out})
 	}
 	printEvents(stdout, recs)
 	return nil
@@ -140,12 +144,51 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is not a time: want RFC 3339, \"2006-01-02 15:04[:05]\" or \"15:04[:05]\"", s)
 }
 
+// recordJSON is a history record as `history --json` prints it: DUIDs in
+// hex, lifetimes in seconds.
+type recordJSON struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Event     string    `json:"event"`
+	Address   string    `json:"address"`
+	DUID      string    `json:"duid,omitempty"`
+	PrevDUID  string    `json:"prev_duid,omitempty"`
+	Iface     string    `json:"iface,omitempty"`
+	LinkAddr  string    `json:"link_addr,omitempty"`
+	LinkLayer string    `json:"link_layer,omitempty"`
+	FQDN      string    `json:"fqdn,omitempty"`
+	Preferred int64     `json:"preferred_lifetime"`
+	Valid     int64     `json:"valid_lifetime"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+func toRecordJSON(r refserver.HistoryRecord) recordJSON {
+	out := recordJSON{Seq: r.Seq, Time: r.Time, Event: r.Event, Address: r.Addr.String(),
+		DUID: hex.EncodeToString(r.DUID), PrevDUID: hex.EncodeToString(r.PrevDUID), Iface: r.Iface,
+		LinkLayer: r.LinkLayer.String(), FQDN: r.FQDN,
+		Preferred: int64(r.Preferred / time.Second), Valid: int64(r.Valid / time.Second), Reason: r.Reason}
+	if r.LinkAddr.IsValid() {
+		out.LinkAddr = r.LinkAddr.String()
+	}
+	return out
+}
+
+// holdingJSON is refserver.Holding for JSON.
+type holdingJSON struct {
+	recordJSON
+	Since      time.Time `json:"since"`
+	Until      time.Time `json:"until,omitzero"`
+	UntilEvent string    `json:"until_event,omitempty"`
+}
+
 // holderJSON is the --at answer.
 type holderJSON struct {
-	Address string             `json:"address"`
-	At      time.Time          `json:"at"`
-	Held    bool               `json:"held"`
-	Holder  *refserver.Holding `json:"holder,omitempty"`
+	Address string    `json:"address"`
+	At      time.Time `json:"at"`
+	Held    bool      `json:"held"`
+	// Holder: the client's last registration before At, when its hold
+	// began and ended (zero: still held).
+	Holder *holdingJSON `json:"holder,omitempty"`
 }
 
 func printHolder(w io.Writer, recs []refserver.HistoryRecord, addr netip.Addr, at time.Time, asJSON bool) error {
@@ -153,7 +196,7 @@ func printHolder(w io.Writer, recs []refserver.HistoryRecord, addr netip.Addr, a
 	if asJSON {
 		out := holderJSON{Address: addr.String(), At: at, Held: ok}
 		if ok {
-			out.Holder = &h
+			out.Holder = &holdingJSON{toRecordJSON(h.HistoryRecord), h.Since, h.Until, h.UntilEvent}
 		}
 		return writeJSON(w, out)
 	}
