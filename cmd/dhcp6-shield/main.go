@@ -33,7 +33,7 @@ func main() {
 }
 
 type options struct {
-	cfg   shield.SwitchConfig
+	cfg     shield.SwitchConfig
 	stats   string
 	metrics string
 	level   slog.Level
