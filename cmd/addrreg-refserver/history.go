@@ -213,7 +213,7 @@ func printHolder(w io.Writer, recs []refserver.HistoryRecord, addr netip.Addr, a
 	fmt.Fprintf(tw, "  DUID\t%s\n", hex.EncodeToString(h.DUID))
 	fmt.Fprintf(tw, "  since\t%s\n", h.Since.Format(time.RFC3339))
 	fmt.Fprintf(tw, "  until\t%s\n", until)
-	fmt.Fprintf(tw, "  last registration\t%s (%s, valid %s)\n", h.Time.Format(time.RFC3339), h.Event, h.Valid)
+	fmt.Fprintf(tw, "  last registration\t%s (%s, valid %s)\n", h.Time.Format(time.RFC3339), h.Event, validText(h.Valid))
 	fmt.Fprintf(tw, "  interface\t%s\n", orDash(h.Iface))
 	if h.LinkAddr.IsValid() {
 		fmt.Fprintf(tw, "  relay link-address\t%s\n", h.LinkAddr)
@@ -233,15 +233,24 @@ func printEvents(w io.Writer, recs []refserver.HistoryRecord) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tEVENT\tADDRESS\tDUID\tPREVIOUS DUID\tIFACE\tLINK-LAYER\tVALID\tREASON")
 	for _, r := range recs {
-		valid := "-"
-		if r.Valid > 0 {
-			valid = r.Valid.String()
-		}
+		valid := validText(r.Valid)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), r.Event, r.Addr,
 			orDash(hex.EncodeToString(r.DUID)), orDash(hex.EncodeToString(r.PrevDUID)), orDash(r.Iface),
 			orDash(r.LinkLayer.String()), valid, orDash(r.Reason))
 	}
 	tw.Flush()
+}
+
+// validText shows a stored valid lifetime: "-" for none (deregister,
+// expire), "infinite" for 0xffffffff seconds.
+func validText(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d >= 0xffffffff*time.Second:
+		return "infinite"
+	}
+	return d.String()
 }
 
 func orDash(s string) string {

@@ -115,7 +115,7 @@ func printStatus(w io.Writer, doc statusDoc) {
 		}
 		d := t.Sub(now).Round(time.Second)
 		rel := fmt.Sprintf("in %v", d)
-		if d < 0 {
+		if d <= 0 {
 			rel = fmt.Sprintf("%v ago", -d)
 		}
 		return t.Local().Format("15:04:05") + " (" + rel + ")"
