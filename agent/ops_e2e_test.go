@@ -258,7 +258,7 @@ func TestE2ERegisterTemporaryFalse(t *testing.T) {
 	}
 	sock := filepath.Join(t.TempDir(), "control.sock")
 	l.startAgent(t, "--register-temporary=false", "--control-socket", sock)
-	l.waitBindings(t, "the stable addresses", 15*time.Second, func(b map[netip.Addr]binding) bool {
+	l.waitBindings(t, "the stable addresses", 30*time.Second, func(b map[netip.Addr]binding) bool {
 		for _, ip := range stable {
 			if _, ok := b[ip]; !ok {
 				return false
