@@ -56,8 +56,9 @@ type Config struct {
 	// Deregister sends zero lifetimes when an address leaves its interface.
 	Deregister bool
 	// SkipTemporary keeps RFC 8981 temporary addresses off the server
-	// (--register-temporary=false). RFC 9686 §4.2 asks for every address,
-	// temporary ones included; §6 discusses what registering them reveals.
+	// (--register-temporary=false); by default every self-generated
+	// address is registered. RFC 9686 §6 weighs what registering them
+	// reveals.
 	SkipTemporary bool
 	// DeregisterOnStop deregisters every registered address when Run's
 	// context ends. A stopping daemon does not mean the addresses are out of

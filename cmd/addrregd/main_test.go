@@ -33,6 +33,11 @@ func TestBadFlagsExit2NamingTheFlag(t *testing.T) {
 		{[]string{"stray"}, "stray"},
 		{[]string{"--include-prefix", "10.0.0.0/8"}, "--include-prefix"},
 		{[]string{"--exclude-prefix", "2001:db8::"}, "--exclude-prefix"},
+		{[]string{"--metrics-listen", "nonsense"}, "--metrics-listen"},
+		{[]string{"--register-temporary=maybe"}, "--register-temporary"},
+		{[]string{"--control-socket", "", "--control-group", "adm"}, "--control-group"},
+		{[]string{"status", "--bogus"}, "--bogus"},
+		{[]string{"status", "stray"}, "stray"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
