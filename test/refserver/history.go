@@ -134,8 +134,8 @@ func (s *store) query(q HistoryQuery) ([]HistoryRecord, error) {
 // Holding is who held an address over a span of time.
 type Holding struct {
 	HistoryRecord           // the last register/refresh/move of the holder before the time asked
-	Since         time.Time `json:"since"`           // when that client's hold began (register or move)
-	Until         time.Time `json:"until,omitzero"`  // when it ended (deregister, expire, move away); zero: still held
+	Since         time.Time `json:"since"`          // when that client's hold began (register or move)
+	Until         time.Time `json:"until,omitzero"` // when it ended (deregister, expire, move away); zero: still held
 	UntilEvent    string    `json:"until_event,omitempty"`
 }
 
