@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/netip"
 	"os/signal"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -48,21 +47,9 @@ func runHistory(args []string, stdout, stderr io.Writer) error {
 	now := time.Now()
 	var q refserver.HistoryQuery
 	var atT time.Time
-	switch {
-	case (*addr == "") == (*cid == ""):
-		return usagef("history: give exactly one of --address and --client-id")
-	case *addr != "":
-		a, err := netip.ParseAddr(*addr)
-		if err != nil || !a.Is6() {
-			return usagef("history: invalid --address %q", *addr)
-		}
-		q.Address = a
-	default:
-		b, err := hex.DecodeString(strings.ReplaceAll(*cid, ":", ""))
-		if err != nil || len(b) == 0 {
-			return usagef("history: invalid --client-id %q: want hex", *cid)
-		}
-		q.ClientID = b
+	var err error
+	if q.Address, q.ClientID, err = parseSelector("history", *addr, *cid); err != nil {
+		return err
 	}
 	for _, f := range []struct {
 		name, v string
@@ -89,7 +76,6 @@ func runHistory(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var recs []refserver.HistoryRecord
-	var err error
 	if *db != "" {
 		recs, err = refserver.ReadHistoryQuery(*db, q)
 	} else {

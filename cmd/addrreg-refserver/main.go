@@ -281,6 +281,26 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return daemonlog.New(w, daemonlog.Options{Format: format, Level: lv})
 }
 
+// parseSelector parses the --address / --client-id pair of query and
+// history: exactly one of them.
+func parseSelector(cmd, addr, cid string) (netip.Addr, []byte, error) {
+	switch {
+	case (addr == "") == (cid == ""):
+		return netip.Addr{}, nil, usagef("%s: give exactly one of --address and --client-id", cmd)
+	case addr != "":
+		a, err := netip.ParseAddr(addr)
+		if err != nil || !a.Is6() {
+			return netip.Addr{}, nil, usagef("%s: invalid --address %q", cmd, addr)
+		}
+		return a, nil, nil
+	}
+	b, err := hex.DecodeString(strings.ReplaceAll(cid, ":", ""))
+	if err != nil || len(b) == 0 {
+		return netip.Addr{}, nil, usagef("%s: invalid --client-id %q: want hex", cmd, cid)
+	}
+	return netip.Addr{}, b, nil
+}
+
 func runQuery(args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("addrreg-refserver query", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -296,21 +316,9 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	var q refserver.QueryOptions
-	switch {
-	case (*addr == "") == (*cid == ""):
-		return usagef("query: give exactly one of --address and --client-id")
-	case *addr != "":
-		a, err := netip.ParseAddr(*addr)
-		if err != nil || !a.Is6() {
-			return usagef("invalid --address %q", *addr)
-		}
-		q.Address = a
-	default:
-		b, err := hex.DecodeString(strings.ReplaceAll(*cid, ":", ""))
-		if err != nil || len(b) == 0 {
-			return usagef("invalid --client-id %q: want hex", *cid)
-		}
-		q.ClientID = b
+	var err error
+	if q.Address, q.ClientID, err = parseSelector("query", *addr, *cid); err != nil {
+		return err
 	}
 	if ap, err := netip.ParseAddrPort(*server); err == nil {
 		q.Server = ap

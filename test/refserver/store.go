@@ -173,33 +173,8 @@ func (s *store) apply(evs []Event) error {
 }
 
 // history returns the stored history records, oldest first.
-func (s *store) history() ([]HistoryRecord, error) {
-	var rs []HistoryRecord
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		hb := tx.Bucket(bucketHistory)
-		if hb == nil {
-			return nil
-		}
-		return hb.ForEach(func(k, v []byte) error {
-			var r HistoryRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("history %x: %w", k, err)
-			}
-			rs = append(rs, r)
-			return nil
-		})
-	})
-	return rs, err
-}
+func (s *store) history() ([]HistoryRecord, error) { return s.query(HistoryQuery{}) }
 
 // ReadHistory opens the database at path read-only (the server must not be
 // running) and returns its history, oldest first.
-func ReadHistory(path string) ([]HistoryRecord, error) {
-	db, err := bbolt.Open(path, 0o640, &bbolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
-	}
-	defer db.Close()
-	s := &store{db: db}
-	return s.history()
-}
+func ReadHistory(path string) ([]HistoryRecord, error) { return ReadHistoryQuery(path, HistoryQuery{}) }
