@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,7 +47,7 @@ func runWithOps(ctx context.Context, srv *refserver.Server, o opsFlags, log *slo
 			log.Error("control socket unavailable: 'history' will not answer", "path", o.controlSocket, "err", err)
 		} else {
 			g.Go(func() error {
-				defer os.Remove(o.controlSocket)
+				defer ln.Close() // removes the socket file
 				if err := srv.ServeControl(auxCtx, ln); err != nil {
 					log.Error("control socket stopped", "err", err)
 				}

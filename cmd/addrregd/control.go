@@ -6,10 +6,10 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"os"
 	"time"
 
 	"github.com/addrreg/addrreg/agent"
+	"github.com/addrreg/addrreg/internal/ctlsock"
 )
 
 // defaultControlSocket is in the unit's RuntimeDirectory=addrregd.
@@ -41,16 +41,16 @@ type daemonInfo struct {
 }
 
 // serveControl answers every connection with the status document as JSON
-// and closes it, until ctx ends; it then closes ln and removes path.
-func serveControl(ctx context.Context, ln net.Listener, path string, ag *agent.Agent, info daemonInfo, log *slog.Logger) {
+// and closes it, until ctx ends; it then closes ln (removing its file).
+func serveControl(ctx context.Context, ln *ctlsock.Socket, ag *agent.Agent, info daemonInfo, log *slog.Logger) {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	defer os.Remove(path)
+	defer ln.Close()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				log.Warn("control socket: accept failed; status no longer answers", "path", path, "err", err)
+				log.Warn("control socket: accept failed; status no longer answers", "path", ln.Addr().String(), "err", err)
 			}
 			return
 		}

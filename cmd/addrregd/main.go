@@ -322,7 +322,7 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 		} else {
 			info := daemonInfo{Version: version, PID: os.Getpid(), DUID: duid, Started: time.Now(),
 				RegisterTemporary: o.registerTemporary, Enable: o.enable}
-			aux.Go(func() { serveControl(agentCtx, ln, o.controlSocket, ag, info, log.With("part", "control")) })
+			aux.Go(func() { serveControl(agentCtx, ln, ag, info, log.With("part", "control")) })
 		}
 	}
 	if metricsLn != nil {

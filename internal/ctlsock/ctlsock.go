@@ -16,9 +16,9 @@ import (
 // Listen opens the socket at path: mode 0600, or 0660 owned by group when
 // one is given. It is made under a temporary name and renamed into place
 // once its mode is set. A stale socket (nothing answering) is replaced; a
-// live one is left alone and is an error. Closing the listener does not
-// remove path: the caller removes it when it stops serving.
-func Listen(path, group string) (net.Listener, error) {
+// live one is left alone and is an error. Closing the Socket removes path,
+// unless another daemon has put its own socket there since.
+func Listen(path, group string) (*Socket, error) {
 	gid := -1
 	if group != "" {
 		g, err := user.LookupGroup(group)
@@ -43,7 +43,7 @@ func Listen(path, group string) (net.Listener, error) {
 		return nil, fmt.Errorf("control socket %s: %w", tmp, err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	fail := func(err error) (net.Listener, error) {
+	fail := func(err error) (*Socket, error) {
 		ln.Close()
 		os.Remove(tmp)
 		return nil, err
@@ -61,5 +61,25 @@ func Listen(path, group string) (net.Listener, error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(fmt.Errorf("control socket: rename %s to %s: %w", tmp, path, err))
 	}
-	return ln, nil
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fail(fmt.Errorf("control socket: %w", err))
+	}
+	return &Socket{Listener: ln, path: path, fi: fi}, nil
+}
+
+// Socket is a listening control socket.
+type Socket struct {
+	net.Listener
+	path string
+	fi   os.FileInfo
+}
+
+// Close stops listening and removes the socket file if it is still ours.
+func (s *Socket) Close() error {
+	err := s.Listener.Close()
+	if fi, serr := os.Stat(s.path); serr == nil && os.SameFile(fi, s.fi) {
+		_ = os.Remove(s.path)
+	}
+	return err
 }

@@ -24,7 +24,7 @@ func TestListenModesAndStale(t *testing.T) {
 	if _, err := Listen(path, ""); err == nil || !strings.Contains(err.Error(), "answers there") {
 		t.Errorf("second Listen on a live socket: %v, want an error", err)
 	}
-	ln.Close() // leaves a stale socket file behind
+	ln.Listener.Close() // as after kill -9: a stale socket file stays behind
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("stale socket gone: %v", err)
 	}
@@ -43,6 +43,15 @@ func TestListenModesAndStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+	// The first listener's Close must not remove the second one's socket.
+	ln.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("another daemon's socket removed: %v", err)
+	}
+	ln2.Close()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("socket left behind after Close: %v", err)
+	}
 	if _, err := Listen(filepath.Join(t.TempDir(), "x.sock"), "no-such-group-here"); err == nil {
 		t.Error("unknown group accepted")
 	}
