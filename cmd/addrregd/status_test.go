@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/agent"
+	"github.com/addrreg/addrreg/netmon"
+	"github.com/addrreg/addrreg/registrar"
 )
 
 func TestStatusNoDaemonExits3(t *testing.T) {
@@ -94,5 +98,61 @@ func TestStatusOutput(t *testing.T) {
 	}
 	if code := run([]string{"status", "--control-socket", sock, "-i", "eth9"}, &out, &errb); code != 1 {
 		t.Errorf("-i eth9: exit %d, want 1", code)
+	}
+}
+
+// fakeMon feeds the agent a fixed list of events, then blocks.
+type fakeMon struct{ evs chan netmon.Event }
+
+func (m *fakeMon) Next(ctx context.Context) (netmon.Event, error) {
+	select {
+	case ev := <-m.evs:
+		return ev, nil
+	case <-ctx.Done():
+		return netmon.Event{}, ctx.Err()
+	}
+}
+
+func (m *fakeMon) Lookup(int, netip.Addr) (netmon.Addr, bool, error) { return netmon.Addr{}, false, nil }
+
+type idleReg struct{}
+
+func (idleReg) Probe(ctx context.Context, _ int, _ netip.Addr) (bool, error) {
+	<-ctx.Done()
+	return false, ctx.Err()
+}
+
+func (idleReg) Register(ctx context.Context, _ registrar.Target) (registrar.Result, error) {
+	<-ctx.Done()
+	return registrar.Result{}, ctx.Err()
+}
+
+// SIGUSR1's status lines carry names, in JSON too.
+func TestLogStatusNames(t *testing.T) {
+	mon := &fakeMon{evs: make(chan netmon.Event, 2)}
+	mon.evs <- netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}}
+	mon.evs <- netmon.Event{Kind: netmon.AddrAdded, Addr: netmon.Addr{Index: 2, Ifname: "eth0", IP: netip.MustParseAddr("2001:db8::1"),
+		PrefixLen: 64, Valid: time.Hour, Preferred: time.Hour, Class: netmon.ClassTemporary, Registrable: true}}
+	ag := agent.New(agent.Config{Enable: true}, mon, idleReg{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st, err := ag.Status(ctx)
+		if err == nil && len(st.Interfaces) == 1 && len(st.Interfaces[0].Addresses) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent never knew the address: %+v %v", st, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var buf bytes.Buffer
+	logStatus(ctx, ag, slog.New(slog.NewJSONHandler(&buf, nil)))
+	for _, want := range []string{`"state":"unknown"`, `"phase":"pending"`, `"kind":"temporary"`, `"iface":"eth0"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("SIGUSR1 JSON lines lack %s:\n%s", want, buf.String())
+		}
 	}
 }
