@@ -113,7 +113,9 @@ func (m *fakeMon) Next(ctx context.Context) (netmon.Event, error) {
 	}
 }
 
-func (m *fakeMon) Lookup(int, netip.Addr) (netmon.Addr, bool, error) { return netmon.Addr{}, false, nil }
+func (m *fakeMon) Lookup(int, netip.Addr) (netmon.Addr, bool, error) {
+	return netmon.Addr{}, false, nil
+}
 
 type idleReg struct{}
 
