@@ -296,7 +296,8 @@ func (a *Agent) status() Status {
 		if !a.wanted(ifc.name) {
 			continue
 		}
-		is := IfaceStatus{Name: ifc.name, Index: ifc.index, State: ifc.state, SeenMO: ifc.seenMO, Addresses: []AddrStatus{}}
+		is := IfaceStatus{Name: ifc.name, Index: ifc.index, State: ifc.state, SeenMO: ifc.seenMO,
+			Addresses: make([]AddrStatus, 0, len(ifc.addrs))}
 		if ifc.retry != nil {
 			is.NextProbe = ifc.nextProbe
 		}
