@@ -80,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	o, fs, err := parseFlags(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
-		fmt.Fprintf(stdout, "Usage: addrregd [flags]\n       addrregd status [--json] [-i IFACE] [--control-socket PATH]\n\naddrregd registers this host's self-generated IPv6 addresses with DHCPv6 servers (RFC 9686).\n'addrregd status' asks the running daemon what it knows (exit 3: none running; see --help of it).\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(stdout, "Usage: addrregd [flags]\n       addrregd status [--json] [-i IFACE] [--control-socket PATH]\n\naddrregd registers this host's self-generated IPv6 addresses with DHCPv6 servers (RFC 9686).\n'addrregd status' asks the running daemon what it knows (exit 3: none running; 'addrregd status --help').\n\nFlags:\n%s", fs.FlagUsages())
 		return 0
 	}
 	if err != nil {
