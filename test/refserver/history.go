@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -105,6 +106,20 @@ func (q *HistoryQuery) match(r *HistoryRecord) bool {
 	return true
 }
 
+// needles are byte strings every stored record q selects contains (its
+// JSON encoding: the address as text, a DUID in base64), so most records
+// are skipped without being decoded. match decides.
+func (q *HistoryQuery) needles() [][]byte {
+	var ns [][]byte
+	if q.Address.IsValid() {
+		ns = append(ns, []byte(`"addr":"`+q.Address.String()+`"`))
+	}
+	if len(q.ClientID) > 0 {
+		ns = append(ns, []byte(`"`+base64.StdEncoding.EncodeToString(q.ClientID)+`"`))
+	}
+	return ns
+}
+
 // query returns the records q selects, oldest first, in one read
 // transaction: bbolt readers run beside the writer and never block it.
 func (s *store) query(q HistoryQuery) ([]HistoryRecord, error) {
@@ -114,7 +129,13 @@ func (s *store) query(q HistoryQuery) ([]HistoryRecord, error) {
 		if hb == nil {
 			return nil
 		}
+		needles := q.needles()
 		return hb.ForEach(func(k, v []byte) error {
+			for _, n := range needles {
+				if !bytes.Contains(v, n) {
+					return nil // cannot match: skip the decoding
+				}
+			}
 			var r HistoryRecord
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("history record %x: %w", k, err)

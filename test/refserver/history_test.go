@@ -125,3 +125,36 @@ func TestHistoryRetentionAndControl(t *testing.T) {
 		t.Errorf("query for an unknown client: %v, %v", got, err)
 	}
 }
+
+// BenchmarkHistoryQuery is one `history --address A` over a full history
+// (DefaultHistoryMax records): the length of the read transaction, which
+// runs beside the writer.
+func BenchmarkHistoryQuery(b *testing.B) {
+	st, err := openStore(filepath.Join(b.TempDir(), "db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.close()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	const n, batch = DefaultHistoryMax, 5000
+	for i := 0; i < n; i += batch {
+		evs := make([]Event, batch)
+		for j := range evs {
+			k := i + j
+			evs[j] = Event{Kind: EventRefresh, Time: t0.Add(time.Duration(k) * time.Second), Binding: Binding{
+				DUID: []byte{0, 4, byte(k >> 8), byte(k)}, Iface: "eth0", Valid: time.Hour,
+				Addr: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 13: byte(k >> 16), 14: byte(k >> 8), 15: byte(k)})}}
+		}
+		if err := st.apply(evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	q := HistoryQuery{Address: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: 1, 15: 2})}
+	b.ResetTimer()
+	for b.Loop() {
+		rs, err := st.query(q)
+		if err != nil || len(rs) != 1 {
+			b.Fatal(len(rs), err)
+		}
+	}
+}
