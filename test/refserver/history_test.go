@@ -1,7 +1,11 @@
 package refserver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -157,4 +161,42 @@ func BenchmarkHistoryQuery(b *testing.B) {
 			b.Fatal(len(rs), err)
 		}
 	}
+}
+
+// FuzzControlRequest: whatever a client writes on the control socket, the
+// server answers one JSON reply and never panics.
+func FuzzControlRequest(f *testing.F) {
+	for _, seed := range []string{
+		`{"op":"history","history":{"address":"2001:db8::1"}}`,
+		`{"op":"history","history":{"client_id":"000401","since":"2026-12-01T00:00:00Z"}}`,
+		`{"op":"history","history":{"client_id":"zz"}}`,
+		`{"op":"nope"}`, `not json`, ``, `{"op":"history","history":{"address":"10.0.0.1","until":"x"}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	st, err := openStore(filepath.Join(f.TempDir(), "db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.close()
+	ev := Event{Kind: EventRegister, Time: time.Now(), Binding: Binding{DUID: []byte{0, 4, 1}, Addr: netip.MustParseAddr("2001:db8::1"), Valid: time.Hour}}
+	if err := st.apply([]Event{ev}); err != nil {
+		f.Fatal(err)
+	}
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	s.running.Store(st)
+	f.Fuzz(func(t *testing.T, req []byte) {
+		c1, c2 := net.Pipe()
+		done := make(chan struct{})
+		go func() { defer close(done); s.answerControl(c1) }()
+		line := append(bytes.ReplaceAll(req, []byte("\n"), nil), '\n')
+		go func() { _, _ = c2.Write(line) }()
+		var rep controlReply
+		err := json.NewDecoder(c2).Decode(&rep)
+		c2.Close()
+		<-done
+		if err != nil {
+			t.Fatalf("request %q: reply is not JSON: %v", req, err)
+		}
+	})
 }
