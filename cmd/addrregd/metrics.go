@@ -51,6 +51,12 @@ var (
 		"Times netmon's event queue overflowed into a full diff.", nil, nil)
 	mClockJumps = prometheus.NewDesc("addrregd_clock_jumps_total",
 		"Wall-clock jumps (suspend/resume, time set) that refreshed every registration.", nil, nil)
+	mRAsAccepted = prometheus.NewDesc("addrregd_ras_accepted_total",
+		"Router Advertisements read from the wire (--watch-ras) and accepted.", nil, nil)
+	mRAsIgnored = prometheus.NewDesc("addrregd_ras_ignored_total",
+		"Router Advertisements read from the wire and ignored, by reason.", []string{"reason"}, nil)
+	mRouters = prometheus.NewDesc("addrregd_routers",
+		"Routers whose RAs from the wire are kept, over all links.", nil, nil)
 	mStatusUp = prometheus.NewDesc("addrregd_agent_up",
 		"1 when the agent answered the scrape's status request in time.", nil, nil)
 )
@@ -94,6 +100,11 @@ func metricsRegistry(ag *agent.Agent, reg *registrar.Registrar, mon *netmon.Moni
 		metricserver.Counter(ch, mResyncs, float64(ms.Resyncs))
 		metricserver.Counter(ch, mOverflows, float64(ms.Overflows))
 		metricserver.Counter(ch, mClockJumps, float64(ms.ClockJumps))
+		metricserver.Counter(ch, mRAsAccepted, float64(ms.RAsAccepted))
+		for reason, n := range ms.RAsIgnored {
+			metricserver.Counter(ch, mRAsIgnored, float64(n), reason)
+		}
+		metricserver.Gauge(ch, mRouters, float64(ms.Routers))
 	}))
 	return r
 }
