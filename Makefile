@@ -7,9 +7,10 @@ LDFLAGS    := -s -w -X main.version=$(VERSION)
 BIN        := bin
 CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
-# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay; prometheus
-# brings promtool, which checks every daemon's metrics endpoint.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base prometheus
+# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
+# loss and refused sends; prometheus brings promtool, which checks every
+# daemon's metrics endpoint.
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables prometheus
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 

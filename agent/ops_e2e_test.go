@@ -321,7 +321,7 @@ func TestE2EJournalPriorities(t *testing.T) {
 			}
 			// An unusable control socket path: its error line must be <3>.
 			cmd := exec.Command("ip", "netns", "exec", l.host.NS, bin, "-i", "eth0", "--duid", testDUID,
-				"--control-socket", "/proc/no-such-dir/control.sock")
+				"--control-socket", "/proc/no-such-dir/control.sock", "--state-file", filepath.Join(t.TempDir(), "state.json"))
 			cmd.Env = append(os.Environ(), fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, ino))
 			cmd.Stdout, cmd.Stderr = f, f
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -426,7 +426,8 @@ func TestE2EHistoryWhoHeldAt(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	bin := topo.BuildBinary(t, "./cmd/addrregd")
-	l.host.Start(t, "addrregd-b", bin, "-i", "eth0", "--duid", duidB, "--control-socket", "")
+	l.host.Start(t, "addrregd-b", bin, "-i", "eth0", "--duid", duidB, "--control-socket", "",
+		"--state-file", filepath.Join(t.TempDir(), "state-b.json"))
 	tB := waitHolder(duidB)
 
 	heldAt := func(at time.Time) string {

@@ -61,6 +61,10 @@ func TestStatusDetails(t *testing.T) {
 	if f.Phase != Failed || !strings.Contains(f.LastError, "exchange failed") || !f.LastRegistered.IsZero() {
 		t.Errorf("failed address status %+v", f)
 	}
+	// Its retry is due after the backoff (30 s first, with jitter).
+	if f.RefreshReason != ReasonRetryBackoff || f.NextRefresh.Before(t0.Add(10*time.Second)) || f.NextRefresh.After(t0.Add(time.Minute)) {
+		t.Errorf("failed address: next %v (%q), want a retry_backoff 10–60 s after %v", f.NextRefresh, f.RefreshReason, t0)
+	}
 	if st.Counters.Failed != 1 {
 		t.Errorf("counters %+v, want 1 failed", st.Counters)
 	}

@@ -1,14 +1,9 @@
 package registrar
 
 import (
-	"errors"
 	"net/netip"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // ServerInfo is the server that last answered on an interface: a Reply to
@@ -23,8 +18,6 @@ type ServerInfo struct {
 type servers struct {
 	mu sync.Mutex
 	m  map[int]ServerInfo
-	// sendErrors counts failed transmissions by errno name.
-	sendErrors map[string]uint64
 }
 
 // noteServer records the sender of an accepted reply.
@@ -44,42 +37,4 @@ func (r *Registrar) Server(ifindex int) (ServerInfo, bool) {
 	defer r.srv.mu.Unlock()
 	si, ok := r.srv.m[ifindex]
 	return si, ok
-}
-
-// SendErrors returns how many transmissions failed, by errno name
-// ("ENETUNREACH", "EADDRNOTAVAIL" …; "other" when the error carries none).
-func (r *Registrar) SendErrors() map[string]uint64 {
-	r.srv.mu.Lock()
-	defer r.srv.mu.Unlock()
-	m := make(map[string]uint64, len(r.srv.sendErrors))
-	for k, v := range r.srv.sendErrors {
-		m[k] = v
-	}
-	return m
-}
-
-// countingConn counts the send errors of the conn it wraps.
-type countingConn struct {
-	conn
-	r *Registrar
-}
-
-func (c *countingConn) send(datagram []byte, ifindex int, src netip.Addr) error {
-	err := c.conn.send(datagram, ifindex, src)
-	if err != nil {
-		name := "other"
-		var errno syscall.Errno
-		if errors.As(err, &errno) {
-			if name = unix.ErrnoName(errno); name == "" {
-				name = "errno_" + strconv.Itoa(int(errno))
-			}
-		}
-		c.r.srv.mu.Lock()
-		if c.r.srv.sendErrors == nil {
-			c.r.srv.sendErrors = map[string]uint64{}
-		}
-		c.r.srv.sendErrors[name]++
-		c.r.srv.mu.Unlock()
-	}
-	return err
 }

@@ -45,6 +45,8 @@ var (
 		"Received datagrams discarded, by reason.", []string{"reason"}, nil)
 	mSendErrors = prometheus.NewDesc("addrregd_send_errors_total",
 		"Transmissions the kernel refused, by errno.", []string{"errno"}, nil)
+	mRecvErrors = prometheus.NewDesc("addrregd_receive_errors_total",
+		"Failed reads of the registrar's socket (retried with backoff).", nil, nil)
 	mResyncs = prometheus.NewDesc("addrregd_netlink_resyncs_total",
 		"Netlink sessions restarted after an error (full state re-read).", nil, nil)
 	mOverflows = prometheus.NewDesc("addrregd_netlink_overflows_total",
@@ -93,7 +95,8 @@ func metricsRegistry(ag *agent.Agent, reg *registrar.Registrar, mon *netmon.Moni
 		for _, why := range everyDropReason {
 			metricserver.Counter(ch, mDropped, float64(rs.Dropped[why]), string(why))
 		}
-		for errno, n := range reg.SendErrors() {
+		metricserver.Counter(ch, mRecvErrors, float64(rs.RecvErrors))
+		for errno, n := range rs.SendErrors {
 			metricserver.Counter(ch, mSendErrors, float64(n), errno)
 		}
 		ms := mon.Stats()
