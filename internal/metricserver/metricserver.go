@@ -49,14 +49,21 @@ func Serve(ctx context.Context, ln net.Listener, reg *prometheus.Registry, log *
 		Timeout:       5 * time.Second,
 	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	shutDown := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(shutDown)
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	})
-	defer stop()
 	log.Info("serving metrics", "addr", ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := srv.Serve(ln)
+	if stop() {
+		srv.Close() // Serve failed on its own
+	} else {
+		<-shutDown // no goroutine outlives Serve
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("metrics server on %s: %w", ln.Addr(), err)
 	}
 	return nil
