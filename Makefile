@@ -8,9 +8,10 @@ BIN        := bin
 CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
 # dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
-# loss and refused sends; prometheus brings promtool, which checks every
-# daemon's metrics endpoint.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables prometheus
+# loss and refused sends; isc-dhcp-relay is the relay the deployment guide
+# warns of (it drops registrations); prometheus brings promtool, which checks
+# every daemon's metrics endpoint.
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 
@@ -28,10 +29,12 @@ deps: ## install the Debian packages the demo and tests need (apt-get, as root)
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PKGS); \
 		rc=$$?; [ -z "$$norc" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
-	@# Kea and dnsmasq are started by the tests in namespaces, never as system
-	@# services; of the prometheus package only promtool is used. A policy-rc.d
-	@# that says 101 keeps the packages' services from starting on install.
-	@-systemctl disable --now kea-dhcp6-server prometheus >/dev/null 2>&1 || true
+	@# Kea, dnsmasq and dhcrelay are started by the tests in namespaces, never as
+	@# system services; of the prometheus package only promtool is used. A
+	@# policy-rc.d that says 101 keeps the packages' services from starting on install.
+	@-systemctl disable --now kea-dhcp6-server >/dev/null 2>&1 || true
+	@-systemctl disable --now isc-dhcp-relay >/dev/null 2>&1 || true
+	@-systemctl disable --now prometheus >/dev/null 2>&1 || true
 	@$(GO) version
 
 build: ## build the binaries into bin/

@@ -186,35 +186,20 @@ func TestE2E(t *testing.T) {
 }
 
 // TestE2ERelay: client on lan2, dnsmasq relaying between lan2 and the
-// server's segment; the registration is answered through the relay and the
-// binding carries the relay's link-address.
+// server's segment with the deployment guide's configuration
+// (doc/examples/dnsmasq-relay.conf); the registration is answered through
+// the relay and the binding carries the relay's link-address.
 func TestE2ERelay(t *testing.T) {
-	topo.RequireRoot(t)
 	bin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
-	n := topo.New(t)
-	srv, relay, cli := n.Node("server"), n.Node("relay"), n.Node("client")
-	lan2 := n.Segment("lan2")
-	lan2.Attach(relay, "eth1")
-	lan2.Attach(cli, "eth1")
-	cli.MustExec(t, "ip", "link", "set", "eth0", "down") // the client is only on lan2
-	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
-	srv.MustExec(t, "ip", "-6", "route", "add", "2001:db8:2::/64", "via", "2001:db8:1::2")
-	relay.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad")
-	relay.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:2::1/64", "dev", "eth1", "nodad")
-	relay.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
-	a := netip.MustParseAddr("2001:db8:2::10")
-	cli.MustExec(t, "ip", "-6", "addr", "add", a.String()+"/64", "dev", "eth1", "nodad")
-
+	rn := newRelayNet(t)
 	// The relayed link is configured by its link-address, as an operator must.
-	p := startServer(t, srv, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64", "--db", filepath.Join(t.TempDir(), "b.db"), "--log-level", "debug")
-	rp := relay.Start(t, "dnsmasq", "dnsmasq", "-d", "-p", "0", "--log-debug", "--log-dhcp",
-		"--dhcp-relay=2001:db8:2::1,2001:db8:1::1", "--pid-file="+filepath.Join(t.TempDir(), "dnsmasq.pid"))
-	rp.WaitOutput(t, "DHCP relay", 10*time.Second)
+	p := startServer(t, rn.srv, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64", "--db", filepath.Join(t.TempDir(), "b.db"), "--log-level", "debug")
+	rp := rn.startDnsmasq(t)
 
 	duid := testDUID(7)
-	register(t, cli, "eth1", a, duid, 600, 1200)
-	q := query(t, srv, bin, "--address", a.String())
-	if got := queryAddrs(q)[a.String()]; got != hex.EncodeToString(duid) {
+	register(t, rn.cli, "eth1", rn.addr, duid, 600, 1200)
+	q := query(t, rn.srv, bin, "--address", rn.addr.String())
+	if got := queryAddrs(q)[rn.addr.String()]; got != hex.EncodeToString(duid) {
 		t.Fatalf("relayed binding: %+v", q)
 	}
 	for _, want := range []string{"msg=register", "relayed=true", "link_addr=2001:db8:2::1", "link_layer="} {
