@@ -117,6 +117,7 @@ type Agent struct {
 	// owed: addresses removed from their interface that are owed a
 	// deregistration (RFC 9686 §4.7). Re-adding the address cancels it.
 	owed      map[key]bool
+	deregging map[key]int // deregistrations in flight: a re-added address waits for them
 	inflight  int
 	gen       int // generation counter for exchanges and probes, agent-wide
 	deadlines *scheduler.Deadlines[key]
@@ -202,6 +203,9 @@ type addr struct {
 	// refreshed, not at every RA that re-announces it.
 	reg    scheduler.Reg
 	hasReg bool // the server holds a registration from us (a reply came)
+	// sent: an exchange since the address was (re)learnt got a
+	// transmission out, so the server may hold it even without a reply.
+	sent bool
 	// told is the preferred lifetime the last replied-to exchange carried
 	// (reg has the valid one), for the state file.
 	told     time.Duration
@@ -270,6 +274,7 @@ func New(cfg Config, mon Monitor, reg Registrar) *Agent {
 		ifaces:    map[int]*iface{},
 		queued:    map[key]bool{},
 		owed:      map[key]bool{},
+		deregging: map[key]int{},
 	}
 }
 
@@ -389,7 +394,7 @@ func (a *Agent) stop(cancelLoop context.CancelFunc) {
 				ad.cancel()
 				ad.cancel = nil
 			}
-			if a.cfg.DeregisterOnStop && a.cfg.Enable && ifc.up && (ad.hasReg || ad.phase == Registering) {
+			if a.cfg.DeregisterOnStop && a.cfg.Enable && ifc.up && (ad.hasReg || ad.sent || ad.phase == Registering) {
 				dereg = append(dereg, key{ifc.index, ip})
 			}
 		}
@@ -539,7 +544,9 @@ func (a *Agent) handleLink(ctx context.Context, ev netmon.Event) {
 		}
 		ifc.seenMO = true
 	}
-	if ifc.state == IfUnknown || ifc.state == IfDown {
+	// A failed probe's retry keeps its backoff: link events (an RA
+	// changing the flags) do not bring it forward.
+	if ifc.state == IfDown || (ifc.state == IfUnknown && ifc.retry == nil) {
 		a.startProbe(ctx, ifc)
 	}
 	a.registerAll(ifc)
@@ -583,7 +590,7 @@ func (a *Agent) quiesce(ifc *iface, ad *addr) {
 		ad.cancel = nil
 	}
 	ad.gen = a.nextGen()
-	ad.phase, ad.hasReg, ad.again, ad.failures = Pending, false, false, 0
+	ad.phase, ad.hasReg, ad.again, ad.failures, ad.sent = Pending, false, false, 0, false
 }
 
 func (a *Agent) startProbe(ctx context.Context, ifc *iface) {
@@ -659,10 +666,13 @@ func (a *Agent) scheduleReprobe(ctx context.Context, ifc *iface, d time.Duration
 
 func (a *Agent) handleReprobe(ctx context.Context, pr probeRetry) {
 	ifc, ok := a.ifaces[pr.ifindex]
-	if !ok || pr.gen != ifc.probeGen || !ifc.up {
+	if !ok || pr.gen != ifc.probeGen {
 		return
 	}
-	ifc.retry = nil
+	ifc.retry = nil // fired
+	if !ifc.up {
+		return
+	}
 	if ifc.state == IfUnknown || ifc.state == IfUnsupported {
 		a.startProbe(ctx, ifc)
 	}
@@ -809,7 +819,7 @@ func (a *Agent) handleAddrRemoved(ctx context.Context, na netmon.Addr) {
 	if !ok {
 		return
 	}
-	held := ad.hasReg || ad.phase == Registering
+	held := ad.hasReg || ad.sent || ad.phase == Registering
 	a.log.Info("address removed", "iface", ifc.name, "addr", na.IP)
 	a.quiesce(ifc, ad)
 	delete(ifc.addrs, na.IP)
@@ -887,6 +897,11 @@ func (a *Agent) next(k key) action {
 		ad.again = true
 		return actNone
 	}
+	if a.deregging[k] > 0 {
+		// Removed and re-added while its deregistration is being sent:
+		// register after it (handleResult), not racing it on the wire.
+		return actNone
+	}
 	return actRegister
 }
 
@@ -936,6 +951,7 @@ func (a *Agent) startRegistration(ctx context.Context, k key) {
 
 func (a *Agent) startDeregistration(ctx context.Context, k key, noWait bool) {
 	delete(a.owed, k)
+	a.deregging[k]++
 	xctx, cancel := context.WithCancel(ctx)
 	zero := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
 	a.run(ctx, xctx, cancel, exchangeResult{k: k, dereg: true},
@@ -987,9 +1003,17 @@ func (a *Agent) handleResult(r exchangeResult) {
 		return
 	}
 	if r.dereg {
-		if r.err == nil {
-			a.state.forget(r.k)
+		if a.deregging[r.k]--; a.deregging[r.k] <= 0 {
+			delete(a.deregging, r.k)
+			a.afterDeregistration(r.k)
 		}
+		if r.err != nil && !errors.Is(r.err, context.Canceled) {
+			a.retryDeregistration(r.k)
+		}
+		// Not state.forget: the address may have been re-added and be
+		// registered again by the time this arrives; an address that
+		// stays gone is out of the snapshot already (not owed, not
+		// assigned). Only stop() forgets.
 		return
 	}
 	ifc, ok := a.ifaces[r.k.ifindex]
@@ -1001,9 +1025,18 @@ func (a *Agent) handleResult(r exchangeResult) {
 		return // forgotten or superseded while in flight
 	}
 	ad.cancel = nil
+	ad.sent = ad.sent || r.res.Sends > 0
 	switch {
-	case errors.Is(r.err, context.Canceled), errors.Is(r.err, registrar.ErrAddressGone):
+	case errors.Is(r.err, context.Canceled):
 		ad.phase = Pending
+	case errors.Is(r.err, registrar.ErrAddressGone):
+		// The lookup at a transmission did not find the address (or found
+		// it not registrable). If it really left, netmon's event quiesces
+		// it; if that was a blip netmon coalesced away, no event follows,
+		// so it must not sit pending with nothing due: retry like a
+		// failure.
+		ad.phase = Failed
+		a.scheduleRetry(ifc, ad)
 	case r.err == nil && r.res.Replied:
 		ad.phase, ad.hasReg, ad.failures = Registered, true, 0
 		// The server counts the lifetimes from when the last

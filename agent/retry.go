@@ -33,6 +33,35 @@ func (a *Agent) scheduleRetry(ifc *iface, ad *addr) {
 	a.log.Debug("registration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d, "failures", ad.failures)
 }
 
+// retryDeregistration owes k's deregistration again after one that was
+// not sent (its one transmission refused: RFC 9686 §4.7 sends it once, as
+// no reply can reach a removed address). It goes out after Retry.First,
+// once per delay, until it is sent, the address comes back or its link
+// goes; without this the server would keep the binding until it expires.
+func (a *Agent) retryDeregistration(k key) {
+	ifc, ok := a.ifaces[k.ifindex]
+	if !ok || !ifc.up || a.owed[k] {
+		return
+	}
+	if _, back := ifc.addrs[k.addr]; back {
+		return
+	}
+	a.owed[k] = true
+	d := a.cfg.Retry.Delay(1, 0, a.cfg.Rand)
+	a.deadlines.Set(k, a.clock.Now().Add(d))
+	a.log.Debug("deregistration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d)
+}
+
+// afterDeregistration registers an address re-added while its
+// deregistration was in flight (next held it back).
+func (a *Agent) afterDeregistration(k key) {
+	if ifc, ok := a.ifaces[k.ifindex]; ok {
+		if ad, ok := ifc.addrs[k.addr]; ok && ad.phase == Pending {
+			a.consider(ifc, ad)
+		}
+	}
+}
+
 // registered reports whether k's address is registered (its deadline is a
 // refresh, not a retry).
 func (a *Agent) registered(k key) bool {

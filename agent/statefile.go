@@ -271,7 +271,7 @@ func (a *Agent) snapshot() []savedAddr {
 	out := []savedAddr{}
 	for _, ifc := range a.ifaces {
 		for ip, ad := range ifc.addrs {
-			if !(ad.hasReg || ad.phase == Registering || ad.phase == Failed) || a.state.forgotten[key{ifc.index, ip}] {
+			if !(ad.hasReg || ad.sent || ad.phase == Registering) || a.state.forgotten[key{ifc.index, ip}] {
 				continue
 			}
 			sa := savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: ip}
