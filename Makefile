@@ -14,8 +14,13 @@ CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
 DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
+# make bench-server: offered rates (per second), time per rate, and an
+# optional Kea 3.x kea-dhcp6 binary measured the same way.
+RATES      ?= 20000,25000,30000,48000
+BENCH_DURATION ?= 10s
+KEA        ?=
 
-.PHONY: help deps build test unit e2e bench fuzz lint demo deb clean
+.PHONY: help deps build test unit e2e bench bench-server fuzz lint demo deb clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -51,12 +56,20 @@ test: deps ## install what the tests need, then run unit and end-to-end tests (a
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@# Every benchmark once, on its short workload: a benchmark that breaks fails the build.
+	$(GO) test -short -count=1 -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) ./...
 
-unit: ## unit tests only (no root needed): pure packages
-	$(GO) test -count=1 ./scheduler/...
+unit: ## every test that needs no root (-short: tests that need root and namespaces skip)
+	$(GO) test -short -count=1 ./...
 
 bench: ## run the benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./...
+
+bench-server: ## refserver (and KEA=path, Kea 3.x) answered % and p50/p99 at fixed RATES (root)
+	@[ "$$(id -u)" = 0 ] || { echo "make bench-server needs root: it creates network namespaces" >&2; exit 1; }
+	set -o pipefail; ADDRREG_BENCH_RATES='$(RATES)' ADDRREG_BENCH_DURATION='$(BENCH_DURATION)' ADDRREG_KEA='$(KEA)' \
+		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkServerRelay$$' -benchtime 1x -timeout $(TEST_TIMEOUT) -v ./test/refserver/ \
+		| grep -vE '^(=== RUN|goos|goarch|pkg|cpu)'
 
 fuzz: ## run every fuzz target for FUZZTIME (default 2m) each
 	@for pkg in $$($(GO) list ./...); do \

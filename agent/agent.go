@@ -4,6 +4,9 @@
 // refreshes the registrations as their lifetimes change and deregisters
 // addresses that go away.
 //
+// It is internal to addrregd, not a supported API: it is exported only for
+// cmd/addrregd and changes with the daemon.
+//
 // One goroutine (Run's) owns all state. Netmon events, probe and exchange
 // results, refresh deadlines and SIGHUP requests reach it over channels;
 // exchanges run in their own goroutines, at most Config.MaxInflight at once
@@ -152,7 +155,12 @@ const (
 
 var ifStateNames = [...]string{"unknown", "down", "probing", "supported", "unsupported"}
 
-func (s IfState) String() string { return enumName(ifStateNames[:], int(s), "state") }
+func (s IfState) String() string {
+	if s >= 0 && int(s) < len(ifStateNames) {
+		return ifStateNames[s]
+	}
+	return fmt.Sprintf("ifstate(%d)", int(s))
+}
 
 // Phase is an address's registration state.
 type Phase int
@@ -168,7 +176,12 @@ const (
 
 var phaseNames = [...]string{"pending", "registering", "registered", "failed", "deregistering"}
 
-func (p Phase) String() string { return enumName(phaseNames[:], int(p), "phase") }
+func (p Phase) String() string {
+	if p >= 0 && int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return fmt.Sprintf("phase(%d)", int(p))
+}
 
 // Re-discovery (RFC 8415 §18.2.6 spirit): a link without registration
 // support is asked again after the default Information Refresh Time, so a
@@ -491,7 +504,8 @@ func (a *Agent) handleEvent(ctx context.Context, ev netmon.Event) {
 	}
 }
 
-func (a *Agent) iface(l netmon.Link) *iface {
+// ifaceOf returns the interface l names, created on first sight.
+func (a *Agent) ifaceOf(l netmon.Link) *iface {
 	ifc, ok := a.ifaces[l.Index]
 	if !ok {
 		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
@@ -502,7 +516,7 @@ func (a *Agent) iface(l netmon.Link) *iface {
 
 func (a *Agent) handleLink(ctx context.Context, ev netmon.Event) {
 	l := ev.Link
-	ifc := a.iface(l)
+	ifc := a.ifaceOf(l)
 	if l.Name != "" && ifc.name != l.Name {
 		if ifc.name != "" {
 			a.log.Info("interface renamed", "iface", l.Name, "old", ifc.name)
@@ -716,7 +730,7 @@ func (a *Agent) linkLocalChanged(ctx context.Context, ifc *iface) {
 func (a *Agent) handleAddr(ctx context.Context, na netmon.Addr) {
 	ifc, ok := a.ifaces[na.Index]
 	if !ok {
-		ifc = a.iface(netmon.Link{Index: na.Index, Name: na.Ifname})
+		ifc = a.ifaceOf(netmon.Link{Index: na.Index, Name: na.Ifname})
 	}
 	if !a.wanted(ifc.name) {
 		return

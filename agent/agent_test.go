@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
@@ -16,25 +20,87 @@ import (
 // These tests drive the state machine with a scripted monitor and
 // registrar on a fake clock: pure logic. The real kernel, sockets and
 // server are exercised by the end-to-end tests in e2e_test.go.
+//
+// No test waits on the wall clock: harness.idle knows from the fakes and
+// the agent's status when the agent has done all it can until the fake
+// clock moves or the test acts.
+
+// activity wakes harness.idle at every change of a fake's state: the
+// channel wait returns is closed at the next signal.
+type activity struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (a *activity) wait() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ch == nil {
+		a.ch = make(chan struct{})
+	}
+	return a.ch
+}
+
+func (a *activity) signal() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ch != nil {
+		close(a.ch)
+		a.ch = nil
+	}
+}
 
 type fakeMon struct {
-	ev      chan netmon.Event
+	act     *activity
 	mu      sync.Mutex
+	queue   []netmon.Event
+	wake    chan struct{} // one token: the queue grew
+	parked  bool          // Next waits on an empty queue: every event it returned was handed on
 	addrs   map[netip.Addr]netmon.Addr
 	lookErr error
 }
 
-func newFakeMon() *fakeMon {
-	return &fakeMon{ev: make(chan netmon.Event, 1024), addrs: map[netip.Addr]netmon.Addr{}}
+func newFakeMon(act *activity) *fakeMon {
+	return &fakeMon{act: act, wake: make(chan struct{}, 1), addrs: map[netip.Addr]netmon.Addr{}}
 }
 
 func (m *fakeMon) Next(ctx context.Context) (netmon.Event, error) {
-	select {
-	case e := <-m.ev:
-		return e, nil
-	case <-ctx.Done():
-		return netmon.Event{}, ctx.Err()
+	for {
+		m.mu.Lock()
+		if len(m.queue) > 0 {
+			e := m.queue[0]
+			m.queue, m.parked = m.queue[1:], false
+			m.mu.Unlock()
+			return e, nil
+		}
+		m.parked = true
+		m.mu.Unlock()
+		m.act.signal()
+		select {
+		case <-m.wake:
+		case <-ctx.Done():
+			return netmon.Event{}, ctx.Err()
+		}
 	}
+}
+
+// send queues an event for Next.
+func (m *fakeMon) send(e netmon.Event) {
+	m.mu.Lock()
+	m.queue = append(m.queue, e)
+	m.mu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// drained reports whether the agent's reader has taken every event and
+// waits for more.
+func (m *fakeMon) drained() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.parked && len(m.queue) == 0
 }
 
 func (m *fakeMon) Lookup(_ int, ip netip.Addr) (netmon.Addr, bool, error) {
@@ -48,28 +114,28 @@ func (m *fakeMon) Lookup(_ int, ip netip.Addr) (netmon.Addr, bool, error) {
 }
 
 func (m *fakeMon) link(up bool, managed, other bool) {
-	m.ev <- netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: up, LowerUp: up, Managed: managed, Other: other}}
+	m.send(netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: up, LowerUp: up, Managed: managed, Other: other}})
 }
 
 func (m *fakeMon) add(a netmon.Addr) {
 	m.mu.Lock()
 	m.addrs[a.IP] = a
 	m.mu.Unlock()
-	m.ev <- netmon.Event{Kind: netmon.AddrAdded, Addr: a}
+	m.send(netmon.Event{Kind: netmon.AddrAdded, Addr: a})
 }
 
 func (m *fakeMon) update(a netmon.Addr) {
 	m.mu.Lock()
 	m.addrs[a.IP] = a
 	m.mu.Unlock()
-	m.ev <- netmon.Event{Kind: netmon.AddrUpdated, Addr: a}
+	m.send(netmon.Event{Kind: netmon.AddrUpdated, Addr: a})
 }
 
 func (m *fakeMon) remove(a netmon.Addr) {
 	m.mu.Lock()
 	delete(m.addrs, a.IP)
 	m.mu.Unlock()
-	m.ev <- netmon.Event{Kind: netmon.AddrRemoved, Addr: a}
+	m.send(netmon.Event{Kind: netmon.AddrRemoved, Addr: a})
 }
 
 type sent struct {
@@ -79,7 +145,11 @@ type sent struct {
 }
 
 type fakeReg struct {
+	act        *activity
 	mu         sync.Mutex
+	running    int        // Probe and Register calls under way, not blocked
+	blockedP   []*blocked // Probe calls waiting for their context
+	blockedR   []*blocked // Register calls waiting for their context (or a gate)
 	supported  bool
 	probes     int
 	sends      []sent
@@ -93,20 +163,102 @@ type fakeReg struct {
 	clk        *scheduler.FakeClock
 }
 
+// enter and leave count the calls under way; block and unblock move one
+// to the blocked calls and back.
+func (r *fakeReg) enter() {
+	r.mu.Lock()
+	r.running++
+	r.mu.Unlock()
+	r.act.signal()
+}
+
+func (r *fakeReg) leave() {
+	r.mu.Lock()
+	r.running--
+	r.mu.Unlock()
+	r.act.signal()
+}
+
+// blocked is a fake call waiting until its context ends or until closes.
+type blocked struct {
+	ctx   context.Context
+	until <-chan struct{}
+}
+
+// over reports whether the call is about to return (its goroutine may not
+// have woken yet).
+func (b *blocked) over() bool {
+	select {
+	case <-b.ctx.Done():
+		return true
+	case <-b.until:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *fakeReg) block(list *[]*blocked, ctx context.Context) {
+	r.blockUntil(list, ctx, nil)
+}
+
+// blockUntil blocks a call under way until ctx ends or until closes.
+func (r *fakeReg) blockUntil(list *[]*blocked, ctx context.Context, until <-chan struct{}) {
+	b := &blocked{ctx, until}
+	r.mu.Lock()
+	*list = append(*list, b)
+	r.running--
+	r.mu.Unlock()
+	r.act.signal()
+	select {
+	case <-ctx.Done():
+	case <-until:
+	}
+	r.mu.Lock()
+	*list = slices.DeleteFunc(*list, func(x *blocked) bool { return x == b })
+	r.running++
+	r.mu.Unlock()
+	r.act.signal()
+}
+
+// calls returns how many calls are under way and how many blocked. A
+// blocked call whose wait is over is under way: it is about to return,
+// though its goroutine has not woken yet.
+func (r *fakeReg) calls() (running, blockedProbes, blockedRegisters int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	running = r.running
+	count := func(list []*blocked) (n int) {
+		for _, b := range list {
+			if b.over() {
+				running++
+			} else {
+				n++
+			}
+		}
+		return n
+	}
+	return running, count(r.blockedP), count(r.blockedR)
+}
+
 func (r *fakeReg) Probe(ctx context.Context, _ int, from netip.Addr) (bool, error) {
+	r.enter()
+	defer r.leave()
 	r.mu.Lock()
 	r.probes++
 	r.probeFrom = append(r.probeFrom, from)
 	ok, err, block := r.supported, r.probeErr, r.blockProbe
 	r.mu.Unlock()
 	if block {
-		<-ctx.Done()
+		r.block(&r.blockedP, ctx)
 		return false, ctx.Err()
 	}
 	return ok, err
 }
 
 func (r *fakeReg) Register(ctx context.Context, t registrar.Target) (registrar.Result, error) {
+	r.enter()
+	defer r.leave()
 	p, v, ok := t.Lifetimes()
 	r.mu.Lock()
 	r.started++
@@ -122,7 +274,7 @@ func (r *fakeReg) Register(ctx context.Context, t registrar.Target) (registrar.R
 		return registrar.Result{Sends: 3, Preferred: p, Valid: v}, registrar.ErrExchangeFailed
 	}
 	if silent {
-		<-ctx.Done()
+		r.block(&r.blockedR, ctx)
 		return registrar.Result{Sends: 1}, ctx.Err()
 	}
 	res := registrar.Result{Replied: true, Sends: 1, Preferred: p, Valid: v}
@@ -150,6 +302,7 @@ var ll = netmon.Addr{Index: 2, Ifname: "eth0", IP: netip.MustParseAddr("fe80::1"
 
 type harness struct {
 	t    *testing.T
+	act  *activity
 	clk  *scheduler.FakeClock
 	mon  *fakeMon
 	reg  *fakeReg
@@ -161,7 +314,8 @@ type harness struct {
 
 func start(t *testing.T, cfg Config, supported bool) *harness {
 	t.Helper()
-	h := &harness{t: t, clk: scheduler.NewFakeClock(t0), mon: newFakeMon(), reg: &fakeReg{supported: supported}, done: make(chan error, 1)}
+	act := &activity{}
+	h := &harness{t: t, act: act, clk: scheduler.NewFakeClock(t0), mon: newFakeMon(act), reg: &fakeReg{act: act, supported: supported}, done: make(chan error, 1)}
 	h.reg.clk = h.clk
 	cfg.Clock = h.clk
 	if cfg.Policy == (scheduler.Policy{}) {
@@ -176,8 +330,13 @@ func start(t *testing.T, cfg Config, supported bool) *harness {
 	h.ag = New(cfg, h.mon, h.reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
+	// Every goroutine the agent starts ends with Run: none outlives it.
+	running := goleak.IgnoreCurrent()
 	go func() { h.done <- h.ag.Run(ctx) }()
-	t.Cleanup(func() { h.shutdown() })
+	t.Cleanup(func() {
+		h.shutdown()
+		goleak.VerifyNone(t, running)
+	})
 	return h
 }
 
@@ -192,45 +351,71 @@ func (h *harness) shutdown() {
 	})
 }
 
-// settle waits until the agent has processed everything it was given: its
-// status answers only from the owner goroutine, between events.
-func (h *harness) settle() Status {
+// idle returns the agent's status once it has done all it can until the
+// fake clock moves or the test acts: its reader waits on an empty queue,
+// nothing is buffered for its loop, no fake call is under way, and every
+// probe and exchange it counts is one the fakes hold blocked (so none has a
+// result on its way). The status is served by the owner goroutine, between
+// events. Waiting is on the fakes' activity and on status round trips
+// (each one a turn of the agent's loop), never on the wall clock; the
+// deadline only ends a test whose agent hangs.
+func (h *harness) idle() Status {
 	h.t.Helper()
-	var last Status
-	for i := 0; i < 200; i++ {
-		st, err := h.ag.Status(context.Background())
-		if err != nil {
+	deadline := time.Now().Add(10 * time.Second)
+	var st Status
+	for turns := 0; ; turns++ {
+		if time.Now().After(deadline) {
+			running, bp, br := h.reg.calls()
+			h.t.Fatalf("agent not idle after %d turns: reader drained %v, %d calls under way, %d+%d blocked; %+v",
+				turns, h.mon.drained(), running, bp, br, st)
+		}
+		changed := h.act.wait()
+		running, blockedProbes, blockedRegisters := h.reg.calls()
+		if !h.mon.drained() || running > 0 {
+			select {
+			case <-changed:
+			case <-time.After(time.Until(deadline)):
+			}
+			continue
+		}
+		buffered := len(h.ag.events) + len(h.ag.hup) + len(h.ag.wake) + len(h.ag.state.tick)
+		var err error
+		if st, err = h.ag.Status(context.Background()); err != nil {
 			h.t.Fatal(err)
 		}
-		if len(h.mon.ev) == 0 && st.InFlight == 0 && st.Queued == 0 {
-			// Twice in a row: a result may have just been sent.
-			if i > 0 && equalStatus(st, last) {
-				return st
-			}
+		if buffered > 0 || st.InFlight != blockedRegisters || probing(st) != blockedProbes {
+			// The loop has more to take, or a goroutine of the agent's
+			// has a result on its way: let it run, then another turn.
+			runtime.Gosched()
+			continue
 		}
-		last = st
-		time.Sleep(2 * time.Millisecond)
+		select {
+		case <-changed: // a call started meanwhile
+		default:
+			return st
+		}
 	}
-	h.t.Fatalf("agent did not settle: %+v", last)
-	return last
 }
 
-func equalStatus(a, b Status) bool {
-	if len(a.Interfaces) != len(b.Interfaces) {
-		return false
+// settle is idle for a test that expects the agent to have finished:
+// nothing queued behind the rate limit, no exchange under way.
+func (h *harness) settle() Status {
+	h.t.Helper()
+	st := h.idle()
+	if st.Queued != 0 || st.InFlight != 0 {
+		h.t.Fatalf("agent did not settle: %d queued, %d in flight: %+v", st.Queued, st.InFlight, st)
 	}
-	for i := range a.Interfaces {
-		x, y := a.Interfaces[i], b.Interfaces[i]
-		if x.State != y.State || len(x.Addresses) != len(y.Addresses) {
-			return false
-		}
-		for j := range x.Addresses {
-			if x.Addresses[j] != y.Addresses[j] {
-				return false
-			}
+	return st
+}
+
+func probing(st Status) int {
+	n := 0
+	for _, i := range st.Interfaces {
+		if i.State == IfProbing {
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 func phaseOf(st Status, ip string) Phase {
@@ -307,7 +492,7 @@ func TestNothingWithoutSupportOrFlags(t *testing.T) {
 		if _, sends := h.reg.snapshot(); len(sends) != 0 {
 			t.Fatalf("registered without an RA with M or O: %+v", sends)
 		}
-		h.mon.ev <- netmon.Event{Kind: netmon.RAFlags, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Managed: true}}
+		h.mon.send(netmon.Event{Kind: netmon.RAFlags, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Managed: true}})
 		h.settle()
 		if _, sends := h.reg.snapshot(); len(sends) != 1 {
 			t.Fatalf("after M flag: sends = %+v, want 1", sends)
@@ -433,12 +618,12 @@ func TestLinkChangeRediscovers(t *testing.T) {
 	h.mon.add(global("2001:db8::1", time.Hour))
 	h.settle()
 	// Carrier down, then up: discovery and registration afresh.
-	h.mon.ev <- netmon.Event{Kind: netmon.LinkUpdated, Link: netmon.Link{Index: 2, Name: "eth0", Up: true}}
+	h.mon.send(netmon.Event{Kind: netmon.LinkUpdated, Link: netmon.Link{Index: 2, Name: "eth0", Up: true}})
 	st := h.settle()
 	if st.Interfaces[0].State != IfDown {
 		t.Fatalf("state after carrier loss = %v", st.Interfaces[0].State)
 	}
-	h.mon.ev <- netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}}
+	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
 	h.settle()
 	probes, sends := h.reg.snapshot()
 	if probes != 2 || len(sends) != 2 {
@@ -455,7 +640,7 @@ func TestPacing(t *testing.T) {
 	}
 	// The token bucket allows 10 at once, then 100 per second of the
 	// fake clock: check the bound at every step of 100 ms.
-	time.Sleep(50 * time.Millisecond)
+	h.idle()
 	for step := 0; step <= 40; step++ {
 		_, sends := h.reg.snapshot()
 		if limit := 10 + 10*step + 1; len(sends) > limit {
@@ -468,7 +653,7 @@ func TestPacing(t *testing.T) {
 			return
 		}
 		h.clk.Advance(100 * time.Millisecond)
-		time.Sleep(10 * time.Millisecond)
+		h.idle()
 	}
 	_, sends := h.reg.snapshot()
 	t.Fatalf("only %d of 300 started after 4 s at 100/s", len(sends))
@@ -560,10 +745,10 @@ func TestReaddCancelsQueuedDeregistration(t *testing.T) {
 	h.settle()
 	h.mon.remove(a) // the token is spent: the deregistration waits
 	h.mon.add(a)
-	time.Sleep(20 * time.Millisecond)
+	h.idle()
 	for range 3 {
 		h.clk.Advance(time.Second)
-		time.Sleep(10 * time.Millisecond)
+		h.idle()
 	}
 	st := h.settle()
 	_, sends := h.reg.snapshot()
@@ -586,13 +771,13 @@ func TestFlapDuringBurstNoDuplicates(t *testing.T) {
 	for i := range 100 {
 		h.mon.add(global(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}).String(), time.Hour))
 	}
-	time.Sleep(50 * time.Millisecond)
-	h.mon.ev <- netmon.Event{Kind: netmon.LinkUpdated, Link: netmon.Link{Index: 2, Name: "eth0", Up: true}}
-	h.mon.ev <- netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}}
-	time.Sleep(50 * time.Millisecond)
+	h.idle()
+	h.mon.send(netmon.Event{Kind: netmon.LinkUpdated, Link: netmon.Link{Index: 2, Name: "eth0", Up: true}})
+	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
+	h.idle()
 	for range 40 {
 		h.clk.Advance(100 * time.Millisecond)
-		time.Sleep(5 * time.Millisecond)
+		h.idle()
 	}
 	h.settle()
 	_, sends := h.reg.snapshot()
@@ -679,7 +864,7 @@ func TestStopSendsOwedDeregistration(t *testing.T) {
 	h.mon.add(a)
 	h.settle()
 	h.mon.remove(a)
-	time.Sleep(20 * time.Millisecond)
+	h.idle()
 	h.shutdown()
 	_, sends := h.reg.snapshot()
 	if len(sends) != 2 || !sends[1].deregistered {
@@ -726,7 +911,7 @@ func TestClockJumpRefreshes(t *testing.T) {
 	h.mon.add(global("2001:db8::1", time.Hour))
 	h.mon.add(global("2001:db8::2", time.Hour))
 	h.settle()
-	h.mon.ev <- netmon.Event{Kind: netmon.ClockJump}
+	h.mon.send(netmon.Event{Kind: netmon.ClockJump})
 	h.settle()
 	if _, sends := h.reg.snapshot(); len(sends) != 4 {
 		t.Fatalf("%d exchanges, want 2 registrations and 2 refreshes after the jump", len(sends))

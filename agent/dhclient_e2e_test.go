@@ -10,6 +10,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -60,14 +61,14 @@ func TestE2EDhclientCoexistence(t *testing.T) {
 			dh.waitReason(t, "RENEW6", 5*time.Second)
 			// (b) addrregd learnt support and registered its address.
 			agent.WaitOutput(t, "registration supported on link", 10*time.Second)
-			b := l.waitBindings(t, ip.String(), 10*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[ip]; return ok })
+			b := l.waitBindings(t, ip.String(), 10*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[ip]; return ok })
 			if b[ip].DUID != testDUID {
 				t.Errorf("binding %s has DUID %s, want addrregd's %s", ip, b[ip].DUID, testDUID)
 			}
 			// Each client's Information-Request is its own: two client IDs
 			// on the wire, both from the link-local address.
 			ids := map[string]bool{}
-			for _, m := range l.sniff.all() {
+			for _, m := range l.sniff.All() {
 				if m.Type == dhcpv6.MessageTypeInformationRequest {
 					if cid := m.Msg.Options.ClientID(); cid != nil {
 						ids[string(cid.ToBytes())] = true

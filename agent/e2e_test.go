@@ -10,6 +10,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/vishvananda/netlink"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -24,7 +25,7 @@ func TestE2EFirstRegistration(t *testing.T) {
 	l.startAgent(t)
 	for _, a := range addrs {
 		ip := addrOf(a)
-		m := l.sniff.waitInforms(t, ip, 1, 10*time.Second)[0]
+		m := l.sniff.WaitInforms(t, ip, 1, 10*time.Second)[0]
 		if m.Src != ip {
 			t.Errorf("INFORM for %s sent from %s", ip, m.Src)
 		}
@@ -42,7 +43,7 @@ func TestE2EFirstRegistration(t *testing.T) {
 			t.Errorf("INFORM for %s: lifetimes %d/%d", ip, m.Preferred, m.Valid)
 		}
 	}
-	b := l.waitBindings(t, "all four addresses", 10*time.Second, func(b map[netip.Addr]binding) bool {
+	b := l.waitBindings(t, "all four addresses", 10*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool {
 		for _, a := range addrs {
 			if _, ok := b[addrOf(a)]; !ok {
 				return false
@@ -71,7 +72,7 @@ func TestE2EFirstRegistration(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	m := l.sniff.waitInforms(t, static, 1, 3*time.Second)[0]
+	m := l.sniff.WaitInforms(t, static, 1, 3*time.Second)[0]
 	if d := m.At.Sub(dadDone); d > time.Second {
 		t.Errorf("INFORM for %s came %v after DAD completed, want < 1s", static, d)
 	}
@@ -89,7 +90,7 @@ func TestE2ENoRegistration(t *testing.T) {
 		p := l.startAgent(t)
 		p.WaitOutput(t, "registration supported on link", 10*time.Second)
 		time.Sleep(3 * time.Second)
-		if n := len(l.sniff.informs(netip.Addr{})); n != 0 {
+		if n := len(l.sniff.Informs(netip.Addr{})); n != 0 {
 			t.Fatalf("%d ADDR-REG-INFORMs without an RA with M or O", n)
 		}
 	})
@@ -102,9 +103,9 @@ func TestE2ENoRegistration(t *testing.T) {
 		// A control added after it proves the agent is registering.
 		control := netip.MustParseAddr("2001:db8:1::c")
 		l.host.MustExec(t, "ip", "-6", "addr", "add", control.String()+"/64", "dev", "eth0", "nodad")
-		l.sniff.waitInforms(t, control, 1, 10*time.Second)
+		l.sniff.WaitInforms(t, control, 1, 10*time.Second)
 		time.Sleep(time.Second)
-		if got := l.sniff.informs(dhcp); len(got) != 0 {
+		if got := l.sniff.Informs(dhcp); len(got) != 0 {
 			t.Fatalf("DHCPv6-assigned address registered: %v", got)
 		}
 	})
@@ -114,7 +115,7 @@ func TestE2ENoRegistration(t *testing.T) {
 		l.startAgent(t, "--include-prefix", "2001:db8:1::d:0/112")
 		dhcp := netip.MustParseAddr("2001:db8:1::d:1")
 		l.host.MustExec(t, "ip", "-6", "addr", "add", dhcp.String()+"/128", "dev", "eth0", "valid_lft", "300", "preferred_lft", "200")
-		l.sniff.waitInforms(t, dhcp, 1, 10*time.Second)
+		l.sniff.WaitInforms(t, dhcp, 1, 10*time.Second)
 	})
 	t.Run("enable=false", func(t *testing.T) {
 		l := newLab(t, labOpts{})
@@ -122,7 +123,7 @@ func TestE2ENoRegistration(t *testing.T) {
 		p := l.startAgent(t, "--enable=false")
 		p.WaitOutput(t, "agent started", 5*time.Second)
 		time.Sleep(3 * time.Second)
-		for _, m := range l.sniff.all() {
+		for _, m := range l.sniff.All() {
 			if m.Src.IsLinkLocalUnicast() || m.Type == dhcpv6.MessageTypeAddrRegInform {
 				t.Fatalf("--enable=false sent %v", m)
 			}
@@ -142,21 +143,21 @@ func TestE2ERefresh(t *testing.T) {
 	// Cap the interval so NextAddrRegRefreshTime passes within the test:
 	// only a lifetime change may then trigger the refresh.
 	l.startAgent(t, "--max-refresh", "2s")
-	l.sniff.waitInforms(t, ip, 1, 10*time.Second)
+	l.sniff.WaitInforms(t, ip, 1, 10*time.Second)
 	time.Sleep(7 * time.Second) // several RAs, each with lifetimes counted down
-	if got := l.sniff.informs(ip); len(got) != 1 {
-		t.Fatalf("%d INFORMs while lifetimes count down in step, want 1:\n%s", len(got), l.sniff.dump())
+	if got := l.sniff.Informs(ip); len(got) != 1 {
+		t.Fatalf("%d INFORMs while lifetimes count down in step, want 1:\n%s", len(got), l.sniff.Dump())
 	}
 	ra.Prefixes[0].Valid, ra.Prefixes[0].Preferred, ra.Prefixes[0].DecrementLifetimes = 300*time.Second, 200*time.Second, false
 	l.radvd.Update(t, ra)
-	got := l.sniff.waitInforms(t, ip, 2, 8*time.Second)
+	got := l.sniff.WaitInforms(t, ip, 2, 8*time.Second)
 	if v := got[1].Valid; v < 295 || v > 300 {
 		t.Errorf("refresh carries valid lifetime %d, want about 300", v)
 	}
 	if got[1].XID == got[0].XID {
 		t.Errorf("refresh reused transaction ID %s", got[0].XID)
 	}
-	l.waitBindings(t, "the new lifetime", 5*time.Second, func(b map[netip.Addr]binding) bool { return b[ip].Valid > 250 })
+	l.waitBindings(t, "the new lifetime", 5*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { return b[ip].Valid > 250 })
 }
 
 // An address removed from the interface is deregistered: the server drops
@@ -167,32 +168,32 @@ func TestE2EDeregistration(t *testing.T) {
 	l.startAgent(t)
 	static := netip.MustParseAddr("2001:db8:1::99")
 	l.host.MustExec(t, "ip", "-6", "addr", "add", static.String()+"/64", "dev", "eth0", "nodad")
-	l.waitBindings(t, static.String(), 10*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[static]; return ok })
+	l.waitBindings(t, static.String(), 10*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[static]; return ok })
 	// Deprecation is not removal: nothing is sent.
 	l.host.MustExec(t, "ip", "-6", "addr", "change", static.String()+"/64", "dev", "eth0", "preferred_lft", "0", "valid_lft", "600")
 	time.Sleep(500 * time.Millisecond)
-	for _, m := range l.sniff.informs(static) {
+	for _, m := range l.sniff.Informs(static) {
 		if m.Valid == 0 {
 			t.Fatalf("deprecated address deregistered: %v", m)
 		}
 	}
 	l.host.MustExec(t, "ip", "-6", "addr", "del", static.String()+"/64", "dev", "eth0")
-	var dereg wireMsg
+	var dereg dhcp6test.Packet
 	for deadline := time.Now().Add(5 * time.Second); !dereg.At.IsZero() == false; {
-		for _, m := range l.sniff.informs(static) {
+		for _, m := range l.sniff.Informs(static) {
 			if m.Valid == 0 && m.Preferred == 0 {
 				dereg = m
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no deregistration of %s:\n%s", static, l.sniff.dump())
+			t.Fatalf("no deregistration of %s:\n%s", static, l.sniff.Dump())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if dereg.Src != static {
 		t.Errorf("deregistration sent from %s, want %s", dereg.Src, static)
 	}
-	l.waitBindings(t, "the binding gone", 5*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[static]; return !ok })
+	l.waitBindings(t, "the binding gone", 5*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[static]; return !ok })
 }
 
 // SIGTERM: bindings stay, unless --deregister-on-stop; exit within 2 s.
@@ -210,7 +211,7 @@ func TestE2EStop(t *testing.T) {
 				args = append(args, "--deregister-on-stop")
 			}
 			p := l.startAgent(t, args...)
-			l.waitBindings(t, ip.String(), 10*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[ip]; return ok })
+			l.waitBindings(t, ip.String(), 10*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[ip]; return ok })
 			start := time.Now()
 			if err := p.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
@@ -236,13 +237,13 @@ func TestE2ECarrierRediscovery(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ip := addrOf(l.globals(t, 1)[0])
 	p := l.startAgent(t)
-	l.sniff.waitInforms(t, ip, 1, 10*time.Second)
-	irs := l.sniff.count(dhcpv6.MessageTypeInformationRequest)
+	l.sniff.WaitInforms(t, ip, 1, 10*time.Second)
+	irs := l.sniff.Count(dhcpv6.MessageTypeInformationRequest)
 	l.host.SetCarrier(t, "eth0", false)
 	time.Sleep(300 * time.Millisecond)
 	l.host.SetCarrier(t, "eth0", true)
-	l.sniff.waitInforms(t, ip, 2, 15*time.Second)
-	if n := l.sniff.count(dhcpv6.MessageTypeInformationRequest); n <= irs {
+	l.sniff.WaitInforms(t, ip, 2, 15*time.Second)
+	if n := l.sniff.Count(dhcpv6.MessageTypeInformationRequest); n <= irs {
 		t.Errorf("no new Information-Request after carrier came back (%d before, %d after)", irs, n)
 	}
 	if !strings.Contains(p.Output(), "interface down") {
@@ -261,12 +262,12 @@ func TestE2ESignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.WaitOutput(t, "phase=registered", 5*time.Second)
-	irs := l.sniff.count(dhcpv6.MessageTypeInformationRequest)
+	irs := l.sniff.Count(dhcpv6.MessageTypeInformationRequest)
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	l.sniff.waitInforms(t, ip, 2, 10*time.Second)
-	if n := l.sniff.count(dhcpv6.MessageTypeInformationRequest); n <= irs {
+	l.sniff.WaitInforms(t, ip, 2, 10*time.Second)
+	if n := l.sniff.Count(dhcpv6.MessageTypeInformationRequest); n <= irs {
 		t.Errorf("no new Information-Request after SIGHUP (%d before, %d after)", irs, n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -32,13 +33,13 @@ func TestE2EGuideNetwork(t *testing.T) {
 		ip := addrOf(l.globals(t, 1)[0])
 		p := l.startAgent(t)
 		p.WaitOutput(t, "RA with M or O flag seen", 30*time.Second)
-		l.waitBindings(t, ip.String(), 20*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[ip]; return ok })
+		l.waitBindings(t, ip.String(), 20*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[ip]; return ok })
 	})
 	t.Run("no M or O, --require-ra-flags=false", func(t *testing.T) {
 		l := newLab(t, labOpts{ra: topo.RA{Prefixes: []topo.PIO{{Prefix: prefix1, Valid: 600 * time.Second, Preferred: 300 * time.Second}}}})
 		ip := addrOf(l.globals(t, 1)[0])
 		p := l.startAgent(t, "--require-ra-flags=false")
-		l.waitBindings(t, ip.String(), 20*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[ip]; return ok })
+		l.waitBindings(t, ip.String(), 20*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[ip]; return ok })
 		if logLines(p.Output(), "RA with M or O flag seen") != 0 {
 			t.Errorf("the RA had neither M nor O, but the agent saw one")
 		}

@@ -2,21 +2,18 @@ package agent_test
 
 import (
 	"encoding/json"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
-	"github.com/insomniacslk/dhcp/iana"
-	"golang.org/x/net/ipv6"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -77,8 +74,8 @@ func startKea(t *testing.T, l *lab, offer148 bool) *topo.Proc {
 	return p
 }
 
-// orHas148 reports whether an Information-Request asks for option 148.
-func oroHas148(m wireMsg) bool {
+// oroHas148 reports whether an Information-Request asks for option 148.
+func oroHas148(m dhcp6test.Packet) bool {
 	return slices.Contains(m.Msg.Options.RequestedOptions(), dhcpv6.OptionAddrRegEnable)
 }
 
@@ -92,8 +89,8 @@ func TestE2EKeaNo148(t *testing.T) {
 	p.WaitOutput(t, "registration not offered", 10*time.Second)
 	time.Sleep(3 * time.Second)
 
-	var irs []wireMsg
-	for _, m := range l.sniff.all() {
+	var irs []dhcp6test.Packet
+	for _, m := range l.sniff.All() {
 		if m.Type == dhcpv6.MessageTypeInformationRequest {
 			irs = append(irs, m)
 		}
@@ -108,7 +105,7 @@ func TestE2EKeaNo148(t *testing.T) {
 	if out := kea.Output(); !strings.Contains(out, "DHCP6_PACKET_SEND") || !strings.Contains(out, "REPLY") {
 		t.Errorf("Kea log shows no Reply sent")
 	}
-	if got := l.sniff.informs(netip.Addr{}); len(got) != 0 {
+	if got := l.sniff.Informs(netip.Addr{}); len(got) != 0 {
 		t.Errorf("%d ADDR-REG-INFORMs (e.g. %v) though Kea does not offer registration", len(got), got[0])
 	}
 	if strings.Contains(p.Output(), "registration supported") {
@@ -132,15 +129,15 @@ func TestE2EKeaDropsInform(t *testing.T) {
 	p := l.startAgentNiced(t, "--irt", irt.String(), "--mrc", "3")
 	p.WaitOutput(t, "registration supported on link", 10*time.Second)
 	for _, ip := range addrs {
-		l.sniff.waitInforms(t, ip, mrc, 5*time.Second)
+		l.sniff.WaitInforms(t, ip, mrc, 5*time.Second)
 	}
 	p.WaitOutput(t, "registration failed", 5*time.Second)
 	lateness := probe.max()
 	// Several seconds more: nothing further for any address.
 	time.Sleep(5 * time.Second)
 	for _, ip := range addrs {
-		got := l.sniff.informs(ip)
-		var first, later []wireMsg
+		got := l.sniff.Informs(ip)
+		var first, later []dhcp6test.Packet
 		for _, m := range got {
 			if m.XID == got[0].XID {
 				first = append(first, m)
@@ -149,13 +146,13 @@ func TestE2EKeaDropsInform(t *testing.T) {
 			}
 		}
 		if len(first) != mrc {
-			t.Errorf("%s: first exchange (xid %s) made %d transmissions, want %d (MRC):\n%s", ip, got[0].XID, len(first), mrc, wireList(first))
+			t.Errorf("%s: first exchange (xid %s) made %d transmissions, want %d (MRC):\n%s", ip, got[0].XID, len(first), mrc, dhcp6test.List(first))
 		} else {
 			checkRetransmission(t, ip, first, irt, lateness)
 		}
 		if len(later) > 0 {
 			t.Errorf("%s: after the first exchange failed, %d more ADDR-REG-INFORMs within %v (new exchanges, nothing changed on the host):\n%s",
-				ip, len(later), time.Since(first[len(first)-1].At).Round(time.Second), wireList(later))
+				ip, len(later), time.Since(first[len(first)-1].At).Round(time.Second), dhcp6test.List(later))
 		}
 		if n := logLines(p.Output(), `msg="registration failed"`, "addr="+ip.String()+" ", "sends=3"); n != 1 {
 			t.Errorf("%s: agent logged \"registration failed ... sends=3\" %d times, want once", ip, n)
@@ -172,7 +169,7 @@ func TestE2EKeaDropsInform(t *testing.T) {
 // [0.9, 1.1]·IRT, RT2 in [1.71, 2.31]·IRT, and so on. The sniffer's
 // timestamps are the kernel's; the agent's timers may fire late on a busy
 // machine (lateness, measured meanwhile by a timerProbe), never early.
-func checkRetransmission(t *testing.T, ip netip.Addr, got []wireMsg, irt, lateness time.Duration) {
+func checkRetransmission(t *testing.T, ip netip.Addr, got []dhcp6test.Packet, irt, lateness time.Duration) {
 	t.Helper()
 	const early = 20 * time.Millisecond
 	late := 60*time.Millisecond + lateness
@@ -238,15 +235,6 @@ func (p *timerProbe) max() time.Duration {
 	return p.last
 }
 
-func wireList(ms []wireMsg) string {
-	var b strings.Builder
-	for _, m := range ms {
-		b.WriteString(m.String())
-		b.WriteByte('\n')
-	}
-	return b.String()
-}
-
 // logLines counts the log lines that contain every one of subs.
 func logLines(out string, subs ...string) int {
 	n := 0
@@ -274,9 +262,15 @@ func TestE2ERetransmissionSilentServer(t *testing.T) {
 	ra := topo.RA{Other: true, Prefixes: []topo.PIO{{Prefix: prefix1, Valid: 600 * time.Second, Preferred: 300 * time.Second, NoAutonomous: true}}}
 	l := newLab(t, labOpts{noServer: true, ra: ra})
 	silent, answered := netip.MustParseAddr("2001:db8:1::51"), netip.MustParseAddr("2001:db8:1::52")
-	startStubServer(t, l, func(m *dhcpv6.Message, n int) bool {
-		ia, _ := m.GetOneOption(dhcpv6.OptionIAAddr).(*dhcpv6.OptIAAddress)
-		return ia != nil && ia.IPv6Addr.Equal(answered.AsSlice()) && n == 2
+	// The server answers every Information-Request with option 148 and
+	// only the second transmission of the answered address's INFORM.
+	answer := dhcp6test.Answer{Offer148: true}
+	dhcp6test.StartResponder(t, l.server, "eth0", func(m dhcp6test.Packet, seen dhcp6test.Seen) []dhcp6test.Send {
+		if m.Type == dhcpv6.MessageTypeInformationRequest ||
+			m.Type == dhcpv6.MessageTypeAddrRegInform && m.IAAddr == answered && seen.OfXID == 1 {
+			return []dhcp6test.Send{answer.To(m)}
+		}
+		return nil
 	})
 	for _, ip := range []netip.Addr{silent, answered} {
 		l.host.MustExec(t, "ip", "-6", "addr", "add", ip.String()+"/64", "dev", "eth0", "nodad")
@@ -287,14 +281,14 @@ func TestE2ERetransmissionSilentServer(t *testing.T) {
 
 	// RT1 + RT2 + RT3 ≤ 1.1·IRT·(1 + 2.1 + 2.1²) ≈ 2.5 s after the first
 	// transmission the exchange has failed; wait well beyond.
-	first := l.sniff.waitInforms(t, silent, 1, 5*time.Second)[0]
+	first := l.sniff.WaitInforms(t, silent, 1, 5*time.Second)[0]
 	time.Sleep(time.Until(first.At.Add(3 * time.Second)))
 	lateness := probe.max()
 	time.Sleep(time.Until(first.At.Add(5 * time.Second)))
 
-	got := l.sniff.informs(silent)
+	got := l.sniff.Informs(silent)
 	if len(got) != mrc {
-		t.Errorf("silent server: %d ADDR-REG-INFORMs for %s, want %d (MRC):\n%s", len(got), silent, mrc, wireList(got))
+		t.Errorf("silent server: %d ADDR-REG-INFORMs for %s, want %d (MRC):\n%s", len(got), silent, mrc, dhcp6test.List(got))
 	} else {
 		checkRetransmission(t, silent, got, irt, lateness)
 	}
@@ -302,89 +296,13 @@ func TestE2ERetransmissionSilentServer(t *testing.T) {
 		t.Errorf("agent logged %d \"registration failed ... sends=3\" for %s, want 1", n, silent)
 	}
 
-	got = l.sniff.informs(answered)
+	got = l.sniff.Informs(answered)
 	if len(got) != 2 {
-		t.Errorf("server answering the 2nd transmission: %d ADDR-REG-INFORMs for %s, want 2:\n%s", len(got), answered, wireList(got))
+		t.Errorf("server answering the 2nd transmission: %d ADDR-REG-INFORMs for %s, want 2:\n%s", len(got), answered, dhcp6test.List(got))
 	} else {
 		checkRetransmission(t, answered, got, irt, lateness)
 	}
 	if n := logLines(p.Output(), "msg=registered", "addr="+answered.String()+" ", "sends=2"); n != 1 {
 		t.Errorf("agent logged %d \"registered ... sends=2\" for %s, want 1", n, answered)
 	}
-}
-
-// startStubServer runs a minimal DHCPv6 server in the lab's server
-// namespace: it answers every Information-Request with option 148 and
-// answers an ADDR-REG-INFORM only when answer(msg, n) says so, n being how
-// many times that transaction has been received (1 for the first).
-func startStubServer(t *testing.T, l *lab, answer func(m *dhcpv6.Message, n int) bool) {
-	t.Helper()
-	var pc *ipv6.PacketConn
-	var zone string
-	if err := l.server.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		// A zone name would be resolved in the test's namespace: use the index.
-		zone = strconv.Itoa(ifi.Index)
-		c, err := net.ListenPacket("udp6", "[::]:547")
-		if err != nil {
-			return err
-		}
-		pc = ipv6.NewPacketConn(c)
-		if err := pc.JoinGroup(ifi, &net.UDPAddr{IP: net.ParseIP("ff02::1:2")}); err != nil {
-			c.Close()
-			return err
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("stub server: %v", err)
-	}
-	serverID := &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		seen := map[dhcpv6.TransactionID]int{}
-		buf := make([]byte, 65536)
-		for {
-			n, _, src, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m, err := dhcpv6.MessageFromBytes(buf[:n])
-			if err != nil {
-				continue
-			}
-			seen[m.TransactionID]++
-			out := &dhcpv6.Message{TransactionID: m.TransactionID}
-			out.AddOption(dhcpv6.OptServerID(serverID))
-			if cid := m.Options.ClientID(); cid != nil {
-				out.AddOption(dhcpv6.OptClientID(cid))
-			}
-			switch m.MessageType {
-			case dhcpv6.MessageTypeInformationRequest:
-				out.MessageType = dhcpv6.MessageTypeReply
-				out.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionAddrRegEnable})
-			case dhcpv6.MessageTypeAddrRegInform:
-				if !answer(m, seen[m.TransactionID]) {
-					continue
-				}
-				// ADDR-REG-REPLY is built by hand: NewReplyFromMessage refuses type 36.
-				out.MessageType = dhcpv6.MessageTypeAddrRegReply
-				out.AddOption(m.GetOneOption(dhcpv6.OptionIAAddr))
-			default:
-				continue
-			}
-			dst := &net.UDPAddr{IP: src.(*net.UDPAddr).IP, Port: 546}
-			if dst.IP.IsLinkLocalUnicast() {
-				dst.Zone = zone
-			}
-			if _, err := pc.WriteTo(out.ToBytes(), nil, dst); err != nil {
-				t.Errorf("stub server: send %s to %s: %v", out.MessageType, dst, err)
-			}
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); wg.Wait() })
 }

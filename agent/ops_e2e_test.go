@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -115,7 +116,7 @@ func TestE2EStatusMetrics(t *testing.T) {
 
 	sock := filepath.Join(t.TempDir(), "control.sock")
 	p := l.startAgent(t, "--control-socket", sock, "--metrics-listen", agentMetrics)
-	b := l.waitBindings(t, "every global address", 15*time.Second, func(b map[netip.Addr]binding) bool {
+	b := l.waitBindings(t, "every global address", 15*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool {
 		for _, a := range addrs {
 			if _, ok := b[addrOf(a)]; !ok {
 				return false
@@ -258,7 +259,7 @@ func TestE2ERegisterTemporaryFalse(t *testing.T) {
 	}
 	sock := filepath.Join(t.TempDir(), "control.sock")
 	l.startAgent(t, "--register-temporary=false", "--control-socket", sock)
-	l.waitBindings(t, "the stable addresses", 30*time.Second, func(b map[netip.Addr]binding) bool {
+	l.waitBindings(t, "the stable addresses", 30*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool {
 		for _, ip := range stable {
 			if _, ok := b[ip]; !ok {
 				return false
@@ -291,7 +292,7 @@ func TestE2ERegisterTemporaryFalse(t *testing.T) {
 		if _, ok := b[ip]; ok {
 			t.Errorf("server holds temporary address %s", ip)
 		}
-		if n := len(l.sniff.informs(ip)); n > 0 {
+		if n := len(l.sniff.Informs(ip)); n > 0 {
 			t.Errorf("%d ADDR-REG-INFORMs for temporary address %s on the wire", n, ip)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"golang.org/x/sys/unix"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -167,8 +168,8 @@ func TestE2ERAFlood(t *testing.T) {
 	p.WaitOutput(t, `reason="source not link-local"`, 5*time.Second)
 	p.WaitOutput(t, `reason="hop limit not 255"`, 5*time.Second)
 	time.Sleep(2 * time.Second)
-	if got := l.sniff.informs(netip.Addr{}); len(got) > 0 {
-		t.Fatalf("ADDR-REG-INFORM sent after RAs from off the link only:\n%s", l.sniff.dump())
+	if got := l.sniff.Informs(netip.Addr{}); len(got) > 0 {
+		t.Fatalf("ADDR-REG-INFORM sent after RAs from off the link only:\n%s", l.sniff.Dump())
 	}
 	if strings.Contains(p.Output(), "RA with M or O flag seen") {
 		t.Fatal("addrregd took the forged RAs' M/O flags")
@@ -217,15 +218,15 @@ func TestE2ERAFlood(t *testing.T) {
 	// registered. Until then the table, full of the flood's routers, keeps
 	// it out: only routers already known are updated.
 	properAt := time.Now()
-	l.sniff.waitInformsWhile(t, netip.MustParseAddr(addr), 60*time.Second, func() {
+	waitInformsWhile(t, l.sniff, netip.MustParseAddr(addr), 60*time.Second, func() {
 		inj.send(t, netip.MustParseAddr("fe80::1"), 255, false, true, 1800*time.Second)
 	})
-	for _, m := range l.sniff.informs(netip.Addr{}) {
+	for _, m := range l.sniff.Informs(netip.Addr{}) {
 		if m.At.Before(properAt) {
 			t.Errorf("ADDR-REG-INFORM before the proper RA: %s", m)
 		}
 	}
-	l.waitBindings(t, addr+" registered", 10*time.Second, func(b map[netip.Addr]binding) bool {
+	l.waitBindings(t, addr+" registered", 10*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool {
 		_, ok := b[netip.MustParseAddr(addr)]
 		return ok
 	})
@@ -240,12 +241,12 @@ func TestE2ERAFlood(t *testing.T) {
 
 // waitInformsWhile calls send every second until an ADDR-REG-INFORM for
 // addr is seen.
-func (s *sniffer) waitInformsWhile(t *testing.T, addr netip.Addr, timeout time.Duration, send func()) {
+func waitInformsWhile(t *testing.T, s *dhcp6test.Sniffer, addr netip.Addr, timeout time.Duration, send func()) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for len(s.informs(addr)) == 0 {
+	for len(s.Informs(addr)) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no ADDR-REG-INFORM for %s within %v; seen:\n%s", addr, timeout, s.dump())
+			t.Fatalf("no ADDR-REG-INFORM for %s within %v; seen:\n%s", addr, timeout, s.Dump())
 		}
 		send()
 		time.Sleep(time.Second)

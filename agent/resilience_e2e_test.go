@@ -17,6 +17,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -67,18 +68,6 @@ func lossAddrs(n int) []netip.Addr {
 	return out
 }
 
-// hasAll reports whether b holds every address in want.
-func hasAll(want []netip.Addr) func(map[netip.Addr]binding) bool {
-	return func(b map[netip.Addr]binding) bool {
-		for _, a := range want {
-			if _, ok := b[a]; !ok {
-				return false
-			}
-		}
-		return true
-	}
-}
-
 var registeredLine = regexp.MustCompile(`msg=registered .*?addr=(\S+)`)
 
 // confirmed returns the addresses the agent has logged as registered (a
@@ -100,7 +89,7 @@ func TestE2ERefusedSends(t *testing.T) {
 	l := newLab(t, labOpts{})
 	slaac := addrOf(l.globals(t, 1)[0])
 	p := l.startAgent(t)
-	l.waitBindings(t, slaac.String(), 15*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[slaac]; return ok })
+	l.waitBindings(t, slaac.String(), 15*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[slaac]; return ok })
 
 	nft(t, l.host, "table inet refuse {\n chain out {\n  type filter hook output priority 0; policy accept;\n  udp dport 547 drop\n }\n}\n")
 	static := netip.MustParseAddr("2001:db8:1::5e")
@@ -108,12 +97,12 @@ func TestE2ERefusedSends(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	l.host.MustExec(t, "nft", "delete", "table", "inet", "refuse")
 	through := time.Now()
-	l.waitBindings(t, static.String(), 5*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[static]; return ok })
+	l.waitBindings(t, static.String(), 5*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[static]; return ok })
 	t.Logf("registered %v after sends got through", time.Since(through).Round(time.Millisecond))
 	p.WaitOutput(t, "send refused: counted as a lost transmission", time.Second)
 	// One exchange: the INFORMs the server saw share the refused ones'
 	// transaction ID.
-	if got := l.sniff.informs(static); len(got) == 0 || slices.ContainsFunc(got, func(m wireMsg) bool { return m.XID != got[0].XID }) {
+	if got := l.sniff.Informs(static); len(got) == 0 || slices.ContainsFunc(got, func(m dhcp6test.Packet) bool { return m.XID != got[0].XID }) {
 		t.Errorf("INFORMs for %s: %v, want one exchange", static, got)
 	}
 }
@@ -133,7 +122,7 @@ func runLoss(t testing.TB, pct, n int, wait time.Duration, agentArgs ...string) 
 	l := newLab(t, labOpts{serverArg: unlimitedServer})
 	slaac := addrOf(l.globals(t, 1)[0])
 	p := l.startAgent(t, append([]string{"--log-level", "info"}, agentArgs...)...)
-	l.waitBindings(t, slaac.String(), 20*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[slaac]; return ok })
+	l.waitBindings(t, slaac.String(), 20*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[slaac]; return ok })
 
 	// Loss on arrival, each way: INFORMs at the server (multicast to
 	// ff02::1:2), replies at the host. Leasequery (unicast) is spared.
@@ -165,7 +154,7 @@ func runLoss(t testing.TB, pct, n int, wait time.Duration, agentArgs ...string) 
 	time.Sleep(2 * time.Second) // the last replies' exchanges end
 	total := 0
 	for _, a := range addrs {
-		k := len(l.sniff.informs(a))
+		k := len(l.sniff.Informs(a))
 		total += k
 		r.maxPerAddr = max(r.maxPerAddr, k)
 	}
@@ -208,6 +197,9 @@ func BenchmarkE2ELoss(b *testing.B) {
 	rates := os.Getenv("ADDRREG_LOSS")
 	if rates == "" {
 		rates = "10,30,50"
+		if testing.Short() {
+			rates = "10" // make test runs every benchmark once: 50 % loss alone takes minutes
+		}
 	}
 	for _, s := range strings.Split(rates, ",") {
 		pct, err := strconv.Atoi(strings.TrimSpace(s))
@@ -233,7 +225,7 @@ func TestE2EServerOutage(t *testing.T) {
 	l := newLab(t, labOpts{serverArg: unlimitedServer})
 	slaac := addrOf(l.globals(t, 1)[0])
 	l.startAgent(t, "--retry-first", "10s", "--retry-max", "20m", "--rate", "20", "--burst", "5")
-	l.waitBindings(t, slaac.String(), 15*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[slaac]; return ok })
+	l.waitBindings(t, slaac.String(), 15*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[slaac]; return ok })
 	l.refserver.Stop()
 	down := time.Now()
 	addrs := lossAddrs(40)
@@ -244,12 +236,12 @@ func TestE2EServerOutage(t *testing.T) {
 	time.Sleep(time.Until(down.Add(20 * time.Second)))
 	l.startRefserver(t, unlimitedServer...)
 	back := time.Now()
-	l.waitBindings(t, "every address added during the outage", 40*time.Second, hasAll(addrs))
+	l.waitBindings(t, "every address added during the outage", 40*time.Second, dhcp6test.HoldsAll(addrs...))
 	t.Logf("all %d registered %v after the server came back", len(addrs), time.Since(back).Round(100*time.Millisecond))
 	// --rate 20 --burst 5: no more than 25 exchanges start in any second.
 	var starts []time.Time
 	seen := map[dhcpv6.TransactionID]bool{}
-	for _, m := range l.sniff.informs(netip.Addr{}) {
+	for _, m := range l.sniff.Informs(netip.Addr{}) {
 		if !seen[m.XID] {
 			seen[m.XID] = true
 			starts = append(starts, m.At)
@@ -275,7 +267,7 @@ func TestE2ESocketClosedExits(t *testing.T) {
 	slaac := addrOf(l.globals(t, 1)[0])
 	bin := topo.BuildBinaryTags(t, "./cmd/addrregd", "addrreg_faultinject")
 	p := l.host.Start(t, "addrregd", bin, "-i", "eth0", "--duid", testDUID, "--state-file", l.statePath(t))
-	l.waitBindings(t, slaac.String(), 15*time.Second, func(b map[netip.Addr]binding) bool { _, ok := b[slaac]; return ok })
+	l.waitBindings(t, slaac.String(), 15*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool { _, ok := b[slaac]; return ok })
 	start := time.Now()
 	if err := p.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
@@ -305,7 +297,7 @@ func TestE2ERestartDeregistersWhatWentAway(t *testing.T) {
 	addrs := lossAddrs(100)
 	l.addStatics(t, addrs)
 	p := l.startAgent(t, "--log-level", "info")
-	l.waitBindings(t, "all 100 addresses", 30*time.Second, hasAll(append([]netip.Addr{slaac}, addrs...)))
+	l.waitBindings(t, "all 100 addresses", 30*time.Second, dhcp6test.HoldsAll(append([]netip.Addr{slaac}, addrs...)...))
 	// The state file (debounced) lists them all before the kill.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		b, _ := os.ReadFile(l.statePath(t))
@@ -328,9 +320,9 @@ func TestE2ERestartDeregistersWhatWentAway(t *testing.T) {
 	p.Wait(t, 5*time.Second)
 	gone, kept := addrs[:20], addrs[20:]
 	l.ipBatch(t, "del", gone)
-	before := len(l.sniff.all())
+	before := len(l.sniff.All())
 	p = l.startAgent(t, "--log-level", "info")
-	l.waitBindings(t, "the 20 removed addresses gone", 20*time.Second, func(b map[netip.Addr]binding) bool {
+	l.waitBindings(t, "the 20 removed addresses gone", 20*time.Second, func(b map[netip.Addr]dhcp6test.Binding) bool {
 		for _, a := range gone {
 			if _, ok := b[a]; ok {
 				return false
@@ -338,7 +330,7 @@ func TestE2ERestartDeregistersWhatWentAway(t *testing.T) {
 		}
 		return true
 	})
-	b := l.waitBindings(t, "the 80 others registered again", 20*time.Second, func(map[netip.Addr]binding) bool {
+	b := l.waitBindings(t, "the 80 others registered again", 20*time.Second, func(map[netip.Addr]dhcp6test.Binding) bool {
 		c := confirmed(p)
 		for _, a := range kept {
 			if !c[a] {
@@ -353,7 +345,7 @@ func TestE2ERestartDeregistersWhatWentAway(t *testing.T) {
 		}
 	}
 	var dereg []netip.Addr
-	for _, m := range l.sniff.all()[before:] {
+	for _, m := range l.sniff.All()[before:] {
 		if m.Type == dhcpv6.MessageTypeAddrRegInform && m.Valid == 0 && m.Preferred == 0 {
 			dereg = append(dereg, m.IAAddr)
 		}
@@ -373,10 +365,10 @@ func TestE2ERestartDeregistersWhatWentAway(t *testing.T) {
 		if err := os.WriteFile(l.statePath(t), []byte(bad.content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		n := len(l.sniff.informs(kept[0]))
+		n := len(l.sniff.Informs(kept[0]))
 		p = l.startAgent(t, "--log-level", "info")
 		p.WaitOutput(t, "state file unreadable: ignoring it", 10*time.Second)
-		l.sniff.waitInforms(t, kept[0], n+1, 15*time.Second) // registering as usual
+		l.sniff.WaitInforms(t, kept[0], n+1, 15*time.Second) // registering as usual
 		select {
 		case <-p.Done():
 			t.Fatalf("%s state file: addrregd exited:\n%s", bad.name, p.Output())

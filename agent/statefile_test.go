@@ -140,7 +140,7 @@ func TestStateSurvivesKill9(t *testing.T) {
 		}
 	}
 	// The temporary files killed writers left are removed by the next load.
-	a := New(Config{StatePath: path}, newFakeMon(), &fakeReg{})
+	a := New(Config{StatePath: path}, newFakeMon(&activity{}), &fakeReg{act: &activity{}})
 	a.loadState()
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".state.json.tmp*")); len(left) != 0 {
 		t.Errorf("temporary files left after load: %v", left)
@@ -167,7 +167,7 @@ func TestStateDeregistersWhatWentAway(t *testing.T) {
 	cfg := defaults()
 	cfg.StatePath = path
 	h := start(t, cfg, true)
-	h.mon.ev <- netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true, HardwareAddr: mustMAC(hw)}}
+	h.mon.send(netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true, HardwareAddr: mustMAC(hw)}})
 	h.mon.add(global("2001:db8::2", 600*time.Second))
 	h.mon.add(ll)
 	h.settle()
@@ -208,7 +208,7 @@ func TestStateDeregistersWhatWentAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	h = start(t, cfg, true)
-	h.mon.ev <- netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true, HardwareAddr: mustMAC("02:00:00:00:00:02")}}
+	h.mon.send(netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true, HardwareAddr: mustMAC("02:00:00:00:00:02")}})
 	h.mon.add(ll)
 	h.settle()
 	if _, sends := h.reg.snapshot(); len(sends) != 0 {

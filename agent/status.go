@@ -159,14 +159,6 @@ func (p *Phase) UnmarshalText(b []byte) error {
 	return err
 }
 
-// enumName is names[i], or "what(i)" for a value out of range.
-func enumName(names []string, i int, what string) string {
-	if i >= 0 && i < len(names) {
-		return names[i]
-	}
-	return what + "(" + strconv.Itoa(i) + ")"
-}
-
 func parseEnum(names []string, s, what string) (int, error) {
 	if i := slices.Index(names, s); i >= 0 {
 		return i, nil

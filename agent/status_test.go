@@ -112,7 +112,7 @@ func TestEnumNamesForAnyValue(t *testing.T) {
 		want string
 	}{
 		{Registered, `"registered"`}, {Phase(42), `"phase(42)"`}, {Phase(-1), `"phase(-1)"`},
-		{IfUnsupported, `"unsupported"`}, {IfState(9), `"state(9)"`},
+		{IfUnsupported, `"unsupported"`}, {IfState(9), `"ifstate(9)"`},
 		{netmon.ClassTemporary, `"temporary"`}, {netmon.StateDADFailed, `"dad-failed"`},
 	} {
 		b, err := json.Marshal(tc.v)

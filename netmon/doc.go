@@ -1,16 +1,25 @@
 // Package netmon reports what the kernel says about links and IPv6
-// addresses, as typed events for the registrar.
+// addresses, as typed events for the agent.
+//
+// It is a supported API of this module: Monitor, its Options, Event and
+// the address classification (Classify, Class, State) may be used by other
+// programs; the rtnetlink plumbing behind them is unexported.
 //
 // It speaks rtnetlink itself (groups RTNLGRP_LINK, RTNLGRP_IPV6_IFADDR,
 // RTNLGRP_IPV6_IFINFO, RTNLGRP_IPV6_PREFIX) so that it sees IFA_PROTO,
 // IFLA_INET6_FLAGS (the RA M/O flags) and RTM_NEWPREFIX, and controls the
 // receive buffer and ENOBUFS handling.
 //
-// Model (after tailscale's netmon): Run first dumps links and addresses, then
-// applies streamed messages, each of which carries its object's full state.
-// Any receive error (ENOBUFS when the kernel outran us, a closed socket) or a
-// clock jump leads to a fresh subscription and a full re-dump, diffed
-// against the current state: nothing is lost and nothing duplicated.
+// Model: Run first dumps links and addresses, then applies each streamed
+// message to its copy of the kernel's state (every RTM_NEWADDR and
+// RTM_NEWLINK carries its object's full state). Only a receive error
+// (ENOBUFS when the kernel outran us, a closed socket) or a clock jump leads
+// to a fresh subscription and a full re-dump, diffed against the current
+// state: nothing is lost and nothing duplicated. This is not tailscale's
+// netmon design, which treats any netlink message as a wake-up and re-reads
+// and diffs everything: with thousands of addresses, and an RTM_NEWADDR for
+// every SLAAC address on every RA, a re-read per message would cost a dump
+// of every address each time; applying the message costs only its own key.
 //
 // Events are not stored: the Monitor keeps the kernel's state and the state
 // the consumer has been told, and queues only the keys (link, address) on

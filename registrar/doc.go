@@ -2,6 +2,10 @@
 // ADDR-REG-INFORM messages and the Information-Requests that discover
 // whether a link's DHCPv6 servers support them, and validates the replies.
 //
+// It is a supported API of this module: Registrar (New, Run, Probe,
+// Register, Stats), Config, Target, Result, the errors and DropReason may be
+// used by other programs; message building and parsing are unexported.
+//
 // # Sockets
 //
 // Another DHCPv6 client (Debian's dhclient -6, NetworkManager,

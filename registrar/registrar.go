@@ -494,7 +494,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 			return res, err
 		}
 	}
-	start, err := r.exchange(ctx, ex, rt, transmit, check)
+	start, err := r.transact(ctx, ex, rt, transmit, check)
 	if !start.IsZero() {
 		res.Duration = r.clock.Now().Sub(start)
 	}
@@ -576,7 +576,7 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 		}
 		return transmit0(elapsed)
 	}
-	_, err = r.exchange(ctx, ex, r.cfg.Discovery, transmit, check)
+	_, err = r.transact(ctx, ex, r.cfg.Discovery, transmit, check)
 	if errors.Is(err, errCollected) {
 		// A retransmission came due inside the window: listen out the
 		// rest of it (until ex.stop) rather than cutting it short.
@@ -601,7 +601,7 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 	return supported, nil
 }
 
-// exchange drives the transmissions of ex (RFC 8415 §15) until check
+// transact drives the transmissions of ex (RFC 8415 §15) until check
 // accepts a datagram. transmit is called for every transmission with the
 // time since the first. A transmission the kernel refuses (*refused: EPERM
 // from a firewall, ENOBUFS, ENETDOWN, EINVAL from a full neighbour table …)
@@ -610,7 +610,7 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 // an exchange is logged. It returns when the first transmission was due
 // and nil, or an error from transmit or check, ErrExchangeFailed (noting
 // refused sends), or ctx.Err().
-func (r *Registrar) exchange(ctx context.Context, ex *exchange, rt scheduler.Retrans,
+func (r *Registrar) transact(ctx context.Context, ex *exchange, rt scheduler.Retrans,
 	transmit func(elapsed time.Duration) error, check func(*datagram) (bool, error)) (time.Time, error) {
 	var (
 		start   time.Time

@@ -3,7 +3,8 @@
 // and a deadline set that keeps thousands of refreshes behind one timer.
 //
 // Nothing here sends packets or reads the kernel; the agent feeds in
-// lifetimes and acts on the times returned.
+// lifetimes and acts on the times returned. It is a supported API of this
+// module: every exported name may be used by other programs.
 //
 // # Retransmission (RFC 8415 §15)
 //

@@ -9,6 +9,18 @@
 // It adds the n addresses (/128, nodad) to the interface and removes them at
 // exit. A server answering many addresses needs room in its neighbour table
 // (net.ipv6.neigh.default.gc_thresh3, default 1024).
+//
+// With --relay LINK-ADDRESS it acts as a relay agent instead (RFC 8415 §19.1):
+// one socket on [::]:547 sends every INFORM inside a Relay-Forward whose
+// link-address is LINK-ADDRESS and whose peer-address is the client's, a
+// distinct client (DUID) and address per message, at the fixed --rate; the
+// server answers with Relay-Replies to that socket. Nothing is added to the
+// interface. This is how server throughput is compared with other servers:
+//
+//	addrreg-loadgen -i eth0 --relay 2001:db8:2::1 --prefix 2001:db8:2::/64 --server 2001:db8:1::1 --rate 20000 --duration 10s --count 0
+//
+// Its interface is the command line (flags, output, exit status), not Go:
+// the packages it is built from are listed with their status in README.md.
 package main
 
 import (
@@ -53,6 +65,7 @@ type options struct {
 	valid     uint32
 	json      bool
 	keep      bool
+	relay     netip.Addr // relay mode: the link-address of the Relay-Forwards
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -74,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Uint32Var(&o.valid, "valid", 3600, "valid lifetime sent, seconds")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&o.keep, "keep-addresses", false, "leave the added addresses on the interface")
+	relay := fs.String("relay", "", "relay mode: send Relay-Forwards with this link-address from [::]:547, a distinct client and address per message (needs --rate)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -105,9 +119,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.preferred > o.valid {
 		return bad("--preferred must not exceed --valid")
 	}
+	if *relay != "" {
+		if o.relay, err = netip.ParseAddr(*relay); err != nil || !o.relay.Is6() {
+			return bad("invalid --relay %q: want an IPv6 link-address", *relay)
+		}
+		if o.rate <= 0 {
+			return bad("--relay needs a --rate above 0")
+		}
+		if o.count > maxRelayCount {
+			return bad("invalid --count %d with --relay: at most %d", o.count, maxRelayCount)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	rep, err := load(ctx, o, stderr)
+	loadFn := load
+	if o.relay.IsValid() {
+		loadFn = loadRelay
+	}
+	rep, err := loadFn(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "addrreg-loadgen: %v\n", err)
 		return 1
@@ -124,8 +153,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 type report struct {
 	Sent     int     `json:"sent"`
 	Replied  int     `json:"replied"`
-	Dropped  int     `json:"dropped"` // unanswered within --timeout
-	Orphans  int     `json:"orphans"` // replies matching no outstanding INFORM
+	Answered float64 `json:"answered_pct"` // replied in time, % of sent
+	Dropped  int     `json:"dropped"`      // unanswered within --timeout
+	Orphans  int     `json:"orphans"`      // replies matching no outstanding INFORM
 	Elapsed  float64 `json:"elapsed_s"`
 	Rate     float64 `json:"replies_per_s"`
 	MinMs    float64 `json:"min_ms"`
@@ -155,6 +185,26 @@ func (r report) print(w io.Writer) {
 	fmt.Fprintf(w, "min delay: %.3f ms\navg delay: %.3f ms\np50 delay: %.3f ms\np90 delay: %.3f ms\np99 delay: %.3f ms\nmax delay: %.3f ms\n",
 		r.MinMs, r.AvgMs, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
 	fmt.Fprintf(w, "elapsed: %.3f s\n", r.Elapsed)
+}
+
+// finish fills the figures computed from the latencies of the answered exchanges.
+func (r *report) finish(lat []time.Duration, elapsed time.Duration) {
+	slices.Sort(lat)
+	r.Elapsed = elapsed.Seconds()
+	if r.Sent > 0 {
+		r.Answered = 100 * float64(r.Replied) / float64(r.Sent)
+	}
+	if len(lat) == 0 {
+		return
+	}
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	r.Rate = float64(len(lat)) / r.Elapsed
+	r.MinMs, r.MaxMs = ms(lat[0]), ms(lat[len(lat)-1])
+	r.AvgMs = ms(sum / time.Duration(len(lat)))
+	r.P50Ms, r.P90Ms, r.P99Ms = ms(percentile(lat, 50)), ms(percentile(lat, 90)), ms(percentile(lat, 99))
 }
 
 // percentile returns the p-th percentile (0..100) of sorted ds, nearest rank.
@@ -227,27 +277,11 @@ func load(ctx context.Context, o options, stderr io.Writer) (report, error) {
 	}
 	// One socket on [::]:546 for every address: IPV6_PKTINFO picks the
 	// source of each INFORM, and replies to any of them arrive here.
-	c, err := net.ListenPacket("udp6", "[::]:546")
+	c, pc, dst, err := openSocket(o, "[::]:546", 8<<20)
 	if err != nil {
-		return report{}, fmt.Errorf("listen on [::]:546: %w", err)
+		return report{}, err
 	}
 	defer c.Close()
-	if uc, ok := c.(*net.UDPConn); ok {
-		_ = uc.SetReadBuffer(8 << 20)
-		_ = uc.SetWriteBuffer(8 << 20)
-		if rc, err := uc.SyscallConn(); err == nil {
-			// Above rmem_max/wmem_max when we have CAP_NET_ADMIN.
-			_ = rc.Control(func(fd uintptr) {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20)
-			})
-		}
-	}
-	pc := ipv6.NewPacketConn(c)
-	dst := &net.UDPAddr{IP: o.server.AsSlice(), Port: 547}
-	if o.server.IsMulticast() || o.server.IsLinkLocalUnicast() {
-		dst.Zone = o.iface
-	}
 
 	duids := make([][]byte, len(addrs))
 	for i := range duids {
@@ -391,18 +425,7 @@ send:
 	mu.Lock()
 	defer mu.Unlock()
 	rep.Dropped += len(pending)
-	slices.Sort(lat)
-	rep.Elapsed = end.Sub(start).Seconds()
-	if len(lat) > 0 {
-		var sum time.Duration
-		for _, d := range lat {
-			sum += d
-		}
-		rep.Rate = float64(len(lat)) / rep.Elapsed
-		rep.MinMs, rep.MaxMs = ms(lat[0]), ms(lat[len(lat)-1])
-		rep.AvgMs = ms(sum / time.Duration(len(lat)))
-		rep.P50Ms, rep.P90Ms, rep.P99Ms = ms(percentile(lat, 50)), ms(percentile(lat, 90)), ms(percentile(lat, 99))
-	}
+	rep.finish(lat, end.Sub(start))
 	return rep, nil
 }
 
@@ -419,4 +442,29 @@ func inform(b []byte, xid uint32, duid []byte, a netip.Addr, preferred, valid ui
 	b = append(b, a16[:]...)
 	b = binary.BigEndian.AppendUint32(b, preferred)
 	return binary.BigEndian.AppendUint32(b, valid)
+}
+
+// openSocket listens on addr with socket buffers of buf bytes (above
+// rmem_max/wmem_max when we have CAP_NET_ADMIN) and returns the server's
+// address (port 547) to send to.
+func openSocket(o options, addr string, buf int) (net.PacketConn, *ipv6.PacketConn, *net.UDPAddr, error) {
+	c, err := net.ListenPacket("udp6", addr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if uc, ok := c.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(buf)
+		_ = uc.SetWriteBuffer(buf)
+		if rc, err := uc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buf)
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf)
+			})
+		}
+	}
+	dst := &net.UDPAddr{IP: o.server.AsSlice(), Port: 547}
+	if o.server.IsMulticast() || o.server.IsLinkLocalUnicast() {
+		dst.Zone = o.iface
+	}
+	return c, ipv6.NewPacketConn(c), dst, nil
 }

@@ -52,3 +52,45 @@ func TestAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayMode: relay mode sends a Relay-Forward (RFC 8415 §9.2) whose
+// peer-address and IA Address are the i-th client's, a distinct client per
+// message, and reads the transaction ID back out of a Relay-Reply.
+func TestRelayMode(t *testing.T) {
+	o := options{prefix: netip.MustParsePrefix("2001:db8:2::/64"), offset: 0x1000}
+	link := netip.MustParseAddr("2001:db8:2::1")
+	a0, d0 := relayClient(o, 0)
+	a1, d1 := relayClient(o, 1)
+	if a0.String() != "2001:db8:2::1000" || a1.String() != "2001:db8:2::1001" || bytes.Equal(d0, d1) {
+		t.Errorf("clients %s %x, %s %x: want distinct addresses and DUIDs", a0, d0, a1, d1)
+	}
+	fw := relayForward(nil, link, a1, inform(nil, 0x0a0b0c, d1, a1, 1, 2))
+	m, err := dhcpv6.RelayMessageFromBytes(fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := m.GetInnerMessage()
+	if err != nil || m.MessageType != dhcpv6.MessageTypeRelayForward || !m.LinkAddr.Equal(link.AsSlice()) ||
+		!m.PeerAddr.Equal(a1.AsSlice()) || inner.MessageType != dhcpv6.MessageTypeAddrRegInform {
+		t.Fatalf("Relay-Forward %s (%v)", m.Summary(), err)
+	}
+	reply := append([]byte(nil), fw...)
+	reply[0] = 13    // RELAY-REPL
+	reply[34+4] = 37 // ADDR-REG-REPLY inside
+	if xid, ok := relayReplyXID(reply); !ok || xid != 0x0a0b0c {
+		t.Errorf("xid %x, %v; want 0a0b0c", xid, ok)
+	}
+	if _, ok := relayReplyXID(fw); ok {
+		t.Error("a Relay-Forward taken for a reply")
+	}
+	if _, ok := relayReplyXID(reply[:40]); ok {
+		t.Error("a truncated Relay-Reply accepted")
+	}
+}
+
+// FuzzRelayReplyXID: any datagram is a reply with an ID or not; no panic.
+func FuzzRelayReplyXID(f *testing.F) {
+	a := netip.MustParseAddr("2001:db8:2::1000")
+	f.Add(relayForward(nil, a, a, inform(nil, 1, []byte{0, 2}, a, 1, 2)))
+	f.Fuzz(func(t *testing.T, b []byte) { _, _ = relayReplyXID(b) })
+}

@@ -3,12 +3,19 @@
 //
 //	addrreg-refserver -i eth0 [--prefix eth0=2001:db8:1::/64] [--db PATH] …
 //	addrreg-refserver query --address 2001:db8:1::10 [--server ADDR] [--json]
-//	addrreg-refserver query --client-id 000100…      [--server ADDR] [--json]
+//	addrreg-refserver query --client-id 000100…      [--server ADDR] [--json] [--bulk]
+//	addrreg-refserver query --bulk --link-address 2001:db8:2::1 [--server ADDR] [--json]
 //	addrreg-refserver history --address 2001:db8:1::10 [--at TIME] [--json]
 //	addrreg-refserver history --client-id 000100… [--since T] [--until T]
 //
+// query asks over UDP (RFC 5007) and, when the answer is too large for a
+// datagram or --bulk is given, over TCP (Bulk Leasequery, RFC 5460).
+//
 // Exit status: 0 on success and after SIGTERM/SIGINT, 1 on a runtime
 // failure, 2 on a bad flag or configuration.
+//
+// Its interface is the command line (flags, output, exit status), not Go:
+// the packages it is built from are listed with their status in README.md.
 package main
 
 import (
@@ -81,6 +88,8 @@ type fileConfig struct {
 	Rate            *float64            `json:"rate"`
 	RateDUID        *float64            `json:"rate_duid"`
 	Burst           *int                `json:"burst"`
+	MaxPerDUID      *int                `json:"max_bindings_per_duid"`
+	Queue           *int                `json:"queue"`
 	LogFormat       string              `json:"log_format"`
 	LogLevel        string              `json:"log_level"`
 }
@@ -119,6 +128,11 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	rate := fs.Float64("rate", def.RatePerSource, "messages per second allowed per source address (0: unlimited)")
 	rateDUID := fs.Float64("rate-duid", def.RatePerDUID, "registrations per second allowed per DUID (0: unlimited)")
 	burst := fs.Int("burst", def.Burst, "rate-limit bucket size")
+	maxPerDUID := fs.Int("max-bindings-per-duid", refserver.DefaultMaxBindingsPerDUID,
+		"most addresses one client (DUID) may register (RFC 9686 §8); a container host may need thousands")
+	readers := fs.Int("readers", 0, "goroutines reading and handling datagrams, all feeding the one database writer (0: one per CPU, at most 4)")
+	queue := fs.Int("queue", refserver.DefaultMaxQueue,
+		"most registrations waiting for their database commit; above it messages are dropped (counter \"overloaded\")")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	noLog := fs.Bool("no-registration-log", false, "do not log each registration (rejects are still logged)")
@@ -127,7 +141,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	fs.StringVar(&ops.controlSocket, "control-socket", refserver.DefaultControlSocket, "unix socket (root only) that answers 'history' (empty: none)")
 	fs.StringVar(&ops.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (default: off)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: addrreg-refserver -i IFACE [flags]\n       addrreg-refserver query --address A | --client-id HEX [--server ADDR] [--json]\n       addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T --until T] [--json]\n")
+		fmt.Fprintf(stderr, "usage: addrreg-refserver -i IFACE [flags]\n       addrreg-refserver query --address A | --client-id HEX | --bulk --link-address L [--server ADDR] [--json] [--bulk]\n       addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T --until T] [--json]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -186,6 +200,22 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	}
 	if cfg.Burst < 0 {
 		return zero, ops, usagef("--burst must not be negative")
+	}
+	cfg.MaxBindingsPerDUID, cfg.MaxQueue = *maxPerDUID, *queue
+	if fc.MaxPerDUID != nil && !fs.Changed("max-bindings-per-duid") {
+		cfg.MaxBindingsPerDUID = *fc.MaxPerDUID
+	}
+	if fc.Queue != nil && !fs.Changed("queue") {
+		cfg.MaxQueue = *fc.Queue
+	}
+	if cfg.MaxBindingsPerDUID < 1 {
+		return zero, ops, usagef("invalid --max-bindings-per-duid %d: want 1 or more", cfg.MaxBindingsPerDUID)
+	}
+	if cfg.MaxQueue < 1 {
+		return zero, ops, usagef("invalid --queue %d: want 1 or more", cfg.MaxQueue)
+	}
+	if cfg.Readers = *readers; cfg.Readers < 0 {
+		return zero, ops, usagef("invalid --readers %d: want 0 or more", cfg.Readers)
 	}
 	cfg.NoLog = *noLog
 	if *histMax == 0 {
@@ -309,6 +339,7 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 	server := fs.String("server", "::1", "server address, ADDR or [ADDR]:PORT (link-local needs %zone)")
 	link := fs.String("link-address", "", "link-address of the query (default 0::0, all links)")
 	asJSON := fs.Bool("json", false, "print JSON")
+	bulk := fs.Bool("bulk", false, "ask over TCP (Bulk Leasequery, RFC 5460); without --address and --client-id: every binding on --link-address (0::0 or none: all)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
@@ -316,9 +347,23 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	var q refserver.QueryOptions
-	var err error
-	if q.Address, q.ClientID, err = parseSelector("query", *addr, *cid); err != nil {
-		return err
+	switch {
+	case *addr == "" && *cid == "" && *bulk:
+		q.ByLink = true
+	case (*addr == "") == (*cid == ""):
+		return usagef("query: give exactly one of --address and --client-id (or --bulk for a whole link)")
+	case *addr != "":
+		a, err := netip.ParseAddr(*addr)
+		if err != nil || !a.Is6() {
+			return usagef("invalid --address %q", *addr)
+		}
+		q.Address = a
+	default:
+		b, err := hex.DecodeString(strings.ReplaceAll(*cid, ":", ""))
+		if err != nil || len(b) == 0 {
+			return usagef("invalid --client-id %q: want hex", *cid)
+		}
+		q.ClientID = b
 	}
 	if ap, err := netip.ParseAddrPort(*server); err == nil {
 		q.Server = ap
@@ -336,7 +381,19 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	r, err := refserver.Query(ctx, q)
+	var r *refserver.LeasequeryReply
+	var err error
+	if !*bulk {
+		r, err = refserver.Query(ctx, q)
+		if err == nil && r.TooLarge() {
+			// RFC 5460: what does not fit a datagram comes over TCP.
+			fmt.Fprintf(stderr, "addrreg-refserver: %s: asking over TCP\n", r.Message)
+			*bulk = true
+		}
+	}
+	if *bulk {
+		r, err = refserver.BulkQuery(ctx, q)
+	}
 	if err != nil {
 		return err
 	}

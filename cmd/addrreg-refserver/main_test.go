@@ -26,6 +26,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--rate", "fast"}, "--rate"},
 		{[]string{"--rate", "-1"}, "--rate"},
 		{[]string{"--burst", "-1"}, "--burst"},
+		{[]string{"--max-bindings-per-duid", "0"}, "--max-bindings-per-duid"},
+		{[]string{"--queue", "-5"}, "--queue"},
+		{[]string{"query", "--link-address", "2001:db8::1"}, "--bulk"},
 		{[]string{"--prefix", "eth0"}, "--prefix"},
 		{[]string{"--prefix", "eth0=10.0.0.0/8"}, "--prefix"},
 		{[]string{"--leasequery-allow", "nope"}, "--leasequery-allow"},
@@ -77,7 +80,7 @@ func TestServerConfig(t *testing.T) {
 		"addr_reg": true,
 		"db": "/tmp/from-file.db",
 		"leasequery_allow": ["2001:db8:ff::/48"],
-		"rate": 5, "burst": 7
+		"rate": 5, "burst": 7, "max_bindings_per_duid": 20000
 	}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +100,7 @@ func TestServerConfig(t *testing.T) {
 		AddrReg: false, DBPath: "/tmp/from-file.db",
 		LeasequeryAllow: []netip.Prefix{netip.MustParsePrefix("2001:db8:ff::/48")},
 		RatePerSource:   5, RatePerDUID: 9, Burst: 7,
+		MaxBindingsPerDUID: 20000, MaxQueue: refserver.DefaultMaxQueue,
 		HistoryMax: refserver.DefaultHistoryMax,
 	}
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
@@ -109,7 +113,7 @@ func TestServerConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.AddrReg || cfg.DBPath != refserver.DefaultDBPath || cfg.RatePerSource != 20 {
+	if !cfg.AddrReg || cfg.DBPath != refserver.DefaultDBPath || cfg.RatePerSource != 20 || cfg.MaxBindingsPerDUID != 1024 {
 		t.Errorf("defaults: %+v", cfg)
 	}
 }

@@ -2,6 +2,9 @@
 // DHCPv6 servers (RFC 9686), so that the network's DHCP logs know which host
 // holds which address. It needs no configuration file: every setting is a
 // flag with a sensible default (addrregd --help).
+//
+// Its interface is the command line (flags, output, exit status), not Go:
+// the packages it is built from are listed with their status in README.md.
 package main
 
 import (

@@ -7,6 +7,9 @@
 //
 // The counters are served as JSON on the --stats unix socket and written to
 // the log on SIGUSR1. SIGTERM or SIGINT stops it (exit 0).
+//
+// Its interface is the command line (flags, output, exit status), not Go:
+// the packages it is built from are listed with their status in README.md.
 package main
 
 import (

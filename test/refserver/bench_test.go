@@ -3,12 +3,17 @@ package refserver
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/ipv6"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 )
@@ -39,6 +44,41 @@ func BenchmarkHandleInform(b *testing.B) {
 		if _, _, _, err := h.Handle(now, pkts[i%len(pkts)]); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkHandleInformRelayed: the server's workload in issue 13's
+// benchmark: each INFORM relayed, from a new client for a new address,
+// the reply built into a reused buffer as the server does.
+func BenchmarkHandleInformRelayed(b *testing.B) {
+	relay := netip.MustParseAddr("2001:db8:2::1")
+	cfg := testHandler(func(c *HandlerConfig) {
+		c.Prefixes = map[string][]netip.Prefix{relay.String(): {netip.MustParsePrefix("2001:db8:2::/64")}}
+	}).cfg
+	h := NewHandler(cfg)
+	const n = 1 << 16
+	pkts := make([]Packet, n)
+	for i := range pkts {
+		a := netip.MustParseAddr("2001:db8:2::").As16()
+		a[12], a[13], a[14], a[15] = 1, byte(i>>16), byte(i>>8), byte(i)
+		duid := []byte{0, 2, 0, 0, 0x7e, 0x99, 0, 1, byte(i >> 8), byte(i)}
+		inf := newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, duid).ia(netip.AddrFrom16(a), 1800, 3600).bytes()
+		pkts[i] = pkt(relay, relayFwd(0, relay, netip.AddrFrom16(a), nil, inf))
+	}
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == n {
+			// Start over on a fresh handler: registrations, not refreshes.
+			b.StopTimer()
+			h, i = NewHandler(cfg), 0
+			b.StartTimer()
+		}
+		if _, _, _, err := h.HandleInto(buf, t0, pkts[i]); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }
 
@@ -118,7 +158,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 					defer wg.Done()
 					ack := make(chan struct{}, 1)
 					for i := 0; i < per; i++ {
-						s.jobs <- job{evs: []Event{registerEvent(addrs[(c*per+i)%len(addrs)])}, send: func() { ack <- struct{}{} }}
+						s.enqueue(job{ev: registerEvent(addrs[(c*per+i)%len(addrs)]), done: func() { ack <- struct{}{} }})
 						<-ack
 					}
 				}(c)
@@ -130,4 +170,86 @@ func BenchmarkGroupCommit(b *testing.B) {
 			<-done
 		})
 	}
+}
+
+// BenchmarkServerPipeline: the whole server path for relayed INFORMs from
+// distinct clients, without the kernel's receive side: handle (validation,
+// bindings), the writer (group commit in bbolt with fsync) and the replies
+// sent on a real UDP socket to a sink that counts them. allocs/op is per
+// registration, every allocation of the server included.
+func BenchmarkServerPipeline(b *testing.B) {
+	relay := netip.MustParseAddr("2001:db8:2::1")
+	sink, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		b.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer sink.Close()
+	_ = sink.SetReadBuffer(8 << 20)
+	conn, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	cfg := DefaultConfig()
+	cfg.RatePerSource, cfg.RatePerDUID, cfg.NoLog = 0, 0, true
+	cfg.Prefixes = map[string][]netip.Prefix{relay.String(): {netip.MustParsePrefix("2001:db8:2::/64")}}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.DBPath = filepath.Join(b.TempDir(), "b.db")
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if s.st, err = openStore(cfg.DBPath); err != nil {
+		b.Fatal(err)
+	}
+	defer s.st.close()
+	s.pc = ipv6.NewPacketConn(conn)
+	s.jobs = make(chan job, 4096+64)
+	var got atomic.Int64
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := sink.Read(buf); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	}()
+	from := netip.MustParseAddrPort(sink.LocalAddr().String())
+	pkts := make([]Packet, b.N)
+	for i := range pkts {
+		a := netip.MustParseAddr("2001:db8:2::").As16()
+		a[11], a[12], a[13], a[14], a[15] = 1, byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+		duid := []byte{0, 2, 0, 0, 0x7e, 0x99, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+		inf := newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, duid).ia(netip.AddrFrom16(a), 1800, 3600).bytes()
+		pkts[i] = Packet{Data: relayFwd(0, relay, netip.AddrFrom16(a), nil, inf), Src: from, Iface: "eth0", IfIndex: 1}
+	}
+	done := make(chan struct{})
+	go func() { s.writer(); close(done) }()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for i := range pkts {
+		s.handle(pkts[i])
+		for s.queued.Load() >= int64(s.cfg.MaxQueue) {
+			time.Sleep(100 * time.Microsecond) // as the kernel would hold them: no shedding here
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); got.Load() < int64(b.N) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(b.N), "CPU-µs/op")
+	close(s.jobs)
+	<-done
+	if n := got.Load(); n < int64(b.N)*99/100 {
+		b.Fatalf("%d replies for %d INFORMs", n, b.N)
+	}
+}
+
+// cpuTime is the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -39,6 +39,17 @@ type Config struct {
 	Burst                      int
 	Logger                     *slog.Logger    // nil: slog.Default()
 	Clock                      scheduler.Clock // nil: scheduler.RealClock()
+	// MaxBindingsPerDUID bounds how many addresses one client (DUID) may
+	// hold (RFC 9686 §8 lets a server limit registrations per client); a
+	// container host can hold thousands. 0: DefaultMaxBindingsPerDUID.
+	MaxBindingsPerDUID int
+	// MaxQueue is how many messages may wait for their commit; above it the
+	// server drops what arrives (counter "overloaded") rather than let
+	// latency grow. 0: DefaultMaxQueue.
+	MaxQueue int
+	// Readers is how many goroutines read and handle datagrams (recvmmsg
+	// batches), all feeding the one group-commit writer. 0: one per CPU, at most 4.
+	Readers int
 	// NoLog turns off the per-registration log lines (RFC 9686 §4.2.1 "unless
 	// configured not to do so"); rejects and errors are still logged.
 	NoLog bool

@@ -14,6 +14,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/refserver"
 	"github.com/addrreg/addrreg/test/topo"
 )
@@ -43,6 +44,7 @@ func query(t *testing.T, nd *topo.Node, bin string, args ...string) queryJSON {
 	return q
 }
 
+// queryAddrs maps the addresses of the command's JSON answer to their DUID.
 func queryAddrs(q queryJSON) map[string]string {
 	m := map[string]string{}
 	for _, c := range q.Clients {
@@ -61,7 +63,7 @@ func register(t *testing.T, nd *topo.Node, ifname string, addr netip.Addr, duid 
 	var r *dhcpv6.Message
 	err := nd.Do(func() error {
 		var err error
-		r, _, err = exchange(ifname, addr, msg, 5*time.Second)
+		r, err = dhcp6test.Exchange(ifname, addr, msg, 5*time.Second)
 		return err
 	})
 	if err != nil {
@@ -107,7 +109,7 @@ func TestE2E(t *testing.T) {
 	ll, _ := netip.AddrFromSlice(cli.WaitAddrs(t, "eth0", topo.LinkLocal, 10*time.Second)[0].IP)
 	if err := cli.Do(func() error {
 		var err error
-		ir, _, err = exchange("eth0", ll, infoRequestMsg([3]byte{1, 2, 3}, duid), 5*time.Second)
+		ir, err = dhcp6test.Exchange("eth0", ll, infoRequestMsg([3]byte{1, 2, 3}, duid), 5*time.Second)
 		return err
 	}); err != nil {
 		t.Fatalf("Information-Request: %v", err)
@@ -122,14 +124,21 @@ func TestE2E(t *testing.T) {
 	check := func(stage string) {
 		t.Helper()
 		for _, a := range addrs {
-			q := query(t, srv, bin, "--address", a.String())
-			if got := queryAddrs(q)[a.String()]; got != hex.EncodeToString(duid) {
-				t.Errorf("%s: query --address %s: DUID %q, want %x (%+v)", stage, a, got, duid, q)
+			b := dhcp6test.Bindings(t, srv, refserver.QueryOptions{Address: a})
+			if got := b[a].DUID; got != hex.EncodeToString(duid) {
+				t.Errorf("%s: leasequery by address %s: DUID %q, want %x (%v)", stage, a, got, duid, b)
 			}
 		}
+		// By client ID with the command an operator runs.
 		q := query(t, srv, bin, "--client-id", hex.EncodeToString(duid))
-		if got := queryAddrs(q); len(got) != len(addrs) {
-			t.Errorf("%s: query --client-id: %v, want %v", stage, got, addrs)
+		got := queryAddrs(q)
+		for _, a := range addrs {
+			if got[a.String()] != hex.EncodeToString(duid) {
+				t.Errorf("%s: query --client-id: %v, want %v (%+v)", stage, got, addrs, q)
+			}
+		}
+		if len(got) != len(addrs) {
+			t.Errorf("%s: query --client-id: %v, want %v (%+v)", stage, got, addrs, q)
 		}
 	}
 	check("after registration")
@@ -151,12 +160,12 @@ func TestE2E(t *testing.T) {
 
 	// A 3 s binding disappears on time.
 	register(t, cli, "eth0", short, testDUID(2), 3, 3)
-	if q := query(t, srv, bin, "--address", short.String()); len(q.Clients) != 1 {
-		t.Fatalf("short binding not found: %+v", q)
+	if b := dhcp6test.Bindings(t, srv, refserver.QueryOptions{Address: short}); len(b) != 1 {
+		t.Fatalf("short binding not found: %v", b)
 	}
 	time.Sleep(3500 * time.Millisecond)
-	if q := query(t, srv, bin, "--address", short.String()); len(q.Clients) != 0 {
-		t.Fatalf("short binding still there after 3.5 s: %+v", q)
+	if b := dhcp6test.Bindings(t, srv, refserver.QueryOptions{Address: short}); len(b) != 0 {
+		t.Fatalf("short binding still there after 3.5 s: %v", b)
 	}
 	if !strings.Contains(p.Output(), "msg=expire") {
 		t.Errorf("no expire log line:\n%s", p.Output())
@@ -198,9 +207,9 @@ func TestE2ERelay(t *testing.T) {
 
 	duid := testDUID(7)
 	register(t, rn.cli, "eth1", rn.addr, duid, 600, 1200)
-	q := query(t, rn.srv, bin, "--address", rn.addr.String())
-	if got := queryAddrs(q)[rn.addr.String()]; got != hex.EncodeToString(duid) {
-		t.Fatalf("relayed binding: %+v", q)
+	b := dhcp6test.Bindings(t, rn.srv, refserver.QueryOptions{Address: rn.addr})
+	if got := b[rn.addr].DUID; got != hex.EncodeToString(duid) {
+		t.Fatalf("relayed binding: %v", b)
 	}
 	for _, want := range []string{"msg=register", "relayed=true", "link_addr=2001:db8:2::1", "link_layer="} {
 		if !strings.Contains(p.Output(), want) {

@@ -69,3 +69,25 @@ func FuzzLeasequery(f *testing.F) {
 		_, _ = DecodeLeasequeryReply(data)
 	})
 }
+
+// FuzzPlainInform: the allocation-free check of a plain INFORM accepts
+// nothing the full decode (dhcpv6.MessageFromBytes) would reject, so the
+// fast path drops the same malformed messages as before.
+func FuzzPlainInform(f *testing.F) {
+	f.Add(validInform().bytes())
+	f.Add(newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, []byte{0, 4, 1}).ia(cliAddr, 1, 2).bytes())
+	f.Add(newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, []byte{0, 1, 0, 1, 0, 0, 0, 0}).bytes())
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if len(msg) < msgHeaderLen {
+			return
+		}
+		msg = append([]byte{byte(dhcpv6.MessageTypeAddrRegInform)}, msg[1:]...) // the fast path is for INFORMs
+		opts, err := parseOptions(msg[msgHeaderLen:])
+		if err != nil || !plainInform(opts) {
+			return
+		}
+		if _, err := dhcpv6.MessageFromBytes(msg); err != nil {
+			t.Fatalf("plainInform accepts %x, which the full decode rejects: %v", msg, err)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package refserver
 import (
 	"bytes"
 	"container/heap"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -43,7 +44,7 @@ const (
 var eventNames = [...]string{"none", "register", "refresh", "move", "deregister", "expire", "reject", "info-reply", "leasequery"}
 
 func (k EventKind) String() string {
-	if int(k) < len(eventNames) {
+	if k >= 0 && int(k) < len(eventNames) {
 		return eventNames[k]
 	}
 	return fmt.Sprintf("event(%d)", int(k))
@@ -85,6 +86,8 @@ type HandlerConfig struct {
 	LeasequeryAllow            []netip.Prefix // nil: ::1 only
 	RatePerSource, RatePerDUID float64
 	Burst                      int
+	// MaxBindingsPerDUID: 0 is DefaultMaxBindingsPerDUID.
+	MaxBindingsPerDUID int
 }
 
 // Handler is the server's message logic without sockets or disk: it owns
@@ -93,10 +96,14 @@ type HandlerConfig struct {
 type Handler struct {
 	cfg    HandlerConfig
 	ifaces map[string]bool
+	// relayKeys are the Prefixes keys that are relay link-addresses,
+	// parsed once, and the keys in order for the containment search.
+	relayKeys  map[netip.Addr][]netip.Prefix
+	sortedKeys []string
 
 	mu      sync.Mutex
 	byAddr  map[netip.Addr]*Binding
-	byDUID  map[string]map[netip.Addr]struct{}
+	byDUID  map[string]*addrSet
 	exp     expHeap
 	srcLim  limiter[netip.Addr]
 	duidLim limiter[string]
@@ -107,7 +114,7 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	h := &Handler{
 		cfg:     cfg,
 		byAddr:  make(map[netip.Addr]*Binding),
-		byDUID:  make(map[string]map[netip.Addr]struct{}),
+		byDUID:  make(map[string]*addrSet),
 		srcLim:  newLimiter[netip.Addr](cfg.RatePerSource, cfg.Burst),
 		duidLim: newLimiter[string](cfg.RatePerDUID, cfg.Burst),
 	}
@@ -117,9 +124,20 @@ func NewHandler(cfg HandlerConfig) *Handler {
 			h.ifaces[i] = true
 		}
 	}
+	if h.cfg.MaxBindingsPerDUID <= 0 {
+		h.cfg.MaxBindingsPerDUID = DefaultMaxBindingsPerDUID
+	}
 	if h.cfg.LeasequeryAllow == nil {
 		h.cfg.LeasequeryAllow = []netip.Prefix{netip.MustParsePrefix("::1/128")}
 	}
+	h.relayKeys = make(map[netip.Addr][]netip.Prefix)
+	for k, ps := range cfg.Prefixes {
+		if a, err := netip.ParseAddr(k); err == nil && a.String() == k {
+			h.relayKeys[a] = ps
+		}
+		h.sortedKeys = append(h.sortedKeys, k)
+	}
+	slices.Sort(h.sortedKeys) // deterministic when several entries contain a link-address
 	return h
 }
 
@@ -128,8 +146,15 @@ func NewHandler(cfg HandlerConfig) *Handler {
 // the receiving interface. On a drop, reason wraps one of the Err* Reasons and
 // event is an EventReject with what is known of the sender.
 func (h *Handler) Handle(now time.Time, pkt Packet) (reply []byte, dst netip.AddrPort, event Event, reason error) {
+	return h.HandleInto(nil, now, pkt)
+}
+
+// HandleInto is Handle building the reply in buf (from buf[:0]), so that a
+// server can reuse its reply buffers; the reply aliases buf when it fits.
+// Nothing of pkt.Data is retained: the event holds copies.
+func (h *Handler) HandleInto(buf []byte, now time.Time, pkt Packet) (reply []byte, dst netip.AddrPort, event Event, reason error) {
 	event.Time = now
-	reply, dst, event, reason = h.handle(now, pkt, &event)
+	reply, dst, event, reason = h.handle(buf, now, pkt, &event)
 	if reason != nil {
 		event.Kind = EventReject
 		event.Reason = ReasonName(reason)
@@ -138,13 +163,14 @@ func (h *Handler) Handle(now time.Time, pkt Packet) (reply []byte, dst netip.Add
 	return reply, dst, event, reason
 }
 
-func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.AddrPort, Event, error) {
+func (h *Handler) handle(buf []byte, now time.Time, pkt Packet, ev *Event) ([]byte, netip.AddrPort, Event, error) {
 	fail := func(err error) ([]byte, netip.AddrPort, Event, error) { return nil, netip.AddrPort{}, *ev, err }
 	ev.Binding.Iface = pkt.Iface
 	if len(pkt.Data) > MaxMessageSize {
 		return fail(fmt.Errorf("%w: %d bytes", ErrOversized, len(pkt.Data)))
 	}
-	chain, inner, err := unwrapRelays(pkt.Data)
+	var chainBuf [HopCountLimit]relayLevel
+	chain, inner, err := unwrapRelaysInto(&chainBuf, pkt.Data)
 	if err != nil {
 		return fail(err)
 	}
@@ -179,13 +205,20 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 	if mt != dhcpv6.MessageTypeLeaseQuery && h.ifaces != nil && !h.ifaces[pkt.Iface] {
 		return fail(fmt.Errorf("%w: %s received on %q", ErrUnknownInterface, mt, pkt.Iface))
 	}
-	opts, err := parseOptions(inner[msgHeaderLen:])
+	var optBuf [16]rawOption
+	opts, err := appendOptions(optBuf[:0], inner[msgHeaderLen:])
 	if err != nil {
 		return fail(err)
 	}
-	msg, err := dhcpv6.MessageFromBytes(inner)
-	if err != nil {
-		return fail(fmt.Errorf("%w: %s: %w", ErrMalformed, mt, err))
+	xid := [3]byte(inner[1:4])
+	// The full decode validates every option it knows; a plain INFORM
+	// (Client ID and IA Address only, the common case) is checked as that
+	// decode would check it, without its allocations.
+	var msg *dhcpv6.Message
+	if mt != dhcpv6.MessageTypeAddrRegInform || !plainInform(opts) {
+		if msg, err = dhcpv6.MessageFromBytes(inner); err != nil {
+			return fail(fmt.Errorf("%w: %s: %w", ErrMalformed, mt, err))
+		}
 	}
 	if o, ok := findOne(opts, uint16(dhcpv6.OptionClientID)); ok {
 		// RFC 8415 §11.1: a DUID is at most 130 octets (type + 128).
@@ -194,7 +227,9 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 		}
 		ev.Binding.DUID = append([]byte(nil), o.Data...)
 	}
-	var out []byte
+	// The reply is built after room for its Relay-Reply levels.
+	head := relayHeadroom(chain)
+	out := slices.Grow(buf[:0], head+128)[:head]
 	var dst netip.AddrPort
 	switch mt {
 	case dhcpv6.MessageTypeAddrRegInform:
@@ -204,35 +239,80 @@ func (h *Handler) handle(now time.Time, pkt Packet, ev *Event) ([]byte, netip.Ad
 			err = ErrRegistrationOff
 			break
 		}
-		out, dst, err = h.inform(now, pkt, chain, msg, opts, src, ev)
+		out, dst, err = h.inform(out, now, pkt, chain, xid, msg, opts, src, ev)
 	case dhcpv6.MessageTypeInformationRequest:
-		out, err = h.infoRequest(msg, opts)
+		out, err = h.infoRequest(out, msg, opts)
 		ev.Kind, dst = EventInfoReply, pkt.Src
 	case dhcpv6.MessageTypeLeaseQuery:
 		// The allow list is checked against the packet's own source: a
 		// peer-address inside a Relay-Forward is the sender's to choose.
-		out, err = h.leasequery(now, msg, opts, pkt.Src.Addr().WithZone("").Unmap(), ev)
+		out, err = h.leasequery(out, now, xid, opts, pkt.Src.Addr().WithZone("").Unmap(), ev)
 		ev.Kind, dst = EventLeasequery, pkt.Src
 	}
 	if err != nil {
 		return fail(err)
 	}
 	if ev.Relayed {
-		out, dst = wrapRelayReply(chain, out), pkt.Src
+		fillRelayReply(out, chain)
+		dst = pkt.Src
 	}
 	return out, dst, *ev, nil
+}
+
+// plainInform reports whether opts hold only a Client ID and an IA Address
+// without options of its own, each as dhcpv6.MessageFromBytes would accept
+// it (a DUID its DUIDFromBytes decodes; a 24-byte IA Address).
+func plainInform(opts []rawOption) bool {
+	for _, o := range opts {
+		switch dhcpv6.OptionCode(o.Code) {
+		case dhcpv6.OptionClientID:
+			if !decodableDUID(o.Data) {
+				return false
+			}
+		case dhcpv6.OptionIAAddr:
+			if len(o.Data) != 24 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// decodableDUID mirrors dhcpv6.DUIDFromBytes's checks (RFC 8415 §11): a
+// type, then at least the fixed fields of LLT (2+4), EN (4) and LL (2), and
+// exactly 16 octets of DUID-UUID (RFC 6355).
+func decodableDUID(d []byte) bool {
+	if len(d) < 2 {
+		return false
+	}
+	switch binary.BigEndian.Uint16(d) {
+	case 1:
+		return len(d) >= 8
+	case 2:
+		return len(d) >= 6
+	case 3:
+		return len(d) >= 4
+	case 4:
+		return len(d) == 18
+	}
+	return true
 }
 
 // maxDUIDLen is RFC 8415 §11.1's limit: 2 octets of type, 128 of data.
 const maxDUIDLen = 130
 
-// MaxBindingsPerDUID bounds what one client may hold, so that its
-// leasequery reply fits one option (64 KB) and one host cannot fill the
-// server's memory and disk.
-const MaxBindingsPerDUID = 1024
+// DefaultMaxBindingsPerDUID bounds what one client may hold unless
+// configured otherwise (RFC 9686 §8), so that one host cannot fill the
+// server's memory and disk. A client with more bindings than one UDP
+// LEASEQUERY-REPLY holds is listed by Bulk Leasequery (RFC 5460).
+const DefaultMaxBindingsPerDUID = 1024
 
 // inform handles ADDR-REG-INFORM (RFC 9686 §4.2.1).
-func (h *Handler) inform(now time.Time, pkt Packet, chain []relayLevel, msg *dhcpv6.Message, opts []rawOption, src netip.Addr, ev *Event) ([]byte, netip.AddrPort, error) {
+// msg is the decoded message, or nil for a plainInform. The reply is
+// appended to b.
+func (h *Handler) inform(b []byte, now time.Time, pkt Packet, chain []relayLevel, xid [3]byte, msg *dhcpv6.Message, opts []rawOption, src netip.Addr, ev *Event) ([]byte, netip.AddrPort, error) {
 	none := netip.AddrPort{}
 	cid, ok := findOne(opts, uint16(dhcpv6.OptionClientID))
 	if !ok || len(cid.Data) == 0 {
@@ -241,15 +321,15 @@ func (h *Handler) inform(now time.Time, pkt Packet, chain []relayLevel, msg *dhc
 	if _, ok := findOne(opts, uint16(dhcpv6.OptionServerID)); ok {
 		return nil, none, fmt.Errorf("%w: from %s", ErrHasServerID, src)
 	}
-	ias := findAll(opts, uint16(dhcpv6.OptionIAAddr))
-	switch len(ias) {
+	switch n := countOptions(opts, uint16(dhcpv6.OptionIAAddr)); n {
 	case 0:
 		return nil, none, fmt.Errorf("%w: from %s", ErrNoIAAddress, src)
 	case 1:
 	default:
-		return nil, none, fmt.Errorf("%w: %d from %s", ErrMultipleIAAddress, len(ias), src)
+		return nil, none, fmt.Errorf("%w: %d from %s", ErrMultipleIAAddress, n, src)
 	}
-	ia, err := parseIAAddress(ias[0].Data)
+	iao, _ := findOne(opts, uint16(dhcpv6.OptionIAAddr))
+	ia, err := parseIAAddress(iao.Data)
 	if err != nil {
 		return nil, none, err
 	}
@@ -271,11 +351,13 @@ func (h *Handler) inform(now time.Time, pkt Packet, chain []relayLevel, msg *dhc
 	if pfx := h.linkPrefixes(pkt.Iface, chain); !containsAddr(pfx, ia.Addr) {
 		return nil, none, fmt.Errorf("%w: %s not in %v", ErrNotOnLink, ia.Addr, pfx)
 	}
-	if !h.duidLim.allow(string(cid.Data), now) {
+	if h.duidLim.rate > 0 && !h.duidLim.allow(string(cid.Data), now) {
 		return nil, none, fmt.Errorf("%w: %x", ErrRateDUID, cid.Data)
 	}
-	if f := msg.Options.FQDN(); f != nil && f.DomainName != nil {
-		ev.Binding.FQDN = strings.Join(f.DomainName.Labels, ",")
+	if msg != nil {
+		if f := msg.Options.FQDN(); f != nil && f.DomainName != nil {
+			ev.Binding.FQDN = strings.Join(f.DomainName.Labels, ",")
+		}
 	}
 	if err := h.update(now, ia, ev); err != nil {
 		return nil, none, err
@@ -283,10 +365,10 @@ func (h *Handler) inform(now time.Time, pkt Packet, chain []relayLevel, msg *dhc
 
 	// RFC 9686 §4.3: same transaction ID, the IA Address option identical
 	// to the one received. Client and Server ID too, as Kea does.
-	b := msgHeader(dhcpv6.MessageTypeAddrRegReply, msg.TransactionID)
+	b = appendMsgHeader(b, dhcpv6.MessageTypeAddrRegReply, xid)
 	b = appendOption(b, uint16(dhcpv6.OptionClientID), cid.Data)
 	b = appendOption(b, uint16(dhcpv6.OptionServerID), h.cfg.ServerDUID)
-	b = appendOption(b, uint16(dhcpv6.OptionIAAddr), ias[0].Data)
+	b = appendOption(b, uint16(dhcpv6.OptionIAAddr), iao.Data)
 	return b, netip.AddrPortFrom(ia.Addr, 546), nil
 }
 
@@ -300,8 +382,8 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) error {
 		nb.Expires = now.Add(nb.Valid)
 	}
 	old := h.byAddr[ia.Addr]
-	if ia.Valid != 0 && (old == nil || !bytes.Equal(old.DUID, nb.DUID)) && len(h.byDUID[string(nb.DUID)]) >= MaxBindingsPerDUID {
-		return fmt.Errorf("%w: %x holds %d", ErrTooManyBindings, nb.DUID, MaxBindingsPerDUID)
+	if ia.Valid != 0 && (old == nil || !bytes.Equal(old.DUID, nb.DUID)) && h.byDUID[string(nb.DUID)].len() >= h.cfg.MaxBindingsPerDUID {
+		return fmt.Errorf("%w: %x holds %d", ErrTooManyBindings, nb.DUID, h.cfg.MaxBindingsPerDUID)
 	}
 	switch {
 	case ia.Valid == 0: // RFC 9686 §4.2.1: valid lifetime 0 is an expired binding
@@ -330,10 +412,19 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) error {
 		ev.Kind = EventMove
 		ev.PrevDUID = old.DUID
 	}
+	if ev.Kind == EventRefresh {
+		// Same client, same address: update in place, nothing to allocate.
+		*old = nb
+		h.pushExpiry(old)
+		ev.Binding = nb
+		return nil
+	}
 	if old != nil {
 		h.remove(old)
 	}
-	h.insert(nb.clone())
+	// The event's DUID and link-layer address are already copies of the
+	// packet's, never changed after: the stored binding shares them.
+	h.insert(nb)
 	ev.Binding = nb
 	return nil
 }
@@ -343,10 +434,16 @@ func (h *Handler) insert(b Binding) {
 	h.byAddr[b.Addr] = p
 	set := h.byDUID[string(b.DUID)]
 	if set == nil {
-		set = make(map[netip.Addr]struct{})
+		set = &addrSet{}
 		h.byDUID[string(b.DUID)] = set
 	}
-	set[b.Addr] = struct{}{}
+	set.add(b.Addr)
+	h.pushExpiry(p)
+}
+
+// pushExpiry queues b's expiry; the entries a refresh leaves behind are
+// skipped when popped, and compacted away when they pile up.
+func (h *Handler) pushExpiry(b *Binding) {
 	if !b.Expires.IsZero() {
 		heap.Push(&h.exp, expEntry{at: b.Expires, addr: b.Addr})
 		if len(h.exp) > 2*len(h.byAddr)+1024 {
@@ -358,8 +455,8 @@ func (h *Handler) insert(b Binding) {
 func (h *Handler) remove(b *Binding) {
 	delete(h.byAddr, b.Addr)
 	if set := h.byDUID[string(b.DUID)]; set != nil {
-		delete(set, b.Addr)
-		if len(set) == 0 {
+		set.del(b.Addr)
+		if set.len() == 0 {
 			delete(h.byDUID, string(b.DUID))
 		}
 	}
@@ -378,7 +475,7 @@ func (h *Handler) compactHeap() {
 
 // infoRequest answers Information-Request (RFC 8415 §18.3.6) with option
 // 148 when asked for and enabled (RFC 9686 §4.1).
-func (h *Handler) infoRequest(msg *dhcpv6.Message, opts []rawOption) ([]byte, error) {
+func (h *Handler) infoRequest(b []byte, msg *dhcpv6.Message, opts []rawOption) ([]byte, error) {
 	if sid, ok := findOne(opts, uint16(dhcpv6.OptionServerID)); ok && !bytes.Equal(sid.Data, h.cfg.ServerDUID) {
 		return nil, fmt.Errorf("%w: %x", ErrWrongServerID, sid.Data)
 	}
@@ -387,7 +484,7 @@ func (h *Handler) infoRequest(msg *dhcpv6.Message, opts []rawOption) ([]byte, er
 			return nil, fmt.Errorf("%w: Information-Request with %s", ErrHasIA, c)
 		}
 	}
-	b := msgHeader(dhcpv6.MessageTypeReply, msg.TransactionID)
+	b = appendMsgHeader(b, dhcpv6.MessageTypeReply, msg.TransactionID)
 	b = appendOption(b, uint16(dhcpv6.OptionServerID), h.cfg.ServerDUID)
 	if cid, ok := findOne(opts, uint16(dhcpv6.OptionClientID)); ok {
 		b = appendOption(b, uint16(dhcpv6.OptionClientID), cid.Data)
@@ -412,18 +509,13 @@ func (h *Handler) linkPrefixes(iface string, chain []relayLevel) []netip.Prefix 
 		return nil
 	}
 	la := chain[len(chain)-1].LinkAddr
-	if p, ok := h.cfg.Prefixes[la.String()]; ok {
+	if p, ok := h.relayKeys[la]; ok {
 		return p
 	}
 	if la.IsUnspecified() {
 		return nil
 	}
-	keys := make([]string, 0, len(h.cfg.Prefixes))
-	for k := range h.cfg.Prefixes {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys) // deterministic when several entries contain la
-	for _, k := range keys {
+	for _, k := range h.sortedKeys {
 		if containsAddr(h.cfg.Prefixes[k], la) {
 			return h.cfg.Prefixes[k]
 		}
@@ -573,6 +665,82 @@ func (l *limiter[K]) prune(now time.Time) {
 	for k, b := range l.m {
 		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
 			delete(l.m, k)
+		}
+	}
+}
+
+// addrSet is the set of addresses one DUID holds: most clients hold a few,
+// kept inline; a map takes over above that.
+type addrSet struct {
+	n     int
+	small [4]netip.Addr
+	m     map[netip.Addr]struct{}
+}
+
+func (s *addrSet) len() int {
+	if s == nil {
+		return 0
+	}
+	if s.m != nil {
+		return len(s.m)
+	}
+	return s.n
+}
+
+func (s *addrSet) add(a netip.Addr) {
+	if s.m != nil {
+		s.m[a] = struct{}{}
+		return
+	}
+	for _, x := range s.small[:s.n] {
+		if x == a {
+			return
+		}
+	}
+	if s.n < len(s.small) {
+		s.small[s.n] = a
+		s.n++
+		return
+	}
+	s.m = make(map[netip.Addr]struct{}, 2*len(s.small))
+	for _, x := range s.small {
+		s.m[x] = struct{}{}
+	}
+	s.m[a] = struct{}{}
+	s.n = 0
+}
+
+func (s *addrSet) del(a netip.Addr) {
+	if s.m != nil {
+		delete(s.m, a)
+		return
+	}
+	for i, x := range s.small[:s.n] {
+		if x == a {
+			s.n--
+			s.small[i] = s.small[s.n]
+			s.small[s.n] = netip.Addr{}
+			return
+		}
+	}
+}
+
+// all iterates over the addresses (in no particular order).
+func (s *addrSet) all(yield func(netip.Addr) bool) {
+	if s == nil {
+		return
+	}
+	if s.m != nil {
+		for a := range s.m {
+			if !yield(a) {
+				return
+			}
+		}
+		return
+	}
+	for _, a := range s.small[:s.n] {
+		if !yield(a) {
+			return
 		}
 	}
 }

@@ -607,7 +607,7 @@ func TestEventOwnsLinkLayer(t *testing.T) {
 }
 
 // RFC 8415 §11.1 bounds a DUID at 130 octets; one client holds at most
-// MaxBindingsPerDUID addresses.
+// DefaultMaxBindingsPerDUID addresses.
 func TestClientLimits(t *testing.T) {
 	h := testHandler(func(c *HandlerConfig) {
 		c.Prefixes["eth0"] = []netip.Prefix{netip.MustParsePrefix("2001:db8:1::/48")}
@@ -616,14 +616,14 @@ func TestClientLimits(t *testing.T) {
 	if _, _, _, err := h.Handle(t0, pkt(cliAddr, long)); !errors.Is(err, ErrMalformed) {
 		t.Errorf("131-octet DUID: err = %v, want malformed", err)
 	}
-	for i := range MaxBindingsPerDUID + 1 {
+	for i := range DefaultMaxBindingsPerDUID + 1 {
 		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, byte(i >> 8), 15: byte(i)})
 		m := newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, clientDUID).ia(a, 10, 20).bytes()
 		_, _, _, err := h.Handle(t0.Add(time.Duration(i)*time.Second), pkt(a, m))
-		if i < MaxBindingsPerDUID && err != nil {
+		if i < DefaultMaxBindingsPerDUID && err != nil {
 			t.Fatalf("binding %d: %v", i, err)
 		}
-		if i == MaxBindingsPerDUID && !errors.Is(err, ErrTooManyBindings) {
+		if i == DefaultMaxBindingsPerDUID && !errors.Is(err, ErrTooManyBindings) {
 			t.Fatalf("binding %d: err = %v, want too_many_bindings", i, err)
 		}
 	}

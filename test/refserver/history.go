@@ -50,10 +50,7 @@ func (r retention) prune(hb *bbolt.Bucket, seq uint64, now time.Time) error {
 		}
 		old := seq >= maxN && binary.BigEndian.Uint64(k) <= seq-maxN
 		if !old && r.maxAge > 0 {
-			var h struct {
-				Time time.Time `json:"time"`
-			}
-			if err := json.Unmarshal(v, &h); err != nil || now.Sub(h.Time) > r.maxAge {
+			if h, err := readHistory(v); err != nil || now.Sub(h.Time) > r.maxAge {
 				old = true // an unreadable record is pruned too: it answers nothing
 			}
 		}
@@ -106,18 +103,22 @@ func (q *HistoryQuery) match(r *HistoryRecord) bool {
 	return true
 }
 
-// needles are byte strings every stored record q selects contains (its
-// JSON encoding: the address as text, a DUID in base64), so most records
-// are skipped without being decoded. match decides.
-func (q *HistoryQuery) needles() [][]byte {
-	var ns [][]byte
+// needles are byte strings every stored record q selects contains, so
+// most records are skipped without being decoded; match decides. For JSON
+// records (older databases): the address as text, a DUID in base64; for
+// binary ones (codec.go): the address's length byte and 16 bytes, the
+// DUID's bytes.
+func (q *HistoryQuery) needles() (jsonNeedles, binNeedles [][]byte) {
 	if q.Address.IsValid() {
-		ns = append(ns, []byte(`"addr":"`+q.Address.String()+`"`))
+		a16 := q.Address.As16()
+		jsonNeedles = append(jsonNeedles, []byte(`"addr":"`+q.Address.String()+`"`))
+		binNeedles = append(binNeedles, append([]byte{16}, a16[:]...))
 	}
 	if len(q.ClientID) > 0 {
-		ns = append(ns, []byte(`"`+base64.StdEncoding.EncodeToString(q.ClientID)+`"`))
+		jsonNeedles = append(jsonNeedles, []byte(`"`+base64.StdEncoding.EncodeToString(q.ClientID)+`"`))
+		binNeedles = append(binNeedles, q.ClientID)
 	}
-	return ns
+	return jsonNeedles, binNeedles
 }
 
 // query returns the records q selects, oldest first, in one read
@@ -129,15 +130,19 @@ func (s *store) query(q HistoryQuery) ([]HistoryRecord, error) {
 		if hb == nil {
 			return nil
 		}
-		needles := q.needles()
+		jsonNeedles, binNeedles := q.needles()
 		return hb.ForEach(func(k, v []byte) error {
+			needles := binNeedles
+			if len(v) > 0 && v[0] == '{' {
+				needles = jsonNeedles
+			}
 			for _, n := range needles {
 				if !bytes.Contains(v, n) {
 					return nil // cannot match: skip the decoding
 				}
 			}
-			var r HistoryRecord
-			if err := json.Unmarshal(v, &r); err != nil {
+			r, err := readHistory(v)
+			if err != nil {
 				return fmt.Errorf("history record %x: %w", k, err)
 			}
 			if q.match(&r) {

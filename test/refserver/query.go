@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/addrreg/addrreg/scheduler"
@@ -21,21 +22,33 @@ var LeasequeryRetrans = scheduler.Retrans{IRT: time.Second, MRT: 10 * time.Secon
 // ErrNoReply is returned by Query when every transmission went unanswered.
 var ErrNoReply = errors.New("no LEASEQUERY-REPLY")
 
-// QueryOptions is one leasequery. Exactly one of Address and ClientID is set.
+// QueryOptions is one leasequery. Exactly one of Address, ClientID and
+// ByLink is set.
 type QueryOptions struct {
 	Server    netip.AddrPort    // default [::1]:547
 	Address   netip.Addr        // QUERY_BY_ADDRESS
 	ClientID  []byte            // QUERY_BY_CLIENTID
+	ByLink    bool              // QUERY_BY_LINK_ADDRESS (RFC 5460): BulkQuery only
 	LinkAddr  netip.Addr        // default 0::0: all links
 	Requestor []byte            // the requestor's DUID; default a random DUID-UUID
-	Retrans   scheduler.Retrans // default LeasequeryRetrans
+	Retrans   scheduler.Retrans // default LeasequeryRetrans (UDP only)
 }
 
-// Query sends a LEASEQUERY and waits for the matching LEASEQUERY-REPLY,
-// retransmitting per RFC 8415 §15 with RFC 5007's parameters.
-func Query(ctx context.Context, q QueryOptions) (*LeasequeryReply, error) {
-	if q.Address.IsValid() == (len(q.ClientID) > 0) {
-		return nil, errors.New("leasequery: give exactly one of an address and a client ID")
+var randRead = rand.Read
+
+// defaults checks q and fills in its defaults.
+func (q *QueryOptions) defaults(bulk bool) error {
+	n := 0
+	for _, set := range []bool{q.Address.IsValid(), len(q.ClientID) > 0, q.ByLink} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("leasequery: give exactly one of an address, a client ID and a link query")
+	}
+	if q.ByLink && !bulk {
+		return errors.New("leasequery: a query by link-address needs Bulk Leasequery (TCP)")
 	}
 	if !q.Server.IsValid() {
 		q.Server = netip.AddrPortFrom(netip.IPv6Loopback(), 547)
@@ -43,18 +56,41 @@ func Query(ctx context.Context, q QueryOptions) (*LeasequeryReply, error) {
 	if q.Requestor == nil {
 		d := binary.BigEndian.AppendUint16(nil, 4)
 		var u [16]byte
-		_, _ = rand.Read(u[:])
+		_, _ = randRead(u[:])
 		q.Requestor = append(d, u[:]...)
 	}
 	if q.Retrans.IRT == 0 {
 		q.Retrans = LeasequeryRetrans
 	}
 	if err := q.Retrans.Validate(); err != nil {
-		return nil, fmt.Errorf("leasequery: %w", err)
+		return fmt.Errorf("leasequery: %w", err)
+	}
+	return nil
+}
+
+// encode builds the LEASEQUERY.
+func (q *QueryOptions) encode(xid [3]byte) []byte {
+	if q.ByLink {
+		return encodeLeasequery(xid, q.Requestor, QueryByLinkAddress, q.LinkAddr, nil)
+	}
+	return EncodeLeasequery(xid, q.Requestor, q.LinkAddr, q.Address, q.ClientID)
+}
+
+// TooLarge reports whether the server answered that the data does not fit
+// one UDP message: ask again with BulkQuery.
+func (r *LeasequeryReply) TooLarge() bool {
+	return r.Status == StatusUnspecFail && strings.HasPrefix(r.Message, TooLargeText)
+}
+
+// Query sends a LEASEQUERY and waits for the matching LEASEQUERY-REPLY,
+// retransmitting per RFC 8415 §15 with RFC 5007's parameters.
+func Query(ctx context.Context, q QueryOptions) (*LeasequeryReply, error) {
+	if err := q.defaults(false); err != nil {
+		return nil, err
 	}
 	var xid [3]byte
-	_, _ = rand.Read(xid[:])
-	msg := EncodeLeasequery(xid, q.Requestor, q.LinkAddr, q.Address, q.ClientID)
+	_, _ = randRead(xid[:])
+	msg := q.encode(xid)
 
 	ua := &net.UDPAddr{IP: q.Server.Addr().AsSlice(), Port: int(q.Server.Port()), Zone: q.Server.Addr().Zone()}
 	conn, err := net.DialUDP("udp6", nil, ua)
@@ -126,6 +162,8 @@ func StatusText(code uint16) string {
 		return "NotConfigured"
 	case StatusNotAllowed:
 		return "NotAllowed"
+	case StatusQueryTerminated:
+		return "QueryTerminated"
 	}
 	return fmt.Sprintf("status %d", code)
 }

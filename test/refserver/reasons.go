@@ -31,9 +31,10 @@ var (
 	ErrWrongServerID     = &Reason{"wrong_server_id"}         // Server ID that is not ours (RFC 8415 §16.12, RFC 5007 §4.2.1)
 	ErrNoQuery           = &Reason{"no_lq_query"}             // LEASEQUERY without OPTION_LQ_QUERY (RFC 5007 §4.2.1)
 	ErrRegistrationOff   = &Reason{"registration_disabled"}   // --no-addr-reg: ADDR-REG-INFORM dropped
-	ErrTooManyBindings   = &Reason{"too_many_bindings"}       // MaxBindingsPerDUID reached
+	ErrTooManyBindings   = &Reason{"too_many_bindings"}       // Config.MaxBindingsPerDUID reached
 	ErrRateSource        = &Reason{"rate_limited_source"}
 	ErrRateDUID          = &Reason{"rate_limited_duid"}
+	ErrOverloaded        = &Reason{"overloaded"} // the commit queue is full (Config.MaxQueue): shed, not answered
 	ErrDatabase          = &Reason{"database_error"}
 	ErrSend              = &Reason{"send_error"}
 )

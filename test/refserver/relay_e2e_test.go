@@ -9,6 +9,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/refserver"
 	"github.com/addrreg/addrreg/test/topo"
 )
@@ -74,7 +75,7 @@ func TestE2EDhcrelayDropsInform(t *testing.T) {
 	var r *dhcpv6.Message
 	if err := rn.cli.Do(func() error {
 		var err error
-		r, _, err = exchange("eth1", rn.addr, infoRequestMsg([3]byte{1, 2, 3}, duid), 10*time.Second)
+		r, err = dhcp6test.Exchange("eth1", rn.addr, infoRequestMsg([3]byte{1, 2, 3}, duid), 10*time.Second)
 		return err
 	}); err != nil {
 		t.Fatalf("Information-Request through dhcrelay (the control): %v\nrelay:\n%s", err, rp.Output())
@@ -84,7 +85,7 @@ func TestE2EDhcrelayDropsInform(t *testing.T) {
 	}
 
 	if err := rn.cli.Do(func() error {
-		_, _, err := exchange("eth1", rn.addr, informMsg([3]byte{4, 5, 6}, duid, rn.addr, 600, 1200), 4*time.Second)
+		_, err := dhcp6test.Exchange("eth1", rn.addr, informMsg([3]byte{4, 5, 6}, duid, rn.addr, 600, 1200), 4*time.Second)
 		return err
 	}); err == nil {
 		t.Fatalf("ADDR-REG-INFORM through dhcrelay was answered: this dhcrelay relays registrations; update doc/deployment.md")

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,9 +34,12 @@ type Server struct {
 	cmu     sync.Mutex
 	counter map[string]uint64
 
-	st   *store
-	pc   *ipv6.PacketConn
-	jobs chan job
+	st      *store
+	pc      *ipv6.PacketConn
+	jobs    chan job
+	queued  atomic.Int64 // jobs queued or being committed
+	shedLog atomic.Int64 // unix seconds of the last "shedding load" log line
+	bufs    sync.Pool    // *[]byte reply buffers
 
 	ifmu    sync.Mutex
 	ifNames map[int]string
@@ -59,12 +63,29 @@ type onLinkEntry struct {
 	at       time.Time
 }
 
-// job is a group of events to commit, and what to send once they are durable.
+// job is what one message (or one expiry run) gives the writer: events to
+// commit, and the reply to send once they are durable.
 type job struct {
-	evs  []Event
-	send func() // after the commit
-	log  func() // after every send of the batch: logging must not delay replies
+	ev      Event   // committed unless its Kind is EventNone
+	evs     []Event // more events (the expirer's)
+	reply   []byte  // sent after the commit; nil: nothing to send
+	to      netip.AddrPort
+	zone    string  // for a link-local destination
+	ifIndex int     // unrelayed: out the receiving interface (RFC 9686 §4.3)
+	log     bool    // log ev after every send of the batch: logging must not delay replies
+	buf     *[]byte // the reply's buffer, back to the pool once sent
+	done    func()  // called once committed and sent (benchmarks wait on it)
 }
+
+const (
+	// readBatch is how many datagrams one recvmmsg takes, and writeBatch
+	// how many replies one sendmmsg sends.
+	readBatch  = 64
+	writeBatch = 64
+	// DefaultMaxQueue is how many messages may wait for a commit before
+	// the server sheds load (Config.MaxQueue).
+	DefaultMaxQueue = 1024
+)
 
 // New checks cfg and returns a Server; Run starts it.
 func New(cfg Config) (*Server, error) {
@@ -80,6 +101,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RatePerSource < 0 || cfg.RatePerDUID < 0 || cfg.Burst < 0 {
 		return nil, errors.New("refserver: rate and burst must not be negative")
+	}
+	if cfg.MaxQueue < 0 || cfg.Readers < 0 || cfg.MaxBindingsPerDUID < 0 {
+		return nil, errors.New("refserver: queue, readers and bindings per DUID must not be negative")
+	}
+	if cfg.MaxQueue == 0 {
+		cfg.MaxQueue = DefaultMaxQueue
+	}
+	if cfg.Readers == 0 {
+		cfg.Readers = min(runtime.GOMAXPROCS(0), 4)
 	}
 	s := &Server{
 		cfg:     cfg,
@@ -97,6 +127,7 @@ func New(cfg Config) (*Server, error) {
 	if s.clock == nil {
 		s.clock = scheduler.RealClock()
 	}
+	s.bufs.New = func() any { b := make([]byte, 0, 256); return &b }
 	s.h.Store(NewHandler(s.handlerConfig(nil)))
 	return s, nil
 }
@@ -106,6 +137,7 @@ func (s *Server) handlerConfig(duid []byte) HandlerConfig {
 		ServerDUID: duid, AddrReg: s.cfg.AddrReg, Interfaces: s.cfg.Interfaces, Prefixes: s.cfg.Prefixes,
 		OnLink: s.ifacePrefixes, LeasequeryAllow: s.cfg.LeasequeryAllow,
 		RatePerSource: s.cfg.RatePerSource, RatePerDUID: s.cfg.RatePerDUID, Burst: s.cfg.Burst,
+		MaxBindingsPerDUID: s.cfg.MaxBindingsPerDUID,
 	}
 }
 
@@ -131,6 +163,12 @@ func (s *Server) count(keys ...string) {
 	for _, k := range keys {
 		s.counter[k]++
 	}
+	s.cmu.Unlock()
+}
+
+func (s *Server) countN(key string, n int) {
+	s.cmu.Lock()
+	s.counter[key] += uint64(n)
 	s.cmu.Unlock()
 }
 
@@ -185,8 +223,22 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	s.pc = pc
 	defer pc.Close()
+	bulk, err := s.listenBulk()
+	if err != nil {
+		return err
+	}
+	bulkDone := make(chan struct{})
+	go func() {
+		defer close(bulkDone)
+		bulk.serve()
+	}()
+	defer func() {
+		bulk.close()
+		<-bulkDone
+	}()
 
-	s.jobs = make(chan job, 4096)
+	// Room for every message admitted (MaxQueue), and the expirer's runs.
+	s.jobs = make(chan job, s.cfg.MaxQueue+64)
 	var writerDone sync.WaitGroup
 	writerDone.Add(1)
 	go func() {
@@ -253,10 +305,66 @@ func (s *Server) listen() (*ipv6.PacketConn, error) {
 	return pc, nil
 }
 
+// readLoop runs cfg.Readers readers on the socket and returns when the
+// first of them ends. The calling goroutine is one of them; the others run
+// on threads in the calling thread's network namespace, as the interface
+// look-ups they make must (see Run).
 func (s *Server) readLoop(ctx context.Context) error {
-	buf := make([]byte, 65536)
+	n := s.cfg.Readers
+	var ns *netnsHandle
+	if n > 1 {
+		var err error
+		if ns, err = currentNetns(); err != nil {
+			s.log.Warn("one reader only", "err", err)
+			n = 1
+		} else {
+			defer ns.close()
+		}
+	}
+	ctx, stop := context.WithCancel(ctx) // the first reader to end stops the others
+	defer stop()
+	errs := make(chan error, n)
+	for i := 1; i < n; i++ {
+		go func() {
+			if !ns.isProcess() {
+				// This thread is moved into another namespace: it
+				// ends with the goroutine (no UnlockOSThread).
+				runtime.LockOSThread()
+				if err := ns.enter(); err != nil {
+					s.log.Warn("reader not started", "err", err)
+					errs <- nil
+					return
+				}
+			}
+			errs <- s.reader(ctx)
+		}()
+	}
+	err := s.reader(ctx)
+	stop()
+	_ = s.pc.SetReadDeadline(time.Now())
+	for i := 1; i < n; i++ {
+		if e := <-errs; err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// reader takes datagrams off the socket readBatch at a time (recvmmsg)
+// and handles them.
+func (s *Server) reader(ctx context.Context) error {
+	msgs := make([]ipv6.Message, readBatch)
+	for i := range msgs {
+		// One byte more than accepted, so an oversized datagram shows
+		// (it arrives truncated to MaxMessageSize+1).
+		msgs[i].Buffers = [][]byte{make([]byte, MaxMessageSize+1)}
+		msgs[i].OOB = ipv6.NewControlMessage(ipv6.FlagDst | ipv6.FlagInterface)
+	}
 	for {
-		n, cm, src, err := s.pc.ReadFrom(buf)
+		for i := range msgs {
+			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
+		}
+		n, err := s.pc.ReadBatch(msgs, 0)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -267,26 +375,58 @@ func (s *Server) readLoop(ctx context.Context) error {
 			}
 			return fmt.Errorf("read from [::]:547: %w", err)
 		}
-		ua, ok := src.(*net.UDPAddr)
-		if !ok {
-			continue
+		for _, m := range msgs[:n] {
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			sa, _ := netip.AddrFromSlice(ua.IP)
+			pkt := Packet{Data: m.Buffers[0][:m.N], Src: netip.AddrPortFrom(sa.WithZone(ua.Zone), uint16(ua.Port))}
+			if dst, ifIndex, ok := parsePktInfo(m.OOB[:m.NN]); ok {
+				pkt.IfIndex = ifIndex
+				pkt.Iface = s.ifName(ifIndex)
+				pkt.Dst = dst
+			}
+			s.handle(pkt)
 		}
-		sa, _ := netip.AddrFromSlice(ua.IP)
-		pkt := Packet{Data: buf[:n], Src: netip.AddrPortFrom(sa.WithZone(ua.Zone), uint16(ua.Port))}
-		if cm != nil {
-			pkt.IfIndex = cm.IfIndex
-			pkt.Iface = s.ifName(cm.IfIndex)
-			pkt.Dst, _ = netip.AddrFromSlice(cm.Dst)
-		}
-		s.handle(pkt)
 	}
+}
+
+// parsePktInfo returns what IPV6_PKTINFO (RFC 3542 §6.1) says: the
+// destination address and the receiving interface.
+func parsePktInfo(oob []byte) (netip.Addr, int, bool) {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return netip.Addr{}, 0, false
+		}
+		if h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= 20 {
+			return netip.AddrFrom16([16]byte(data[:16])), int(binary.NativeEndian.Uint32(data[16:20])), true
+		}
+		oob = rest
+	}
+	return netip.Addr{}, 0, false
 }
 
 // handle runs one packet through the Handler and queues or sends the result.
 func (s *Server) handle(pkt Packet) {
-	h := s.h.Load()
 	s.count("received")
+	// Shed load before doing any work when the writer is behind: a
+	// bounded wait instead of a queue that grows for hundreds of ms.
+	if s.queued.Load() >= int64(s.cfg.MaxQueue) {
+		s.count(ErrOverloaded.Name)
+		if now := time.Now().Unix(); s.shedLog.Swap(now) != now {
+			s.log.Warn("shedding load: commit queue full", "queue", s.cfg.MaxQueue, "reason", ErrOverloaded.Name)
+		}
+		return
+	}
+	h := s.h.Load()
+	bp := s.bufs.Get().(*[]byte)
+	queued := false
 	defer func() {
+		if !queued {
+			s.bufs.Put(bp)
+		}
 		// A parser bug must cost one packet, not the server. The fuzz
 		// targets run the Handler without this net.
 		if r := recover(); r != nil {
@@ -294,7 +434,7 @@ func (s *Server) handle(pkt Packet) {
 			s.log.Error("panic handling packet", "iface", pkt.Iface, "addr", pkt.Src.Addr(), "reason", ErrMalformed.Name, "panic", fmt.Sprint(r))
 		}
 	}()
-	reply, dst, ev, reason := h.Handle(s.clock.Now(), pkt)
+	reply, dst, ev, reason := h.HandleInto(*bp, s.clock.Now(), pkt)
 	if reason != nil {
 		s.count("reject", ev.Reason)
 		s.logReject(ev, reason)
@@ -304,37 +444,29 @@ func (s *Server) handle(pkt Packet) {
 			// Counted only: a flood, or the ordinary DHCPv6 traffic of a
 			// LAN (Solicit, Renew …), must not fill the history.
 		default:
-			s.enqueue(job{evs: []Event{ev}})
+			s.enqueue(job{ev: ev})
 		}
 		return
 	}
 	s.count(ev.Kind.String())
-	send := func() {}
+	j := job{ev: ev, reply: reply, to: dst}
 	if reply != nil {
-		var cm *ipv6.ControlMessage
-		if !ev.Relayed && pkt.IfIndex != 0 {
-			// Unrelayed: out the receiving interface (RFC 9686 §4.3).
-			cm = &ipv6.ControlMessage{IfIndex: pkt.IfIndex}
+		if !ev.Relayed {
+			j.ifIndex = pkt.IfIndex
 		}
-		ua := &net.UDPAddr{IP: dst.Addr().AsSlice(), Port: int(dst.Port())}
-		if dst.Addr().Is6() && dst.Addr().IsLinkLocalUnicast() {
-			ua.Zone = pkt.Iface
-		}
-		send = func() {
-			if _, err := s.pc.WriteTo(reply, cm, ua); err != nil {
-				s.count(ErrSend.Name)
-				s.log.Warn("send failed", "iface", pkt.Iface, "addr", ev.Binding.Addr, "dst", ua, "reason", ErrSend.Name, "err", err)
-				return
-			}
-			s.count("sent")
+		if dst.Addr().IsLinkLocalUnicast() {
+			j.zone = pkt.Iface
 		}
 	}
 	if !ev.Durable() {
 		s.logEvent(ev)
-		send()
+		if reply != nil {
+			s.sendNow(j)
+		}
 		return
 	}
-	s.enqueue(job{evs: []Event{ev}, send: send, log: func() { s.logEvent(ev) }})
+	j.log, j.buf, queued = true, bp, true
+	s.enqueue(j)
 	if !ev.Binding.Expires.IsZero() {
 		s.tmu.Lock()
 		early := s.armedAt.IsZero() || ev.Binding.Expires.Before(s.armedAt)
@@ -345,15 +477,41 @@ func (s *Server) handle(pkt Packet) {
 	}
 }
 
-func (s *Server) enqueue(j job) { s.jobs <- j }
+// sendNow sends a reply that waits for no commit.
+func (s *Server) sendNow(j job) {
+	var cm *ipv6.ControlMessage
+	if j.ifIndex != 0 {
+		cm = &ipv6.ControlMessage{IfIndex: j.ifIndex}
+	}
+	ua := &net.UDPAddr{IP: j.to.Addr().AsSlice(), Port: int(j.to.Port()), Zone: j.zone}
+	if _, err := s.pc.WriteTo(j.reply, cm, ua); err != nil {
+		s.sendFailed(j, err)
+		return
+	}
+	s.count("sent")
+}
 
-// writer commits whatever is queued in one transaction (group commit), then
-// releases the replies that waited for it. It returns when jobs is closed
-// and drained.
+func (s *Server) sendFailed(j job, err error) {
+	s.count(ErrSend.Name)
+	s.log.Warn("send failed", "iface", j.ev.Binding.Iface, "addr", j.ev.Binding.Addr, "dst", j.to, "reason", ErrSend.Name, "err", err)
+}
+
+// enqueue hands j to the writer. The readers admit at most MaxQueue
+// messages (handle sheds the rest), so this waits only for the expirer.
+func (s *Server) enqueue(j job) {
+	s.queued.Add(1)
+	s.jobs <- j
+}
+
+// writer commits whatever is queued in one transaction (group commit: the
+// batch is what queued up during the previous commit, not what a timer
+// allowed), then releases the replies that waited for it, writeBatch per
+// sendmmsg. It returns when jobs is closed and drained.
 func (s *Server) writer() {
 	const maxBatch = 4096
 	batch := make([]job, 0, maxBatch)
 	var evs []Event
+	w := newReplyWriter()
 	for j := range s.jobs {
 		batch = append(batch[:0], j)
 	drain:
@@ -370,9 +528,17 @@ func (s *Server) writer() {
 		}
 		evs = evs[:0]
 		for _, j := range batch {
+			if j.ev.Kind != EventNone {
+				evs = append(evs, j.ev)
+			}
 			evs = append(evs, j.evs...)
 		}
-		if err := s.commit(evs); err != nil {
+		t0 := time.Now()
+		err := s.commit(evs)
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("commit", "jobs", len(batch), "events", len(evs), "took", time.Since(t0))
+		}
+		if err != nil {
 			// Nothing is acknowledged that is not on disk, and memory
 			// now holds what the disk does not: stop, so that a restart
 			// reloads the truth from the database.
@@ -382,19 +548,87 @@ func (s *Server) writer() {
 				s.dbErr = err
 				s.cancelRun()
 			})
+			s.release(batch)
 			continue
 		}
 		for _, j := range batch {
-			if j.send != nil {
-				j.send()
+			if j.reply != nil {
+				w.add(s, j)
 			}
 		}
+		w.flush(s)
 		for _, j := range batch {
-			if j.log != nil {
-				j.log()
+			if j.log {
+				s.logEvent(j.ev)
 			}
+		}
+		s.release(batch)
+		if err := s.st.prewrite(); err != nil {
+			s.log.Warn("database: writing ahead failed", "err", err)
 		}
 	}
+}
+
+// release returns the batch's reply buffers and queue places.
+func (s *Server) release(batch []job) {
+	for i, j := range batch {
+		if j.done != nil {
+			j.done()
+		}
+		if j.buf != nil {
+			*j.buf = j.reply[:0]
+			s.bufs.Put(j.buf)
+		}
+		batch[i] = job{}
+	}
+	s.queued.Add(-int64(len(batch)))
+}
+
+// replyWriter sends replies writeBatch at a time through sendmmsg, reusing
+// its message headers and addresses.
+type replyWriter struct {
+	msgs  []ipv6.Message
+	jobs  []job
+	addrs [writeBatch]net.UDPAddr
+	ips   [writeBatch][16]byte
+	bufs  [writeBatch][1][]byte
+}
+
+func newReplyWriter() *replyWriter {
+	return &replyWriter{msgs: make([]ipv6.Message, 0, writeBatch), jobs: make([]job, 0, writeBatch)}
+}
+
+func (w *replyWriter) add(s *Server, j job) {
+	k := len(w.msgs)
+	w.ips[k] = j.to.Addr().As16()
+	w.addrs[k] = net.UDPAddr{IP: w.ips[k][:], Port: int(j.to.Port()), Zone: j.zone}
+	w.bufs[k][0] = j.reply
+	m := ipv6.Message{Buffers: w.bufs[k][:], Addr: &w.addrs[k]}
+	if j.ifIndex != 0 {
+		m.OOB = (&ipv6.ControlMessage{IfIndex: j.ifIndex}).Marshal()
+	}
+	w.msgs = append(w.msgs, m)
+	w.jobs = append(w.jobs, j)
+	if len(w.msgs) == writeBatch {
+		w.flush(s)
+	}
+}
+
+func (w *replyWriter) flush(s *Server) {
+	for sent := 0; sent < len(w.msgs); {
+		n, err := s.pc.WriteBatch(w.msgs[sent:], 0)
+		if err != nil || n == 0 {
+			// The first datagram of the rest failed: report it, go on.
+			s.sendFailed(w.jobs[sent], err)
+			n = 1
+		} else {
+			s.countN("sent", n)
+		}
+		sent += n
+	}
+	clear(w.jobs)
+	clear(w.bufs[:])
+	w.msgs, w.jobs = w.msgs[:0], w.jobs[:0]
 }
 
 // commit applies evs, retrying a failed transaction a few times (a full

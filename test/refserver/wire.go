@@ -26,6 +26,11 @@ const (
 	StatusNotAllowed          uint16 = 10
 	QueryByAddress            uint8  = 1 // RFC 5007 §4.1.2.1 (swapped in the draft)
 	QueryByClientID           uint8  = 2
+	QueryByRelayID            uint8  = 3   // RFC 5460 §5.3 (not served: no relay IDs are kept)
+	QueryByLinkAddress        uint8  = 4   // RFC 5460 §5.3: Bulk Leasequery only
+	QueryByRemoteID           uint8  = 5   // RFC 5460 §5.3 (not served)
+	StatusUnspecFail          uint16 = 1   // RFC 8415 §21.13
+	StatusQueryTerminated     uint16 = 11  // RFC 5460 §5.5
 	optionRelaySourcePort            = 135 // RFC 8357
 	infiniteLifetime                 = 0xffffffff
 	optionCodeClientLinkLayer        = 79
@@ -40,8 +45,11 @@ type rawOption struct {
 
 // parseOptions walks a DHCPv6 option area. It fails with ErrTruncated when an
 // option's length runs past the end.
-func parseOptions(b []byte) ([]rawOption, error) {
-	var opts []rawOption
+func parseOptions(b []byte) ([]rawOption, error) { return appendOptions(nil, b) }
+
+// appendOptions is parseOptions appending to opts, so that a caller can
+// parse into an array on its stack.
+func appendOptions(opts []rawOption, b []byte) ([]rawOption, error) {
 	for len(b) > 0 {
 		if len(b) < 4 {
 			return nil, fmt.Errorf("%w: %d trailing bytes in option area", ErrTruncated, len(b))
@@ -57,15 +65,15 @@ func parseOptions(b []byte) ([]rawOption, error) {
 	return opts, nil
 }
 
-// findAll returns the options with the given code.
-func findAll(opts []rawOption, code uint16) []rawOption {
-	var out []rawOption
+// countOptions returns how many options have the given code.
+func countOptions(opts []rawOption, code uint16) int {
+	n := 0
 	for _, o := range opts {
 		if o.Code == code {
-			out = append(out, o)
+			n++
 		}
 	}
-	return out
+	return n
 }
 
 // findOne returns the first option with the given code.
@@ -94,10 +102,12 @@ type relayLevel struct {
 	LinkLayer   []byte // option 79 data (hw type + address), nil when absent
 }
 
-// unwrapRelays peels Relay-Forward layers (RFC 8415 §9) off b and returns them
-// outermost first together with the inner client message.
-func unwrapRelays(b []byte) ([]relayLevel, []byte, error) {
-	var chain []relayLevel
+// unwrapRelaysInto peels Relay-Forward layers (RFC 8415 §9) off b into chain
+// (no allocation) and returns them outermost first together with the inner
+// client message.
+func unwrapRelaysInto(chain *[HopCountLimit]relayLevel, b []byte) ([]relayLevel, []byte, error) {
+	n := 0
+	var optBuf [8]rawOption
 	for {
 		if len(b) == 0 {
 			return nil, nil, fmt.Errorf("%w: empty message", ErrTruncated)
@@ -110,9 +120,9 @@ func unwrapRelays(b []byte) ([]relayLevel, []byte, error) {
 			if len(b) < msgHeaderLen {
 				return nil, nil, fmt.Errorf("%w: %d-byte message", ErrTruncated, len(b))
 			}
-			return chain, b, nil
+			return chain[:n], b, nil
 		}
-		if len(chain) == HopCountLimit {
+		if n == HopCountLimit {
 			return nil, nil, fmt.Errorf("%w: more than %d Relay-Forward levels", ErrRelayTooDeep, HopCountLimit)
 		}
 		if len(b) < relayHeaderLen {
@@ -123,9 +133,9 @@ func unwrapRelays(b []byte) ([]relayLevel, []byte, error) {
 			LinkAddr: netip.AddrFrom16([16]byte(b[2:18])),
 			PeerAddr: netip.AddrFrom16([16]byte(b[18:34])),
 		}
-		opts, err := parseOptions(b[relayHeaderLen:])
+		opts, err := appendOptions(optBuf[:0], b[relayHeaderLen:])
 		if err != nil {
-			return nil, nil, fmt.Errorf("relay level %d: %w", len(chain), err)
+			return nil, nil, fmt.Errorf("relay level %d: %w", n, err)
 		}
 		if o, ok := findOne(opts, uint16(dhcpv6.OptionInterfaceID)); ok {
 			lvl.InterfaceID, lvl.HasIfaceID = o.Data, true
@@ -133,33 +143,47 @@ func unwrapRelays(b []byte) ([]relayLevel, []byte, error) {
 		if o, ok := findOne(opts, optionCodeClientLinkLayer); ok {
 			lvl.LinkLayer = o.Data
 		}
-		rm := findAll(opts, uint16(dhcpv6.OptionRelayMsg))
-		if len(rm) != 1 {
-			return nil, nil, fmt.Errorf("%w: relay level %d has %d Relay Message options", ErrMalformed, len(chain), len(rm))
+		if k := countOptions(opts, uint16(dhcpv6.OptionRelayMsg)); k != 1 {
+			return nil, nil, fmt.Errorf("%w: relay level %d has %d Relay Message options", ErrMalformed, n, k)
 		}
-		chain = append(chain, lvl)
-		b = rm[0].Data
+		rm, _ := findOne(opts, uint16(dhcpv6.OptionRelayMsg))
+		chain[n] = lvl
+		n++
+		b = rm.Data
 	}
 }
 
-// wrapRelayReply builds the Relay-Reply chain for msg per RFC 8415 §19.3:
-// each level copies hop-count, link-address and peer-address from the
-// matching Relay-Forward and echoes its Interface-ID.
-func wrapRelayReply(chain []relayLevel, msg []byte) []byte {
-	for i := len(chain) - 1; i >= 0; i-- {
-		l := chain[i]
-		out := make([]byte, 0, relayHeaderLen+len(msg)+8+len(l.InterfaceID)+4)
-		out = append(out, byte(dhcpv6.MessageTypeRelayReply), l.HopCount)
-		la, pa := l.LinkAddr.As16(), l.PeerAddr.As16()
-		out = append(out, la[:]...)
-		out = append(out, pa[:]...)
+// relayHeadroom is how many bytes the Relay-Reply levels for chain take in
+// front of the client message (RFC 8415 §19.3).
+func relayHeadroom(chain []relayLevel) int {
+	n := 0
+	for _, l := range chain {
+		n += relayHeaderLen + 4 // header and the Relay Message option's code and length
 		if l.HasIfaceID {
-			out = appendOption(out, uint16(dhcpv6.OptionInterfaceID), l.InterfaceID)
+			n += 4 + len(l.InterfaceID)
 		}
-		out = appendOption(out, uint16(dhcpv6.OptionRelayMsg), msg)
-		msg = out
 	}
-	return msg
+	return n
+}
+
+// fillRelayReply writes the Relay-Reply levels for chain into the first
+// relayHeadroom(chain) bytes of b, whose rest is the client message: each
+// level copies hop-count, link-address and peer-address from the matching
+// Relay-Forward and echoes its Interface-ID (RFC 8415 §19.3).
+func fillRelayReply(b []byte, chain []relayLevel) {
+	w := b[:0]
+	for _, l := range chain {
+		w = append(w, byte(dhcpv6.MessageTypeRelayReply), l.HopCount)
+		la, pa := l.LinkAddr.As16(), l.PeerAddr.As16()
+		w = append(w, la[:]...)
+		w = append(w, pa[:]...)
+		if l.HasIfaceID {
+			w = appendOption(w, uint16(dhcpv6.OptionInterfaceID), l.InterfaceID)
+		}
+		rest := len(b) - len(w) - 4 // everything after this Relay Message option's header
+		w = binary.BigEndian.AppendUint16(w, uint16(dhcpv6.OptionRelayMsg))
+		w = binary.BigEndian.AppendUint16(w, uint16(rest))
+	}
 }
 
 // iaAddress is the content of an IA Address option (RFC 8415 §21.6).
@@ -198,7 +222,11 @@ func appendStatus(b []byte, code uint16, msg string) []byte {
 }
 
 func msgHeader(mt dhcpv6.MessageType, xid [3]byte) []byte {
-	return append(make([]byte, 0, 128), byte(mt), xid[0], xid[1], xid[2])
+	return appendMsgHeader(make([]byte, 0, 128), mt, xid)
+}
+
+func appendMsgHeader(b []byte, mt dhcpv6.MessageType, xid [3]byte) []byte {
+	return append(b, byte(mt), xid[0], xid[1], xid[2])
 }
 
 // lqQuery is the content of OPTION_LQ_QUERY (RFC 5007 §4.1.2.1).
@@ -206,6 +234,7 @@ type lqQuery struct {
 	Type     uint8
 	LinkAddr netip.Addr
 	Options  []rawOption
+	err      error // the option did not parse: MalformedQuery
 }
 
 func parseLQQuery(b []byte) (lqQuery, error) {
@@ -222,21 +251,23 @@ func parseLQQuery(b []byte) (lqQuery, error) {
 // EncodeLeasequery builds a LEASEQUERY message (RFC 5007 §4.3.1). Exactly one
 // of addr (QUERY_BY_ADDRESS) or clientID (QUERY_BY_CLIENTID) is used.
 func EncodeLeasequery(xid [3]byte, requestor []byte, link netip.Addr, addr netip.Addr, clientID []byte) []byte {
+	if addr.IsValid() {
+		return encodeLeasequery(xid, requestor, QueryByAddress, link, appendIAAddress(nil, iaAddress{Addr: addr}))
+	}
+	return encodeLeasequery(xid, requestor, QueryByClientID, link, appendOption(nil, uint16(dhcpv6.OptionClientID), clientID))
+}
+
+// encodeLeasequery builds a LEASEQUERY of any query type with the given
+// query-options.
+func encodeLeasequery(xid [3]byte, requestor []byte, qtype uint8, link netip.Addr, queryOpts []byte) []byte {
 	b := msgHeader(dhcpv6.MessageTypeLeaseQuery, xid)
 	b = appendOption(b, uint16(dhcpv6.OptionClientID), requestor)
 	if !link.IsValid() {
 		link = netip.IPv6Unspecified()
 	}
 	l16 := link.As16()
-	var q []byte
-	if addr.IsValid() {
-		q = append([]byte{QueryByAddress}, l16[:]...)
-		q = appendIAAddress(q, iaAddress{Addr: addr})
-	} else {
-		q = append([]byte{QueryByClientID}, l16[:]...)
-		q = appendOption(q, uint16(dhcpv6.OptionClientID), clientID)
-	}
-	return appendOption(b, uint16(dhcpv6.OptionLQQuery), q)
+	q := append([]byte{qtype}, l16[:]...)
+	return appendOption(b, uint16(dhcpv6.OptionLQQuery), append(q, queryOpts...))
 }
 
 // LeaseAddr is one address in a leasequery answer, with remaining lifetimes.

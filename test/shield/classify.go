@@ -3,6 +3,10 @@
 // forwarded, and a userspace layer-2 switch (Switch) that enforces it between
 // network interfaces.
 //
+// It is the implementation behind cmd/dhcp6-shield, not a supported API: it
+// lives under test/ because it exists to prove that a rogue server cannot
+// fake registrations, and it changes with the command and its tests.
+//
 // The classifier is a pure function with no allocation per frame. It walks
 // Ethernet, any stack of 802.1Q/802.1ad tags and the entire IPv6 header chain
 // with no byte limit (RFC 7610 §5 rule 1), and reports an Action and the

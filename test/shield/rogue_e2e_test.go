@@ -8,13 +8,12 @@ package shield
 
 import (
 	"crypto/rand"
-	"encoding/json"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,8 +21,9 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
-	"golang.org/x/net/ipv6"
 
+	"github.com/addrreg/addrreg/test/dhcp6test"
+	"github.com/addrreg/addrreg/test/refserver"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -35,17 +35,8 @@ const (
 	rogueSpamEvery = 200 * time.Millisecond
 )
 
-// rogueSent is one message the rogue sent toward a client (UDP port 546).
-type rogueSent struct {
-	Type dhcpv6.MessageType
-	Dst  netip.Addr
-	XID  dhcpv6.TransactionID
-	Why  string // "reply" (to an Information-Request), "forged" (to an INFORM), "unsolicited"
-}
-
-func (s rogueSent) String() string {
-	return fmt.Sprintf("%s %s→%s xid=%x", s.Why, s.Type, s.Dst, s.XID[:])
-}
+// rogueDUID is the rogue server's Server Identifier.
+var rogueDUID dhcpv6.DUID = &dhcpv6.DUIDLL{HWType: 1, LinkLayerAddr: net.HardwareAddr{0x02, 0xba, 0xd0, 0, 0, 0x03}}
 
 // rogueServer is a malicious DHCPv6 responder on the rogue's eth0: it
 // claims address-registration support (option 148) in a Reply to every
@@ -54,265 +45,63 @@ func (s rogueSent) String() string {
 // registered address, as a real server would) and sprays unsolicited forged
 // ADDR-REG-REPLYs at every host address it knows.
 type rogueServer struct {
-	conn *net.UDPConn
-	duid dhcpv6.DUID
-	zone string // eth0's index in the rogue's namespace
-	stop chan struct{}
-	wg   sync.WaitGroup
-
+	*dhcp6test.Responder
 	mu        sync.Mutex
-	sent      []rogueSent
-	sendErrs  []error
-	infoReqs  int
-	informs   int
 	hostAddrs map[netip.Addr]bool // unsolicited targets
 }
 
-// startRogueServer opens UDP [::]:547 in nd's namespace, joined to
-// ff02::1:2 on eth0, and answers until the test ends (or stopSending).
-// targets are host addresses to forge unsolicited replies to from the start;
-// addresses seen in INFORMs are added.
+// startRogueServer starts the rogue in nd's namespace until the test ends
+// (or Stop). targets are host addresses to forge unsolicited replies to
+// from the start; addresses seen in INFORMs are added. Sent labels what it
+// sent toward port 546: "reply" (to an Information-Request), "forged" (to
+// an INFORM), "unsolicited".
 func startRogueServer(t *testing.T, nd *topo.Node, targets ...netip.Addr) *rogueServer {
 	t.Helper()
-	r := &rogueServer{
-		duid:      &dhcpv6.DUIDLL{HWType: 1, LinkLayerAddr: net.HardwareAddr{0x02, 0xba, 0xd0, 0, 0, 0x03}},
-		stop:      make(chan struct{}),
-		hostAddrs: map[netip.Addr]bool{},
-	}
+	r := &rogueServer{hostAddrs: map[netip.Addr]bool{}}
 	for _, a := range targets {
 		r.hostAddrs[a] = true
 	}
-	err := nd.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
+	answer := dhcp6test.Answer{ServerID: rogueDUID, Offer148: true}
+	r.Responder = dhcp6test.StartResponder(t, nd, "eth0", func(m dhcp6test.Packet, _ dhcp6test.Seen) []dhcp6test.Send {
+		switch {
+		case m.Type == dhcpv6.MessageTypeInformationRequest:
+			return []dhcp6test.Send{answer.To(m)}
+		case m.Type == dhcpv6.MessageTypeAddrRegInform && m.IAAddr.IsValid():
+			r.mu.Lock()
+			r.hostAddrs[m.IAAddr] = true
+			r.mu.Unlock()
+			forged := answer.To(m)
+			forged.Dst, forged.Why = m.IAAddr, "forged"
+			return []dhcp6test.Send{forged}
 		}
-		// A numeric zone: Go maps zone names to indexes with one
-		// process-wide cache, filled in whatever namespace asks first.
-		r.zone = strconv.Itoa(ifi.Index)
-		r.conn, err = net.ListenUDP("udp6", &net.UDPAddr{Port: 547})
-		if err != nil {
-			return err
-		}
-		return ipv6.NewPacketConn(r.conn).JoinGroup(ifi, &net.UDPAddr{IP: net.ParseIP("ff02::1:2")})
+		return nil
 	})
-	if err != nil {
-		t.Fatalf("rogue: listen on [::]:547 joined to ff02::1:2: %v", err)
-	}
-	r.wg.Add(2)
-	go r.serve()
-	go r.spray()
-	t.Cleanup(func() {
-		r.stopSending()
-		if t.Failed() {
-			t.Logf("--- rogue sent ---\n%s", r.dump())
+	// An unsolicited ADDR-REG-REPLY, with a random transaction ID, to
+	// every known host address every rogueSpamEvery.
+	r.Every(rogueSpamEvery, func() []dhcp6test.Send {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var out []dhcp6test.Send
+		for a := range r.hostAddrs {
+			var xid dhcpv6.TransactionID
+			rand.Read(xid[:])
+			ia := &dhcpv6.OptIAAddress{IPv6Addr: a.AsSlice(), PreferredLifetime: time.Hour, ValidLifetime: 2 * time.Hour}
+			out = append(out, dhcp6test.Send{Msg: answer.AddrRegReply(xid, nil, ia), Dst: a, Why: "unsolicited"})
 		}
+		return out
 	})
 	return r
 }
 
-func (r *rogueServer) serve() {
-	defer r.wg.Done()
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := r.conn.ReadFromUDP(buf)
-		if err != nil {
-			return // closed by stopSending
-		}
-		m, err := dhcpv6.MessageFromBytes(buf[:n])
-		if err != nil {
-			continue
-		}
-		src, _ := netip.AddrFromSlice(from.IP)
-		src = src.Unmap() // send adds the zone
-		switch m.MessageType {
-		case dhcpv6.MessageTypeInformationRequest:
-			r.mu.Lock()
-			r.infoReqs++
-			r.mu.Unlock()
-			rep, err := dhcpv6.NewReplyFromMessage(m, dhcpv6.WithServerID(r.duid),
-				dhcpv6.WithOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionAddrRegEnable}))
-			if err != nil {
-				continue
-			}
-			r.send(rep, src, "reply")
-		case dhcpv6.MessageTypeAddrRegInform:
-			ia, _ := m.Options.GetOne(dhcpv6.OptionIAAddr).(*dhcpv6.OptIAAddress)
-			if ia == nil {
-				continue
-			}
-			addr, _ := netip.AddrFromSlice(ia.IPv6Addr)
-			addr = addr.Unmap()
-			r.mu.Lock()
-			r.informs++
-			r.hostAddrs[addr] = true
-			r.mu.Unlock()
-			r.send(r.addrRegReply(m.TransactionID, m.Options.ClientID(), ia), addr, "forged")
-		}
-	}
-}
-
-// spray sends an unsolicited ADDR-REG-REPLY, with a random transaction ID,
-// to every known host address every rogueSpamEvery.
-func (r *rogueServer) spray() {
-	defer r.wg.Done()
-	tk := time.NewTicker(rogueSpamEvery)
-	defer tk.Stop()
-	for {
-		select {
-		case <-r.stop:
-			return
-		case <-tk.C:
-		}
-		r.mu.Lock()
-		var dsts []netip.Addr
-		for a := range r.hostAddrs {
-			dsts = append(dsts, a)
-		}
-		r.mu.Unlock()
-		for _, a := range dsts {
-			var xid dhcpv6.TransactionID
-			rand.Read(xid[:])
-			ia := &dhcpv6.OptIAAddress{IPv6Addr: a.AsSlice(), PreferredLifetime: time.Hour, ValidLifetime: 2 * time.Hour}
-			r.send(r.addrRegReply(xid, nil, ia), a, "unsolicited")
-		}
-	}
-}
-
-// addrRegReply builds an ADDR-REG-REPLY by hand (NewReplyFromMessage
-// refuses type 36), the way the reference server does.
-func (r *rogueServer) addrRegReply(xid dhcpv6.TransactionID, cid dhcpv6.DUID, ia *dhcpv6.OptIAAddress) *dhcpv6.Message {
-	m := &dhcpv6.Message{MessageType: dhcpv6.MessageTypeAddrRegReply, TransactionID: xid}
-	if cid != nil {
-		m.AddOption(dhcpv6.OptClientID(cid))
-	}
-	m.AddOption(dhcpv6.OptServerID(r.duid))
-	m.AddOption(ia)
-	return m
-}
-
-func (r *rogueServer) send(m *dhcpv6.Message, dst netip.Addr, why string) {
-	to := &net.UDPAddr{IP: dst.AsSlice(), Port: 546}
-	if dst.IsLinkLocalUnicast() {
-		to.Zone = r.zone
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	select {
-	case <-r.stop: // stopSending closes it under mu
-		return
-	default:
-	}
-	if _, err := r.conn.WriteToUDP(m.ToBytes(), to); err != nil {
-		r.sendErrs = append(r.sendErrs, fmt.Errorf("%s %s to %s: %w", why, m.MessageType, to, err))
-		return
-	}
-	r.sent = append(r.sent, rogueSent{Type: m.MessageType, Dst: dst.WithZone(""), XID: m.TransactionID, Why: why})
-}
-
-// stopSending ends the responder; it sends nothing after it returns.
-func (r *rogueServer) stopSending() {
-	select {
-	case <-r.stop:
-		return
-	default:
-	}
-	r.mu.Lock() // no send is in progress once we hold the lock
-	close(r.stop)
-	r.mu.Unlock()
-	r.conn.Close()
-	r.wg.Wait()
-}
-
-// report returns what the rogue sent toward port 546, by why.
-func (r *rogueServer) report() (sent []rogueSent, byWhy map[string]int, infoReqs, informs int, errs []error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// report returns what the rogue sent toward port 546, by why, and how many
+// Information-Requests and ADDR-REG-INFORMs it received.
+func (r *rogueServer) report() (sent []dhcp6test.Transmission, byWhy map[string]int, infoReqs, informs int) {
+	sent = r.Sent()
 	byWhy = map[string]int{}
-	for _, s := range r.sent {
+	for _, s := range sent {
 		byWhy[s.Why]++
 	}
-	return append([]rogueSent(nil), r.sent...), byWhy, r.infoReqs, r.informs, append([]error(nil), r.sendErrs...)
-}
-
-func (r *rogueServer) dump() string {
-	sent, _, ir, inf, errs := r.report()
-	var b strings.Builder
-	fmt.Fprintf(&b, "received %d Information-Requests, %d ADDR-REG-INFORMs; sent %d, send errors %v\n", ir, inf, len(sent), errs)
-	unsolicited := 0
-	for _, s := range sent {
-		if s.Why == "unsolicited" {
-			unsolicited++
-			continue
-		}
-		b.WriteString(s.String())
-		b.WriteByte('\n')
-	}
-	fmt.Fprintf(&b, "and %d unsolicited ADDR-REG-REPLYs\n", unsolicited)
-	return b.String()
-}
-
-// dhcpSniffer records the DHCPv6 messages that reach a UDP port in a
-// namespace, through a raw socket that takes nothing from the sockets bound
-// to that port.
-type dhcpSniffer struct {
-	mu   sync.Mutex
-	msgs []sniffed
-}
-
-type sniffed struct {
-	Type     dhcpv6.MessageType
-	Src      string
-	ServerID dhcpv6.DUID
-}
-
-func sniffDHCP(t *testing.T, nd *topo.Node, port int) *dhcpSniffer {
-	t.Helper()
-	var c net.PacketConn
-	if err := nd.Do(func() (err error) { c, err = net.ListenPacket("ip6:udp", "::"); return err }); err != nil {
-		t.Fatalf("%s: raw UDP socket: %v", nd.Name, err)
-	}
-	ds := &dhcpSniffer{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			n, src, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if n < 12 || int(buf[2])<<8|int(buf[3]) != port {
-				continue
-			}
-			m, err := dhcpv6.MessageFromBytes(buf[8:n])
-			if err != nil {
-				continue
-			}
-			ds.mu.Lock()
-			ds.msgs = append(ds.msgs, sniffed{Type: m.MessageType, Src: src.String(), ServerID: m.Options.ServerID()})
-			ds.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { c.Close(); <-done })
-	return ds
-}
-
-// count returns the messages that match.
-func (ds *dhcpSniffer) count(match func(sniffed) bool) (n int, srcs []string) {
-	ds.mu.Lock()
-	defer ds.mu.Unlock()
-	for _, m := range ds.msgs {
-		if match(m) {
-			n++
-			srcs = append(srcs, m.Src)
-		}
-	}
-	return n, srcs
-}
-
-func ofType(typ dhcpv6.MessageType) func(sniffed) bool {
-	return func(m sniffed) bool { return m.Type == typ }
+	return sent, byWhy, len(r.Received(dhcpv6.MessageTypeInformationRequest)), len(r.Received(dhcpv6.MessageTypeAddrRegInform))
 }
 
 // rogueLab is newShieldNet with server, host and rogue, dhcp6-shield, radvd
@@ -323,8 +112,8 @@ type rogueLab struct {
 	shield    *topo.Proc
 	stats     string
 	refserver *topo.Proc
-	atServer  *dhcpSniffer // port 547 in the server's namespace
-	atHost    *dhcpSniffer // port 546 in the host's namespace
+	atServer  *dhcp6test.Sniffer // port 547 in the server's namespace
+	atHost    *dhcp6test.Sniffer // port 546 in the host's namespace
 	rogue     *rogueServer
 }
 
@@ -347,8 +136,8 @@ func newRogueLab(t *testing.T, rogueTrusted bool, serverArgs ...string) *rogueLa
 	// address in the prefix (fd00::1/64 from newShieldNet), so it can answer
 	// the registered addresses on-link.
 	srv.Sysctl(t, "net.ipv6.conf.eth0.accept_ra", "0")
-	l.atServer = sniffDHCP(t, srv, 547)
-	l.atHost = sniffDHCP(t, sn.nodes["host"], 546)
+	l.atServer = dhcp6test.StartSniffer(t, srv, 547)
+	l.atHost = dhcp6test.StartSniffer(t, sn.nodes["host"], 546)
 	db := filepath.Join(t.TempDir(), "bindings.db")
 	args := append([]string{topo.BuildBinary(t, "./cmd/addrreg-refserver"), "-i", "eth0",
 		"--prefix", "eth0=" + rogueLinkPrefix, "--db", db, "--leasequery-allow", "::/0", "--log-level", "debug"}, serverArgs...)
@@ -387,33 +176,18 @@ func (l *rogueLab) startAgent(t *testing.T) *topo.Proc {
 		"--state-file", filepath.Join(t.TempDir(), "state.json")) // never the system's
 }
 
+// query asks the real server for the host's bindings, from the server's
+// namespace.
+func (l *rogueLab) query() refserver.QueryOptions {
+	duid, _ := hex.DecodeString(rogueHostDUID)
+	return refserver.QueryOptions{Server: netip.AddrPortFrom(netip.MustParseAddr(l.sn.addrs["server"].String()), 547), ClientID: duid}
+}
+
 // bindings asks the real server, by leasequery for the host's DUID, which
 // addresses it holds.
-func (l *rogueLab) bindings(t *testing.T) map[netip.Addr]uint32 {
+func (l *rogueLab) bindings(t *testing.T) map[netip.Addr]dhcp6test.Binding {
 	t.Helper()
-	out, err := l.sn.nodes["server"].Exec(topo.BuildBinary(t, "./cmd/addrreg-refserver"), "query",
-		"--client-id", rogueHostDUID, "--server", l.sn.addrs["server"].String(), "--json")
-	if err != nil {
-		t.Fatalf("leasequery: %v", err)
-	}
-	var r struct {
-		Clients []struct {
-			Addrs []struct {
-				Addr  string `json:"addr"`
-				Valid uint32 `json:"valid_lifetime"`
-			} `json:"addrs"`
-		} `json:"clients"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("leasequery output %q: %v", out, err)
-	}
-	m := map[netip.Addr]uint32{}
-	for _, c := range r.Clients {
-		for _, a := range c.Addrs {
-			m[netip.MustParseAddr(a.Addr)] = a.Valid
-		}
-	}
-	return m
+	return dhcp6test.Bindings(t, l.sn.nodes["server"], l.query())
 }
 
 // holdServer stops the real server (SIGSTOP) so that the rogue always
@@ -438,8 +212,11 @@ func (l *rogueLab) releaseServer(t *testing.T) {
 
 // rogueAtHost counts the messages carrying the rogue's Server Identifier
 // that reached port 546 on the host.
-func (l *rogueLab) rogueAtHost() (int, []string) {
-	return l.atHost.count(func(m sniffed) bool { return m.ServerID != nil && m.ServerID.Equal(l.rogue.duid) })
+func (l *rogueLab) rogueAtHost() int {
+	return len(l.atHost.Match(func(m dhcp6test.Packet) bool {
+		sid := m.Msg.Options.ServerID()
+		return sid != nil && sid.Equal(rogueDUID)
+	}))
 }
 
 // waitRogueAnswered waits until the rogue has sent a Reply with option 148
@@ -448,35 +225,20 @@ func (l *rogueLab) waitRogueAnswered(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, byWhy, _, _, _ := l.rogue.report(); byWhy["reply"] > 0 {
+		if _, byWhy, _, _ := l.rogue.report(); byWhy["reply"] > 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the rogue answered no Information-Request within 10 s:\n%s", l.rogue.dump())
+			t.Fatalf("the rogue answered no Information-Request within 10 s:\n%s", l.rogue.Dump())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
 // waitBindings polls the real server until it holds every address of want.
-func (l *rogueLab) waitBindings(t *testing.T, want []netip.Addr, timeout time.Duration) map[netip.Addr]uint32 {
+func (l *rogueLab) waitBindings(t *testing.T, want []netip.Addr, timeout time.Duration) map[netip.Addr]dhcp6test.Binding {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		b := l.bindings(t)
-		ok := true
-		for _, a := range want {
-			_, have := b[a]
-			ok = ok && have
-		}
-		if ok {
-			return b
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("real server holds %v, want every host address %v", b, want)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return dhcp6test.WaitBindings(t, l.sn.nodes["server"], l.query(), fmt.Sprintf("every host address %v", want), timeout, dhcp6test.HoldsAll(want...))
 }
 
 // waitLog waits until p's output has a line matching re and returns it.
@@ -521,11 +283,11 @@ var (
 // rogueCounters stops the rogue and waits until the shield has seen every
 // frame it sent toward port 546; it returns the rogue's port counters and
 // what the rogue sent.
-func (l *rogueLab) rogueCounters(t *testing.T) (PortStats, []rogueSent, map[string]int) {
+func (l *rogueLab) rogueCounters(t *testing.T) (PortStats, []dhcp6test.Transmission, map[string]int) {
 	t.Helper()
-	l.rogue.stopSending()
-	sent, byWhy, _, _, errs := l.rogue.report()
-	if len(errs) > 0 {
+	l.rogue.Stop()
+	sent, byWhy, _, _ := l.rogue.report()
+	if errs := l.rogue.Errors(); len(errs) > 0 {
 		t.Errorf("rogue send errors: %v", errs)
 	}
 	var all map[string]PortStats
@@ -557,10 +319,13 @@ func nonZero(m map[string]uint64) map[string]uint64 {
 
 // checkAllDropped asserts that the shield dropped, on the rogue's port,
 // exactly the n messages the rogue sent toward port 546, as client-bound
-// DHCPv6, and nothing else; and that it logged a security alert for each
-// (or counted the line as rate-limited).
+// DHCPv6, and nothing else; that it logged a security alert for each
+// (or counted the line as rate-limited); and that none reached the host.
 func (l *rogueLab) checkAllDropped(t *testing.T, st PortStats, n int) {
 	t.Helper()
+	if got := l.rogueAtHost(); got != 0 {
+		t.Errorf("the host received %d of the rogue's messages on port 546, want 0", got)
+	}
 	alerts := len(alertRE.FindAllString(l.shield.Output(), -1))
 	t.Logf("shield log: %d security alerts for progue, %d lines suppressed", alerts, st.LogSuppressed)
 	if uint64(alerts)+st.LogSuppressed != uint64(n) {
@@ -578,6 +343,30 @@ func (l *rogueLab) checkAllDropped(t *testing.T, st PortStats, n int) {
 	if st.ServerMessages != uint64(n) {
 		t.Errorf("progue server_messages = %d, want %d", st.ServerMessages, n)
 	}
+}
+
+// attack builds the network (newRogueLab), waits for the host's
+// addresses, holds the real server and starts the agent.
+func attack(t *testing.T, rogueTrusted bool, serverArgs ...string) (*rogueLab, []netip.Addr, *topo.Proc) {
+	t.Helper()
+	start := time.Now()
+	l := newRogueLab(t, rogueTrusted, serverArgs...)
+	t.Logf("network ready after %v", time.Since(start).Round(time.Millisecond))
+	addrs := l.hostAddrs(t)
+	t.Logf("host addresses %v after %v", addrs, time.Since(start).Round(time.Millisecond))
+	l.holdServer(t)
+	return l, addrs, l.startAgent(t)
+}
+
+// rogueAnsweredFirst waits until the rogue has answered the agent's
+// Information-Request, checks that its answer did not decide anything, and
+// releases the real server.
+func (l *rogueLab) rogueAnsweredFirst(t *testing.T, agent *topo.Proc) {
+	t.Helper()
+	l.waitRogueAnswered(t)
+	time.Sleep(500 * time.Millisecond)
+	undecided(t, agent)
+	l.releaseServer(t)
 }
 
 // undecided asserts that the agent has not yet decided whether the link
@@ -605,16 +394,8 @@ func TestShieldRogueServer(t *testing.T) {
 	// Case A: the real server offers option 148.
 	t.Run("shield/server-offers-148", func(t *testing.T) {
 		start := time.Now()
-		l := newRogueLab(t, false)
-		t.Logf("network ready after %v", time.Since(start).Round(time.Millisecond))
-		addrs := l.hostAddrs(t)
-		t.Logf("host addresses %v after %v", addrs, time.Since(start).Round(time.Millisecond))
-		l.holdServer(t)
-		agent := l.startAgent(t)
-		l.waitRogueAnswered(t)
-		time.Sleep(500 * time.Millisecond)
-		undecided(t, agent)
-		l.releaseServer(t)
+		l, addrs, agent := attack(t, false)
+		l.rogueAnsweredFirst(t, agent)
 
 		t.Logf("agent: %s", waitLog(t, agent, supportedRE, 10*time.Second))
 		for _, a := range addrs {
@@ -624,7 +405,7 @@ func TestShieldRogueServer(t *testing.T) {
 		t.Logf("real server bindings for the host: %v", b)
 		time.Sleep(time.Second) // the rogue keeps spraying
 		st, sent, byWhy := l.rogueCounters(t)
-		_, _, infoReqs, informs, _ := l.rogue.report()
+		_, _, infoReqs, informs := l.rogue.report()
 		if byWhy["reply"] == 0 || byWhy["forged"] == 0 || byWhy["unsolicited"] == 0 {
 			t.Errorf("the rogue answered %d Information-Requests and forged %d replies to %d INFORMs, %d unsolicited: the attack was not tried in full",
 				infoReqs, byWhy["forged"], informs, byWhy["unsolicited"])
@@ -633,25 +414,14 @@ func TestShieldRogueServer(t *testing.T) {
 		// nothing else of the rogue's: no forged Reply or ADDR-REG-REPLY
 		// reached the host, so it registered on the real server's answers.
 		l.checkAllDropped(t, st, len(sent))
-		if n, _ := l.rogueAtHost(); n != 0 {
-			t.Errorf("the host received %d of the rogue's messages on port 546, want 0", n)
-		}
 		t.Logf("case A took %v", time.Since(start).Round(time.Millisecond))
 	})
 
 	// Case B: the real server does not offer option 148; the rogue does.
 	t.Run("shield/server-without-148", func(t *testing.T) {
 		start := time.Now()
-		l := newRogueLab(t, false, "--no-addr-reg")
-		t.Logf("network ready after %v", time.Since(start).Round(time.Millisecond))
-		addrs := l.hostAddrs(t)
-		t.Logf("host addresses %v after %v", addrs, time.Since(start).Round(time.Millisecond))
-		l.holdServer(t)
-		agent := l.startAgent(t)
-		l.waitRogueAnswered(t)
-		time.Sleep(500 * time.Millisecond)
-		undecided(t, agent)
-		l.releaseServer(t)
+		l, addrs, agent := attack(t, false, "--no-addr-reg")
+		l.rogueAnsweredFirst(t, agent)
 
 		t.Logf("agent: %s", waitLog(t, agent, notOfferedRE, 10*time.Second))
 		time.Sleep(3 * time.Second) // registration would start at once
@@ -661,10 +431,10 @@ func TestShieldRogueServer(t *testing.T) {
 				t.Errorf("the agent registered although the real server does not offer it:\n%s", strings.Join(m, "\n"))
 			}
 		}
-		if n, srcs := l.atServer.count(ofType(dhcpv6.MessageTypeAddrRegInform)); n != 0 {
-			t.Errorf("the real server saw %d ADDR-REG-INFORMs (from %v), want 0", n, srcs)
+		if got := l.atServer.Informs(netip.Addr{}); len(got) != 0 {
+			t.Errorf("the real server saw %d ADDR-REG-INFORMs, want 0:\n%s", len(got), dhcp6test.List(got))
 		}
-		infoReqs, _ := l.atServer.count(ofType(dhcpv6.MessageTypeInformationRequest))
+		infoReqs := l.atServer.Count(dhcpv6.MessageTypeInformationRequest)
 		if infoReqs == 0 {
 			t.Errorf("the real server saw no Information-Request: discovery never reached it")
 		}
@@ -679,9 +449,6 @@ func TestShieldRogueServer(t *testing.T) {
 			t.Errorf("the rogue forged %d ADDR-REG-REPLYs: it saw INFORMs the host should not have sent", byWhy["forged"])
 		}
 		l.checkAllDropped(t, st, len(sent))
-		if n, _ := l.rogueAtHost(); n != 0 {
-			t.Errorf("the host received %d of the rogue's messages on port 546, want 0", n)
-		}
 		t.Logf("case B took %v", time.Since(start).Round(time.Millisecond))
 	})
 
@@ -690,18 +457,13 @@ func TestShieldRogueServer(t *testing.T) {
 	// was the rogue's.
 	t.Run("control/rogue-trusted", func(t *testing.T) {
 		start := time.Now()
-		l := newRogueLab(t, true, "--no-addr-reg")
-		t.Logf("network ready after %v", time.Since(start).Round(time.Millisecond))
-		addrs := l.hostAddrs(t)
-		t.Logf("host addresses %v after %v", addrs, time.Since(start).Round(time.Millisecond))
-		l.holdServer(t)
-		agent := l.startAgent(t)
+		l, addrs, agent := attack(t, true, "--no-addr-reg")
 		t.Logf("agent: %s", waitLog(t, agent, supportedRE, 10*time.Second))
 		for _, a := range addrs {
 			t.Logf("agent: %s", waitLog(t, agent, registeredRE(a), 10*time.Second))
 		}
 		// The transactions the agent accepted are those the rogue answered.
-		sent, _, _, _, _ := l.rogue.report()
+		sent, _, _, _ := l.rogue.report()
 		forged := map[string]string{}
 		for _, s := range sent {
 			if s.Why != "unsolicited" {
@@ -748,8 +510,8 @@ func TestShieldRogueServer(t *testing.T) {
 		if st.ServerMessages != uint64(len(sent)) {
 			t.Errorf("progue server_messages = %d, want %d", st.ServerMessages, len(sent))
 		}
-		n, _ := l.rogueAtHost()
-		for deadline := time.Now().Add(2 * time.Second); n < len(sent) && time.Now().Before(deadline); n, _ = l.rogueAtHost() {
+		n := l.rogueAtHost()
+		for deadline := time.Now().Add(2 * time.Second); n < len(sent) && time.Now().Before(deadline); n = l.rogueAtHost() {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if n != len(sent) {

@@ -3,7 +3,8 @@
 // one namespace per node (router, server, host, rogue, relay…) attached to it
 // by a veth pair. Everything a test creates is removed in t.Cleanup, also
 // when the test fails or panics; names carry a per-test random id so parallel
-// test binaries never collide.
+// test binaries never collide. It is test infrastructure, imported only by
+// this module's tests (and test/dhcp6test), not a supported API.
 //
 //	topo.RequireRoot(t)
 //	n := topo.New(t)
@@ -34,11 +35,16 @@ import (
 // creates, so leftovers of a killed test binary can be found (see Sweep).
 const Prefix = "ar"
 
-// RequireRoot skips the test when not running as root, except under CI
-// (CI=true), where a missing privilege is a failure: nothing is skipped
-// silently there.
+// RequireRoot marks a test that needs root (network namespaces, raw
+// sockets). It skips the test under -short (`make unit`: unit tests only,
+// as root or not) and when not running as root, except under CI (CI=true),
+// where a missing privilege is a failure: nothing is skipped silently
+// there. `make test` runs without -short, so nothing is skipped by it.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs root and network namespaces: not run under -short (make unit)")
+	}
 	if os.Geteuid() == 0 {
 		return
 	}

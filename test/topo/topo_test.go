@@ -2,6 +2,7 @@ package topo_test
 
 import (
 	"net"
+	"os"
 	"os/exec"
 
 	"strings"
@@ -66,6 +67,7 @@ func TestCarrier(t *testing.T) {
 }
 
 func TestTeardown(t *testing.T) {
+	topo.RequireRoot(t)
 	var id string
 	t.Run("inner", func(t *testing.T) {
 		n := topo.New(t)
@@ -78,5 +80,18 @@ func TestTeardown(t *testing.T) {
 	}
 	if strings.Contains(string(list), id) {
 		t.Fatalf("namespaces of test %s survive it:\n%s", id, list)
+	}
+}
+
+// TestRequireRoot: under -short (make unit) a root-only test is skipped,
+// as root or not; otherwise it runs as root.
+func TestRequireRoot(t *testing.T) {
+	ran := false
+	t.Run("root-only", func(t *testing.T) {
+		topo.RequireRoot(t)
+		ran = true
+	})
+	if want := !testing.Short() && os.Geteuid() == 0; ran != want {
+		t.Errorf("a root-only test ran = %v with -short=%v as uid %d, want %v", ran, testing.Short(), os.Geteuid(), want)
 	}
 }
