@@ -9,8 +9,9 @@ CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
 # dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
 # loss and refused sends; isc-dhcp-relay is the relay the deployment guide
-# warns of (it drops registrations).
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay
+# warns of (it drops registrations); prometheus brings promtool, which checks
+# every daemon's metrics endpoint.
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 # make bench-server: offered rates (per second), time per rate, and an
@@ -27,11 +28,18 @@ help: ## list the targets
 deps: ## install the Debian packages the demo and tests need (apt-get, as root)
 	@if ! dpkg -s $(DEB_PKGS) >/dev/null 2>&1; then \
 		echo "installing $(DEB_PKGS)"; \
+		norc=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			norc=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
+		fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PKGS); \
+		rc=$$?; [ -z "$$norc" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
-	@# Kea, dnsmasq and dhcrelay are started by the tests in namespaces, never as system services.
+	@# Kea, dnsmasq and dhcrelay are started by the tests in namespaces, never as
+	@# system services; of the prometheus package only promtool is used. A
+	@# policy-rc.d that says 101 keeps the packages' services from starting on install.
 	@-systemctl disable --now kea-dhcp6-server >/dev/null 2>&1 || true
 	@-systemctl disable --now isc-dhcp-relay >/dev/null 2>&1 || true
+	@-systemctl disable --now prometheus >/dev/null 2>&1 || true
 	@$(GO) version
 
 build: ## build the binaries into bin/
