@@ -53,6 +53,12 @@ test: deps ## install what the tests need, then run unit and end-to-end tests (a
 	@# Namespaces left by a test binary killed before its cleanup ran: only
 	@# those over an hour old, so a test run elsewhere on the machine survives.
 	@for ns in $$(find /run/netns -maxdepth 1 -name 'ar*-*' -mmin +60 -printf '%f\n' 2>/dev/null); do ip netns del $$ns; done
+	@# The kernel's neighbour table is one for all namespaces (gc_thresh3 is
+	@# 1024 by default): packages run in parallel, each test answering up to
+	@# hundreds of addresses, and a full table fails sends with EINVAL, even
+	@# radvd's multicast RAs. Raise the limits for the run (never lower them).
+	@for kv in gc_thresh2=8192 gc_thresh3=16384; do k=net.ipv6.neigh.default.$${kv%=*}; v=$${kv#*=}; \
+		[ "$$(sysctl -n $$k)" -ge "$$v" ] || sysctl -qw $$k=$$v; done
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
