@@ -24,10 +24,11 @@ STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
 # dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
 # loss and refused sends; isc-dhcp-relay is the relay the deployment guide
-# warns of (it drops registrations). Packaging and its tests: debhelper & co.
+# warns of (it drops registrations); prometheus brings promtool, which checks
+# every daemon's metrics endpoint. Packaging and its tests: debhelper & co.
 # build the .debs, go-md2man the man pages, lintian and systemd-analyze
 # (systemd, man-db) check them, file reads ELF headers.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay \
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus \
               debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
@@ -45,11 +46,18 @@ help: ## list the targets
 deps: ## install the Debian packages the demo and tests need (apt-get, as root)
 	@if ! dpkg -s $(DEB_PKGS) >/dev/null 2>&1; then \
 		echo "installing $(DEB_PKGS)"; \
+		norc=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			norc=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
+		fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PKGS); \
+		rc=$$?; [ -z "$$norc" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
-	@# Kea, dnsmasq and dhcrelay are started by the tests in namespaces, never as system services.
+	@# Kea, dnsmasq and dhcrelay are started by the tests in namespaces, never as
+	@# system services; of the prometheus package only promtool is used. A
+	@# policy-rc.d that says 101 keeps the packages' services from starting on install.
 	@-systemctl disable --now kea-dhcp6-server >/dev/null 2>&1 || true
 	@-systemctl disable --now isc-dhcp-relay >/dev/null 2>&1 || true
+	@-systemctl disable --now prometheus >/dev/null 2>&1 || true
 	@$(GO) version
 
 build: ## build the binaries into bin/
@@ -63,6 +71,12 @@ test: deps ## install what the tests need, then run unit and end-to-end tests (a
 	@# Namespaces left by a test binary killed before its cleanup ran: only
 	@# those over an hour old, so a test run elsewhere on the machine survives.
 	@for ns in $$(find /run/netns -maxdepth 1 -name 'ar*-*' -mmin +60 -printf '%f\n' 2>/dev/null); do ip netns del $$ns; done
+	@# The kernel's neighbour table is one for all namespaces (gc_thresh3 is
+	@# 1024 by default): packages run in parallel, each test answering up to
+	@# hundreds of addresses, and a full table fails sends with EINVAL, even
+	@# radvd's multicast RAs. Raise the limits for the run (never lower them).
+	@for kv in gc_thresh2=8192 gc_thresh3=16384; do k=net.ipv6.neigh.default.$${kv%=*}; v=$${kv#*=}; \
+		[ "$$(sysctl -n $$k)" -ge "$$v" ] || sysctl -qw $$k=$$v; done
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...

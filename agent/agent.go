@@ -60,6 +60,11 @@ type Config struct {
 	RequireRAFlags bool
 	// Deregister sends zero lifetimes when an address leaves its interface.
 	Deregister bool
+	// SkipTemporary keeps RFC 8981 temporary addresses off the server
+	// (--register-temporary=false); by default every self-generated
+	// address is registered. RFC 9686 §6 weighs what registering them
+	// reveals.
+	SkipTemporary bool
 	// DeregisterOnStop deregisters every registered address when Run's
 	// context ends. A stopping daemon does not mean the addresses are out of
 	// use, so it is off by default.
@@ -127,6 +132,7 @@ type Agent struct {
 	wakeArmed bool
 	stopping  bool
 	wg        sync.WaitGroup
+	counters  Counters // status.go
 	// fatal ends Run: a component failed beyond retry (the registrar's
 	// socket is closed).
 	fatal error
@@ -203,6 +209,7 @@ type iface struct {
 	lls       map[netip.Addr]bool // DAD-complete link-local addresses
 	linkLocal netip.Addr          // the one discovery uses
 	addrs     map[netip.Addr]*addr
+	nextProbe time.Time // when retry fires (status.go)
 }
 
 type addr struct {
@@ -223,7 +230,8 @@ type addr struct {
 	failures int // consecutive failed exchanges (retry backoff)
 	gen      int // of the exchange in flight; results of others are stale
 	cancel   context.CancelFunc
-	again    bool // a trigger arrived during the exchange: look again when it ends
+	again    bool     // a trigger arrived during the exchange: look again when it ends
+	note     addrNote // what status reports (status.go)
 }
 
 type probeResult struct {
@@ -645,6 +653,7 @@ func (a *Agent) handleProbe(ctx context.Context, pr probeResult) {
 		return
 	}
 	ifc.stopProbe, ifc.probeFrom = nil, netip.Addr{}
+	a.noteProbe(pr)
 	switch {
 	case pr.err != nil:
 		if errors.Is(pr.err, context.Canceled) {
@@ -674,6 +683,7 @@ func (a *Agent) handleProbe(ctx context.Context, pr probeResult) {
 
 func (a *Agent) scheduleReprobe(ctx context.Context, ifc *iface, d time.Duration) {
 	gen, index := ifc.probeGen, ifc.index
+	ifc.nextProbe = a.clock.Now().Add(d)
 	ifc.retry = a.clock.AfterFunc(d, func() {
 		select {
 		case a.reprobe <- probeRetry{index, gen}:
@@ -699,7 +709,8 @@ func (a *Agent) handleReprobe(ctx context.Context, pr probeRetry) {
 // eligible reports whether ad on ifc may be registered now.
 func (a *Agent) eligible(ifc *iface, ad *addr) bool {
 	return a.cfg.Enable && ifc.up && ifc.state == IfSupported &&
-		(!a.cfg.RequireRAFlags || ifc.seenMO) && ad.cur.Registrable
+		(!a.cfg.RequireRAFlags || ifc.seenMO) && ad.cur.Registrable &&
+		!(a.cfg.SkipTemporary && ad.cur.Class == netmon.ClassTemporary)
 }
 
 func (a *Agent) registerAll(ifc *iface) {
@@ -979,6 +990,7 @@ func (a *Agent) startDeregistration(ctx context.Context, k key, noWait bool) {
 // owner, unless the owner is gone (ctx).
 func (a *Agent) run(ctx, xctx context.Context, cancel context.CancelFunc, r exchangeResult, t registrar.Target) {
 	a.inflight++
+	a.noteStart(t)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -1014,6 +1026,7 @@ func (a *Agent) lifetimes(k key, last netmon.Addr) func() (time.Duration, time.D
 func (a *Agent) handleResult(r exchangeResult) {
 	a.inflight--
 	a.logResult(r)
+	a.noteResult(r)
 	if a.fatalError(r.err) {
 		return
 	}
@@ -1096,73 +1109,4 @@ func (a *Agent) logResult(r exchangeResult) {
 	default:
 		a.log.Warn("registration failed", append(attrs, "err", r.err)...)
 	}
-}
-
-// Status is a snapshot of the agent's state, for logs and tests.
-type Status struct {
-	Interfaces []IfaceStatus
-	Queued     int
-	InFlight   int
-}
-
-// IfaceStatus is one interface's state.
-type IfaceStatus struct {
-	Name      string
-	State     IfState
-	SeenMO    bool
-	Addresses []AddrStatus
-}
-
-// AddrStatus is one address's state.
-type AddrStatus struct {
-	Addr        netip.Addr
-	Phase       Phase
-	NextRefresh time.Time // zero when none is scheduled
-}
-
-// Status returns a snapshot of the state; ctx bounds the wait for the owner.
-func (a *Agent) Status(ctx context.Context) (Status, error) {
-	c := make(chan Status, 1)
-	select {
-	case a.statusReq <- c:
-	case <-ctx.Done():
-		return Status{}, ctx.Err()
-	}
-	select {
-	case s := <-c:
-		return s, nil
-	case <-ctx.Done():
-		return Status{}, ctx.Err()
-	}
-}
-
-func (a *Agent) status() Status {
-	s := Status{Queued: len(a.queue), InFlight: a.inflight}
-	for _, ifc := range a.ifaces {
-		is := IfaceStatus{Name: ifc.name, State: ifc.state, SeenMO: ifc.seenMO}
-		for ip, ad := range ifc.addrs {
-			as := AddrStatus{Addr: ip, Phase: ad.phase}
-			if at, ok := a.deadlines.When(key{ifc.index, ip}); ok {
-				as.NextRefresh = at
-			}
-			is.Addresses = append(is.Addresses, as)
-		}
-		for k := range a.owed {
-			if k.ifindex == ifc.index {
-				is.Addresses = append(is.Addresses, AddrStatus{Addr: k.addr, Phase: Deregistering})
-			}
-		}
-		slices.SortFunc(is.Addresses, func(x, y AddrStatus) int { return x.Addr.Compare(y.Addr) })
-		s.Interfaces = append(s.Interfaces, is)
-	}
-	slices.SortFunc(s.Interfaces, func(x, y IfaceStatus) int {
-		if x.Name < y.Name {
-			return -1
-		}
-		if x.Name > y.Name {
-			return 1
-		}
-		return 0
-	})
-	return s
 }

@@ -357,7 +357,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		}
 		if isFatal(err) {
 			err = fmt.Errorf("%w: %w", ErrNetlinkLost, err)
-			m.log.Error("netmon stopped", "reason", err.Error())
+			m.log.Error("netmon stopped", "err", err)
 			return err
 		}
 		if established {
@@ -367,7 +367,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		}
 		if failures >= m.o.ResubscribeAttempts {
 			err = fmt.Errorf("%w: %d attempts in a row to subscribe failed, the last: %w", ErrNetlinkLost, failures, err)
-			m.log.Error("netmon stopped", "reason", err.Error())
+			m.log.Error("netmon stopped", "err", err)
 			return err
 		}
 		m.mu.Lock()
@@ -376,7 +376,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		if established && m.clk.Now().Sub(start) > 10*time.Second {
 			backoff = 0
 		}
-		m.log.Warn("netlink session ended, resyncing", "reason", err.Error(), "backoff", backoff, "failures", failures)
+		m.log.Warn("netlink session ended, resyncing", "err", err, "backoff", backoff, "failures", failures)
 		if backoff > 0 && !m.sleep(ctx, backoff) {
 			return nil
 		}

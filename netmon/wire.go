@@ -26,10 +26,10 @@ func (m *Monitor) watchRAs(ctx context.Context) {
 		}
 		if isFatal(err) {
 			// No CAP_NET_RAW: the kernel's flags are all there is.
-			m.log.Error("RA listener stopped", "reason", err.Error())
+			m.log.Error("RA listener stopped", "err", err)
 			return
 		}
-		m.log.Warn("RA listener failed", "reason", err.Error(), "backoff", backoff)
+		m.log.Warn("RA listener failed", "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

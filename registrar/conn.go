@@ -18,8 +18,8 @@ type conn interface {
 	// send transmits datagram to ff02::1:2 from src on interface ifindex.
 	send(datagram []byte, ifindex int, src netip.Addr) error
 	// recv reads one datagram and the destination address and interface
-	// it arrived with.
-	recv(b []byte) (n int, dst netip.Addr, ifindex int, err error)
+	// it arrived with, and its source.
+	recv(b []byte) (n int, dst netip.Addr, ifindex int, src netip.Addr, err error)
 	close() error
 }
 
@@ -112,10 +112,15 @@ func (r *rawConn) send(datagram []byte, ifindex int, src netip.Addr) error {
 	return nil
 }
 
-func (r *rawConn) recv(b []byte) (int, netip.Addr, int, error) {
-	n, cm, _, err := r.pc.ReadFrom(b)
+func (r *rawConn) recv(b []byte) (int, netip.Addr, int, netip.Addr, error) {
+	n, cm, from, err := r.pc.ReadFrom(b)
 	if err != nil {
-		return 0, netip.Addr{}, 0, err
+		return 0, netip.Addr{}, 0, netip.Addr{}, err
+	}
+	var src netip.Addr
+	if ia, ok := from.(*net.IPAddr); ok {
+		src, _ = netip.AddrFromSlice(ia.IP)
+		src = src.Unmap().WithZone(ia.Zone)
 	}
 	var dst netip.Addr
 	ifindex := 0
@@ -124,7 +129,7 @@ func (r *rawConn) recv(b []byte) (int, netip.Addr, int, error) {
 		dst = dst.Unmap()
 		ifindex = cm.IfIndex
 	}
-	return n, dst, ifindex, nil
+	return n, dst, ifindex, src, nil
 }
 
 func (r *rawConn) close() error { return r.pc.Close() }

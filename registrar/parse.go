@@ -18,6 +18,7 @@ type message struct {
 	clientID      []byte // nil when absent
 	hasClientID   bool
 	hasServerID   bool
+	serverID      []byte
 	addrRegEnable bool // OPTION_ADDR_REG_ENABLE present (RFC 9686 §4.1)
 	iaAddrs       int  // top-level IA Address options
 	iaAddr        netip.Addr
@@ -70,7 +71,7 @@ func parseMessage(b []byte) (message, error) {
 			}
 			m.hasClientID, m.clientID = true, data
 		case optServerID:
-			m.hasServerID = true
+			m.hasServerID, m.serverID = true, data
 		case optAddrRegEnable:
 			m.addrRegEnable = true
 		case optIAAddr:

@@ -37,16 +37,16 @@ func TestParseDatagram(t *testing.T) {
 		want *message // nil: malformed
 	}{
 		{"Kea-style ADDR-REG-REPLY", good, &message{
-			typ: msgAddrRegReply, xid: testXID, hasServerID: true, hasClientID: true, clientID: testDUID.ToBytes(),
+			typ: msgAddrRegReply, xid: testXID, hasServerID: true, serverID: testServerID, hasClientID: true, clientID: testDUID.ToBytes(),
 			iaAddrs: 1, iaAddr: testAddr, iaPreferred: 1800, iaValid: 3600,
 		}},
 		{"Reply with 148 and trailing bytes past the UDP length",
 			append(replyDatagram(t, msgReply, testXID, testAddr, "0094 0000"), 0xde, 0xad),
-			&message{typ: msgReply, xid: testXID, hasServerID: true, hasClientID: true, clientID: testDUID.ToBytes(),
+			&message{typ: msgReply, xid: testXID, hasServerID: true, serverID: testServerID, hasClientID: true, clientID: testDUID.ToBytes(),
 				addrRegEnable: true, iaAddrs: 1, iaAddr: testAddr, iaPreferred: 1800, iaValid: 3600}},
 		{"two IA Address options: the first is kept, both counted",
 			replyDatagram(t, msgAddrRegReply, testXID, testAddr, "0005 0018 20010db8000100000000000000000011 00000000 00000000"),
-			&message{typ: msgAddrRegReply, xid: testXID, hasServerID: true, hasClientID: true, clientID: testDUID.ToBytes(),
+			&message{typ: msgAddrRegReply, xid: testXID, hasServerID: true, serverID: testServerID, hasClientID: true, clientID: testDUID.ToBytes(),
 				iaAddrs: 2, iaAddr: testAddr, iaPreferred: 1800, iaValid: 3600}},
 		{"header only", unhex(t, "0223 0222 000c 0000 25 abcdef"), &message{typ: msgAddrRegReply, xid: testXID}},
 		{"empty", nil, nil},
@@ -182,3 +182,6 @@ func BenchmarkValidateReply(b *testing.B) {
 		}
 	}
 }
+
+// testServerID is the Server Identifier replyDatagram writes.
+var testServerID = []byte{0x00, 0x03, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01}

@@ -68,7 +68,7 @@ func BenchmarkReplyBurstReceiveBuffer(b *testing.B) {
 					buf := make([]byte, 2048)
 					for {
 						_ = c.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-						if _, _, _, err := c.recv(buf); err != nil {
+						if _, _, _, _, err := c.recv(buf); err != nil {
 							break
 						}
 						queued++

@@ -138,6 +138,8 @@ type Registrar struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	srv servers // servers.go
 }
 
 // exchange is one outstanding transaction; Run hands it datagrams whose
@@ -163,6 +165,7 @@ type datagram struct {
 	m       message // parsed from its own copy of the bytes
 	dst     netip.Addr
 	ifindex int
+	src     netip.Addr // the server's address (servers.go)
 }
 
 // New validates cfg, fills in defaults and opens the raw socket in the
@@ -260,13 +263,13 @@ func (r *Registrar) Run(ctx context.Context) error {
 		failFrom time.Time
 	)
 	for {
-		n, dst, ifindex, err := r.conn.recv(buf)
+		n, dst, ifindex, src, err := r.conn.recv(buf)
 		if err == nil {
 			if fails > 0 {
 				r.log.Info("registrar receiving again", "failed_reads", fails, "for", r.clock.Now().Sub(failFrom))
 				fails = 0
 			}
-			r.dispatch(buf[:n], dst, ifindex)
+			r.dispatch(buf[:n], dst, ifindex, src)
 			continue
 		}
 		if ctx.Err() != nil {
@@ -349,7 +352,7 @@ func (r *Registrar) sendErr(err error) error {
 }
 
 // dispatch parses one datagram and queues it to its exchange.
-func (r *Registrar) dispatch(b []byte, dst netip.Addr, ifindex int) {
+func (r *Registrar) dispatch(b []byte, dst netip.Addr, ifindex int, src netip.Addr) {
 	m, err := parseDatagram(b)
 	if err != nil {
 		r.drop(DropMalformed, xid{}, dst, ifindex)
@@ -369,7 +372,7 @@ func (r *Registrar) dispatch(b []byte, dst netip.Addr, ifindex int) {
 	own := append([]byte(nil), b...) // m refers to b, which is reused
 	m, _ = parseDatagram(own)
 	select {
-	case ex.ch <- datagram{m: m, dst: dst, ifindex: ifindex}:
+	case ex.ch <- datagram{m: m, dst: dst, ifindex: ifindex, src: src}:
 	default:
 		r.drop(DropBacklog, m.xid, dst, ifindex)
 	}
@@ -471,6 +474,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		why := validate(&d.m, d.dst, d.ifindex, &e, assigned)
 		switch why {
 		case "":
+			r.noteServer(d)
 			return true, nil
 		case DropAddressGone:
 			r.drop(why, d.m.xid, d.dst, d.ifindex)
@@ -556,6 +560,7 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 			return false, nil
 		}
 		if d.m.addrRegEnable {
+			r.noteServer(d)
 			supported = true
 			return true, nil
 		}

@@ -82,15 +82,15 @@ func (c *fakeConn) send(b []byte, ifindex int, src netip.Addr) error {
 	return nil
 }
 
-func (c *fakeConn) recv(b []byte) (int, netip.Addr, int, error) {
+func (c *fakeConn) recv(b []byte) (int, netip.Addr, int, netip.Addr, error) {
 	select {
 	case <-c.closed:
-		return 0, netip.Addr{}, 0, net.ErrClosed
+		return 0, netip.Addr{}, 0, netip.Addr{}, net.ErrClosed
 	case d := <-c.in:
 		if d.err != nil {
-			return 0, netip.Addr{}, 0, d.err
+			return 0, netip.Addr{}, 0, netip.Addr{}, d.err
 		}
-		return copy(b, d.b), d.dst, d.ifindex, nil
+		return copy(b, d.b), d.dst, d.ifindex, netip.MustParseAddr("fe80::547"), nil
 	}
 }
 
@@ -203,7 +203,7 @@ func TestRegisterRetransmission(t *testing.T) {
 
 // deliver dispatches d at once, as Run would on receiving it, so that with
 // a fake clock a reply is queued before the exchange's timer is armed.
-func (r *Registrar) deliver(d inbound) { r.dispatch(d.b, d.dst, d.ifindex) }
+func (r *Registrar) deliver(d inbound) { r.dispatch(d.b, d.dst, d.ifindex, netip.Addr{}) }
 
 // replyTo makes the datagram a server would send in answer to s.
 func replyTo(t testing.TB, s sent, typ uint8) inbound {
@@ -436,11 +436,11 @@ type benchConn struct {
 
 func (c *benchConn) send(b []byte, ifindex int, src netip.Addr) error {
 	copy(c.reply[udpHdrLen+1:udpHdrLen+4], b[udpHdrLen+1:udpHdrLen+4])
-	c.r.dispatch(c.reply, src, ifindex)
+	c.r.dispatch(c.reply, src, ifindex, netip.Addr{})
 	return nil
 }
-func (c *benchConn) recv([]byte) (int, netip.Addr, int, error) {
-	return 0, netip.Addr{}, 0, net.ErrClosed
+func (c *benchConn) recv([]byte) (int, netip.Addr, int, netip.Addr, error) {
+	return 0, netip.Addr{}, 0, netip.Addr{}, net.ErrClosed
 }
 func (c *benchConn) close() error { return nil }
 

@@ -5,6 +5,8 @@
 //	addrreg-refserver query --address 2001:db8:1::10 [--server ADDR] [--json]
 //	addrreg-refserver query --client-id 000100…      [--server ADDR] [--json] [--bulk]
 //	addrreg-refserver query --bulk --link-address 2001:db8:2::1 [--server ADDR] [--json]
+//	addrreg-refserver history --address 2001:db8:1::10 [--at TIME] [--json]
+//	addrreg-refserver history --client-id 000100… [--since T] [--until T]
 //
 // query asks over UDP (RFC 5007) and, when the answer is too large for a
 // datagram or --bulk is given, over TCP (Bulk Leasequery, RFC 5460).
@@ -34,6 +36,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/addrreg/addrreg/internal/daemonlog"
+	"github.com/addrreg/addrreg/internal/metricserver"
 	"github.com/addrreg/addrreg/test/refserver"
 )
 
@@ -51,9 +55,12 @@ func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format
 
 func run(args []string, stdout, stderr io.Writer) int {
 	var err error
-	if len(args) > 0 && args[0] == "query" {
+	switch {
+	case len(args) > 0 && args[0] == "query":
 		err = runQuery(args[1:], stdout, stderr)
-	} else {
+	case len(args) > 0 && args[0] == "history":
+		err = runHistory(args[1:], stdout, stderr)
+	default:
 		err = runServer(args, stderr)
 	}
 	switch {
@@ -88,7 +95,7 @@ type fileConfig struct {
 }
 
 func runServer(args []string, stderr io.Writer) error {
-	cfg, err := serverConfig(args, stderr)
+	cfg, ops, err := serverConfig(args, stderr)
 	if err != nil {
 		return err
 	}
@@ -98,7 +105,7 @@ func runServer(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := srv.Run(ctx); err != nil {
+	if err := runWithOps(ctx, srv, ops, cfg.Logger); err != nil {
 		cfg.Logger.Error("server failed", "err", err)
 		return err
 	}
@@ -106,8 +113,9 @@ func runServer(args []string, stderr io.Writer) error {
 }
 
 // serverConfig parses the server's flags and --config file.
-func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
+func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, error) {
 	var zero refserver.Config
+	var ops opsFlags
 	fs := pflag.NewFlagSet("addrreg-refserver", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	def := refserver.DefaultConfig()
@@ -128,30 +136,34 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	noLog := fs.Bool("no-registration-log", false, "do not log each registration (rejects are still logged)")
+	histMax := fs.Uint64("history-max", refserver.DefaultHistoryMax, "history records kept (oldest pruned first)")
+	histAge := fs.Duration("history-max-age", 0, "history records older than this are pruned (0: no age limit)")
+	fs.StringVar(&ops.controlSocket, "control-socket", refserver.DefaultControlSocket, "unix socket (root only) that answers 'history' (empty: none)")
+	fs.StringVar(&ops.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (default: off)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: addrreg-refserver -i IFACE [flags]\n       addrreg-refserver query --address A | --client-id HEX | --bulk --link-address L [--server ADDR] [--json] [--bulk]\n")
+		fmt.Fprintf(stderr, "usage: addrreg-refserver -i IFACE [flags]\n       addrreg-refserver query --address A | --client-id HEX | --bulk --link-address L [--server ADDR] [--json] [--bulk]\n       addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T --until T] [--json]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return zero, err
+			return zero, ops, err
 		}
-		return zero, usageError{err}
+		return zero, ops, usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return zero, usagef("unexpected argument %q", fs.Arg(0))
+		return zero, ops, usagef("unexpected argument %q", fs.Arg(0))
 	}
 
 	var fc fileConfig
 	if *cfgFile != "" {
 		b, err := os.ReadFile(*cfgFile)
 		if err != nil {
-			return zero, usagef("--config: %w", err)
+			return zero, ops, usagef("--config: %w", err)
 		}
 		dec := json.NewDecoder(strings.NewReader(string(b)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&fc); err != nil {
-			return zero, usagef("--config %s: %w", *cfgFile, err)
+			return zero, ops, usagef("--config %s: %w", *cfgFile, err)
 		}
 	}
 	cfg := def
@@ -184,10 +196,10 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 		cfg.Burst = *fc.Burst
 	}
 	if cfg.RatePerSource < 0 || cfg.RatePerDUID < 0 {
-		return zero, usagef("--rate and --rate-duid must not be negative")
+		return zero, ops, usagef("--rate and --rate-duid must not be negative")
 	}
 	if cfg.Burst < 0 {
-		return zero, usagef("--burst must not be negative")
+		return zero, ops, usagef("--burst must not be negative")
 	}
 	cfg.MaxBindingsPerDUID, cfg.MaxQueue = *maxPerDUID, *queue
 	if fc.MaxPerDUID != nil && !fs.Changed("max-bindings-per-duid") {
@@ -197,22 +209,34 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 		cfg.MaxQueue = *fc.Queue
 	}
 	if cfg.MaxBindingsPerDUID < 1 {
-		return zero, usagef("invalid --max-bindings-per-duid %d: want 1 or more", cfg.MaxBindingsPerDUID)
+		return zero, ops, usagef("invalid --max-bindings-per-duid %d: want 1 or more", cfg.MaxBindingsPerDUID)
 	}
 	if cfg.MaxQueue < 1 {
-		return zero, usagef("invalid --queue %d: want 1 or more", cfg.MaxQueue)
+		return zero, ops, usagef("invalid --queue %d: want 1 or more", cfg.MaxQueue)
 	}
 	if cfg.Readers = *readers; cfg.Readers < 0 {
-		return zero, usagef("invalid --readers %d: want 0 or more", cfg.Readers)
+		return zero, ops, usagef("invalid --readers %d: want 0 or more", cfg.Readers)
 	}
 	cfg.NoLog = *noLog
+	if *histMax == 0 {
+		return zero, ops, usagef("--history-max must be at least 1")
+	}
+	if *histAge < 0 {
+		return zero, ops, usagef("--history-max-age must not be negative")
+	}
+	cfg.HistoryMax, cfg.HistoryMaxAge = *histMax, *histAge
+	if ops.metricsListen != "" {
+		if err := metricserver.CheckAddr(ops.metricsListen); err != nil {
+			return zero, ops, usagef("--metrics-listen: %w", err)
+		}
+	}
 
 	cfg.Prefixes = make(map[string][]netip.Prefix)
 	for k, ps := range fc.Prefixes {
 		for _, p := range ps {
 			pp, err := parsePrefix(p)
 			if err != nil {
-				return zero, usagef("--config prefixes[%s]: %w", k, err)
+				return zero, ops, usagef("--config prefixes[%s]: %w", k, err)
 			}
 			cfg.Prefixes[k] = append(cfg.Prefixes[k], pp)
 		}
@@ -221,11 +245,11 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 	for _, kv := range *prefixes {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return zero, usagef("invalid --prefix %q: want IFACE=PREFIX", kv)
+			return zero, ops, usagef("invalid --prefix %q: want IFACE=PREFIX", kv)
 		}
 		p, err := parsePrefix(v)
 		if err != nil {
-			return zero, usagef("invalid --prefix %q: %w", kv, err)
+			return zero, ops, usagef("invalid --prefix %q: %w", kv, err)
 		}
 		if !flagged[k] {
 			flagged[k] = true
@@ -240,7 +264,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 	for _, a := range allow {
 		p, err := parsePrefix(a)
 		if err != nil {
-			return zero, usagef("invalid --leasequery-allow %q: %w", a, err)
+			return zero, ops, usagef("invalid --leasequery-allow %q: %w", a, err)
 		}
 		cfg.LeasequeryAllow = append(cfg.LeasequeryAllow, p)
 	}
@@ -254,15 +278,15 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, error) {
 	}
 	logger, err := newLogger(stderr, format, level)
 	if err != nil {
-		return zero, err
+		return zero, ops, err
 	}
 	cfg.Logger = logger
 	if len(cfg.Interfaces) == 0 {
 		// Without one the server would join no ff02::1:2 group and
 		// receive no client's multicast at all.
-		return zero, usagef("no interface: give -i IFACE (repeatable) or \"interfaces\" in --config")
+		return zero, ops, usagef("no interface: give -i IFACE (repeatable) or \"interfaces\" in --config")
 	}
-	return cfg, nil
+	return cfg, ops, nil
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {
@@ -277,18 +301,34 @@ func parsePrefix(s string) (netip.Prefix, error) {
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("invalid --log-level %q: want debug, info, warn or error", level)
+	lv, err := daemonlog.ParseLevel(level)
+	if err != nil {
+		return nil, usagef("invalid --log-level: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	if format != "text" && format != "json" {
+		return nil, usagef("invalid --log-format %q: want text or json", format)
 	}
-	return nil, usagef("invalid --log-format %q: want text or json", format)
+	return daemonlog.New(w, daemonlog.Options{Format: format, Level: lv})
+}
+
+// parseSelector parses the --address / --client-id pair of query and
+// history: exactly one of them.
+func parseSelector(cmd, addr, cid string) (netip.Addr, []byte, error) {
+	switch {
+	case (addr == "") == (cid == ""):
+		return netip.Addr{}, nil, usagef("%s: give exactly one of --address and --client-id", cmd)
+	case addr != "":
+		a, err := netip.ParseAddr(addr)
+		if err != nil || !a.Is6() {
+			return netip.Addr{}, nil, usagef("%s: invalid --address %q", cmd, addr)
+		}
+		return a, nil, nil
+	}
+	b, err := hex.DecodeString(strings.ReplaceAll(cid, ":", ""))
+	if err != nil || len(b) == 0 {
+		return netip.Addr{}, nil, usagef("%s: invalid --client-id %q: want hex", cmd, cid)
+	}
+	return netip.Addr{}, b, nil
 }
 
 func runQuery(args []string, stdout, stderr io.Writer) error {

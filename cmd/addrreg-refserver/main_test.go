@@ -85,7 +85,7 @@ func TestServerConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	cfg, err := serverConfig([]string{"--config", file, "-i", "eth1", "--prefix", "eth1=2001:db8:3::1/64", "--no-addr-reg", "--rate-duid", "9"}, &stderr)
+	cfg, _, err := serverConfig([]string{"--config", file, "-i", "eth1", "--prefix", "eth1=2001:db8:3::1/64", "--no-addr-reg", "--rate-duid", "9"}, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,14 +101,15 @@ func TestServerConfig(t *testing.T) {
 		LeasequeryAllow: []netip.Prefix{netip.MustParsePrefix("2001:db8:ff::/48")},
 		RatePerSource:   5, RatePerDUID: 9, Burst: 7,
 		MaxBindingsPerDUID: 20000, MaxQueue: refserver.DefaultMaxQueue,
+		HistoryMax: refserver.DefaultHistoryMax,
 	}
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
-	if _, err := serverConfig(nil, &stderr); err == nil || !strings.Contains(err.Error(), "-i IFACE") {
+	if _, _, err := serverConfig(nil, &stderr); err == nil || !strings.Contains(err.Error(), "-i IFACE") {
 		t.Errorf("no interface: err = %v, want a usage error asking for -i", err)
 	}
-	cfg, err = serverConfig([]string{"-i", "eth0"}, &stderr)
+	cfg, _, err = serverConfig([]string{"-i", "eth0"}, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}

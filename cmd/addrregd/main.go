@@ -14,11 +14,13 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,6 +28,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/addrreg/addrreg/agent"
+	"github.com/addrreg/addrreg/internal/ctlsock"
+	"github.com/addrreg/addrreg/internal/daemonlog"
+	"github.com/addrreg/addrreg/internal/metricserver"
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
 	"github.com/addrreg/addrreg/scheduler"
@@ -62,8 +67,13 @@ type options struct {
 	burst                  int
 	watchRAs               bool
 	logFormat              string
+	level                  slog.Level // parsed from logLevel by validate
 	logLevel               string
 	showVersion            bool
+	registerTemporary      bool
+	controlSocket          string
+	controlGroup           string
+	metricsListen          string
 }
 
 func main() {
@@ -71,9 +81,12 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if isStatusCommand(args) {
+		return runStatus(args[1:], stdout, stderr)
+	}
 	o, fs, err := parseFlags(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
-		fmt.Fprintf(stdout, "Usage: addrregd [flags]\n\naddrregd registers this host's self-generated IPv6 addresses with DHCPv6 servers (RFC 9686).\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(stdout, "Usage: addrregd [flags]\n       addrregd status [--json] [-i IFACE] [--control-socket PATH]\n\naddrregd registers this host's self-generated IPv6 addresses with DHCPv6 servers (RFC 9686).\n'addrregd status' asks the running daemon what it knows (exit 3: none running; 'addrregd status --help').\n\nFlags:\n%s", fs.FlagUsages())
 		return 0
 	}
 	if err != nil {
@@ -84,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "addrregd %s\n", version)
 		return 0
 	}
-	log, err := newLogger(o, stderr)
+	log, err := daemonlog.New(stderr, daemonlog.Options{Format: o.logFormat, Level: o.level})
 	if err != nil {
 		fmt.Fprintf(stderr, "addrregd: %v\n", err)
 		return exitUsage
@@ -135,6 +148,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, *pflag.FlagSet, erro
 	fs.StringVar(&o.fqdn, "fqdn", "", "send this name in a Client FQDN option")
 	fs.Float64Var(&o.rate, "rate", 100, "start at most this many exchanges per second")
 	fs.IntVar(&o.burst, "burst", 10, "exchanges that may start at once")
+	fs.BoolVar(&o.registerTemporary, "register-temporary", true, "also register RFC 8981 temporary addresses (false keeps them off the server: RFC 9686 §6)")
+	fs.StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "unix socket 'addrregd status' reads (empty: none)")
+	fs.StringVar(&o.controlGroup, "control-group", "", "group that may read the control socket (default: root only)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. [::1]:9547 (default: off)")
 	fs.BoolVar(&o.watchRAs, "watch-ras", true, "also read RAs from the wire for M/O (needed when accept_ra = 0)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -181,16 +198,23 @@ func validate(o *options) error {
 	case o.logFormat != "text" && o.logFormat != "json":
 		return fmt.Errorf("--log-format must be text or json, not %q", o.logFormat)
 	}
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", o.logLevel)
+	var err error
+	if o.level, err = daemonlog.ParseLevel(o.logLevel); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	if o.metricsListen != "" {
+		if err := metricserver.CheckAddr(o.metricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+	}
+	if o.controlGroup != "" && o.controlSocket == "" {
+		return errors.New("--control-group needs a --control-socket")
 	}
 	for _, name := range append(append([]string{}, o.interfaces...), o.exclude...) {
 		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ ") {
 			return fmt.Errorf("--interface/--exclude-interface: %q is not an interface name", name)
 		}
 	}
-	var err error
 	if o.includePfx, err = parsePrefixes("--include-prefix", o.includePrefixes); err != nil {
 		return err
 	}
@@ -222,27 +246,6 @@ func parsePrefixes(flag string, ss []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	if o.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
-	}
-	// Under systemd the journal stamps every line: no timestamps of our own.
-	if os.Getenv("JOURNAL_STREAM") != "" {
-		hopts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		}
-	}
-	return slog.New(slog.NewTextHandler(w, hopts)), nil
-}
-
 func configure(o *options) (agent.Config, registrar.Config, error) {
 	var err error
 	regCfg := registrar.Config{
@@ -272,6 +275,7 @@ func configure(o *options) (agent.Config, registrar.Config, error) {
 		RequireRAFlags:   o.requireRAFlags,
 		Deregister:       o.deregister,
 		DeregisterOnStop: o.deregisterOnStop,
+		SkipTemporary:    !o.registerTemporary,
 		Policy:           pol,
 		Rate:             o.rate,
 		Burst:            o.burst,
@@ -291,6 +295,15 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(hup)
 
+	var metricsLn net.Listener
+	if o.metricsListen != "" {
+		ln, err := metricserver.Listen(o.metricsListen)
+		if err != nil {
+			return err
+		}
+		metricsLn = ln
+		defer ln.Close()
+	}
 	reg, err := registrar.New(regCfg)
 	if err != nil {
 		return fmt.Errorf("open DHCPv6 sockets: %w", err)
@@ -301,8 +314,9 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 		cfg.Heartbeat, cfg.HeartbeatInterval = sd.heartbeat, sd.interval()
 	}
 	ag := agent.New(cfg, mon, reg)
-	log.Info("addrregd starting", "version", version, "duid", fmt.Sprintf("%x", regCfg.ClientID.ToBytes()),
-		"interfaces", o.interfaces, "enable", o.enable)
+	duid := fmt.Sprintf("%x", regCfg.ClientID.ToBytes())
+	log.Info("addrregd starting", "version", version, "duid", duid,
+		"interfaces", o.interfaces, "enable", o.enable, "register_temporary", o.registerTemporary)
 
 	// The registrar and netmon outlive the agent: deregistration on stop
 	// needs both after the agent's context has ended.
@@ -321,6 +335,30 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 	defer stopAgent()
 	agentErr := make(chan error, 1)
 	go func() { agentErr <- ag.Run(agentCtx) }()
+
+	// The control socket and the metrics endpoint live as long as the
+	// agent; neither is essential to registering, so a control socket that
+	// cannot be made is logged, not fatal.
+	var aux sync.WaitGroup
+	defer aux.Wait()
+	if o.controlSocket != "" {
+		ln, err := ctlsock.Listen(o.controlSocket, o.controlGroup)
+		if err != nil {
+			log.Error("control socket unavailable: 'addrregd status' will not answer", "path", o.controlSocket, "err", err)
+		} else {
+			info := daemonInfo{Version: version, PID: os.Getpid(), DUID: duid, Started: time.Now(),
+				RegisterTemporary: o.registerTemporary, Enable: o.enable}
+			aux.Go(func() { serveControl(agentCtx, ln, ag, info, log.With("part", "control")) })
+		}
+	}
+	if metricsLn != nil {
+		mreg := metricsRegistry(ag, reg, mon)
+		aux.Go(func() {
+			if err := metricserver.Serve(agentCtx, metricsLn, mreg, log.With("part", "metrics")); err != nil {
+				log.Error("metrics endpoint stopped", "err", err)
+			}
+		})
+	}
 
 	// The raw socket is open (registrar.New); READY=1 once netmon has
 	// subscribed and read the kernel's state. STOPPING=1 at the first signal.
@@ -349,6 +387,8 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 			done = true
 		}
 	}
+	stopAgent()
+	aux.Wait()
 	stopLower()
 	err = lower.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
@@ -379,11 +419,24 @@ func logStatus(ctx context.Context, ag *agent.Agent, log *slog.Logger) {
 		return
 	}
 	for _, ifc := range st.Interfaces {
-		log.Info("status", "iface", ifc.Name, "state", ifc.State, "ra_m_or_o", ifc.SeenMO, "addresses", len(ifc.Addresses))
+		attrs := []any{"iface", ifc.Name, "state", ifc.State.String(), "ra_m_or_o", ifc.SeenMO, "addresses", len(ifc.Addresses)}
+		if s := ifc.Server; s != nil {
+			attrs = append(attrs, "server", s.Address, "server_duid", fmt.Sprintf("%x", []byte(s.DUID)))
+		}
+		if !ifc.NextProbe.IsZero() {
+			attrs = append(attrs, "next_probe", ifc.NextProbe.Format(time.RFC3339))
+		}
+		log.Info("status", attrs...)
 		for _, a := range ifc.Addresses {
-			attrs := []any{"iface", ifc.Name, "addr", a.Addr, "phase", a.Phase}
+			attrs := []any{"iface", ifc.Name, "addr", a.Addr, "kind", string(a.Kind), "phase", a.Phase.String()}
+			if !a.LastRegistered.IsZero() {
+				attrs = append(attrs, "last_registered", a.LastRegistered.Format(time.RFC3339))
+			}
 			if !a.NextRefresh.IsZero() {
-				attrs = append(attrs, "next_refresh", a.NextRefresh.Format(time.RFC3339))
+				attrs = append(attrs, "next_refresh", a.NextRefresh.Format(time.RFC3339), "refresh_reason", string(a.RefreshReason))
+			}
+			if a.LastError != "" {
+				attrs = append(attrs, "last_error", a.LastError)
 			}
 			log.Info("status", attrs...)
 		}

@@ -33,6 +33,11 @@ func TestBadFlagsExit2NamingTheFlag(t *testing.T) {
 		{[]string{"stray"}, "stray"},
 		{[]string{"--include-prefix", "10.0.0.0/8"}, "--include-prefix"},
 		{[]string{"--exclude-prefix", "2001:db8::"}, "--exclude-prefix"},
+		{[]string{"--metrics-listen", "nonsense"}, "--metrics-listen"},
+		{[]string{"--register-temporary=maybe"}, "--register-temporary"},
+		{[]string{"--control-socket", "", "--control-group", "adm"}, "--control-group"},
+		{[]string{"status", "--bogus"}, "--bogus"},
+		{[]string{"status", "stray"}, "stray"},
 		{[]string{"--retry-first", "0s"}, "--retry-first"},
 		{[]string{"--retry-first", "-5s"}, "--retry-first"},
 		{[]string{"--retry-max", "10s"}, "--retry-max"}, // below the 30 s first delay

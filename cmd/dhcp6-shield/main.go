@@ -26,6 +26,8 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/addrreg/addrreg/internal/daemonlog"
+	"github.com/addrreg/addrreg/internal/metricserver"
 	"github.com/addrreg/addrreg/test/shield"
 )
 
@@ -34,9 +36,10 @@ func main() {
 }
 
 type options struct {
-	cfg   shield.SwitchConfig
-	stats string
-	level slog.Level
+	cfg     shield.SwitchConfig
+	stats   string
+	metrics string
+	level   slog.Level
 }
 
 // parse reads the command line; errors name the flag at fault.
@@ -47,6 +50,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	ports := fs.StringArray("port", nil, "untrusted `IFACE`; repeatable")
 	unh := fs.String("unknown-next-header", "drop", "what to do with packets holding an unrecognised Next Header: drop or pass (RFC 7610 §5 rule 3)")
 	stats := fs.String("stats", "", "unix socket `PATH` that answers each connection with the counters as JSON")
+	metrics := fs.String("metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. [::1]:9549 (default: off)")
 	logRate := fs.Float64("log-rate", 10, "security log lines per second per port (after a burst of 20); counters are not limited")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	keep := fs.Bool("keep-offloads", false, "do not turn off VLAN, GRO/LRO and segmentation offloads on the ports")
@@ -97,6 +101,12 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	o.cfg.LogRate = *logRate
 	o.cfg.KeepOffloads = *keep
 	o.stats = *stats
+	if *metrics != "" {
+		if err := metricserver.CheckAddr(*metrics); err != nil {
+			return o, fmt.Errorf("invalid value for --metrics-listen: %w", err)
+		}
+	}
+	o.metrics = *metrics
 	return o, nil
 }
 
@@ -109,7 +119,11 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dhcp6-shield: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	log, err := daemonlog.New(stderr, daemonlog.Options{Level: o.level})
+	if err != nil {
+		fmt.Fprintf(stderr, "dhcp6-shield: %v\n", err)
+		return 2
+	}
 	o.cfg.Logger = log
 	sw, err := shield.NewSwitch(o.cfg)
 	if err != nil {
@@ -133,6 +147,15 @@ func run(args []string, stderr io.Writer) int {
 		}
 		defer os.Remove(o.stats)
 		g.Go(func() error { return sw.ServeStats(ctx, ln) })
+	}
+	if o.metrics != "" {
+		ln, err := metricserver.Listen(o.metrics)
+		if err != nil {
+			log.Error("metrics endpoint", "err", err)
+			return 1
+		}
+		reg := metricsRegistry(sw)
+		g.Go(func() error { return metricserver.Serve(ctx, ln, reg, log.With("part", "metrics")) })
 	}
 	g.Go(func() error { return sw.Run(ctx) })
 	g.Go(func() error {

@@ -53,6 +53,11 @@ type Config struct {
 	// NoLog turns off the per-registration log lines (RFC 9686 §4.2.1 "unless
 	// configured not to do so"); rejects and errors are still logged.
 	NoLog bool
+	// HistoryMax is how many history records the database keeps (0:
+	// DefaultHistoryMax); HistoryMaxAge drops records older than that
+	// (0: no age limit). Both prune as new records are written.
+	HistoryMax    uint64
+	HistoryMaxAge time.Duration
 }
 
 // DefaultConfig returns the command's defaults: registration offered, the

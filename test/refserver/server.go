@@ -49,6 +49,9 @@ type Server struct {
 	dbOnce    sync.Once
 	dbErr     error // set by the writer before it ends; read after
 
+	running atomic.Pointer[store] // set while Run runs (history.go)
+	metrics serverMetrics         // metrics.go
+
 	tmu     sync.Mutex
 	timer   scheduler.Timer
 	armedAt time.Time
@@ -116,6 +119,7 @@ func New(cfg Config) (*Server, error) {
 		ifNames: make(map[int]string),
 		onLink:  make(map[string]onLinkEntry),
 		wake:    make(chan struct{}, 1),
+		metrics: newServerMetrics(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -186,6 +190,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return err
 	}
 	s.st = st
+	st.retention = retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}
+	s.running.Store(st)
 	defer func() {
 		if cerr := st.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close database: %w", cerr)
@@ -628,6 +634,7 @@ func (w *replyWriter) flush(s *Server) {
 // commit applies evs, retrying a failed transaction a few times (a full
 // disk may free up; bbolt leaves nothing half-written).
 func (s *Server) commit(evs []Event) error {
+	defer s.metrics.observeCommit(time.Now())
 	var err error
 	for i, wait := 0, 50*time.Millisecond; i < 3; i, wait = i+1, wait*4 {
 		if err = s.st.apply(evs); err == nil {

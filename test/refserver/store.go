@@ -20,8 +20,9 @@ var (
 	keyServerDUID  = []byte("server-duid")
 )
 
-// HistoryCap is how many history records the database keeps; older ones are
-// pruned as new ones are written.
+// HistoryCap is how many history records the database keeps unless
+// Config.HistoryMax says otherwise; older ones are pruned as new ones are
+// written (history.go).
 const HistoryCap = 100000
 
 // HistoryRecord is one registration event as stored in the database.
@@ -46,8 +47,9 @@ type store struct {
 	db *bbolt.DB
 	// f writes zeros ahead of bbolt's pages (see prewrite); written is
 	// where the blocks known to be written end.
-	f       *os.File
-	written int64
+	f         *os.File
+	written   int64
+	retention retention // history.go
 }
 
 // Zeros are written ahead of the database's last page in chunks of half
@@ -230,14 +232,8 @@ func (s *store) apply(evs []Event) error {
 			if err := hb.Put(hk, arena[start:len(arena):len(arena)]); err != nil {
 				return fmt.Errorf("store history: %w", err)
 			}
-			if seq > HistoryCap {
-				// Prune the oldest: at most a few per record written.
-				c := hb.Cursor()
-				for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= seq-HistoryCap; k, _ = c.First() {
-					if err := c.Delete(); err != nil {
-						return fmt.Errorf("prune history: %w", err)
-					}
-				}
+			if err := s.retention.prune(hb, seq, e.Time); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -245,36 +241,11 @@ func (s *store) apply(evs []Event) error {
 }
 
 // history returns the stored history records, oldest first.
-func (s *store) history() ([]HistoryRecord, error) {
-	var rs []HistoryRecord
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		hb := tx.Bucket(bucketHistory)
-		if hb == nil {
-			return nil
-		}
-		return hb.ForEach(func(k, v []byte) error {
-			r, err := readHistory(v)
-			if err != nil {
-				return fmt.Errorf("history %x: %w", k, err)
-			}
-			rs = append(rs, r)
-			return nil
-		})
-	})
-	return rs, err
-}
+func (s *store) history() ([]HistoryRecord, error) { return s.query(HistoryQuery{}) }
 
 // ReadHistory opens the database at path read-only (the server must not be
 // running) and returns its history, oldest first.
-func ReadHistory(path string) ([]HistoryRecord, error) {
-	db, err := bbolt.Open(path, 0o640, &bbolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
-	}
-	defer db.Close()
-	s := &store{db: db}
-	return s.history()
-}
+func ReadHistory(path string) ([]HistoryRecord, error) { return ReadHistoryQuery(path, HistoryQuery{}) }
 
 // readBinding decodes a stored binding: binary, or JSON from an older server.
 func readBinding(v []byte) (Binding, error) { return readRecord(v, decodeBinding) }

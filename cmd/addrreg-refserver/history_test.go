@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHistoryFlags(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"history"}, 2, "exactly one of --address and --client-id"},
+		{[]string{"history", "--address", "10.0.0.1"}, 2, "--address"},
+		{[]string{"history", "--client-id", "zz"}, 2, "--client-id"},
+		{[]string{"history", "--address", "2001:db8::1", "--at", "teatime"}, 2, "--at"},
+		{[]string{"history", "--client-id", "0001", "--at", "14:03"}, 2, "--at needs --address"},
+		{[]string{"history", "--client-id", "0001", "--since", "yesterday"}, 2, "--since"},
+		{[]string{"history", "--address", "2001:db8::1", "--control-socket", sock}, 1, "is it running?"},
+		{[]string{"--history-max", "0", "-i", "eth0"}, 2, "--history-max"},
+		{[]string{"--history-max-age", "-1h", "-i", "eth0"}, 2, "--history-max-age"},
+		{[]string{"--metrics-listen", "nope", "-i", "eth0"}, 2, "--metrics-listen"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.msg)
+		}
+	}
+}
+
+func TestParseWhen(t *testing.T) {
+	loc := time.FixedZone("X", 3600)
+	now := time.Date(2026, 12, 1, 20, 0, 0, 0, loc)
+	for in, want := range map[string]time.Time{
+		"2026-11-30T14:03:00Z":   time.Date(2026, 11, 30, 14, 3, 0, 0, time.UTC),
+		"2026-11-30 14:03":       time.Date(2026, 11, 30, 14, 3, 0, 0, loc),
+		"2026-11-30 14:03:07":    time.Date(2026, 11, 30, 14, 3, 7, 0, loc),
+		"14:03":                  time.Date(2026, 12, 1, 14, 3, 0, 0, loc),
+		"14:03:09":               time.Date(2026, 12, 1, 14, 3, 9, 0, loc),
+		"2026-11-30":             time.Date(2026, 11, 30, 0, 0, 0, 0, loc),
+		"2026-11-30T14:03:00.5Z": time.Date(2026, 11, 30, 14, 3, 0, 5e8, time.UTC),
+	} {
+		got, err := parseWhen(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseWhen(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseWhen("25:99", now); err == nil {
+		t.Error("25:99 accepted")
+	}
+}
