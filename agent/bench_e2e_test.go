@@ -221,11 +221,11 @@ func hostHandle(b *testing.B, nd *topo.Node) *netlink.Handle {
 // 2000 --burst 200, and at the defaults, 100/s burst 10), then its resident
 // memory and the CPU it uses over 30 s idle.
 //
-// With -short (CI runs every benchmark once so that none rots) it holds
+// With ADDRREG_BENCH_QUICK=1 (make test runs every benchmark once so that none rots) it holds
 // 1,100 addresses, more than the server's default per-DUID limit, for 2 s.
 func BenchmarkE2EIdle10k(b *testing.B) {
 	for _, pace := range []struct{ rate, burst string }{{"2000", "200"}, {"100", "10"}} {
-		if testing.Short() && pace.rate != "2000" {
+		if topo.QuickBench() && pace.rate != "2000" {
 			continue
 		}
 		b.Run("rate="+pace.rate, func(b *testing.B) { benchIdle(b, pace.rate, pace.burst) })
@@ -234,7 +234,7 @@ func BenchmarkE2EIdle10k(b *testing.B) {
 
 func benchIdle(b *testing.B, rate, burst string) {
 	n, idle := 10000, 30*time.Second
-	if testing.Short() {
+	if topo.QuickBench() {
 		n, idle = 1100, 2*time.Second
 	}
 	l := newLab(b, labOpts{serverArg: unlimitedServer})

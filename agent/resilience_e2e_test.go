@@ -197,7 +197,7 @@ func BenchmarkE2ELoss(b *testing.B) {
 	rates := os.Getenv("ADDRREG_LOSS")
 	if rates == "" {
 		rates = "10,30,50"
-		if testing.Short() {
+		if topo.QuickBench() {
 			rates = "10" // make test runs every benchmark once: 50 % loss alone takes minutes
 		}
 	}

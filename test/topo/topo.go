@@ -54,6 +54,12 @@ func RequireRoot(t testing.TB) {
 	t.Skip("needs root for network namespaces: run `sudo make test`")
 }
 
+// QuickBench reports whether benchmarks should run their small workload:
+// make test sets ADDRREG_BENCH_QUICK=1 and runs every benchmark once, so a
+// benchmark that breaks fails the build without costing minutes. It is not
+// -short, under which RequireRoot skips every namespace benchmark.
+func QuickBench() bool { return os.Getenv("ADDRREG_BENCH_QUICK") == "1" }
+
 // Net is one test's network: a switch namespace with bridges and the nodes
 // attached to them.
 type Net struct {
