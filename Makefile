@@ -2,16 +2,34 @@
 SHELL      := /bin/bash
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO         ?= go
-VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The Debian version of this commit (packaging/version.sh: VERSION file,
+# commit count, date): later commits on main sort higher. Computed once.
+ifndef VERSION
+VERSION    := $(shell packaging/version.sh)
+endif
 LDFLAGS    := -s -w -X main.version=$(VERSION)
 BIN        := bin
 CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
+# What the packages ship, and for which architectures `make dist` builds.
+SHIPPED    := addrregd addrreg-refserver dhcp6-shield
+ARCHES     := amd64 arm64
+GOARCH     ?= $(shell $(GO) env GOARCH)
+OUT        ?= build/$(GOARCH)
+# Static (no cgo, so no libc), paths trimmed, no VCS stamp: the same commit
+# gives the same bytes on any machine and in any directory. The Go toolchain
+# links static-pie only through cgo's external linker, so these are static
+# non-PIE executables (lintian override in debian/).
+STATIC_ENV   := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH)
+STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
 # dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
 # loss and refused sends; isc-dhcp-relay is the relay the deployment guide
 # warns of (it drops registrations); prometheus brings promtool, which checks
-# every daemon's metrics endpoint.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus
+# every daemon's metrics endpoint. Packaging and its tests: debhelper & co.
+# build the .debs, go-md2man the man pages, lintian and systemd-analyze
+# (systemd, man-db) check them, file reads ELF headers.
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus \
+              debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 # make bench-server: offered rates (per second), time per rate, and an
@@ -20,7 +38,7 @@ RATES      ?= 20000,25000,30000,48000
 BENCH_DURATION ?= 10s
 KEA        ?=
 
-.PHONY: help deps build test unit e2e bench bench-server fuzz lint demo deb clean
+.PHONY: help deps build static man test unit e2e bench bench-server fuzz lint demo deb dist version clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -94,8 +112,26 @@ demo: deps build ## a throwaway network in namespaces showing registrations live
 	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: it creates network namespaces" >&2; exit 1; }
 	./test/demo.sh $(BIN)
 
-deb: build ## build a Debian package of addrregd into dist/
-	./packaging/build-deb.sh $(VERSION)
+static: ## static, reproducible binaries of the shipped commands for GOARCH into OUT (build/GOARCH)
+	@mkdir -p $(OUT)
+	@for c in $(SHIPPED); do \
+		$(STATIC_ENV) $(GO) build $(STATIC_FLAGS) -o $(OUT)/$$c ./cmd/$$c || exit 1; \
+	done
+
+man: ## man pages from docs/man/*.md into build/man (go-md2man)
+	@mkdir -p build/man
+	@for f in docs/man/*.md; do \
+		go-md2man -in $$f -out build/man/$$(basename $$f .md) || exit 1; \
+	done
+
+version: ## print the Debian version of this commit
+	@echo $(VERSION)
+
+deb: ## Debian packages for this machine's architecture into dist/ (dpkg-buildpackage)
+	./packaging/build-deb.sh $(VERSION) $(GOARCH)
+
+dist: ## packages and a static tarball for each of ARCHES (amd64 arm64) into dist/
+	./packaging/build-deb.sh $(VERSION) $(ARCHES)
 
 clean: ## remove build output
-	rm -rf $(BIN) dist
+	rm -rf $(BIN) build dist

@@ -79,6 +79,11 @@ type Config struct {
 	Burst int
 	// MaxInflight bounds concurrent exchanges (default 256).
 	MaxInflight int
+	// Heartbeat, if set, is called from the owner loop when it starts and
+	// every HeartbeatInterval (default 10 s) with a summary; addrregd sends
+	// systemd's WATCHDOG=1 and STATUS= from it. It must not block.
+	Heartbeat         func(Summary)
+	HeartbeatInterval time.Duration
 	// Retry is the backoff after a failed exchange or discovery; the zero
 	// value means scheduler.DefaultRetry (30 s doubling to 1 h).
 	Retry scheduler.Retry
@@ -266,6 +271,9 @@ func New(cfg Config, mon Monitor, reg Registrar) *Agent {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 1500 * time.Millisecond
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = defaultHeartbeat
+	}
 	if cfg.Retry == (scheduler.Retry{}) {
 		cfg.Retry = scheduler.DefaultRetry
 	}
@@ -343,6 +351,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.log.Info("agent started", "enable", a.cfg.Enable, "require_ra_flags", a.cfg.RequireRAFlags,
 		"deregister", a.cfg.Deregister, "deregister_on_stop", a.cfg.DeregisterOnStop)
+	beat, rearmBeat, stopBeat := a.startHeartbeat()
+	defer stopBeat()
 	var runErr error
 loop:
 	// A ready event must not win over a cancelled context: no new work
@@ -374,6 +384,10 @@ loop:
 		case <-a.state.tick:
 			a.saveState()
 			continue // an idle agent arms no timer
+		case <-beat:
+			rearmBeat()
+			a.cfg.Heartbeat(a.summary())
+			continue // changes nothing
 		}
 		a.stateChanged()
 		if ctx.Err() == nil && a.fatal == nil {

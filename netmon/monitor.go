@@ -214,6 +214,10 @@ type Monitor struct {
 	running atomic.Bool
 	closed  atomic.Bool
 	notify  chan struct{}
+	// ready is closed once the first subscription is open and its dump
+	// applied (Ready).
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu sync.Mutex
 	st *state
@@ -276,6 +280,7 @@ func newMonitor(o Options, k kernel) *Monitor {
 		clk:     o.Clock,
 		log:     o.Logger,
 		notify:  make(chan struct{}, 1),
+		ready:   make(chan struct{}),
 		wallNow: func() time.Time { return time.Now().Round(0) },
 	}
 	m.st = newState(ClassifyOptions{Include: o.Include, Exclude: o.Exclude}, o.QueueSize, o.LifetimeSlack)
@@ -338,6 +343,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.startRATimers()
 			wg.Go(func() { m.watchRAs(ctx) })
 		}
+		m.readyOnce.Do(func() { close(m.ready) })
 	}
 
 	m.resetClock()
@@ -495,6 +501,11 @@ func (m *Monitor) checkClock() error {
 	m.mu.Unlock()
 	return m.resync()
 }
+
+// Ready is closed once Run has subscribed to the kernel's changes and read
+// the full state: from then on no change is missed (addrregd tells systemd
+// READY=1).
+func (m *Monitor) Ready() <-chan struct{} { return m.ready }
 
 // Next returns the next change, waiting for one until ctx ends. Changes to
 // the same link or address are coalesced while they wait: Next

@@ -1,48 +1,78 @@
 #!/usr/bin/env bash
-# Builds dist/addrregd_VERSION_ARCH.deb from bin/addrregd with dpkg-deb.
+# Builds the Debian packages and a static tarball per architecture into
+# dist/, the way Debian builds them: dpkg-buildpackage (dh, debian/rules)
+# on a copy of the source tree under build/deb, one run per architecture.
+#
+#   packaging/build-deb.sh VERSION ARCH...      (make deb / make dist)
+#
+# VERSION comes from packaging/version.sh. DIST (default dist/) and PKGBUILD
+# (default build/deb, emptied first) move the outputs and the work. Outputs:
+#   dist/<pkg>_<VERSION>_<arch>.deb       addrregd, addrreg-refserver, dhcp6-shield
+#   dist/addrreg_<VERSION>_linux_<arch>.tar.gz   the three packages' files, for other distributions
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=${1:-0.0.0}
-# Debian versions must start with a digit.
-[[ $version =~ ^[0-9] ]] || version="0.0.0+git${version//[^A-Za-z0-9.+~]/.}"
-arch=$(dpkg --print-architecture)
-root=$(mktemp -d)
-chmod 0755 "$root"
-trap 'rm -rf "$root"' EXIT
-install -D -m 0755 bin/addrregd "$root/usr/sbin/addrregd"
-install -D -m 0644 packaging/addrregd.service "$root/lib/systemd/system/addrregd.service"
-install -D -m 0644 packaging/addrregd.default "$root/etc/default/addrregd"
-install -D -m 0644 LICENSE "$root/usr/share/doc/addrregd/copyright"
-mkdir -p "$root/DEBIAN"
-echo /etc/default/addrregd > "$root/DEBIAN/conffiles"
-cat > "$root/DEBIAN/control" <<CONTROL
-Package: addrregd
-Version: $version
-Architecture: $arch
-Maintainer: addrreg developers <dev@addrreg.invalid>
-Section: net
-Priority: optional
-Description: IPv6 address registration agent (RFC 9686)
- Registers the host's self-generated IPv6 addresses (SLAAC, temporary,
- ULA, static) with the network's DHCPv6 server, so that DHCP logs record
- which host holds which address. Enabled by default; --enable=false
- in /etc/default/addrregd disables sending.
-CONTROL
-cat > "$root/DEBIAN/postinst" <<'POSTINST'
-#!/bin/sh
-set -e
-if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
-	systemctl daemon-reload >/dev/null 2>&1 || true
-	systemctl enable --now addrregd.service >/dev/null 2>&1 || true
+version=$1
+shift
+[ $# -gt 0 ] || set -- "$(dpkg --print-architecture)"
+[[ $version =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || { echo "build-deb.sh: $version is not a Debian version" >&2; exit 2; }
+
+top=$PWD
+work=${PKGBUILD:-$top/build/deb}
+src=$work/addrreg-$version
+rm -rf "$work"
+dist=${DIST:-$top/dist}
+mkdir -p "$src" "$dist"
+
+# The source: what git tracks plus new files not ignored, as in the work tree.
+if git rev-parse --git-dir >/dev/null 2>&1; then
+	git ls-files -z --cached --others --exclude-standard |
+		while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+		tar --null -T - -cf - | tar -xf - -C "$src"
+else
+	tar --exclude=./build --exclude=./dist --exclude=./bin -cf - . | tar -xf - -C "$src"
 fi
-POSTINST
-cat > "$root/DEBIAN/prerm" <<'PRERM'
-#!/bin/sh
-set -e
-if [ -d /run/systemd/system ]; then
-	systemctl disable --now addrregd.service >/dev/null 2>&1 || true
+
+# A changelog entry for this build, dated by the commit so that the
+# packages are reproducible (dpkg-buildpackage derives SOURCE_DATE_EPOCH
+# from it).
+if git rev-parse --verify -q HEAD >/dev/null 2>&1; then
+	epoch=$(git show -s --format=%ct HEAD)
+	what="Snapshot of commit $(git rev-parse --short=12 HEAD)."
+else
+	epoch=$(stat -c %Y VERSION)
+	what="Build outside git."
 fi
-PRERM
-chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm"
-mkdir -p dist
-dpkg-deb --root-owner-group --build "$root" "dist/addrregd_${version}_${arch}.deb"
+{
+	printf 'addrreg (%s) unstable; urgency=medium\n\n  * %s\n\n' "$version" "$what"
+	printf ' -- addrreg developers <dev@addrreg.invalid>  %s\n\n' "$(LC_ALL=C date -u -R -d "@$epoch")"
+	cat debian/changelog
+} > "$src/debian/changelog"
+
+for arch in "$@"; do
+	echo "== dpkg-buildpackage -a$arch ($version)"
+	(cd "$src" && dpkg-buildpackage -b -us -uc --host-arch="$arch" >"$work/build-$arch.log" 2>&1) || {
+		tail -40 "$work/build-$arch.log" >&2
+		exit 1
+	}
+	tarroot=$work/tar-$arch
+	mkdir -p "$tarroot"
+	for pkg in addrregd addrreg-refserver dhcp6-shield; do
+		deb=${pkg}_${version}_${arch}.deb
+		cp "$work/$deb" "$dist/"
+		dpkg-deb -x "$work/$deb" "$tarroot"
+	done
+	# Units under /usr/lib, which systemd searches on every distribution.
+	if [ -d "$tarroot/lib/systemd" ]; then
+		mkdir -p "$tarroot/usr/lib"
+		mv "$tarroot/lib/systemd" "$tarroot/usr/lib/"
+		rmdir "$tarroot/lib"
+	fi
+	# Files only, no directory members: extracting with -C / then follows
+	# the system's own directory symlinks (/usr/sbin -> bin, /lib -> usr/lib)
+	# instead of replacing them. Reproducible: sorted, fixed owner and time,
+	# no name or time in gzip.
+	(cd "$tarroot" && find . ! -type d | LC_ALL=C sort) |
+		tar -C "$tarroot" --no-recursion -T - --owner=0 --group=0 --numeric-owner \
+			--mtime="@$epoch" -cf - | gzip -9n > "$dist/addrreg_${version}_linux_${arch}.tar.gz"
+	ls -l "$dist"/*_"${version}"_*"$arch"*
+done

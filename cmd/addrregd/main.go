@@ -309,6 +309,10 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 		return fmt.Errorf("open DHCPv6 sockets: %w", err)
 	}
 	mon := netmon.New(netmon.Options{WatchRAs: o.watchRAs, Include: o.includePfx, Exclude: o.excludePfx, Logger: log.With("part", "netmon")})
+	sd := newNotifier(log)
+	if sd.on {
+		cfg.Heartbeat, cfg.HeartbeatInterval = sd.heartbeat, sd.interval()
+	}
 	ag := agent.New(cfg, mon, reg)
 	duid := fmt.Sprintf("%x", regCfg.ClientID.ToBytes())
 	log.Info("addrregd starting", "version", version, "duid", duid,
@@ -356,9 +360,18 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 		})
 	}
 
+	// The raw socket is open (registrar.New); READY=1 once netmon has
+	// subscribed and read the kernel's state. STOPPING=1 at the first signal.
+	ready, stopping := mon.Ready(), ctx.Done()
 	var runErr error
 	for done := false; !done; {
 		select {
+		case <-ready:
+			sd.ready()
+			ready = nil
+		case <-stopping:
+			sd.stopping()
+			stopping = nil
 		case sig := <-hup:
 			if sig == syscall.SIGUSR1 {
 				logStatus(ctx, ag, log)
