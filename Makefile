@@ -7,12 +7,18 @@ LDFLAGS    := -s -w -X main.version=$(VERSION)
 BIN        := bin
 CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
-# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base
+# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay; debootstrap,
+# e2fsprogs and zstd build the test image, QEMU boots it.
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base \
+	debootstrap e2fsprogs zstd qemu-system-x86 qemu-utils
+# make image: where the bookworm test image goes, and the package(s) it
+# installs (default: the addrregd package make deb just built).
+IMAGE_DIR  ?= build/image
+IMAGE_DEBS ?=
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help deps build test unit e2e bench fuzz lint demo deb clean
+.PHONY: help deps build test unit e2e bench fuzz lint demo deb image clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -32,14 +38,14 @@ build: ## build the binaries into bin/
 		if ls cmd/$$c/*.go >/dev/null 2>&1; then $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; fi; \
 	done
 
-test: deps ## install what the tests need, then run unit and end-to-end tests (as root)
+test: deps image ## install what the tests need, then run unit and end-to-end tests (as root)
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root: the end-to-end tests use network namespaces" >&2; exit 1; }
 	@# Namespaces left by a test binary killed before its cleanup ran: only
 	@# those over an hour old, so a test run elsewhere on the machine survives.
 	@for ns in $$(find /run/netns -maxdepth 1 -name 'ar*-*' -mmin +60 -printf '%f\n' 2>/dev/null); do ip netns del $$ns; done
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	ADDRREG_IMAGE_DIR=$(abspath $(IMAGE_DIR)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 unit: ## unit tests only (no root needed): pure packages
 	$(GO) test -count=1 ./scheduler/...
@@ -67,5 +73,10 @@ demo: deps build ## a throwaway network in namespaces showing registrations live
 deb: build ## build a Debian package of addrregd into dist/
 	./packaging/build-deb.sh $(VERSION)
 
+image: deb ## build the Debian bookworm test image with the package installed (IMAGE_DIR, as root)
+	@[ "$$(id -u)" = 0 ] || { echo "make image needs root: debootstrap and chroot" >&2; exit 1; }
+	@debs="$(IMAGE_DEBS)"; debs=$${debs:-$$(ls -t dist/addrregd_*_$$(dpkg --print-architecture).deb | head -n1)}; \
+	./test/image/build-image.sh --out $(IMAGE_DIR) $$(for d in $$debs; do printf -- '--deb %s ' "$$d"; done)
+
 clean: ## remove build output
-	rm -rf $(BIN) dist
+	rm -rf $(BIN) dist build
