@@ -143,8 +143,9 @@ rm -f "$root/var/lib/dbus/machine-id"
 	echo "addrregd.service: $(readlink "$root/etc/systemd/system/multi-user.target.wants/addrregd.service" || echo not enabled)"
 } >"$out/manifest"
 
-cp "$(readlink -f "$root/vmlinuz")" "$out/vmlinuz"
-cp "$(readlink -f "$root/initrd.img")" "$out/initrd.img"
+kernel=$(readlink -f "$root/vmlinuz")
+cp "$kernel" "$out/vmlinuz"
+cp "$root/boot/initrd.img-${kernel##*/vmlinuz-}" "$out/initrd.img"
 rm -f "$out/rootfs.img"
 mkfs.ext4 -q -F -L addrreg-root -d "$root" "$out/rootfs.img" "$IMAGE_SIZE"
 echo "build-image: $out/rootfs.img ready in $((SECONDS - t0)) s" >&2
