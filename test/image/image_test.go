@@ -95,15 +95,16 @@ func checkService(t *testing.T, g *guest, r *bootReport) {
 	t.Helper()
 	r.ready = g.waitReady()
 	t.Logf("%s: control channel up %v after QEMU start", g.name, r.ready.Round(100*time.Millisecond))
+	// A unit left disabled never starts: say so at once.
+	if out, _ := g.run("systemctl is-enabled addrregd"); out != "enabled" {
+		t.Fatalf("%s: systemctl is-enabled addrregd: %q, want enabled (the package must enable its service also when installed in a chroot)", g.name, out)
+	}
 	until(t, serviceTimeout, g.name+": addrregd active", func() (bool, string) {
 		out, _ := g.run("systemctl is-active addrregd")
 		return out == "active", out
 	})
 	r.active = time.Since(g.booted)
 	t.Logf("%s: addrregd active %v after QEMU start", g.name, r.active.Round(100*time.Millisecond))
-	if out, _ := g.run("systemctl is-enabled addrregd"); out != "enabled" {
-		t.Errorf("%s: systemctl is-enabled addrregd: %q, want enabled (the package must enable its service also when installed in a chroot)", g.name, out)
-	}
 	// Type=notify: "active" means systemd got READY=1 from the daemon.
 	show := g.must("systemctl show -p Type,ActiveState,SubState,NRestarts,StatusText,UnitFileState addrregd")
 	t.Logf("%s: %s", g.name, strings.ReplaceAll(show, "\n", " "))
