@@ -7,9 +7,10 @@ LDFLAGS    := -s -w -X main.version=$(VERSION)
 BIN        := bin
 CMDS       := addrregd addrreg-refserver dhcp6-shield addrreg-loadgen
 # Debian packages the demo and the end-to-end tests run: radvd is the router,
-# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay; debootstrap,
-# e2fsprogs and zstd build the test image, QEMU boots it.
-DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base \
+# dhclient and Kea are real DHCPv6 peers, dnsmasq the relay, nftables makes
+# loss and refused sends; debootstrap, e2fsprogs and zstd build the test
+# image, QEMU boots it.
+DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables \
 	debootstrap e2fsprogs zstd qemu-system-x86 qemu-utils
 # make image: where the bookworm test image goes, and the package(s) it
 # installs (default: the addrregd package make deb just built).

@@ -10,8 +10,9 @@
 // and started no faster than Config.Rate.
 //
 // Per interface: unknown → probing → supported / unsupported (and down).
-// Per address: pending → registering → registered (or failed, retried at the
-// next trigger); deregistering when it goes away.
+// Per address: pending → registering → registered (or failed, retried after
+// a backoff: retry.go); deregistering when it goes away. What the server
+// holds is kept in a state file (statefile.go) across restarts.
 package agent
 
 import (
@@ -19,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
@@ -69,8 +71,16 @@ type Config struct {
 	Burst int
 	// MaxInflight bounds concurrent exchanges (default 256).
 	MaxInflight int
-	Clock       scheduler.Clock
-	Logger      *slog.Logger
+	// Retry is the backoff after a failed exchange or discovery; the zero
+	// value means scheduler.DefaultRetry (30 s doubling to 1 h).
+	Retry scheduler.Retry
+	// StatePath is the state file (statefile.go); empty: none.
+	StatePath string
+	Clock     scheduler.Clock
+	// Rand returns values uniform in [0, 1) for the retry jitter; default
+	// math/rand/v2.Float64. Called from Run's goroutine only.
+	Rand   func() float64
+	Logger *slog.Logger
 }
 
 // Agent is the state machine. Create with New, run with Run.
@@ -108,6 +118,10 @@ type Agent struct {
 	wakeArmed bool
 	stopping  bool
 	wg        sync.WaitGroup
+	// fatal ends Run: a component failed beyond retry (the registrar's
+	// socket is closed).
+	fatal error
+	state stateFile
 }
 
 type key struct {
@@ -149,25 +163,24 @@ func (p Phase) String() string {
 	return [...]string{"pending", "registering", "registered", "failed", "deregistering"}[p]
 }
 
-// Re-discovery timers (RFC 8415 §18.2.6 spirit): a probe that failed on a
-// socket error is tried again soon; a link without registration support is
-// asked again after the default Information Refresh Time, so a server that
-// starts offering option 148 is noticed without a link flap.
-const (
-	reprobeAfterError  = 30 * time.Second
-	reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
-)
+// Re-discovery (RFC 8415 §18.2.6 spirit): a link without registration
+// support is asked again after the default Information Refresh Time, so a
+// server that starts offering option 148 is noticed without a link flap. A
+// probe that failed is tried again after Config.Retry's backoff.
+const reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
 
 type iface struct {
 	index     int
 	name      string
-	up        bool // admin up and carrier
-	seenMO    bool // an RA with M or O since the link came up
+	hw        string // hardware address: with the name, the link's identity in the state file
+	up        bool   // admin up and carrier
+	seenMO    bool   // an RA with M or O since the link came up
 	state     IfState
 	probeGen  int
 	stopProbe context.CancelFunc
 	probeFrom netip.Addr // the link-local address the running probe uses
 	retry     scheduler.Timer
+	probeFail int                 // consecutive failed probes (retry backoff)
 	lls       map[netip.Addr]bool // DAD-complete link-local addresses
 	linkLocal netip.Addr          // the one discovery uses
 	addrs     map[netip.Addr]*addr
@@ -182,9 +195,13 @@ type addr struct {
 	// refreshed, not at every RA that re-announces it.
 	reg    scheduler.Reg
 	hasReg bool // the server holds a registration from us (a reply came)
-	gen    int  // of the exchange in flight; results of others are stale
-	cancel context.CancelFunc
-	again  bool // a trigger arrived during the exchange: look again when it ends
+	// told is the preferred lifetime the last replied-to exchange carried
+	// (reg has the valid one), for the state file.
+	told     time.Duration
+	failures int // consecutive failed exchanges (retry backoff)
+	gen      int // of the exchange in flight; results of others are stale
+	cancel   context.CancelFunc
+	again    bool // a trigger arrived during the exchange: look again when it ends
 }
 
 type probeResult struct {
@@ -224,6 +241,12 @@ func New(cfg Config, mon Monitor, reg Registrar) *Agent {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 1500 * time.Millisecond
 	}
+	if cfg.Retry == (scheduler.Retry{}) {
+		cfg.Retry = scheduler.DefaultRetry
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = mrand.Float64
+	}
 	return &Agent{
 		cfg: cfg, mon: mon, reg: reg, clock: cfg.Clock, log: cfg.Logger,
 		lim:       rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
@@ -235,6 +258,7 @@ func New(cfg Config, mon Monitor, reg Registrar) *Agent {
 		hup:       make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
 		statusReq: make(chan chan Status),
+		state:     newStateFile(cfg.StatePath, cfg.Logger),
 		ifaces:    map[int]*iface{},
 		queued:    map[key]bool{},
 		owed:      map[key]bool{},
@@ -267,6 +291,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	defer a.deadlines.Close()
+	a.loadState()
+	a.startStateWriter(loopCtx)
 
 	// The reader: netmon's queue already coalesces, so this only moves
 	// events onto the owner's channel.
@@ -295,7 +321,7 @@ func (a *Agent) Run(ctx context.Context) error {
 loop:
 	// A ready event must not win over a cancelled context: no new work
 	// starts once the daemon is told to stop.
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && a.fatal == nil {
 		select {
 		case <-ctx.Done():
 			break loop
@@ -318,10 +344,21 @@ loop:
 			a.wakeArmed = false
 		case c := <-a.statusReq:
 			c <- a.status()
+			continue // changes nothing
+		case <-a.state.tick:
+			a.saveState()
+			continue // an idle agent arms no timer
 		}
-		if ctx.Err() == nil {
+		a.stateChanged()
+		if ctx.Err() == nil && a.fatal == nil {
 			a.pump(loopCtx)
 		}
+	}
+	if runErr == nil {
+		runErr = a.fatal
+	}
+	if runErr != nil {
+		a.log.Error("agent stopping on a fatal error", "err", runErr)
 	}
 	a.stop(cancelLoop)
 	return runErr
@@ -364,6 +401,9 @@ func (a *Agent) stop(cancelLoop context.CancelFunc) {
 		case r := <-a.results:
 			a.inflight--
 			a.logResult(r)
+			if r.dereg && r.err == nil {
+				a.state.forget(r.k)
+			}
 		case <-a.probes:
 		case <-a.reprobe:
 		case <-a.events:
@@ -382,6 +422,7 @@ func (a *Agent) stop(cancelLoop context.CancelFunc) {
 	for {
 		select {
 		case <-done:
+			a.saveStateNow()
 			a.log.Info("agent stopped")
 			return
 		case r := <-a.results:
@@ -454,6 +495,9 @@ func (a *Agent) handleLink(ctx context.Context, ev netmon.Event) {
 			a.log.Info("interface renamed", "iface", l.Name, "old", ifc.name)
 		}
 		ifc.name = l.Name
+	}
+	if hw := l.HardwareAddr.String(); hw != "" {
+		ifc.hw = hw
 	}
 	if !a.wanted(ifc.name) {
 		if ifc.state != IfUnknown || len(ifc.addrs) > 0 {
@@ -531,7 +575,7 @@ func (a *Agent) quiesce(ifc *iface, ad *addr) {
 		ad.cancel = nil
 	}
 	ad.gen = a.nextGen()
-	ad.phase, ad.hasReg, ad.again = Pending, false, false
+	ad.phase, ad.hasReg, ad.again, ad.failures = Pending, false, false, 0
 }
 
 func (a *Agent) startProbe(ctx context.Context, ifc *iface) {
@@ -571,14 +615,22 @@ func (a *Agent) handleProbe(ctx context.Context, pr probeResult) {
 		if errors.Is(pr.err, context.Canceled) {
 			return
 		}
-		a.log.Warn("discovery failed; trying again", "iface", ifc.name, "err", pr.err, "in", reprobeAfterError)
+		if a.fatalError(pr.err) {
+			return
+		}
+		ifc.probeFail++
+		d := a.cfg.Retry.Delay(ifc.probeFail, 0, a.cfg.Rand)
+		a.log.Warn("discovery failed; trying again", "iface", ifc.name, "err", pr.err, "in", d, "failures", ifc.probeFail)
 		ifc.state = IfUnknown
-		a.scheduleReprobe(ctx, ifc, reprobeAfterError)
+		a.scheduleReprobe(ctx, ifc, d)
 	case pr.supported:
+		ifc.probeFail = 0
 		a.log.Info("registration supported on link", "iface", ifc.name)
 		ifc.state = IfSupported
+		a.claimStale(ifc)
 		a.registerAll(ifc)
 	default:
+		ifc.probeFail = 0
 		a.log.Info("registration not offered on link (no option 148): registering nothing", "iface", ifc.name)
 		ifc.state = IfUnsupported
 		a.scheduleReprobe(ctx, ifc, reprobeUnsupported)
@@ -702,7 +754,10 @@ func (a *Agent) consider(ifc *iface, ad *addr) {
 		a.enqueue(k)
 	case Registering:
 		ad.again = true
-	case Registered, Failed:
+	case Failed:
+		// Its retry is scheduled (retry.go) and will carry the current
+		// lifetimes: a lifetime change must not bring it forward.
+	case Registered:
 		now := a.clock.Now()
 		// The event may have waited in netmon's queue: count the
 		// lifetime down to now before comparing.
@@ -766,7 +821,8 @@ func (a *Agent) handleDue(keys []key) {
 		// RFC 9686 §4.6 (MAY): refresh the interface's other addresses due
 		// within the coalescing window along with this one.
 		if a.cfg.Policy.Coalesce > 0 {
-			for _, o := range a.deadlines.DueWithin(now, a.cfg.Policy.Coalesce, func(o key) bool { return o.ifindex == k.ifindex }) {
+			// Only refreshes coalesce: a failed address keeps its backoff.
+			for _, o := range a.deadlines.DueWithin(now, a.cfg.Policy.Coalesce, func(o key) bool { return o.ifindex == k.ifindex && a.registered(o) }) {
 				if !seen[o] {
 					seen[o] = true
 					a.enqueue(o)
@@ -864,7 +920,7 @@ func (a *Agent) startRegistration(ctx context.Context, k key) {
 	xctx, cancel := context.WithCancel(ctx)
 	ad.phase, ad.gen, ad.cancel = Registering, a.nextGen(), cancel
 	a.run(ctx, xctx, cancel, exchangeResult{k: k, gen: ad.gen},
-		registrar.Target{Ifindex: k.ifindex, Addr: k.addr, Lifetimes: a.lifetimes(k, ad.cur)})
+		registrar.Target{Ifindex: k.ifindex, Ifname: a.ifname(k.ifindex), Addr: k.addr, Lifetimes: a.lifetimes(k, ad.cur)})
 }
 
 func (a *Agent) startDeregistration(ctx context.Context, k key, noWait bool) {
@@ -872,7 +928,7 @@ func (a *Agent) startDeregistration(ctx context.Context, k key, noWait bool) {
 	xctx, cancel := context.WithCancel(ctx)
 	zero := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
 	a.run(ctx, xctx, cancel, exchangeResult{k: k, dereg: true},
-		registrar.Target{Ifindex: k.ifindex, Addr: k.addr, Lifetimes: zero, Deregister: true, NoWait: noWait})
+		registrar.Target{Ifindex: k.ifindex, Ifname: a.ifname(k.ifindex), Addr: k.addr, Lifetimes: zero, Deregister: true, NoWait: noWait})
 }
 
 // run runs one exchange in its own goroutine and reports its result to the
@@ -914,7 +970,13 @@ func (a *Agent) lifetimes(k key, last netmon.Addr) func() (time.Duration, time.D
 func (a *Agent) handleResult(r exchangeResult) {
 	a.inflight--
 	a.logResult(r)
+	if a.fatalError(r.err) {
+		return
+	}
 	if r.dereg {
+		if r.err == nil {
+			a.state.forget(r.k)
+		}
 		return
 	}
 	ifc, ok := a.ifaces[r.k.ifindex]
@@ -929,11 +991,8 @@ func (a *Agent) handleResult(r exchangeResult) {
 	switch {
 	case errors.Is(r.err, context.Canceled), errors.Is(r.err, registrar.ErrAddressGone):
 		ad.phase = Pending
-	default:
-		ad.phase = Failed
-		if r.err == nil && r.res.Replied {
-			ad.phase, ad.hasReg = Registered, true
-		}
+	case r.err == nil && r.res.Replied:
+		ad.phase, ad.hasReg, ad.failures = Registered, true, 0
 		// The server counts the lifetimes from when the last
 		// transmission carried them.
 		at := r.res.LastSent
@@ -941,9 +1000,15 @@ func (a *Agent) handleResult(r exchangeResult) {
 			at = a.clock.Now()
 		}
 		ad.reg = a.cfg.Policy.Registered(at, r.res.Valid, a.static(ad.cur))
+		ad.told = r.res.Preferred
 		if ad.reg.Periodic() {
 			a.deadlines.Set(r.k, ad.reg.Next)
 		}
+	default:
+		// No valid reply (or every send refused): what the server holds,
+		// if anything, is unknown; ad.reg keeps the last confirmed.
+		ad.phase = Failed
+		a.scheduleRetry(ifc, ad)
 	}
 	if ad.again {
 		ad.again = false

@@ -170,6 +170,9 @@ func start(t *testing.T, cfg Config, supported bool) *harness {
 	if cfg.Rate == 0 {
 		cfg.Rate, cfg.Burst = 1e6, 1e6
 	}
+	if cfg.Rand == nil {
+		cfg.Rand = func() float64 { return 0 } // retries at their nominal delay
+	}
 	h.ag = New(cfg, h.mon, h.reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
@@ -472,9 +475,11 @@ func TestPacing(t *testing.T) {
 }
 
 // A server that never answers: the failed address is not tried again at
-// every RA that re-announces it unchanged, only when the refresh rule says
-// (RFC 9686 §4.6), so a silent server sees no storm.
-func TestFailedIsRetriedByTheRefreshRule(t *testing.T) {
+// every RA that re-announces it, only after the retry backoff (30 s, 60 s,
+// 120 s …, capped at its refresh interval), so a silent server sees at most
+// MRC transmissions per address per step, never a storm; a success resets
+// the backoff.
+func TestFailedIsRetriedWithBackoff(t *testing.T) {
 	h := start(t, defaults(), true)
 	h.reg.fail = true
 	h.mon.link(true, false, true)
@@ -485,27 +490,60 @@ func TestFailedIsRetriedByTheRefreshRule(t *testing.T) {
 	if p := phaseOf(st, "2001:db8::1"); p != Failed {
 		t.Fatalf("phase = %v, want failed", p)
 	}
-	// RAs re-announce the address, lifetimes reset to what the RA says.
+	exchanges := func() int { _, s := h.reg.snapshot(); return len(s) }
+	// RAs re-announce the address, lifetimes reset to what the RA says:
+	// no new exchange before the retry is due.
 	for i := 1; i <= 5; i++ {
 		h.clk.Advance(2 * time.Second)
 		h.mon.update(a)
 		h.settle()
 	}
-	if _, sends := h.reg.snapshot(); len(sends) != 1 {
-		t.Fatalf("%d exchanges after unchanged re-announcements, want 1", len(sends))
+	if n := exchanges(); n != 1 {
+		t.Fatalf("%d exchanges after re-announcements, want 1", n)
 	}
-	// Those re-announcements moved the lifetime against its countdown
-	// (600 s again after 10 s): the retry is due at the next refresh time,
-	// 0.8 × 600 s after the failed attempt.
-	st = h.settle()
-	want := t0.Add(480 * time.Second)
-	if got := st.Interfaces[0].Addresses[0].NextRefresh; !got.Equal(want) {
-		t.Fatalf("retry at %v, want %v", got, want)
+	last := t0
+	// 30 s, 60 s, 120 s, 240 s, then the refresh interval (0.8 × 600 s).
+	for i, d := range []time.Duration{30 * time.Second, 60 * time.Second, 120 * time.Second, 240 * time.Second, 480 * time.Second, 480 * time.Second} {
+		st = h.settle()
+		want := last.Add(d)
+		if got := st.Interfaces[0].Addresses[0].NextRefresh; !got.Equal(want) {
+			t.Fatalf("retry %d at %v, want %v (after %v)", i+1, got, want, d)
+		}
+		h.clk.AdvanceTo(want)
+		h.settle()
+		if n := exchanges(); n != i+2 {
+			t.Fatalf("%d exchanges after retry %d, want %d", n, i+1, i+2)
+		}
+		last = want
 	}
-	h.clk.AdvanceTo(want)
-	h.settle()
-	if _, sends := h.reg.snapshot(); len(sends) != 2 {
-		t.Fatalf("%d exchanges after the retry time, want 2", len(sends))
+	// A success resets the backoff: the next failure waits 30 s again.
+	h.reg.mu.Lock()
+	h.reg.fail = false
+	h.reg.mu.Unlock()
+	h.clk.AdvanceTo(last.Add(480 * time.Second))
+	if p := phaseOf(h.settle(), "2001:db8::1"); p != Registered {
+		t.Fatalf("phase = %v, want registered", p)
+	}
+}
+
+// Every kind of address (static, SLAAC, temporary, ULA) gets a retry when
+// its exchange fails: none sits failed without one scheduled.
+func TestEveryFailedAddressHasARetry(t *testing.T) {
+	h := startOnLink(t, defaults(), true)
+	h.reg.fail = true
+	static := global("2001:db8::5", netmon.Infinite)
+	static.Class = netmon.ClassStatic
+	temp := global("2001:db8::7", 600*time.Second)
+	temp.Class = netmon.ClassTemporary
+	ula := global("fd00::1", 900*time.Second)
+	for _, a := range []netmon.Addr{static, global("2001:db8::6", 600*time.Second), temp, ula} {
+		h.mon.add(a)
+	}
+	st := h.settle()
+	for _, as := range st.Interfaces[0].Addresses {
+		if as.Phase != Failed || as.NextRefresh.IsZero() || as.NextRefresh.After(t0.Add(30*time.Second)) {
+			t.Errorf("%s: phase %v, retry at %v; want failed with a retry within 30 s", as.Addr, as.Phase, as.NextRefresh)
+		}
 	}
 }
 
@@ -599,7 +637,7 @@ func TestReprobe(t *testing.T) {
 	h.reg.mu.Lock()
 	h.reg.probeErr = nil
 	h.reg.mu.Unlock()
-	h.clk.Advance(reprobeAfterError)
+	h.clk.Advance(scheduler.DefaultRetryFirst)
 	st := h.settle()
 	if probes, _ := h.reg.snapshot(); probes != 2 || st.Interfaces[0].State != IfUnsupported {
 		t.Fatalf("probes=%d state=%v after the retry, want 2 and unsupported", probes, st.Interfaces[0].State)

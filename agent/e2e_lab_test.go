@@ -41,6 +41,7 @@ type lab struct {
 	sniff                *sniffer
 	dbPath               string
 	refserver            *topo.Proc
+	stateFile            string // addrregd's --state-file (in the test's temporary directory)
 }
 
 type labOpts struct {
@@ -91,12 +92,20 @@ func (l *lab) startRefserver(t testing.TB, extra ...string) *topo.Proc {
 	return l.refserver
 }
 
-// startAgent runs addrregd on the host with the test DUID and short
-// retransmission so failures show quickly.
+// startAgent runs addrregd on the host with the test DUID and its state
+// file in the test's temporary directory (never the system's).
 func (l *lab) startAgent(t testing.TB, args ...string) *topo.Proc {
 	t.Helper()
-	argv := append([]string{topo.BuildBinary(t, "./cmd/addrregd"), "-i", "eth0", "--duid", testDUID, "--log-level", "debug"}, args...)
+	argv := append([]string{topo.BuildBinary(t, "./cmd/addrregd"), "-i", "eth0", "--duid", testDUID, "--log-level", "debug",
+		"--state-file", l.statePath(t)}, args...)
 	return l.host.Start(t, "addrregd", argv...)
+}
+
+func (l *lab) statePath(t testing.TB) string {
+	if l.stateFile == "" {
+		l.stateFile = filepath.Join(t.TempDir(), "state.json")
+	}
+	return l.stateFile
 }
 
 // startAgentNiced is startAgent at nice -20, for tests that assert the
@@ -104,7 +113,8 @@ func (l *lab) startAgent(t testing.TB, args ...string) *topo.Proc {
 // must not delay its timers.
 func (l *lab) startAgentNiced(t testing.TB, args ...string) *topo.Proc {
 	t.Helper()
-	argv := append([]string{"nice", "-n", "-20", topo.BuildBinary(t, "./cmd/addrregd"), "-i", "eth0", "--duid", testDUID, "--log-level", "debug"}, args...)
+	argv := append([]string{"nice", "-n", "-20", topo.BuildBinary(t, "./cmd/addrregd"), "-i", "eth0", "--duid", testDUID, "--log-level", "debug",
+		"--state-file", l.statePath(t)}, args...)
 	return l.host.Start(t, "addrregd", argv...)
 }
 

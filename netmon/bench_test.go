@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/addrreg/addrreg/scheduler"
 	"github.com/addrreg/addrreg/test/topo"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkReplay1000Addrs is the CPU cost of 1,000 address events: one op
@@ -57,6 +59,8 @@ func (k *chanKernel) dump() ([]message, error) { return nil, nil }
 func (k *chanKernel) getAddr(int, netip.Addr) ([]message, error) {
 	return nil, nil
 }
+func (k *chanKernel) closeIdle()   {}
+func (k *chanKernel) close() error { return nil }
 
 type chanStream struct {
 	c      chan []message
@@ -257,5 +261,30 @@ func BenchmarkNetnsLookup(b *testing.B) {
 		if _, ok, err := m.Lookup(ifi, ip); !ok || err != nil {
 			b.Fatalf("Lookup: %t %v", ok, err)
 		}
+	}
+}
+
+// BenchmarkHandleRAFlood: one RA of a flood from distinct forged link-local
+// sources, the table already full (the steady state of a flood).
+//
+//	go test -run '^$' -bench HandleRAFlood -benchmem ./netmon
+func BenchmarkHandleRAFlood(b *testing.B) {
+	m := newMonitor(Options{Clock: scheduler.NewFakeClock(t0)}, &fakeKernel{})
+	m.st.apply(newLinkMsg(unix.RTM_NEWLINK, unix.AF_UNSPEC, 2, "eth0", upFlags, 0), t0)
+	ra := raBytes(b, false, false, time.Hour)
+	src := func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+	}
+	for i := range DefaultMaxRouters {
+		m.handleRA(2, src(i), 255, ra)
+	}
+	b.ReportAllocs()
+	i := DefaultMaxRouters
+	for b.Loop() {
+		m.handleRA(2, src(i), 255, ra)
+		i++
+	}
+	if st := m.Stats(); st.Routers != DefaultMaxRouters {
+		b.Fatalf("%d routers kept", st.Routers)
 	}
 }

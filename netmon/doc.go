@@ -13,9 +13,8 @@
 // against the current state: nothing is lost and nothing duplicated.
 //
 // Events are not stored: the Monitor keeps the kernel's state and the state
-// the consumer has been told, and queues only the keys (link, address,
-// prefix) on which they differ. Next computes the event from that
-// difference. So the kernel reader never blocks on the consumer, changes to
+// the consumer has been told, and queues only the keys (link, address) on
+// which they differ. Next computes the event from that difference. So the kernel reader never blocks on the consumer, changes to
 // one address coalesce into one event with the latest state, identical
 // RTM_NEWADDR bursts (the kernel emits several per RA and per DAD
 // completion) produce nothing, and memory is bounded by the size of the

@@ -27,6 +27,10 @@ type kernel interface {
 	// getAddr asks for one address on one interface; ENOENT-like errors
 	// (EADDRNOTAVAIL, ENODEV) mean it is not there.
 	getAddr(index int, ip netip.Addr) ([]message, error)
+	// closeIdle closes the request sockets kept for getAddr; close does
+	// so for good: later getAddr calls keep none.
+	closeIdle()
+	close() error
 }
 
 // stream is a subscribed socket.
@@ -54,6 +58,7 @@ type nlKernel struct {
 	// request itself. At most maxIdle are kept.
 	poolMu sync.Mutex
 	idle   []*nlSocket
+	closed bool
 	// tap, when set, sees every datagram (tests record testdata with it).
 	tap func(section string, datagram []byte)
 }
@@ -99,16 +104,22 @@ type nlSocket struct {
 	buf []byte
 }
 
-func openSocket(ns netns.NsHandle, rcvbuf int, groups []int, bufSize int) (*nlSocket, error) {
-	var fd int
+// socketIn opens a non-blocking socket in ns; what names it in errors.
+func socketIn(ns netns.NsHandle, domain, typ, proto int, what string) (int, error) {
+	fd := -1
 	err := inNetns(ns, func() error {
 		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+		fd, err = unix.Socket(domain, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, proto)
 		if err != nil {
-			return fmt.Errorf("open rtnetlink socket: %w", err)
+			return fmt.Errorf("open %s socket: %w", what, err)
 		}
 		return nil
 	})
+	return fd, err
+}
+
+func openSocket(ns netns.NsHandle, rcvbuf int, groups []int, bufSize int) (*nlSocket, error) {
+	fd, err := socketIn(ns, unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE, "rtnetlink")
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +278,7 @@ func (k *nlKernel) getAddr(index int, ip netip.Addr) ([]message, error) {
 	// skips other sequence numbers, but there is no need to keep it).
 	if err == nil || errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) {
 		k.poolMu.Lock()
-		if len(k.idle) < maxIdle {
+		if len(k.idle) < maxIdle && !k.closed {
 			k.idle, s = append(k.idle, s), nil
 		}
 		k.poolMu.Unlock()
@@ -276,6 +287,24 @@ func (k *nlKernel) getAddr(index int, ip netip.Addr) ([]message, error) {
 		s.close()
 	}
 	return msgs, err
+}
+
+func (k *nlKernel) closeIdle() {
+	k.poolMu.Lock()
+	idle := k.idle
+	k.idle = nil
+	k.poolMu.Unlock()
+	for _, s := range idle {
+		s.close()
+	}
+}
+
+func (k *nlKernel) close() error {
+	k.poolMu.Lock()
+	k.closed = true
+	k.poolMu.Unlock()
+	k.closeIdle()
+	return nil
 }
 
 // request sends req and collects the answer: until NLMSG_DONE for a dump,

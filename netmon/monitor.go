@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/addrreg/addrreg/scheduler"
 )
 
 // Addr is one IPv6 address as the kernel reported it.
@@ -67,33 +70,27 @@ type Link struct {
 	HardwareAddr net.HardwareAddr
 	// Managed and Other are the M and O flags of the last RA received on
 	// the link, from the kernel (IFLA_INET6_FLAGS) or, with
-	// Options.WatchRAs, from RAs seen on the wire (set if either says so;
-	// with several routers, if any router's last RA says so).
+	// Options.WatchRAs, from RAs seen on the wire (set if either says so).
+	// From the wire, a flag holds while a router whose last RA set it is
+	// within that RA's Router Lifetime (an RA with lifetime 0 withdraws
+	// its router, RFC 4861 §6.3.4), and only RAs that pass RFC 4861
+	// §6.1.2 count: link-local source, hop limit 255, well-formed. At most
+	// Options.MaxRouters routers are kept per link.
 	// When the link becomes usable again after being down (LinkChanged),
 	// the flags read false until an RA is seen on the new attachment:
 	// the kernel keeps IF_RA_MANAGED/OTHERCONF across down/up, and they
 	// may describe the previous link. The kernel's flags count again once
 	// it reports a change of them or a PIO (RTM_NEWPREFIX), i.e. once it
-	// has processed an RA; with WatchRAs, any RA on the wire counts.
+	// has processed an RA; with WatchRAs, any valid RA on the wire counts.
 	// RAReceived says an RA has been seen: the kernel's IF_RA_RCVD (set
 	// only for an RA that answers the kernel's own RS), or M or O set, or
-	// any RA on the wire. With the kernel alone, an unsolicited RA with
+	// any valid RA on the wire. With the kernel alone, an unsolicited RA with
 	// neither flag is not noticed.
 	Managed, Other, RAReceived bool
 }
 
 // Usable says whether the link is administratively up with carrier.
 func (l Link) Usable() bool { return l.Up && l.LowerUp }
-
-// Prefix is a prefix information option the kernel accepted
-// (RTM_NEWPREFIX), or one seen on the wire with Options.WatchRAs. The
-// lifetimes are the advertised ones.
-type Prefix struct {
-	Index              int
-	Prefix             netip.Prefix
-	Preferred, Valid   time.Duration
-	OnLink, Autonomous bool
-}
 
 // EventKind says what an Event reports.
 type EventKind int
@@ -117,9 +114,6 @@ const (
 	AddrRemoved
 	// RAFlags: the link's Managed, Other or RAReceived changed.
 	RAFlags
-	// PrefixInfo: a PIO was seen for the first time or with other lifetimes
-	// or flags. Valid 0 means the prefix was withdrawn.
-	PrefixInfo
 	// ClockJump: the wall clock moved against the monotonic clock (settime
 	// or suspend/resume). Every address's lifetimes are re-read right after;
 	// changed ones follow as AddrUpdated.
@@ -130,7 +124,7 @@ var kindNames = [...]string{
 	LinkAdded: "link-added", LinkRemoved: "link-removed", LinkRenamed: "link-renamed",
 	LinkUpdated: "link-updated", LinkChanged: "link-changed", AddrAdded: "addr-added",
 	AddrUpdated: "addr-updated", AddrRemoved: "addr-removed", RAFlags: "ra-flags",
-	PrefixInfo: "prefix-info", ClockJump: "clock-jump",
+	ClockJump: "clock-jump",
 }
 
 func (k EventKind) String() string {
@@ -141,23 +135,20 @@ func (k EventKind) String() string {
 }
 
 // Event is one change. Link is set for every kind but ClockJump (for address
-// and prefix events it is the address's link, as last known); Addr for Addr*
-// events (for AddrRemoved: the address as last reported); Prefix for
-// PrefixInfo. At is when the change was observed.
+// events it is the address's link, as last known); Addr for Addr* events
+// (for AddrRemoved: the address as last reported). At is when the change was
+// observed.
 type Event struct {
-	Kind   EventKind
-	Link   Link
-	Addr   Addr
-	Prefix Prefix
-	At     time.Time
+	Kind EventKind
+	Link Link
+	Addr Addr
+	At   time.Time
 }
 
 func (e Event) String() string {
 	switch e.Kind {
 	case AddrAdded, AddrUpdated, AddrRemoved:
 		return e.Kind.String() + " " + e.Addr.String()
-	case PrefixInfo:
-		return fmt.Sprintf("%s %s on %d pref %s valid %s", e.Kind, e.Prefix.Prefix, e.Prefix.Index, lft(e.Prefix.Preferred), lft(e.Prefix.Valid))
 	case ClockJump:
 		return e.Kind.String()
 	}
@@ -177,11 +168,24 @@ type Options struct {
 	// CAP_NET_RAW), for when the kernel does not process them (accept_ra = 0)
 	// and so keeps IFLA_INET6_FLAGS clear.
 	WatchRAs bool
+	// MaxRouters bounds the routers remembered per link from RAs on the
+	// wire; an RA from a new router beyond it is ignored (counted, and
+	// logged at most once per RALogInterval). Default DefaultMaxRouters.
+	MaxRouters int
+	// RALogInterval: RAs ignored (forged, malformed, beyond MaxRouters)
+	// are logged at once, then summed into at most one line per reason
+	// per interval. Default 10 s.
+	RALogInterval time.Duration
+	// ResubscribeAttempts: after this many attempts in a row to
+	// re-establish the netlink subscription (subscribe and dump) have
+	// failed, with backoff between them (about 11 s for the default 10),
+	// Run gives up with ErrNetlinkLost. Default 10.
+	ResubscribeAttempts int
 	// RecvBufSize is the netlink receive buffer; default 4 MiB
 	// (SO_RCVBUFFORCE when allowed, else capped by net.core.rmem_max).
 	RecvBufSize int
-	// QueueSize bounds the number of distinct pending changes (one per link,
-	// address or prefix: changes to the same one are coalesced). Beyond it the
+	// QueueSize bounds the number of distinct pending changes (one per link
+	// or address: changes to the same one are coalesced). Beyond it the
 	// queue is dropped and the consumer is brought up to date by one diff of
 	// its view against the current state. Default 4096.
 	QueueSize int
@@ -196,20 +200,31 @@ type Options struct {
 	// monotonic elapsed time that counts as a jump. Default 5 s.
 	ClockJumpThreshold time.Duration
 	Logger             *slog.Logger
-	// Now stamps Observed and At; default time.Now.
-	Now func() time.Time
+	// Clock stamps Observed and At, times router expiry and the backoff
+	// between netlink sessions; default the real clock.
+	Clock scheduler.Clock
 }
 
 // Monitor watches one namespace's links and IPv6 addresses.
 type Monitor struct {
 	o       Options
 	k       kernel
+	clk     scheduler.Clock
 	log     *slog.Logger
 	running atomic.Bool
+	closed  atomic.Bool
 	notify  chan struct{}
 
 	mu sync.Mutex
 	st *state
+	// RAs from the wire, under mu: the timer that expires routers (armed
+	// for expAt) and the log of ignored RAs. Timers are armed only while
+	// raLive (the listener runs), so none outlives Run.
+	raLive    bool
+	expTimer  scheduler.Timer
+	expAt     time.Time
+	raDrops   dropLog
+	raAccepts int
 
 	// clock check: last readings.
 	wallNow  func() time.Time // wall clock without monotonic reading
@@ -240,21 +255,33 @@ func newMonitor(o Options, k kernel) *Monitor {
 	if o.ClockJumpThreshold <= 0 {
 		o.ClockJumpThreshold = 5 * time.Second
 	}
+	if o.MaxRouters <= 0 {
+		o.MaxRouters = DefaultMaxRouters
+	}
+	if o.RALogInterval <= 0 {
+		o.RALogInterval = 10 * time.Second
+	}
+	if o.ResubscribeAttempts <= 0 {
+		o.ResubscribeAttempts = 10
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = scheduler.RealClock()
 	}
 	m := &Monitor{
 		o:       o,
 		k:       k,
+		clk:     o.Clock,
 		log:     o.Logger,
 		notify:  make(chan struct{}, 1),
 		wallNow: func() time.Time { return time.Now().Round(0) },
 	}
 	m.st = newState(ClassifyOptions{Include: o.Include, Exclude: o.Exclude}, o.QueueSize, o.LifetimeSlack)
 	m.st.signal = m.signal
+	m.st.maxRouters = o.MaxRouters
+	m.raDrops.every = o.RALogInterval
 	return m
 }
 
@@ -268,56 +295,106 @@ func (m *Monitor) signal() {
 // ErrRunning is returned by Run when the Monitor is already running.
 var ErrRunning = errors.New("netmon: monitor already running")
 
+// ErrNetlinkLost is wrapped by every error Run returns when it gives up:
+// the netlink subscription could not be (re-)established, for lack of
+// permission or after Options.ResubscribeAttempts tries in a row. The
+// Monitor then knows nothing of the kernel any more; a daemon should exit
+// (non-zero, so that its supervisor restarts it) rather than run deaf.
+var ErrNetlinkLost = errors.New("netmon: netlink subscription lost")
+
 // Run dumps the kernel's state, then streams changes until ctx ends. On any
 // receive error (ENOBUFS included) it re-subscribes, re-dumps and queues only
-// the differences. It returns nil when ctx ends, or an error that retrying
-// cannot fix (no permission to open the sockets). All goroutines it starts
-// have stopped when it returns.
+// the differences. It returns nil when ctx ends, or an error wrapping
+// ErrNetlinkLost when it cannot watch the kernel any more: no permission to
+// open the sockets, or Options.ResubscribeAttempts failed attempts in a row
+// to subscribe and dump, with backoff between them. All goroutines it starts
+// have stopped, and its idle request sockets are closed, when it returns.
 func (m *Monitor) Run(ctx context.Context) error {
+	if m.closed.Load() {
+		return fmt.Errorf("netmon: run: %w", net.ErrClosed)
+	}
 	if !m.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
 	defer m.running.Store(false)
+	defer m.k.closeIdle()
 
+	// The RA listener starts once the first dump has shown the links, so
+	// that no RA is dropped for an interface not known yet; it stops (and
+	// then its timers) before Run returns.
+	raStarted := false
+	defer func() {
+		if raStarted {
+			m.stopRATimers()
+		}
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if m.o.WatchRAs {
-		wg.Go(func() { m.watchRAs(ctx) })
+	synced := func() {
+		if m.o.WatchRAs && !raStarted {
+			raStarted = true
+			m.startRATimers()
+			wg.Go(func() { m.watchRAs(ctx) })
+		}
 	}
 
 	m.resetClock()
 	backoff := time.Duration(0)
+	failures := 0
 	for {
-		start := time.Now()
-		err := m.session(ctx)
+		start := m.clk.Now()
+		established, err := m.session(ctx, synced)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if isFatal(err) {
+			err = fmt.Errorf("%w: %w", ErrNetlinkLost, err)
+			m.log.Error("netmon stopped", "reason", err.Error())
+			return err
+		}
+		if established {
+			failures = 0
+		} else {
+			failures++
+		}
+		if failures >= m.o.ResubscribeAttempts {
+			err = fmt.Errorf("%w: %d attempts in a row to subscribe failed, the last: %w", ErrNetlinkLost, failures, err)
 			m.log.Error("netmon stopped", "reason", err.Error())
 			return err
 		}
 		m.mu.Lock()
 		m.st.resyncs++
 		m.mu.Unlock()
-		if time.Since(start) > 10*time.Second {
+		if established && m.clk.Now().Sub(start) > 10*time.Second {
 			backoff = 0
 		}
-		m.log.Warn("netlink session ended, resyncing", "reason", err.Error(), "backoff", backoff)
-		if backoff > 0 {
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
+		m.log.Warn("netlink session ended, resyncing", "reason", err.Error(), "backoff", backoff, "failures", failures)
+		if backoff > 0 && !m.sleep(ctx, backoff) {
+			return nil
 		}
 		// A burst that overflows the buffer is usually over within a second;
-		// waiting a little lets it pass instead of re-dumping into it.
-		backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
+		// waiting a little lets it pass instead of re-dumping into it. A
+		// subscription that cannot be made is retried more slowly.
+		limit := time.Second
+		if failures > 0 {
+			limit = 5 * time.Second
+		}
+		backoff = min(max(2*backoff, 50*time.Millisecond), limit)
+	}
+}
+
+// sleep waits d on the Monitor's clock; false if ctx ended first.
+func (m *Monitor) sleep(ctx context.Context, d time.Duration) bool {
+	done := make(chan struct{})
+	t := m.clk.AfterFunc(d, func() { close(done) })
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	case <-done:
+		return true
 	}
 }
 
@@ -327,11 +404,12 @@ func isFatal(err error) bool {
 		errors.Is(err, unix.EBADF) || errors.Is(err, unix.EINVAL)
 }
 
-// session subscribes, dumps, then applies streamed messages until an error.
-func (m *Monitor) session(ctx context.Context) error {
+// session subscribes, dumps, calls synced, then applies streamed messages
+// until an error. established says the subscription and the dump succeeded.
+func (m *Monitor) session(ctx context.Context, synced func()) (established bool, err error) {
 	s, err := m.k.subscribe(m.o.RecvBufSize)
 	if err != nil {
-		return err
+		return false, err
 	}
 	stop := context.AfterFunc(ctx, func() { s.close() })
 	defer func() {
@@ -343,26 +421,27 @@ func (m *Monitor) session(ctx context.Context) error {
 	// messages queued meanwhile are applied after it, and each carries its
 	// object's full state, so the last one for each object wins.
 	if err := m.resync(); err != nil {
-		return err
+		return false, err
 	}
+	synced()
 	for {
 		deadline := time.Now().Add(m.o.ClockCheckInterval)
 		msgs, err := s.recv(deadline)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			if err := m.checkClock(); err != nil {
-				return err
+				return true, err
 			}
 			continue
 		}
 		if err != nil {
-			return err
+			return true, err
 		}
-		now := m.o.Now()
+		now := m.clk.Now()
 		m.mu.Lock()
 		m.st.applyMessages(msgs, now)
 		m.mu.Unlock()
 		if err := m.checkClock(); err != nil {
-			return err
+			return true, err
 		}
 	}
 }
@@ -380,7 +459,7 @@ func (m *Monitor) resync() error {
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
-	now := m.o.Now()
+	now := m.clk.Now()
 	m.mu.Lock()
 	m.st.resync(msgs, now)
 	m.mu.Unlock()
@@ -412,19 +491,19 @@ func (m *Monitor) checkClock() error {
 	}
 	m.log.Warn("clock jump, re-reading lifetimes", "reason", "wall-monotonic", "delta", wallEl-monoEl)
 	m.mu.Lock()
-	m.st.clockJump(m.o.Now())
+	m.st.clockJump(m.clk.Now())
 	m.mu.Unlock()
 	return m.resync()
 }
 
 // Next returns the next change, waiting for one until ctx ends. Changes to
-// the same link, address or prefix are coalesced while they wait: Next
+// the same link or address are coalesced while they wait: Next
 // always reports the latest state, and nothing that came and went in
 // between.
 func (m *Monitor) Next(ctx context.Context) (Event, error) {
 	for {
 		m.mu.Lock()
-		ev, ok := m.st.next(m.o.Now())
+		ev, ok := m.st.next(m.clk.Now())
 		m.mu.Unlock()
 		if ok {
 			return ev, nil
@@ -451,19 +530,39 @@ type Stats struct {
 	Overflows  int // times the event queue overflowed into a full diff
 	ClockJumps int
 	Messages   int // netlink messages applied
+	// RAs read from the wire (Options.WatchRAs): accepted; ignored, by
+	// reason ("source not link-local", "hop limit not 255", "malformed RA",
+	// "too many routers", "unknown interface"); and the routers now kept
+	// over all links.
+	RAsAccepted int
+	RAsIgnored  map[string]int
+	Routers     int
 }
 
 // Stats returns counters.
 func (m *Monitor) Stats() Stats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Stats{Resyncs: m.st.resyncs, Overflows: m.st.overflows, ClockJumps: int(m.st.clock), Messages: m.st.messages}
+	return Stats{Resyncs: m.st.resyncs, Overflows: m.st.overflows, ClockJumps: int(m.st.clock), Messages: m.st.messages,
+		RAsAccepted: m.raAccepts, RAsIgnored: maps.Clone(m.raDrops.total), Routers: m.st.routerCount()}
+}
+
+// Close closes the request sockets Lookup keeps for reuse (each holds the
+// Monitor's namespace alive). Run closes them too when it returns; Close
+// makes it final: Lookup and Run then fail with net.ErrClosed. Call it
+// after Run has returned.
+func (m *Monitor) Close() error {
+	m.closed.Store(true)
+	return m.k.close()
 }
 
 // Lookup reads one address afresh from the kernel (RTM_GETADDR for ip on
 // ifindex). It reports false, with no error, if the address is not on that
 // interface. The registrar calls it before every transmission.
 func (m *Monitor) Lookup(ifindex int, ip netip.Addr) (Addr, bool, error) {
+	if m.closed.Load() {
+		return Addr{}, false, fmt.Errorf("look up %s on ifindex %d: %w", ip, ifindex, net.ErrClosed)
+	}
 	msgs, err := m.k.getAddr(ifindex, ip)
 	if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) {
 		return Addr{}, false, nil
@@ -471,7 +570,7 @@ func (m *Monitor) Lookup(ifindex int, ip netip.Addr) (Addr, bool, error) {
 	if err != nil {
 		return Addr{}, false, fmt.Errorf("look up %s on ifindex %d: %w", ip, ifindex, err)
 	}
-	now := m.o.Now()
+	now := m.clk.Now()
 	for _, msg := range msgs {
 		if msg.Type != unix.RTM_NEWADDR {
 			continue

@@ -72,8 +72,11 @@ type fakeKernel struct {
 	dumps   [][]message // one per dump() call; the last one repeats
 	scripts []script
 	get     func(int, netip.Addr) ([]message, error)
-	subs    int
-	ndumps  int
+	// subErr, if set, is the error of the n-th subscribe (from 0); nil:
+	// that one succeeds.
+	subErr func(n int) error
+	subs   int
+	ndumps int
 }
 
 type script struct {
@@ -84,6 +87,12 @@ type script struct {
 func (k *fakeKernel) subscribe(int) (stream, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.subErr != nil {
+		if err := k.subErr(k.subs); err != nil {
+			k.subs++
+			return nil, err
+		}
+	}
 	var sc script
 	if k.subs < len(k.scripts) {
 		sc = k.scripts[k.subs]
@@ -102,6 +111,9 @@ func (k *fakeKernel) dump() ([]message, error) {
 	}
 	return k.dumps[i], nil
 }
+
+func (k *fakeKernel) closeIdle()   {}
+func (k *fakeKernel) close() error { return nil }
 
 func (k *fakeKernel) getAddr(i int, ip netip.Addr) ([]message, error) {
 	if k.get == nil {

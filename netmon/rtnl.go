@@ -28,12 +28,6 @@ type message struct {
 const (
 	ifaProto = 11 // IFA_PROTO, linux/if_addr.h
 
-	prefixAddress   = 1 // PREFIX_ADDRESS, linux/rtnetlink.h
-	prefixCacheinfo = 2 // PREFIX_CACHEINFO
-
-	prefixFlagOnLink = 0x01 // IF_PREFIX_ONLINK, linux/if_addr.h... (net/if_inet6.h)
-	prefixFlagAuto   = 0x02 // IF_PREFIX_AUTOCONF
-
 	// IFLA_INET6_FLAGS bits, include/net/if_inet6.h.
 	ifRARcvd     = 0x20
 	ifRAManaged  = 0x40
@@ -197,36 +191,13 @@ func lifetime(s uint32) time.Duration {
 	return time.Duration(s) * time.Second
 }
 
-func parsePrefix(m message) (Prefix, error) {
+// prefixIndex returns the interface index of an RTM_NEWPREFIX (struct
+// prefixmsg: family, pad, pad, then the ifindex).
+func prefixIndex(m message) (int, error) {
 	if len(m.Data) < sizeofPrefixmsg {
-		return Prefix{}, fmt.Errorf("prefixmsg of %d bytes: %w", len(m.Data), errMalformed)
+		return 0, fmt.Errorf("prefixmsg of %d bytes: %w", len(m.Data), errMalformed)
 	}
-	p := Prefix{Index: int(int32(binary.NativeEndian.Uint32(m.Data[4:8])))}
-	bits := int(m.Data[9])
-	flags := m.Data[10]
-	p.OnLink = flags&prefixFlagOnLink != 0
-	p.Autonomous = flags&prefixFlagAuto != 0
-	var ip netip.Addr
-	err := attrs(m.Data[sizeofPrefixmsg:], func(typ uint16, v []byte) {
-		switch typ {
-		case prefixAddress:
-			ip, _ = netip.AddrFromSlice(v)
-		case prefixCacheinfo:
-			if len(v) >= 8 {
-				p.Preferred = lifetime(binary.NativeEndian.Uint32(v[0:4]))
-				p.Valid = lifetime(binary.NativeEndian.Uint32(v[4:8]))
-			}
-		}
-	})
-	if err != nil {
-		return p, err
-	}
-	pfx, perr := ip.Prefix(bits)
-	if perr != nil {
-		return p, fmt.Errorf("prefix %s/%d: %w", ip, bits, errMalformed)
-	}
-	p.Prefix = pfx
-	return p, nil
+	return int(int32(binary.NativeEndian.Uint32(m.Data[4:8]))), nil
 }
 
 func cstring(b []byte) string {

@@ -23,26 +23,26 @@ type state struct {
 	// after an overflow's rebuild, the rebuilt length plus limit, so that
 	// one overflow does not make every later change overflow again while
 	// the consumer works through the rebuilt queue (it resets when empty).
-	room     int
-	slack    time.Duration
-	signal   func()
-	gen      uint64 // source of generations
-	resyncs  int
-	messages int
-	dumping  bool // applying a dump, not notifications
+	room  int
+	slack time.Duration
+	// maxRouters bounds each link's table of routers seen on the wire.
+	maxRouters int
+	signal     func()
+	gen        uint64 // source of generations
+	resyncs    int
+	messages   int
+	dumping    bool // applying a dump, not notifications
 
 	// cur
-	links    map[int]*linkEntry
-	addrs    map[addrKey]addrEntry
-	prefixes map[prefixKey]Prefix
-	clock    uint64 // clock jumps seen
+	links map[int]*linkEntry
+	addrs map[addrKey]addrEntry
+	clock uint64 // clock jumps seen
 
 	// view
-	vlinks    map[int]linkEntry // without wire map
-	vra       map[int]raFlags
-	vaddrs    map[addrKey]addrEntry
-	vprefixes map[prefixKey]Prefix
-	vclock    uint64
+	vlinks map[int]linkEntry // without the routers map
+	vra    map[int]raFlags
+	vaddrs map[addrKey]addrEntry
+	vclock uint64
 
 	// queue of keys that may differ, oldest first
 	q         queue
@@ -58,14 +58,12 @@ const (
 	kLink
 	kRA
 	kAddr
-	kPrefix
 )
 
 type key struct {
-	kind   keyKind
-	index  int
-	ip     netip.Addr
-	prefix netip.Prefix
+	kind  keyKind
+	index int
+	ip    netip.Addr
 }
 
 // queued is a node of the intrusive FIFO of keys (one allocation per key,
@@ -127,11 +125,6 @@ type addrKey struct {
 	ip    netip.Addr
 }
 
-type prefixKey struct {
-	index  int
-	prefix netip.Prefix
-}
-
 type raFlags struct{ managed, other, rcvd bool }
 
 type linkEntry struct {
@@ -146,8 +139,11 @@ type linkEntry struct {
 	// RA since, so kflags may describe the previous link (the kernel keeps
 	// IF_RA_MANAGED/OTHERCONF across carrier and admin down/up).
 	kstale bool
-	wire   map[netip.Addr]raFlags
-	at     time.Time
+	// routers seen on the wire (Options.WatchRAs) within their lifetime;
+	// wireSeen: an RA was accepted from the wire on this attachment.
+	routers  routers
+	wireSeen bool
+	at       time.Time
 }
 
 func (e *linkEntry) computeRA() {
@@ -162,11 +158,10 @@ func (e *linkEntry) computeRA() {
 		// RA with M or O set counts as received too.
 		rcvd: kflags&(ifRARcvd|ifRAManaged|ifRAOtherCnf) != 0,
 	}
-	for _, w := range e.wire {
-		f.managed = f.managed || w.managed
-		f.other = f.other || w.other
-		f.rcvd = true
-	}
+	m, o := e.routers.flags()
+	f.managed = f.managed || m
+	f.other = f.other || o
+	f.rcvd = f.rcvd || e.wireSeen
 	e.Managed, e.Other, e.RAReceived = f.managed, f.other, f.rcvd
 }
 
@@ -179,18 +174,17 @@ type addrEntry struct {
 
 func newState(copts ClassifyOptions, limit int, slack time.Duration) *state {
 	return &state{
-		copts:     copts,
-		limit:     limit,
-		slack:     slack,
-		signal:    func() {},
-		links:     map[int]*linkEntry{},
-		addrs:     map[addrKey]addrEntry{},
-		prefixes:  map[prefixKey]Prefix{},
-		vlinks:    map[int]linkEntry{},
-		vra:       map[int]raFlags{},
-		vaddrs:    map[addrKey]addrEntry{},
-		vprefixes: map[prefixKey]Prefix{},
-		qidx:      map[key]*queued{},
+		copts:      copts,
+		limit:      limit,
+		slack:      slack,
+		maxRouters: DefaultMaxRouters,
+		signal:     func() {},
+		links:      map[int]*linkEntry{},
+		addrs:      map[addrKey]addrEntry{},
+		vlinks:     map[int]linkEntry{},
+		vra:        map[int]raFlags{},
+		vaddrs:     map[addrKey]addrEntry{},
+		qidx:       map[key]*queued{},
 	}
 }
 
@@ -255,7 +249,7 @@ func (s *state) next(now time.Time) (Event, bool) {
 }
 
 // allKeys lists every key of cur and view, in delivery order: clock, links,
-// RA flags, addresses, prefixes.
+// RA flags, addresses.
 func (s *state) allKeys() []key {
 	var ks []key
 	ks = append(ks, key{kind: kClock})
@@ -279,20 +273,8 @@ func (s *state) allKeys() []key {
 	for k := range ak {
 		ks = append(ks, key{kind: kAddr, index: k.index, ip: k.ip})
 	}
-	pk := map[prefixKey]bool{}
-	for k := range s.prefixes {
-		pk[k] = true
-	}
-	for k := range s.vprefixes {
-		pk[k] = true
-	}
-	for k := range pk {
-		ks = append(ks, key{kind: kPrefix, index: k.index, prefix: k.prefix})
-	}
 	slices.SortFunc(ks, func(a, b key) int {
-		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.index, b.index),
-			a.ip.Compare(b.ip), a.prefix.Addr().Compare(b.prefix.Addr()),
-			cmp.Compare(a.prefix.Bits(), b.prefix.Bits()))
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.index, b.index), a.ip.Compare(b.ip))
 	})
 	return ks
 }
@@ -402,41 +384,13 @@ func (s *state) diff(k key, at time.Time, commit bool) (ev Event, ok, again bool
 			return ev, true, false
 		}
 		return ev, false, false
-
-	case kPrefix:
-		pk := prefixKey{k.index, k.prefix}
-		c, cok := s.prefixes[pk]
-		v, vok := s.vprefixes[pk]
-		ev.Link = s.linkFor(k.index)
-		switch {
-		case !cok && !vok:
-			return ev, false, false
-		case !cok:
-			// Withdrawn or its link went away: forget silently, a
-			// withdrawal (valid 0) was reported when it arrived.
-			if commit {
-				delete(s.vprefixes, pk)
-			}
-			return ev, false, false
-		case vok && c == v:
-			return ev, false, false
-		}
-		ev.Kind, ev.Prefix = PrefixInfo, c
-		if commit {
-			s.vprefixes[pk] = c
-			if c.Valid == 0 {
-				delete(s.prefixes, pk)
-				delete(s.vprefixes, pk)
-			}
-		}
-		return ev, true, false
 	}
 	return ev, false, false
 }
 
 func (s *state) setLinkView(c *linkEntry) {
 	v := *c
-	v.wire = nil
+	v.routers = nil
 	v.HardwareAddr = append([]byte(nil), c.HardwareAddr...)
 	s.vlinks[c.Index] = v
 	s.vra[c.Index] = c.ra()
@@ -511,11 +465,14 @@ func (s *state) apply(m message, now time.Time) {
 			s.delAddr(addrKey{a.Index, a.Raw.IP}, now)
 		}
 	case unix.RTM_NEWPREFIX:
-		p, err := parsePrefix(m)
+		// Only the fact matters: the kernel has processed an RA with a PIO
+		// on this link. Prefix lifetimes are not tracked: the addresses'
+		// own lifetimes (IFA_CACHEINFO) are what counts.
+		index, err := prefixIndex(m)
 		if err != nil {
 			return
 		}
-		s.setPrefix(p, now, true)
+		s.kernelSawRA(index, now)
 	}
 }
 
@@ -551,7 +508,8 @@ func (s *state) setLink(l rawLink, now time.Time) {
 		// Possibly a new link (RFC 9686 §4.2): what the RAs said before no
 		// longer holds until an RA is processed again.
 		e.ups++
-		clear(e.wire)
+		clear(e.routers)
+		e.wireSeen = false
 		e.kstale = true
 		e.computeRA()
 	}
@@ -583,19 +541,52 @@ func (s *state) setINet6(l rawLink, now time.Time) {
 	s.touch(key{kind: kRA, index: l.Index}, now)
 }
 
-// setWire records the flags of an RA seen on the wire from router src.
-func (s *state) setWire(index int, src netip.Addr, f raFlags, now time.Time) {
+// setWire records a valid RA seen on the wire from router src (see
+// routers.observe). It returns when that router's entry expires (zero if it
+// was removed), errRANoLink for an interface not (yet) known, or
+// errRATableFull.
+func (s *state) setWire(index int, src netip.Addr, ra raInfo, now time.Time) (time.Time, error) {
 	e, ok := s.links[index]
 	if !ok {
-		return
+		return time.Time{}, errRANoLink
 	}
-	if e.wire == nil {
-		e.wire = map[netip.Addr]raFlags{}
+	if e.routers == nil {
+		e.routers = routers{}
 	}
-	f.rcvd = true
-	e.wire[src] = f
+	exp, err := e.routers.observe(src, ra, now, s.maxRouters)
+	if err != nil {
+		return exp, err
+	}
+	e.wireSeen = true
 	e.computeRA()
 	s.touch(key{kind: kRA, index: index}, now)
+	return exp, nil
+}
+
+// expireRouters forgets the routers on the wire whose lifetime has run out
+// by now and returns the earliest expiry left (zero if none).
+func (s *state) expireRouters(now time.Time) time.Time {
+	var next time.Time
+	for i, e := range s.links {
+		changed, n := e.routers.expire(now)
+		if changed {
+			e.computeRA()
+			s.touch(key{kind: kRA, index: i}, now)
+		}
+		if !n.IsZero() && (next.IsZero() || n.Before(next)) {
+			next = n
+		}
+	}
+	return next
+}
+
+// routerCount is the number of routers kept from the wire, over all links.
+func (s *state) routerCount() int {
+	n := 0
+	for _, e := range s.links {
+		n += len(e.routers)
+	}
+	return n
 }
 
 func (s *state) delLink(index int, now time.Time) {
@@ -607,12 +598,6 @@ func (s *state) delLink(index int, now time.Time) {
 		if k.index == index {
 			delete(s.addrs, k)
 			s.touch(key{kind: kAddr, index: k.index, ip: k.ip}, now)
-		}
-	}
-	for k := range s.prefixes {
-		if k.index == index {
-			delete(s.prefixes, k)
-			s.touch(key{kind: kPrefix, index: k.index, prefix: k.prefix}, now)
 		}
 	}
 	s.touch(key{kind: kLink, index: index}, now)
@@ -660,20 +645,16 @@ func (s *state) delAddr(k addrKey, now time.Time) {
 	s.touch(key{kind: kAddr, index: k.index, ip: k.ip}, now)
 }
 
-func (s *state) setPrefix(p Prefix, now time.Time, kernel bool) {
-	e, ok := s.links[p.Index]
-	if !ok {
+// kernelSawRA: the kernel processed an RA with a PIO (RTM_NEWPREFIX), so its
+// flags describe the current attachment.
+func (s *state) kernelSawRA(index int, now time.Time) {
+	e, ok := s.links[index]
+	if !ok || !e.kstale {
 		return
 	}
-	if kernel && e.kstale {
-		// The kernel processed an RA with a PIO: its flags are current.
-		e.kstale = false
-		e.computeRA()
-		s.touch(key{kind: kRA, index: p.Index}, now)
-	}
-	k := prefixKey{p.Index, p.Prefix}
-	s.prefixes[k] = p
-	s.touch(key{kind: kPrefix, index: k.index, prefix: k.prefix}, now)
+	e.kstale = false
+	e.computeRA()
+	s.touch(key{kind: kRA, index: index}, now)
 }
 
 func (s *state) clockJump(now time.Time) {
@@ -683,7 +664,6 @@ func (s *state) clockJump(now time.Time) {
 
 // resync replaces cur with a full dump: links and addresses that are not in
 // it are removed, the others set, and only differences reach the queue.
-// Prefixes cannot be dumped; those of links that went away are dropped.
 func (s *state) resync(msgs []message, now time.Time) {
 	seenLinks := map[int]bool{}
 	seenAddrs := map[addrKey]bool{}

@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/sys/unix"
+
+	"github.com/addrreg/addrreg/scheduler"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -38,8 +40,6 @@ func kinds(evs []Event) []string {
 			if e.Addr.Registrable {
 				s += " reg"
 			}
-		case PrefixInfo:
-			s += " " + e.Prefix.Prefix.String()
 		case ClockJump:
 		default:
 			s += " " + e.Link.Name
@@ -70,7 +70,6 @@ func TestReplayHost(t *testing.T) {
 		"link-added eth0",
 		"addr-added ::1 loopback preferred",
 		"addr-added fe80::",
-		"prefix-info 2001:db8:1::/64",
 		"ra-flags eth0",
 		"addr-added 2001:db8:5::10 static tentative",
 		"addr-added 2001:db8:6::20 dhcpv6 tentative",
@@ -120,7 +119,7 @@ func TestReplayCoalesced(t *testing.T) {
 	t.Logf("events:\n%s", strings.Join(kinds(evs), "\n"))
 	seen := map[string]bool{}
 	for _, e := range evs {
-		k := e.Kind.String() + e.Link.Name + e.Addr.IP.String() + e.Prefix.Prefix.String()
+		k := e.Kind.String() + e.Link.Name + e.Addr.IP.String()
 		if e.Kind != LinkChanged && seen[k] {
 			t.Errorf("two %s events for one object", k)
 		}
@@ -481,7 +480,7 @@ func TestLookup(t *testing.T) {
 		}
 		return nil, unix.EADDRNOTAVAIL
 	}}
-	m := newMonitor(Options{Now: func() time.Time { return t0 }}, k)
+	m := newMonitor(Options{Clock: scheduler.NewFakeClock(t0)}, k)
 	a, ok, err := m.Lookup(2, netip.MustParseAddr("2001:db8::1"))
 	want := Addr{Index: 2, IP: netip.MustParseAddr("2001:db8::1"), PrefixLen: 64, Proto: 2,
 		Preferred: 1800 * time.Second, Valid: 3600 * time.Second, Observed: t0, Class: ClassGlobal, State: StatePreferred, Registrable: true}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
@@ -29,6 +30,10 @@ var (
 	// ErrAddressGone: the Target's Lifetimes reported the address no longer
 	// on its interface; the exchange was abandoned.
 	ErrAddressGone = errors.New("address no longer on the interface")
+	// ErrSocketBroken: Run's socket was closed under it or fails beyond
+	// retry. Nothing can be sent or received any more: the daemon should
+	// end so that its service manager starts it afresh.
+	ErrSocketBroken = errors.New("registrar socket closed or broken")
 )
 
 // Config configures a Registrar. Only ClientID is required.
@@ -61,7 +66,10 @@ type Config struct {
 // Target is one address to register (or deregister) on one interface.
 type Target struct {
 	Ifindex int
-	Addr    netip.Addr
+	// Ifname names the interface in errors and logs; empty means "#index".
+	// The caller knows it: the registrar looks nothing up per exchange.
+	Ifname string
+	Addr   netip.Addr
 	// Lifetimes is called at every transmission and when a reply arrives
 	// and returns the address's current lifetimes, or ok false once the
 	// address is no longer on interface Ifindex. A deregistration returns
@@ -99,6 +107,12 @@ type Stats struct {
 	Probes        uint64 // Information-Request transmissions
 	Accepted      uint64 // replies accepted (ADDR-REG-REPLY and Reply)
 	Dropped       map[DropReason]uint64
+	// SendErrors counts transmissions the kernel refused (sendmsg failed),
+	// by errno name ("EPERM", "ENOBUFS" …; "other" without an errno).
+	// Each is a lost transmission: the exchange goes on.
+	SendErrors map[string]uint64
+	// RecvErrors counts failed reads of the socket (retried with backoff).
+	RecvErrors uint64
 }
 
 // Registrar sends ADDR-REG-INFORMs and Information-Requests and matches
@@ -132,6 +146,10 @@ type exchange struct {
 	xid  xid
 	ch   chan datagram
 	stop chan struct{} // closed to end the exchange early; nil = never
+	// For the one log line about refused sends.
+	what  string // "ADDR-REG-INFORM" or "Information-Request"
+	iface ifaceName
+	addr  netip.Addr
 }
 
 // probeCollect is how long Probe keeps listening after a Reply without
@@ -175,7 +193,7 @@ func newRegistrar(cfg Config) (*Registrar, error) {
 		clock:     cfg.Clock,
 		log:       cfg.Logger,
 		exchanges: make(map[xid]*exchange),
-		stats:     Stats{Dropped: make(map[DropReason]uint64)},
+		stats:     Stats{Dropped: make(map[DropReason]uint64), SendErrors: make(map[string]uint64)},
 	}
 	if len(r.clientID) == 0 || len(r.clientID) > 130 { // RFC 8415 §11.1: at most 128 octets after the type
 		return nil, fmt.Errorf("registrar: Client ID %s: %d octets, want 1 to 130", cfg.ClientID, len(r.clientID))
@@ -228,31 +246,106 @@ func (r *Registrar) Close() error {
 }
 
 // Run receives datagrams and hands each to the exchange whose transaction ID
-// it carries, until ctx is done (it then returns nil) or the socket is
-// closed. It closes the socket when it returns.
+// it carries, until ctx is done (it then returns nil). A failed read is
+// retried with a capped backoff; a socket closed under it (not by ctx) or
+// broken beyond retry ends Run with an error wrapping ErrSocketBroken. It
+// closes the socket when it returns.
 func (r *Registrar) Run(ctx context.Context) error {
 	defer r.Close()
 	stop := context.AfterFunc(ctx, func() { r.Close() })
 	defer stop()
 	buf := make([]byte, 65536)
+	var (
+		fails    int
+		failFrom time.Time
+	)
 	for {
 		n, dst, ifindex, err := r.conn.recv(buf)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
+		if err == nil {
+			if fails > 0 {
+				r.log.Info("registrar receiving again", "failed_reads", fails, "for", r.clock.Now().Sub(failFrom))
+				fails = 0
 			}
-			// A raw socket reports little but ENOBUFS-like trouble
-			// here; losing a datagram is what retransmission is for.
-			r.log.Warn("registrar receive failed", "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(10 * time.Millisecond):
-			}
+			r.dispatch(buf[:n], dst, ifindex)
 			continue
 		}
-		r.dispatch(buf[:n], dst, ifindex)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if fatalSocketError(err) {
+			return fmt.Errorf("%w: receive: %w", ErrSocketBroken, err)
+		}
+		r.mu.Lock()
+		r.stats.RecvErrors++
+		r.mu.Unlock()
+		fails++
+		if fails == 1 {
+			failFrom = r.clock.Now()
+			// A raw socket reports little but ENOBUFS-like trouble here;
+			// losing a datagram is what retransmission is for.
+			r.log.Warn("registrar receive failed; retrying with backoff", "err", err)
+		} else if d := r.clock.Now().Sub(failFrom); d >= recvGiveUp {
+			return fmt.Errorf("%w: every read failed for %v: %w", ErrSocketBroken, d.Round(time.Second), err)
+		}
+		if err := r.sleep(ctx, recvBackoff(fails)); err != nil {
+			return nil
+		}
 	}
+}
+
+// Receive-error backoff: 10 ms doubling to 1 s; a socket whose every read
+// fails for recvGiveUp is broken beyond retry.
+const (
+	recvBackoffMin = 10 * time.Millisecond
+	recvBackoffMax = time.Second
+	recvGiveUp     = time.Minute
+)
+
+func recvBackoff(fails int) time.Duration {
+	d := recvBackoffMin
+	for i := 1; i < fails && d < recvBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, recvBackoffMax)
+}
+
+// fatalSocketError reports errors no retry can cure: the descriptor is
+// closed or is not (any more) the socket, or it was destroyed (SOCK_DESTROY,
+// "ss -K").
+func fatalSocketError(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, unix.EBADF) ||
+		errors.Is(err, unix.ENOTSOCK) || errors.Is(err, unix.ECONNABORTED)
+}
+
+// errnoName names err's errno for the SendErrors counter.
+func errnoName(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		if n := unix.ErrnoName(errno); n != "" {
+			return n
+		}
+		return "errno " + strconv.Itoa(int(errno))
+	}
+	return "other"
+}
+
+// refused marks a transmission the kernel refused: lost, like one dropped
+// on the way (RFC 8415 §15 retransmission covers both).
+type refused struct{ err error }
+
+func (e *refused) Error() string { return e.err.Error() }
+func (e *refused) Unwrap() error { return e.err }
+
+// sendErr classifies a failed send: fatal errors are returned as they are
+// (the exchange ends), any other is counted and returned as *refused.
+func (r *Registrar) sendErr(err error) error {
+	if fatalSocketError(err) {
+		return err
+	}
+	r.mu.Lock()
+	r.stats.SendErrors[errnoName(err)]++
+	r.mu.Unlock()
+	return &refused{err}
 }
 
 // dispatch parses one datagram and queues it to its exchange.
@@ -297,9 +390,10 @@ func (r *Registrar) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
-	s.Dropped = make(map[DropReason]uint64, len(r.stats.Dropped))
-	for k, v := range r.stats.Dropped {
-		s.Dropped[k] = v
+	s.Dropped = maps.Clone(r.stats.Dropped)
+	s.SendErrors = nil
+	if len(r.stats.SendErrors) > 0 {
+		s.SendErrors = maps.Clone(r.stats.SendErrors)
 	}
 	return s
 }
@@ -339,6 +433,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 	addr := t.Addr.WithZone("")
 	ex := r.open()
 	defer r.done(ex)
+	ex.what, ex.iface, ex.addr = "ADDR-REG-INFORM", r.ifaceNamed(t.Ifindex, t.Ifname), addr
 	e := expect{typ: msgAddrRegReply, xid: ex.xid, ifindex: t.Ifindex, dst: addr, iaAddr: true, clientID: r.clientID}
 	assigned := func() bool { _, _, ok := t.Lifetimes(); return ok }
 
@@ -354,7 +449,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 			preferred: pref, valid: valid, fqdn: r.fqdn,
 		})
 		if err := r.conn.send(buf, t.Ifindex, addr); err != nil {
-			return err
+			return r.sendErr(err)
 		}
 		res.Sends++
 		res.Preferred, res.Valid = max(pref, 0), max(valid, 0)
@@ -366,7 +461,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		}
 		r.mu.Unlock()
 		if r.debug() {
-			r.log.LogAttrs(ctx, slog.LevelDebug, "ADDR-REG-INFORM sent", slog.Any("iface", r.iface(t.Ifindex)),
+			r.log.LogAttrs(ctx, slog.LevelDebug, "ADDR-REG-INFORM sent", slog.Any("iface", ex.iface),
 				slog.Any("addr", addr), slog.Any("xid", ex.xid), slog.Int("send", res.Sends),
 				slog.Duration("preferred", pref), slog.Duration("valid", valid), slog.Duration("elapsed", elapsed))
 		}
@@ -390,7 +485,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		if t.NoWait {
 			err := transmit(0)
 			if err != nil {
-				err = fmt.Errorf("deregister %s on %s: %w", addr, r.iface(t.Ifindex), err)
+				err = fmt.Errorf("deregister %s on %s: %w", addr, ex.iface, err)
 			}
 			return res, err
 		}
@@ -400,11 +495,11 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		res.Duration = r.clock.Now().Sub(start)
 	}
 	if err != nil {
-		return res, fmt.Errorf("register %s on %s (xid %s, %d sends): %w", addr, r.iface(t.Ifindex), ex.xid, res.Sends, err)
+		return res, fmt.Errorf("register %s on %s (xid %s, %d sends): %w", addr, ex.iface, ex.xid, res.Sends, err)
 	}
 	res.Replied = true
 	if r.debug() {
-		r.log.LogAttrs(ctx, slog.LevelDebug, "ADDR-REG-REPLY accepted", slog.Any("iface", r.iface(t.Ifindex)),
+		r.log.LogAttrs(ctx, slog.LevelDebug, "ADDR-REG-REPLY accepted", slog.Any("iface", ex.iface),
 			slog.Any("addr", addr), slog.Any("xid", ex.xid), slog.Int("sends", res.Sends), slog.Duration("duration", res.Duration))
 	}
 	return res, nil
@@ -431,13 +526,14 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 	}
 	ex := r.open()
 	defer r.done(ex)
+	ex.what, ex.iface, ex.addr = "Information-Request", r.iface(ifindex), src
 	e := expect{typ: msgReply, xid: ex.xid, ifindex: ifindex, dst: src, clientID: r.clientID}
 	sends := 0
 	buf := make([]byte, 0, 128)
 	transmit := func(elapsed time.Duration) error {
 		buf = appendInfoRequest(buf[:0], ex.xid, r.clientID, elapsed)
 		if err := r.conn.send(buf, ifindex, src); err != nil {
-			return err
+			return r.sendErr(err)
 		}
 		sends++
 		r.mu.Lock()
@@ -502,30 +598,48 @@ func (r *Registrar) Probe(ctx context.Context, ifindex int, linkLocal netip.Addr
 
 // exchange drives the transmissions of ex (RFC 8415 §15) until check
 // accepts a datagram. transmit is called for every transmission with the
-// time since the first. It returns when the first transmission went out
-// (zero if none did) and nil, or an error from transmit or check,
-// ErrExchangeFailed, or ctx.Err().
+// time since the first. A transmission the kernel refuses (*refused: EPERM
+// from a firewall, ENOBUFS, ENETDOWN, EINVAL from a full neighbour table …)
+// counts as made and lost: the exchange keeps its transaction ID and its
+// timers, and fails only when MRC or MRD runs out; the first refusal of
+// an exchange is logged. It returns when the first transmission was due
+// and nil, or an error from transmit or check, ErrExchangeFailed (noting
+// refused sends), or ctx.Err().
 func (r *Registrar) exchange(ctx context.Context, ex *exchange, rt scheduler.Retrans,
 	transmit func(elapsed time.Duration) error, check func(*datagram) (bool, error)) (time.Time, error) {
 	var (
-		start time.Time
-		bo    *scheduler.Backoff
+		start   time.Time
+		bo      *scheduler.Backoff
+		refusal int
+		lastErr error
 	)
 	for {
 		if err := ctx.Err(); err != nil {
 			return start, err
 		}
 		now := r.clock.Now()
+		elapsed := time.Duration(0)
 		if bo == nil {
 			start = now
-			if err := transmit(0); err != nil {
-				return time.Time{}, err
-			}
-			bo = rt.Start(r.randFn)
-		} else if err := transmit(now.Sub(start)); err != nil {
-			return start, err
+		} else {
+			elapsed = now.Sub(start)
 		}
-		wait, more := bo.Next(now.Sub(start))
+		if err := transmit(elapsed); err != nil {
+			var rf *refused
+			if !errors.As(err, &rf) {
+				return start, err
+			}
+			refusal++
+			lastErr = rf.err
+			if refusal == 1 {
+				r.log.Warn("send refused: counted as a lost transmission", "iface", ex.iface, "addr", ex.addr,
+					"msg", ex.what, "xid", ex.xid, "err", rf.err)
+			}
+		}
+		if bo == nil {
+			bo = rt.Start(r.randFn)
+		}
+		wait, more := bo.Next(elapsed)
 		// RT counts from the transmission: the time transmit took (a
 		// netlink lookup of the lifetimes, the send) is part of it.
 		wait = max(wait-r.clock.Now().Sub(now), 0)
@@ -541,6 +655,8 @@ func (r *Registrar) exchange(ctx context.Context, ex *exchange, rt scheduler.Ret
 			r.stats.Accepted++
 			r.mu.Unlock()
 			return start, nil
+		case !more && refusal > 0:
+			return start, fmt.Errorf("%w (%d of %d transmissions refused, last: %w)", ErrExchangeFailed, refusal, bo.Transmissions(), lastErr)
 		case !more:
 			return start, ErrExchangeFailed
 		}
@@ -598,14 +714,24 @@ func (r *Registrar) debug() bool { return r.log.Enabled(context.Background(), sl
 // namespace and would name another interface. Otherwise it is "#index".
 type ifaceName struct {
 	index  int
+	name   string
 	lookup bool
 }
 
-func (r *Registrar) iface(index int) ifaceName { return ifaceName{index, !r.foreignNS} }
+func (r *Registrar) iface(index int) ifaceName { return ifaceName{index: index, lookup: !r.foreignNS} }
+
+// ifaceNamed is iface with the name already known (no lookup); an empty
+// name logs as "#index".
+func (r *Registrar) ifaceNamed(index int, name string) ifaceName {
+	return ifaceName{index: index, name: name}
+}
 
 func (i ifaceName) LogValue() slog.Value { return slog.StringValue(i.String()) }
 
 func (i ifaceName) String() string {
+	if i.name != "" {
+		return i.name
+	}
 	if i.lookup {
 		if ifi, err := net.InterfaceByIndex(i.index); err == nil {
 			return ifi.Name

@@ -26,6 +26,10 @@ type fakeConn struct {
 	mu     sync.Mutex
 	sent   []sent
 	onSend func(s sent) // called after each send, outside the lock
+	// refuse, if set, is asked before each send (n counts from 1) and
+	// its error, if any, fails the send as sendmsg would.
+	refuse   func(n int) error
+	attempts int
 }
 
 type sent struct {
@@ -36,6 +40,7 @@ type sent struct {
 }
 
 type inbound struct {
+	err     error // recv fails with it
 	b       []byte
 	dst     netip.Addr
 	ifindex int
@@ -50,6 +55,15 @@ func (c *fakeConn) send(b []byte, ifindex int, src netip.Addr) error {
 	case <-c.closed:
 		return net.ErrClosed
 	default:
+	}
+	c.mu.Lock()
+	c.attempts++
+	n, refuse := c.attempts, c.refuse
+	c.mu.Unlock()
+	if refuse != nil {
+		if err := refuse(n); err != nil {
+			return err
+		}
 	}
 	// Parse it back as if a server had sent it: swap the ports.
 	own := append([]byte{0x02, 0x23, 0x02, 0x22}, b[4:]...)
@@ -73,6 +87,9 @@ func (c *fakeConn) recv(b []byte) (int, netip.Addr, int, error) {
 	case <-c.closed:
 		return 0, netip.Addr{}, 0, net.ErrClosed
 	case d := <-c.in:
+		if d.err != nil {
+			return 0, netip.Addr{}, 0, d.err
+		}
 		return copy(b, d.b), d.dst, d.ifindex, nil
 	}
 }
@@ -315,15 +332,8 @@ func TestDispatch(t *testing.T) {
 func TestCancelAndShutdown(t *testing.T) {
 	before := runtime.NumGoroutine()
 	clock := scheduler.NewFakeClock(t0)
-	r, err := newRegistrar(Config{ClientID: testDUID, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newFakeConn(clock)
-	r.conn = c
 	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(runCtx) }()
+	r, _, done := runRegistrar(t, clock, runCtx)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errs := make(chan error, 2)

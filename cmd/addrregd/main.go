@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,8 @@ type options struct {
 	irt, mrt, mrd          time.Duration
 	mrc                    int
 	staticRefresh          time.Duration
+	retryFirst, retryMax   time.Duration
+	stateFile              string
 	maxRefresh             time.Duration
 	coalesce               time.Duration
 	tolerance              time.Duration
@@ -114,6 +117,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, *pflag.FlagSet, erro
 	fs.IntVar(&o.mrc, "mrc", scheduler.DefaultRegistration.MRC, "maximum transmissions of one ADDR-REG-INFORM (0: no limit)")
 	fs.DurationVar(&o.mrt, "mrt", 0, "maximum retransmission time (0: no limit)")
 	fs.DurationVar(&o.mrd, "mrd", 0, "maximum duration of one exchange (0: no limit)")
+	fs.DurationVar(&o.retryFirst, "retry-first", scheduler.DefaultRetryFirst, "after a failed exchange (no valid reply after MRC transmissions), try again after this, doubling per failure")
+	fs.DurationVar(&o.retryMax, "retry-max", scheduler.DefaultRetryMax, "cap on the retry delay (also capped at the address's refresh interval): a server that drops every registration sees at most MRC transmissions per address per step")
+	fs.StringVar(&o.stateFile, "state-file", agent.DefaultStatePath, "file of the addresses registered, to deregister those gone across a restart (\"\": none)")
 	fs.DurationVar(&o.staticRefresh, "static-refresh", scheduler.DefaultStaticInterval, "refresh interval of static and infinite-lifetime addresses")
 	fs.DurationVar(&o.maxRefresh, "max-refresh", 0, "cap on the refresh interval (0: none; 4h reproduces draft -08)")
 	fs.DurationVar(&o.coalesce, "coalesce", scheduler.DefaultCoalesce, "refresh together an interface's addresses due within this window")
@@ -151,6 +157,12 @@ func validate(o *options) error {
 		return fmt.Errorf("--mrd must not be negative, not %v", o.mrd)
 	case o.mrc == 0 && o.mrd == 0:
 		return errors.New("--mrc 0 needs --mrd: an exchange must end")
+	case o.retryFirst <= 0:
+		return fmt.Errorf("--retry-first must be positive, not %v", o.retryFirst)
+	case o.retryMax < o.retryFirst:
+		return fmt.Errorf("--retry-max must be at least --retry-first (%v), not %v", o.retryFirst, o.retryMax)
+	case o.stateFile != "" && !filepath.IsAbs(o.stateFile):
+		return fmt.Errorf("--state-file must be an absolute path or empty, not %q", o.stateFile)
 	case o.staticRefresh <= 0:
 		return fmt.Errorf("--static-refresh must be positive, not %v", o.staticRefresh)
 	case o.maxRefresh < 0:
@@ -260,6 +272,8 @@ func configure(o *options) (agent.Config, registrar.Config, error) {
 		Policy:           pol,
 		Rate:             o.rate,
 		Burst:            o.burst,
+		Retry:            scheduler.Retry{First: o.retryFirst, Max: o.retryMax},
+		StatePath:        o.stateFile,
 	}
 	return cfg, regCfg, nil
 }
@@ -288,8 +302,13 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 	lowerCtx, stopLower := context.WithCancel(context.Background())
 	defer stopLower()
 	lower, lowerCtx := errgroup.WithContext(lowerCtx)
-	lower.Go(func() error { return reg.Run(lowerCtx) })
-	lower.Go(func() error { return mon.Run(lowerCtx) })
+	// A component that fails beyond retry (the registrar's socket closed or
+	// broken, netmon's subscription lost for good) ends the daemon with a
+	// non-zero status, so that its service manager starts it afresh: a
+	// daemon that runs on deaf is the one failure nobody notices.
+	lower.Go(func() error { return component("registrar", reg.Run(lowerCtx)) })
+	lower.Go(func() error { return component("netmon", mon.Run(lowerCtx)) })
+	faultInjection(reg, log)
 
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
@@ -315,14 +334,24 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 		}
 	}
 	stopLower()
-	if err := lower.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	err = lower.Wait()
+	if err == nil || errors.Is(err, context.Canceled) {
+		err = runErr // the agent's own, e.g. netmon's event stream ended
 	}
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		return runErr
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("fatal: a component failed beyond retry; exiting so the service manager restarts addrregd", "err", err)
+		return err
 	}
 	log.Info("addrregd stopped")
 	return nil
+}
+
+// component names the part a fatal error came from.
+func component(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", name, err)
 }
 
 func logStatus(ctx context.Context, ag *agent.Agent, log *slog.Logger) {

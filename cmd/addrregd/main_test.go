@@ -33,6 +33,11 @@ func TestBadFlagsExit2NamingTheFlag(t *testing.T) {
 		{[]string{"stray"}, "stray"},
 		{[]string{"--include-prefix", "10.0.0.0/8"}, "--include-prefix"},
 		{[]string{"--exclude-prefix", "2001:db8::"}, "--exclude-prefix"},
+		{[]string{"--retry-first", "0s"}, "--retry-first"},
+		{[]string{"--retry-first", "-5s"}, "--retry-first"},
+		{[]string{"--retry-max", "10s"}, "--retry-max"}, // below the 30 s first delay
+		{[]string{"--retry-first", "2m", "--retry-max", "1m"}, "--retry-max"},
+		{[]string{"--state-file", "state.json"}, "--state-file"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)

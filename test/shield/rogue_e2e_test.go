@@ -383,7 +383,8 @@ func (l *rogueLab) hostAddrs(t *testing.T) []netip.Addr {
 func (l *rogueLab) startAgent(t *testing.T) *topo.Proc {
 	t.Helper()
 	return l.sn.nodes["host"].Start(t, "addrregd", topo.BuildBinary(t, "./cmd/addrregd"),
-		"-i", "eth0", "--duid", rogueHostDUID, "--log-level", "debug")
+		"-i", "eth0", "--duid", rogueHostDUID, "--log-level", "debug",
+		"--state-file", filepath.Join(t.TempDir(), "state.json")) // never the system's
 }
 
 // bindings asks the real server, by leasequery for the host's DUID, which

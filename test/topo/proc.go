@@ -148,9 +148,17 @@ var (
 // the executable.
 func BuildBinary(t testing.TB, pkg string) string {
 	t.Helper()
+	return BuildBinaryTags(t, pkg, "")
+}
+
+// BuildBinaryTags is BuildBinary with build tags (comma-separated), for
+// test-only builds such as addrregd's fault injection.
+func BuildBinaryTags(t testing.TB, pkg, tags string) string {
+	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if p, ok := buildCache[pkg]; ok {
+	cacheKey := pkg + "\x00" + tags
+	if p, ok := buildCache[cacheKey]; ok {
 		return p
 	}
 	if buildDir == "" {
@@ -165,12 +173,17 @@ func BuildBinary(t testing.TB, pkg string) string {
 		t.Fatal(err)
 	}
 	out := filepath.Join(buildDir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	args := []string{"build", "-o", out}
+	if tags != "" {
+		out += "-" + strings.ReplaceAll(tags, ",", "-")
+		args = []string{"build", "-tags", tags, "-o", out}
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
-	buildCache[pkg] = out
+	buildCache[cacheKey] = out
 	return out
 }
 

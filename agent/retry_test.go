@@ -1,0 +1,40 @@
+package agent
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// Discovery that keeps failing backs off like registrations: 30 s, 60 s,
+// 120 s … between probes, not a probe every 30 s for ever.
+func TestFailedProbeBacksOff(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.reg.probeErr = errors.New("probe eth0: sendmsg: network is unreachable")
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.settle()
+	probes := func() int { p, _ := h.reg.snapshot(); return p }
+	want := 1
+	for _, d := range []time.Duration{30 * time.Second, 60 * time.Second, 120 * time.Second, 240 * time.Second} {
+		h.clk.Advance(d - time.Second)
+		h.settle()
+		if got := probes(); got != want {
+			t.Fatalf("%d probes %v before the retry after %v, want %d", got, time.Second, d, want)
+		}
+		h.clk.Advance(time.Second)
+		h.settle()
+		want++
+		if got := probes(); got != want {
+			t.Fatalf("%d probes after the retry after %v, want %d", got, d, want)
+		}
+	}
+	// Success resets the backoff.
+	h.reg.mu.Lock()
+	h.reg.probeErr = nil
+	h.reg.mu.Unlock()
+	h.clk.Advance(480 * time.Second)
+	if st := h.settle(); st.Interfaces[0].State != IfSupported {
+		t.Fatalf("state %v, want supported", st.Interfaces[0].State)
+	}
+}
