@@ -130,9 +130,13 @@ chroot "$root" sh -c 'dpkg -i /tmp/debs/*.deb' >"$work/dpkg.log" 2>&1 ||
 	{ cat "$work/dpkg.log" >&2; die "dpkg -i failed"; }
 rm -rf "$root/tmp/debs"
 # Every guest generates its own machine ID at first boot (and with it its
-# own DUID): the image ships an empty /etc/machine-id (machine-id(5)).
+# own DUID: addrregd derives it from /etc/machine-id at each start and stores
+# none): the image ships an empty /etc/machine-id (machine-id(5)). Nor does
+# it ship addrregd's state (StateDirectory; nothing ran, but an image built
+# from a booted system would carry one host's registrations).
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
+rm -rf "$root/var/lib/addrregd" "$root/var/lib/private/addrregd"
 
 {
 	echo "suite: $SUITE"
