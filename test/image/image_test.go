@@ -255,8 +255,9 @@ func TestBootedImage(t *testing.T) {
 				if nw.informsFrom(r.mac) == 0 {
 					t.Errorf("%s: registered, but tcpdump saw no ADDR-REG-INFORM from %s: the capture cannot see the disabled guest's either", r.name, r.mac)
 				}
-				t.Logf("%s: control channel %v, addrregd active %v, %d addresses registered %v after QEMU start",
-					r.name, rep.ready.Round(100*time.Millisecond), rep.active.Round(100*time.Millisecond), len(rep.addrs), rep.registered.Round(100*time.Millisecond))
+				t.Logf("%s: control channel %v, addrregd active %v, %d addresses registered %v after QEMU start (QEMU used %v of CPU)",
+					r.name, rep.ready.Round(100*time.Millisecond), rep.active.Round(100*time.Millisecond), len(rep.addrs),
+					rep.registered.Round(100*time.Millisecond), g.cpuTime().Round(100*time.Millisecond))
 			})
 		}()
 	}
