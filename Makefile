@@ -27,9 +27,15 @@ STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # warns of (it drops registrations); prometheus brings promtool, which checks
 # every daemon's metrics endpoint. Packaging and its tests: debhelper & co.
 # build the .debs, go-md2man the man pages, lintian and systemd-analyze
-# (systemd, man-db) check them, file reads ELF headers.
+# (systemd, man-db) check them, file reads ELF headers; debootstrap, e2fsprogs
+# and zstd build the test image, QEMU boots it.
 DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus \
-              debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file
+              debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file \
+              debootstrap e2fsprogs zstd qemu-system-x86 qemu-utils
+# make image: where the bookworm test image goes, and the package(s) it
+# installs (default: the addrregd package make deb just built).
+IMAGE_DIR  ?= build/image
+IMAGE_DEBS ?=
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 # make bench-server: offered rates (per second), time per rate, and an
@@ -38,7 +44,7 @@ RATES      ?= 20000,25000,30000,48000
 BENCH_DURATION ?= 10s
 KEA        ?=
 
-.PHONY: help deps build static man test unit e2e bench bench-server fuzz lint demo deb dist version clean
+.PHONY: help deps build static man test unit e2e bench bench-server fuzz lint demo deb dist image version clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -66,7 +72,7 @@ build: ## build the binaries into bin/
 		if ls cmd/$$c/*.go >/dev/null 2>&1; then $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; fi; \
 	done
 
-test: deps ## install what the tests need, then run unit and end-to-end tests (as root)
+test: deps image ## install what the tests need, then run unit and end-to-end tests (as root)
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root: the end-to-end tests use network namespaces" >&2; exit 1; }
 	@# Namespaces left by a test binary killed before its cleanup ran: only
 	@# those over an hour old, so a test run elsewhere on the machine survives.
@@ -79,7 +85,7 @@ test: deps ## install what the tests need, then run unit and end-to-end tests (a
 		[ "$$(sysctl -n $$k)" -ge "$$v" ] || sysctl -qw $$k=$$v; done
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	ADDRREG_IMAGE_DIR=$(abspath $(IMAGE_DIR)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@# Every benchmark once, on its quick workload: a benchmark that breaks fails the build.
 	ADDRREG_BENCH_QUICK=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) ./...
 
@@ -132,6 +138,11 @@ deb: ## Debian packages for this machine's architecture into dist/ (dpkg-buildpa
 
 dist: ## packages and a static tarball for each of ARCHES (amd64 arm64) into dist/
 	./packaging/build-deb.sh $(VERSION) $(ARCHES)
+
+image: deb ## build the Debian bookworm test image with the package installed (IMAGE_DIR, as root)
+	@[ "$$(id -u)" = 0 ] || { echo "make image needs root: debootstrap and chroot" >&2; exit 1; }
+	@debs="$(IMAGE_DEBS)"; debs=$${debs:-$$(ls -t dist/addrregd_*_$$(dpkg --print-architecture).deb | head -n1)}; \
+	./test/image/build-image.sh --out $(IMAGE_DIR) $$(for d in $$debs; do printf -- '--deb %s ' "$$d"; done)
 
 clean: ## remove build output
 	rm -rf $(BIN) build dist

@@ -66,6 +66,7 @@ type Net struct {
 	t     testing.TB
 	id    string
 	sw    string // switch namespace
+	swnd  *Node  // the switch namespace as a Node, for processes attached to its taps
 	mu    sync.Mutex
 	nodes []*Node
 	segs  int
@@ -83,6 +84,7 @@ func New(t testing.TB) *Net {
 	}
 	n := &Net{t: t, id: hex.EncodeToString(b[:])}
 	n.sw = n.nsName("sw")
+	n.swnd = &Node{Name: "switch", NS: n.sw, Net: n}
 	t.Cleanup(n.teardown)
 	mustRun(t, "ip", "netns", "add", n.sw)
 	n.swExec(t, "ip", "link", "set", "lo", "up")
@@ -172,6 +174,23 @@ func (s *Segment) Attach(nd *Node, ifname string) string {
 	return port
 }
 
+// AddTap adds a tap device named ifname to this segment, in the switch
+// namespace: the NIC of a virtual machine that Switch().Start runs there
+// (QEMU: -netdev tap,ifname=NAME,script=no,downscript=no). The tap goes
+// with the switch namespace when the test ends.
+func (s *Segment) AddTap(t testing.TB, ifname string) {
+	t.Helper()
+	n := s.n
+	n.swExec(t, "ip", "tuntap", "add", "dev", ifname, "mode", "tap")
+	n.swExec(t, "sysctl", "-qw", "net.ipv6.conf."+ifname+".disable_ipv6=1")
+	n.swExec(t, "ip", "link", "set", ifname, "master", s.Bridge, "up")
+}
+
+// Switch returns the switch namespace as a Node, to run processes there
+// (Start, Exec), such as a virtual machine on a tap of AddTap. It has no
+// eth0; its processes are stopped when the test ends.
+func (n *Net) Switch() *Node { return n.swnd }
+
 // SwitchExec runs a command in the switch namespace (e.g. to set a port down
 // and cut a node's carrier).
 func (n *Net) SwitchExec(t testing.TB, args ...string) string {
@@ -203,6 +222,7 @@ func (n *Net) teardown() {
 	for i := len(nodes) - 1; i >= 0; i-- {
 		nodes[i].stopAll()
 	}
+	n.swnd.stopAll()
 	for _, nd := range nodes {
 		if out, err := exec.Command("ip", "netns", "del", nd.NS).CombinedOutput(); err != nil {
 			n.t.Logf("teardown: ip netns del %s: %v: %s", nd.NS, err, out)

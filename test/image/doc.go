@@ -1,0 +1,16 @@
+// Package image holds the booted-image test: build-image.sh makes a minimal
+// Debian bookworm disk image with the addrregd package installed the way an
+// image builder does (debootstrap, `dpkg -i` in a chroot, `mkfs.ext4 -d`),
+// and the test boots it under QEMU (TCG) on a tap device in a test/topo
+// network where radvd and addrreg-refserver run, then checks what a user of
+// the image would see: the service enabled and running, the guest's SLAAC
+// addresses in the server's bindings, nothing sent when the image's
+// /etc/default/addrregd says --enable=false, and one DUID per booted guest.
+//
+// The guest answers the test over a virtio serial port ("addrreg.control",
+// served by /usr/local/sbin/addrreg-image-control in the image); its console
+// (ttyS0) goes to a file that the test log shows when a boot fails.
+//
+// `make test` builds the image once (make image) and passes its directory in
+// ADDRREG_IMAGE_DIR; without it the test runs `make image` itself.
+package image
