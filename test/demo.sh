@@ -86,12 +86,13 @@ fi
 
 say "starting addrreg-refserver on the server"
 inns "$S" "$BIN/addrreg-refserver" -i eth0 --prefix eth0=2001:db8:1::/64 --prefix eth0=fd00:db8:1::/64 \
-	--db "$WORK/bindings.db" --leasequery-allow ::/0 >"$WORK/server.log" 2>&1 &
+	--db "$WORK/bindings.db" --leasequery-allow ::/0 --control-socket "$WORK/server.sock" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 50); do grep -q listening "$WORK/server.log" && break; sleep 0.1; done
 
 say "starting addrregd on the host"
-inns "$H" "$BIN/addrregd" -i eth0 >"$WORK/agent.log" 2>&1 &
+# State file and control socket in the demo's directory, not the host's /var/lib and /run.
+inns "$H" "$BIN/addrregd" -i eth0 --state-file "$WORK/state.json" --control-socket "$WORK/agent.sock" >"$WORK/agent.log" 2>&1 &
 PIDS+=($!)
 
 bindings() {
@@ -105,6 +106,9 @@ events() { grep -E 'msg=(register|refresh|move|expire|deregister|reject)' "$WORK
 sleep 4
 say "server log: the host's addresses registered (stable + temporary, global + ULA)"; events
 bindings
+
+say "the daemon's own view: addrregd status"
+"$BIN/addrregd" status --control-socket "$WORK/agent.sock" 2>&1 | sed 's/^/  /' || true
 
 say "adding a static address 2001:db8:1::100 on the host"
 inns "$H" ip -6 addr add 2001:db8:1::100/64 dev eth0
