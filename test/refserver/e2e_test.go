@@ -211,6 +211,9 @@ func TestE2ERelay(t *testing.T) {
 	if got := b[rn.addr].DUID; got != hex.EncodeToString(duid) {
 		t.Fatalf("relayed binding: %v", b)
 	}
+	// The binding is committed (and so visible to leasequery) before the
+	// register line is logged: wait for the line, then read its fields.
+	p.WaitOutput(t, "msg=register ", 10*time.Second)
 	for _, want := range []string{"msg=register", "relayed=true", "link_addr=2001:db8:2::1", "link_layer="} {
 		if !strings.Contains(p.Output(), want) {
 			t.Errorf("server log lacks %s (dnsmasq adds option 79):\n%s", want, p.Output())
