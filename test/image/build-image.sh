@@ -54,11 +54,13 @@ fi
 
 # What the base holds. systemd-sysv makes systemd PID 1; the kernel comes
 # with initramfs-tools (zstd compresses its initrd); iproute2 for `ip`;
-# udev names and loads the virtio devices.
-INCLUDE=systemd-sysv,udev,linux-image-amd64,initramfs-tools,zstd,kmod,iproute2,procps
+# udev names and loads the virtio devices. network-manager is the third
+# way the image's NIC is configured (systemd-networkd comes with systemd):
+# the test picks the kernel's SLAAC, networkd or NetworkManager per boot.
+INCLUDE=systemd-sysv,udev,linux-image-amd64,initramfs-tools,zstd,kmod,iproute2,procps,network-manager
 # Bump RECIPE when the base customisation below changes: it is part of the
 # cache key, as are the suite, the mirror, the package list and rootfs/.
-RECIPE=1
+RECIPE=2
 key=$( { echo "$RECIPE $SUITE $MIRROR $INCLUDE"; sed -n '/^base_setup()/,/^}/p' "$0";
 	(cd "$here/rootfs" && find . -type f -print0 | sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16)
 base=$CACHE/$SUITE-base-$key.tar.zst
@@ -74,11 +76,19 @@ base_setup() {
 	echo MODULES=list >"$root/etc/initramfs-tools/conf.d/addrreg-image.conf"
 	printf '%s\n' virtio_pci virtio_blk virtio_net virtio_console ext4 >>"$root/etc/initramfs-tools/modules"
 	# The guest's own files: sysctl.d (temporary addresses), the unit
-	# that brings eth0 up for the kernel's SLAAC, the test's control port.
+	# that brings eth0 up for the kernel's SLAAC, networkd's .network for
+	# eth0, the test's control port.
 	cp -a "$here/rootfs/." "$root/"
-	chown -R root:root "$root/etc/sysctl.d" "$root/etc/systemd/system" "$root/usr/local"
+	chown -R root:root "$root/etc/sysctl.d" "$root/etc/systemd/system" "$root/etc/systemd/network" "$root/usr/local"
 	# Enable our helper units as an image builder would (no systemd runs).
 	chroot "$root" systemctl enable addrreg-image-link.service addrreg-image-control.service
+	# A boot uses the kernel's SLAAC unless its command line asks for a
+	# network manager (systemd.wants=systemd-networkd.service or
+	# NetworkManager.service, with systemd.mask=addrreg-image-link.service):
+	# network-manager's postinst enabled its units, networkd is off as in
+	# Debian. Disabled here, they start only when a boot wants them.
+	chroot "$root" systemctl disable NetworkManager.service NetworkManager-wait-online.service \
+		NetworkManager-dispatcher.service systemd-networkd.service >/dev/null
 	# Nothing that is not needed at boot: no logins, no timers.
 	for u in getty@tty1.service serial-getty@ttyS0.service apt-daily.timer apt-daily-upgrade.timer \
 		e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-timesyncd.service; do
@@ -112,8 +122,11 @@ if [[ ! -f $base ]]; then
 	base_setup "$root"
 	tar --zstd -C "$root" --numeric-owner --xattrs -cf "$base.tmp" .
 	mv "$base.tmp" "$base"
-	# Older bases (other recipes) are of no further use.
-	find "$CACHE" -maxdepth 1 -name "$SUITE-base-*.tar.zst" ! -name "$(basename "$base")" -delete
+	# Older bases (other recipes) are of little further use: keep the one
+	# before this, so that two checkouts with different recipes sharing
+	# the cache (a branch and main) do not rebuild each other's every time.
+	find "$CACHE" -maxdepth 1 -name "$SUITE-base-*.tar.zst" ! -name "$(basename "$base")" -printf '%T@ %p\n' |
+		sort -rn | tail -n +2 | cut -d' ' -f2- | xargs -r rm -f --
 	echo "build-image: base built in $((SECONDS - t0)) s: $base" >&2
 else
 	mkdir "$root"

@@ -312,6 +312,7 @@ func until(t *testing.T, timeout time.Duration, what string, cond func() (done b
 // guestAddr is one address of `ip -j -6 addr` (iproute2 names the flags).
 type guestAddr struct {
 	Local      string `json:"local"`
+	Prefixlen  int    `json:"prefixlen"`
 	Scope      string `json:"scope"`
 	Temporary  bool   `json:"temporary"`
 	MngTmpAddr bool   `json:"mngtmpaddr"`
