@@ -54,14 +54,18 @@ fi
 
 # What the base holds. systemd-sysv makes systemd PID 1; the kernel comes
 # with initramfs-tools (zstd compresses its initrd); iproute2 for `ip`;
-# udev names and loads the virtio devices. network-manager is the third
-# way the image's NIC is configured (systemd-networkd comes with systemd):
-# the test picks the kernel's SLAAC, networkd or NetworkManager per boot.
-INCLUDE=systemd-sysv,udev,linux-image-amd64,initramfs-tools,zstd,kmod,iproute2,procps,network-manager
+# udev names and loads the virtio devices.
+INCLUDE=systemd-sysv,udev,linux-image-amd64,initramfs-tools,zstd,kmod,iproute2,procps
+# Installed by apt in the chroot afterwards (debootstrap resolves no virtual
+# packages: network-manager's dbus-system-bus fails it): NetworkManager is
+# the third way the image's NIC is configured (systemd-networkd comes with
+# systemd); the test picks the kernel's SLAAC, networkd or NetworkManager
+# per boot.
+APT_INSTALL=network-manager
 # Bump RECIPE when the base customisation below changes: it is part of the
 # cache key, as are the suite, the mirror, the package list and rootfs/.
 RECIPE=2
-key=$( { echo "$RECIPE $SUITE $MIRROR $INCLUDE"; sed -n '/^base_setup()/,/^}/p' "$0";
+key=$( { echo "$RECIPE $SUITE $MIRROR $INCLUDE $APT_INSTALL"; sed -n '/^base_setup()/,/^}/p' "$0";
 	(cd "$here/rootfs" && find . -type f -print0 | sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16)
 base=$CACHE/$SUITE-base-$key.tar.zst
 
@@ -75,6 +79,17 @@ base_setup() {
 	# A small initrd boots faster under TCG: only what a virtio guest needs.
 	echo MODULES=list >"$root/etc/initramfs-tools/conf.d/addrreg-image.conf"
 	printf '%s\n' virtio_pci virtio_blk virtio_net virtio_console ext4 >>"$root/etc/initramfs-tools/modules"
+	# apt as an image builder runs it: recommended packages left out, no
+	# service started in the chroot (policy-rc.d says 101), the downloaded
+	# packages kept in the cache beside debootstrap's.
+	printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+	chmod 755 "$root/usr/sbin/policy-rc.d"
+	unshare --mount --propagation private sh -c "mount -t proc proc '$root/proc' &&
+		mount --bind '$CACHE/debs' '$root/var/cache/apt/archives' &&
+		chroot '$root' apt-get update -qq &&
+		DEBIAN_FRONTEND=noninteractive chroot '$root' apt-get install -y -qq --no-install-recommends $APT_INSTALL" \
+		>"$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log" >&2; die "apt-get install $APT_INSTALL in the chroot failed (log above)"; }
+	rm -f "$root/usr/sbin/policy-rc.d"
 	# The guest's own files: sysctl.d (temporary addresses), the unit
 	# that brings eth0 up for the kernel's SLAAC, networkd's .network for
 	# eth0, the test's control port.
@@ -156,7 +171,7 @@ rm -rf "$root/var/lib/addrregd" "$root/var/lib/private/addrregd"
 	echo "mirror: $MIRROR"
 	echo "base: $(basename "$base")"
 	echo "kernel: $(basename "$(readlink -f "$root/vmlinuz")")"
-	chroot "$root" dpkg-query -W -f='package: ${Package} ${Version} ${Architecture}\n' systemd $(for d in "${debs[@]}"; do dpkg-deb -f "$d" Package; done)
+	chroot "$root" dpkg-query -W -f='package: ${Package} ${Version} ${Architecture}\n' systemd network-manager $(for d in "${debs[@]}"; do dpkg-deb -f "$d" Package; done)
 	echo "addrregd.service: $(readlink "$root/etc/systemd/system/multi-user.target.wants/addrregd.service" || echo not enabled)"
 } >"$out/manifest"
 
