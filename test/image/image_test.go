@@ -104,6 +104,7 @@ func startKea(t *testing.T, nd *topo.Node) (*topo.Proc, string) {
 	nd.WaitAddrs(t, "eth0", topo.LinkLocal, 15*time.Second)
 	p := nd.Start(t, "kea-dhcp6", "env", "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir, "/usr/sbin/kea-dhcp6", "-c", path)
 	p.WaitOutput(t, "DHCP6_STARTED", 30*time.Second)
+	t.Logf("kea-dhcp6 %s serves IA_NA %s-%s", strings.TrimSpace(nd.MustExec(t, "/usr/sbin/kea-dhcp6", "-v")), naPoolFirst, naPoolLast)
 	return p, dir
 }
 
@@ -370,8 +371,11 @@ func TestBootedImage(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			t.Run(r.name, func(t *testing.T) {
+				// The disabled guest waits for the enabled ones to have
+				// registered (or failed), not for their later steps.
+				var registered sync.Once
 				if r.enabled {
-					defer enabledWG.Done()
+					defer registered.Do(enabledWG.Done)
 				}
 				g := boot(t, nw.n, img, r.rootfs, r.name, r.mac, r.mgr.cmdline)
 				rep := &r.report
@@ -419,6 +423,7 @@ func TestBootedImage(t *testing.T) {
 				registeredMu.Lock()
 				slowest = max(slowest, rep.registered-rep.active)
 				registeredMu.Unlock()
+				registered.Do(enabledWG.Done)
 				if nw.informsFrom(r.mac) == 0 {
 					t.Errorf("%s: registered, but tcpdump saw no ADDR-REG-INFORM from %s: the capture cannot see the disabled guest's either", r.name, r.mac)
 				}
