@@ -147,4 +147,3 @@ func (p Phase) String() string {
 	}
 	return fmt.Sprintf("phase(%d)", int(p))
 }
-

@@ -43,4 +43,3 @@ func (m *machine) summary() Summary {
 	}
 	return s
 }
-

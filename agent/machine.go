@@ -167,12 +167,12 @@ type (
 	effCancelProbe struct{ gen int }
 	// effExchange starts one registration or deregistration exchange.
 	effExchange struct {
-		k            key
-		gen          int
-		ifname       string
-		dereg        bool
-		noWait       bool        // send once, wait for no reply
-		last         netmon.Addr // netmon's last word on the address
+		k      key
+		gen    int
+		ifname string
+		dereg  bool
+		noWait bool        // send once, wait for no reply
+		last   netmon.Addr // netmon's last word on the address
 	}
 	// effCancelExchange cancels the exchange gen (its result still comes).
 	effCancelExchange struct{ gen int }
