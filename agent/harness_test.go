@@ -355,17 +355,17 @@ func (h *harness) advanceTo(target time.Time) {
 }
 
 // status is the machine's status.
-func (h *harness) status() Status { return h.m.status(nil) }
+func (h *harness) report() Status { return h.m.report(nil) }
 
 // idle is the status when some work may wait (for the rate, a blocked
 // fake): the machine has always done all it can by then.
-func (h *harness) idle() Status { return h.status() }
+func (h *harness) idle() Status { return h.report() }
 
 // settle is the status for a test that expects the machine to have
 // finished: nothing queued behind the rate limit, no exchange under way.
 func (h *harness) settle() Status {
 	h.t.Helper()
-	st := h.status()
+	st := h.report()
 	if st.Queued != 0 || st.InFlight != 0 {
 		h.t.Fatalf("agent did not settle: %d queued, %d in flight: %+v", st.Queued, st.InFlight, st)
 	}

@@ -21,10 +21,10 @@ func (s Summary) String() string {
 // defaultHeartbeat is Config.HeartbeatInterval's default.
 const defaultHeartbeat = 10 * time.Second
 
-// summary counts what the machine holds. The heartbeat is an effect of
+// summarize counts what the machine holds. The heartbeat is an effect of
 // the machine's wake-up (machine.wakeUp), performed by the owner loop: a
 // loop that is wedged stops beating, and a supervisor's watchdog notices.
-func (m *machine) summary() Summary {
+func (m *machine) summarize() Summary {
 	var s Summary
 	for _, ifc := range m.ifaces {
 		if !m.wanted(ifc.name) {

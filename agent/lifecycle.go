@@ -158,7 +158,7 @@ loop:
 			ev = evRediscover{}
 		case c := <-a.statusReq:
 			servers, _ := a.reg.(ServerSource)
-			c <- a.m.status(servers)
+			c <- a.m.report(servers)
 			continue // changes nothing
 		}
 		// A ready event must not win over a cancelled context: no new
@@ -331,14 +331,14 @@ func (a *Agent) target(x effExchange) registrar.Target {
 		zero := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
 		return registrar.Target{Ifindex: x.k.ifindex, Ifname: x.ifname, Addr: x.k.addr, Lifetimes: zero, Deregister: true, NoWait: x.noWait}
 	}
-	return registrar.Target{Ifindex: x.k.ifindex, Ifname: x.ifname, Addr: x.k.addr, Lifetimes: a.lifetimes(x.k, x.last)}
+	return registrar.Target{Ifindex: x.k.ifindex, Ifname: x.ifname, Addr: x.k.addr, Lifetimes: a.currentLifetimes(x.k, x.last)}
 }
 
-// lifetimes reads the address's current lifetimes from the kernel at each
+// currentLifetimes reads the address's current lifetimes from the kernel at each
 // transmission (RFC 9686 §4.2: the IA Address carries the current ones).
 // last is what netmon reported when the exchange started (a copy: the
 // exchange's goroutine must not read the owner's state).
-func (a *Agent) lifetimes(k key, last netmon.Addr) func() (time.Duration, time.Duration, bool) {
+func (a *Agent) currentLifetimes(k key, last netmon.Addr) func() (time.Duration, time.Duration, bool) {
 	return func() (time.Duration, time.Duration, bool) {
 		cur, ok, err := a.mon.Lookup(k.ifindex, k.addr)
 		if err != nil {

@@ -293,7 +293,7 @@ func (m *machine) wakeUp() bool {
 	}
 	if !m.beatAt.IsZero() && !m.beatAt.After(m.now) {
 		m.beatAt = m.now.Add(m.cfg.HeartbeatInterval)
-		m.emit(effHeartbeat{m.summary()})
+		m.emit(effHeartbeat{m.summarize()})
 	}
 	return worked
 }

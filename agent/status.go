@@ -271,9 +271,9 @@ func refreshReason(ad *addr) RefreshReason {
 	return ReasonLifetimeChange
 }
 
-// status builds the snapshot; servers, if not nil, names the server that
+// report builds the status; servers, if not nil, names the server that
 // answered on each link. It changes nothing.
-func (m *machine) status(servers ServerSource) Status {
+func (m *machine) report(servers ServerSource) Status {
 	s := Status{Queued: len(m.queue), InFlight: m.inflight, Counters: m.counters}
 	s.Counters.Probes = map[string]uint64{"supported": 0, "unsupported": 0, "error": 0}
 	for k, v := range m.counters.Probes {

@@ -142,7 +142,7 @@ func BenchmarkStatus(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if st := m.status(nil); len(st.Interfaces[0].Addresses) != 10000 {
+		if st := m.report(nil); len(st.Interfaces[0].Addresses) != 10000 {
 			b.Fatal(len(st.Interfaces[0].Addresses))
 		}
 	}

@@ -5,11 +5,10 @@ import (
 	"time"
 )
 
-// Deadlines is a set of keyed deadlines behind one [Timer]: a min-heap
-// ordered by deadline, with the timer armed only for the earliest entry and
-// stopped while the set is empty, so thousands of pending refreshes cost one
-// timer and an idle agent makes no periodic wake-ups (the shape of
-// mdlayher/schedgroup).
+// Deadlines is a set of keyed deadlines behind one [Timer]: a [Heap], with
+// the timer armed only for the earliest entry and stopped while the set is
+// empty, so thousands of pending deadlines cost one timer and an idle set
+// makes no periodic wake-ups (the shape of mdlayher/schedgroup).
 //
 // Deadlines is safe for concurrent use. The fire callback is called from
 // the timer's goroutine (synchronously from [FakeClock.Advance] under a
