@@ -292,36 +292,39 @@ func (a *Agent) fire() {
 }
 
 func (a *Agent) startProbe(loopCtx context.Context, p effProbe) {
-	pctx, cancel := context.WithCancel(loopCtx)
-	a.cancels[p.gen] = cancel
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer cancel()
-		ok, err := a.reg.Probe(pctx, p.ifindex, p.from)
+	a.spawn(loopCtx, p.gen, func(ctx context.Context) {
+		ok, err := a.reg.Probe(ctx, p.ifindex, p.from)
 		select {
 		case a.probes <- probeResult{ifindex: p.ifindex, gen: p.gen, supported: ok, err: err}:
 		case <-loopCtx.Done():
 		}
-	}()
+	})
 }
 
 // startExchange runs one exchange in its own goroutine and reports its
 // result to the owner, unless the owner is gone (loopCtx).
 func (a *Agent) startExchange(loopCtx context.Context, x effExchange) {
 	t := a.target(x)
-	xctx, cancel := context.WithCancel(loopCtx)
-	a.cancels[x.gen] = cancel
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer cancel()
+	a.spawn(loopCtx, x.gen, func(ctx context.Context) {
 		r := exchangeResult{k: x.k, gen: x.gen, dereg: x.dereg}
-		r.res, r.err = a.reg.Register(xctx, t)
+		r.res, r.err = a.reg.Register(ctx, t)
 		select {
 		case a.results <- r:
 		case <-loopCtx.Done():
 		}
+	})
+}
+
+// spawn runs work in its own goroutine with a context that
+// effCancelProbe/effCancelExchange for gen cancel, as does the loop's end.
+func (a *Agent) spawn(loopCtx context.Context, gen int, work func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(loopCtx)
+	a.cancels[gen] = cancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer cancel()
+		work(ctx)
 	}()
 }
 
