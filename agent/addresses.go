@@ -34,7 +34,7 @@ func (m *machine) registerAll(ifc *iface) {
 func (m *machine) quiesce(ifc *iface, ad *addr) {
 	m.deadlines.Remove(key{ifc.index, ad.cur.IP})
 	if ad.running {
-		m.emit(effCancelExchange{ad.gen})
+		m.emit(effCancel{ad.gen})
 		ad.running = false
 	}
 	ad.gen = m.nextGen()

@@ -147,7 +147,7 @@ func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
 // stopDiscovery cancels a running probe and a pending re-probe.
 func (m *machine) stopDiscovery(ifc *iface) {
 	if ifc.probing {
-		m.emit(effCancelProbe{ifc.probeGen})
+		m.emit(effCancel{ifc.probeGen})
 		ifc.probing = false
 	}
 	ifc.nextProbe = time.Time{}

@@ -278,7 +278,7 @@ func (h *harness) perform(effects []effect) {
 				continue
 			}
 			h.results = append(h.results, evProbe{ifindex: e.ifindex, gen: e.gen, supported: ok, err: err})
-		case effCancelProbe:
+		case effCancel:
 			if p, ok := h.probesB[e.gen]; ok {
 				delete(h.probesB, e.gen)
 				h.results = append(h.results, evProbe{ifindex: p.ifindex, gen: p.gen, err: context.Canceled})
@@ -292,7 +292,6 @@ func (h *harness) perform(effects []effect) {
 			}
 			res, err := h.reg.exchange(t)
 			h.results = append(h.results, evResult{k: e.k, gen: e.gen, dereg: e.dereg, res: res, err: err})
-		case effCancelExchange:
 			if x, ok := h.xB[e.gen]; ok {
 				delete(h.xB, e.gen)
 				h.results = append(h.results, evResult{k: x.k, gen: x.gen, dereg: x.dereg, res: registrar.Result{Sends: 1}, err: context.Canceled})

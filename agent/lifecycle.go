@@ -238,9 +238,7 @@ func (a *Agent) perform(loopCtx context.Context, effects []effect) {
 			a.startProbe(loopCtx, e)
 		case effExchange:
 			a.startExchange(loopCtx, e)
-		case effCancelProbe:
-			a.cancel(e.gen)
-		case effCancelExchange:
+		case effCancel:
 			a.cancel(e.gen)
 		case effTimer:
 			a.armTimer(e.at)
@@ -315,8 +313,8 @@ func (a *Agent) startExchange(loopCtx context.Context, x effExchange) {
 	})
 }
 
-// spawn runs work in its own goroutine with a context that
-// effCancelProbe/effCancelExchange for gen cancel, as does the loop's end.
+// spawn runs work in its own goroutine with a context that effCancel for
+// gen cancels, as does the loop's end.
 func (a *Agent) spawn(loopCtx context.Context, gen int, work func(ctx context.Context)) {
 	ctx, cancel := context.WithCancel(loopCtx)
 	a.cancels[gen] = cancel

@@ -163,8 +163,9 @@ type (
 		ifname       string
 		from         netip.Addr
 	}
-	// effCancelProbe cancels the probe gen (its result still comes).
-	effCancelProbe struct{ gen int }
+	// effCancel cancels the probe or exchange gen (its result still
+	// comes, with context.Canceled if the cancel came first).
+	effCancel struct{ gen int }
 	// effExchange starts one registration or deregistration exchange.
 	effExchange struct {
 		k      key
@@ -174,8 +175,6 @@ type (
 		noWait bool        // send once, wait for no reply
 		last   netmon.Addr // netmon's last word on the address
 	}
-	// effCancelExchange cancels the exchange gen (its result still comes).
-	effCancelExchange struct{ gen int }
 	// effTimer arms the loop's one timer for at; zero stops it.
 	effTimer struct{ at time.Time }
 	// effSave hands a snapshot to the state file's writer.
@@ -190,14 +189,13 @@ type (
 	}
 )
 
-func (effProbe) isEffect()          {}
-func (effCancelProbe) isEffect()    {}
-func (effExchange) isEffect()       {}
-func (effCancelExchange) isEffect() {}
-func (effTimer) isEffect()          {}
-func (effSave) isEffect()           {}
-func (effHeartbeat) isEffect()      {}
-func (effLog) isEffect()            {}
+func (effProbe) isEffect()     {}
+func (effCancel) isEffect()    {}
+func (effExchange) isEffect()  {}
+func (effTimer) isEffect()     {}
+func (effSave) isEffect()      {}
+func (effHeartbeat) isEffect() {}
+func (effLog) isEffect()       {}
 
 // newMachine applies Config's defaults (New has) and starts the heartbeat
 // at now. stale is what the state file held (statefile.go).
@@ -377,7 +375,7 @@ func (m *machine) stop() {
 		m.stopDiscovery(ifc)
 		for ip, ad := range ifc.addrs {
 			if ad.running {
-				m.emit(effCancelExchange{ad.gen})
+				m.emit(effCancel{ad.gen})
 				ad.running = false
 			}
 			if m.cfg.DeregisterOnStop && m.cfg.Enable && ifc.up && ad.held() {
