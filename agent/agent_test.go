@@ -491,3 +491,36 @@ func TestClockJumpRefreshes(t *testing.T) {
 		t.Fatalf("%d exchanges, want 2 registrations and 2 refreshes after the jump", len(sends))
 	}
 }
+
+// An exchange in flight is cancelled when its address goes or its link
+// drops; its late result changes nothing. A removed address whose INFORM
+// was on the wire is owed a deregistration (the server may hold it).
+func TestInFlightExchangeCancelled(t *testing.T) {
+	h := startOnLink(t, defaults(), true)
+	h.reg.silent = true
+	a := global("2001:db8::1", time.Hour)
+	h.mon.add(a)
+	if st := h.idle(); st.InFlight != 1 || phaseOf(st, "2001:db8::1") != Registering {
+		t.Fatalf("status %+v, want the registration in flight", st)
+	}
+	h.mon.remove(a)
+	st := h.settle()
+	if _, sends := h.reg.snapshot(); len(sends) != 2 || !sends[1].deregistered || len(h.xB) != 0 {
+		t.Fatalf("sends %+v (%d blocked), want the registration cancelled, then a deregistration", sends, len(h.xB))
+	}
+	if len(st.Interfaces[0].Addresses) != 0 {
+		t.Fatalf("addresses %+v after the removal", st.Interfaces[0].Addresses)
+	}
+
+	b := global("2001:db8::2", time.Hour)
+	h.mon.add(b)
+	h.mon.send(netmon.Event{Kind: netmon.LinkUpdated, Link: netmon.Link{Index: 2, Name: "eth0", Up: true}})
+	if st := h.settle(); phaseOf(st, "2001:db8::2") != Pending || len(h.xB) != 0 {
+		t.Fatalf("after carrier loss: %+v, %d blocked; want pending, nothing in flight", st, len(h.xB))
+	}
+	h.reg.silent = false
+	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
+	if p := phaseOf(h.settle(), "2001:db8::2"); p != Registered {
+		t.Fatalf("phase %v after the link came back, want registered", p)
+	}
+}

@@ -283,6 +283,10 @@ func (h *harness) perform(effects []effect) {
 				delete(h.probesB, e.gen)
 				h.results = append(h.results, evProbe{ifindex: p.ifindex, gen: p.gen, err: context.Canceled})
 			}
+			if x, ok := h.xB[e.gen]; ok {
+				delete(h.xB, e.gen)
+				h.results = append(h.results, evResult{k: x.k, gen: x.gen, dereg: x.dereg, res: registrar.Result{Sends: 1}, err: context.Canceled})
+			}
 		case effExchange:
 			t := h.ag.target(e)
 			if h.reg.blocks(t) {
@@ -292,10 +296,6 @@ func (h *harness) perform(effects []effect) {
 			}
 			res, err := h.reg.exchange(t)
 			h.results = append(h.results, evResult{k: e.k, gen: e.gen, dereg: e.dereg, res: res, err: err})
-			if x, ok := h.xB[e.gen]; ok {
-				delete(h.xB, e.gen)
-				h.results = append(h.results, evResult{k: x.k, gen: x.gen, dereg: x.dereg, res: registrar.Result{Sends: 1}, err: context.Canceled})
-			}
 		case effTimer:
 			h.timerAt = e.at
 		case effSave:
