@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/agent"
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -72,12 +73,9 @@ func newNetwork(t *testing.T) *network {
 // temporary directory, and waits until it serves.
 func startKea(t *testing.T, nd *topo.Node) (*topo.Proc, string) {
 	t.Helper()
-	if _, err := os.Stat("/usr/sbin/kea-dhcp6"); err != nil {
-		t.Fatalf("kea-dhcp6 not installed (make deps: kea-dhcp6-server): %v", err)
-	}
 	dir := t.TempDir()
 	type obj = map[string]any
-	conf := obj{"Dhcp6": obj{
+	p := dhcp6test.StartKea(t, nd, dir, obj{
 		"interfaces-config":  obj{"interfaces": []string{"eth0"}},
 		"lease-database":     obj{"type": "memfile", "persist": true, "name": filepath.Join(dir, "leases6.csv"), "lfc-interval": 0},
 		"server-id":          obj{"type": "LL", "persist": false},
@@ -91,20 +89,7 @@ func startKea(t *testing.T, nd *topo.Node) (*topo.Proc, string) {
 			"name": "kea-dhcp6", "severity": "INFO",
 			"output_options": []obj{{"output": "stdout"}},
 		}},
-	}}
-	b, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "kea-dhcp6.conf")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Kea binds to the link-local address: wait until DAD has made it usable.
-	nd.WaitAddrs(t, "eth0", topo.LinkLocal, 15*time.Second)
-	p := nd.Start(t, "kea-dhcp6", "env", "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir, "/usr/sbin/kea-dhcp6", "-c", path)
-	p.WaitOutput(t, "DHCP6_STARTED", 30*time.Second)
-	t.Logf("kea-dhcp6 %s serves IA_NA %s-%s", strings.TrimSpace(nd.MustExec(t, "/usr/sbin/kea-dhcp6", "-v")), naPoolFirst, naPoolLast)
+	})
 	return p, dir
 }
 
