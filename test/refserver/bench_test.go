@@ -111,7 +111,7 @@ func registerEvent(a netip.Addr) Event {
 func BenchmarkStoreApply(b *testing.B) {
 	for _, batch := range []int{1, 16, 128} {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
-			st, err := openStore(filepath.Join(b.TempDir(), "b.db"))
+			st, err := openStore(filepath.Join(b.TempDir(), "b.db"), retention{}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -139,7 +139,7 @@ func BenchmarkStoreApply(b *testing.B) {
 func BenchmarkGroupCommit(b *testing.B) {
 	for _, clients := range []int{1, 16, 256} {
 		b.Run("outstanding="+strconv.Itoa(clients), func(b *testing.B) {
-			st, err := openStore(filepath.Join(b.TempDir(), "b.db"))
+			st, err := openStore(filepath.Join(b.TempDir(), "b.db"), retention{}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -199,7 +199,7 @@ func BenchmarkServerPipeline(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if s.st, err = openStore(cfg.DBPath); err != nil {
+	if s.st, err = openStore(cfg.DBPath, retention{}, cfg.Logger); err != nil {
 		b.Fatal(err)
 	}
 	defer s.st.close()

@@ -185,12 +185,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.cancelRun = cancel
-	st, err := openStore(s.cfg.DBPath)
+	st, err := openStore(s.cfg.DBPath, retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}, s.log)
 	if err != nil {
 		return err
 	}
 	s.st = st
-	st.retention = retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}
 	s.running.Store(st)
 	defer func() {
 		if cerr := st.close(); cerr != nil && err == nil {
@@ -563,9 +562,6 @@ func (s *Server) writer() {
 			}
 		}
 		s.release(batch)
-		if err := s.st.prewrite(); err != nil {
-			s.log.Warn("database: writing ahead failed", "err", err)
-		}
 	}
 }
 
@@ -632,7 +628,7 @@ func (w *replyWriter) flush(s *Server) {
 }
 
 // commit applies evs, retrying a failed transaction a few times (a full
-// disk may free up; bbolt leaves nothing half-written).
+// disk may free up; a failed append is overwritten by the next).
 func (s *Server) commit(evs []Event) error {
 	defer s.metrics.observeCommit(time.Now())
 	var err error
