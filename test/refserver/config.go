@@ -47,6 +47,12 @@ type Config struct {
 	// server drops what arrives (counter "overloaded") rather than let
 	// latency grow. 0: DefaultMaxQueue.
 	MaxQueue int
+	// MaxWait is how long a message may wait in the socket's receive
+	// queue (from the kernel's receive timestamp to being read); one that
+	// waited longer is dropped unhandled and counted as "overloaded": when
+	// the server falls behind, it sheds the oldest work first and keeps the
+	// latency of what it answers bounded. 0: DefaultMaxWait; negative: no limit.
+	MaxWait time.Duration
 	// Readers is how many goroutines read and handle datagrams (recvmmsg
 	// batches), all feeding the one group-commit writer. 0: one per CPU, at most 4.
 	Readers int
