@@ -561,15 +561,30 @@ func (s *Server) enqueue(j job) {
 
 // writer commits whatever is queued in one transaction (group commit: the
 // batch is what queued up during the previous commit, not what a timer
-// allowed), then releases the replies that waited for it, writeBatch per
-// sendmmsg. It returns when jobs is closed and drained.
+// allowed), and hands the batch to the sender, which releases the replies
+// that waited for it, writeBatch per sendmmsg, while the writer commits the
+// next batch. It returns when jobs is closed and drained and the sender is
+// done.
 func (s *Server) writer() {
 	const maxBatch = 4096
-	batch := make([]job, 0, maxBatch)
+	// Three batches: one filling and committing, one being sent, one spare.
+	free := make(chan []job, 3)
+	for range cap(free) {
+		free <- make([]job, 0, maxBatch)
+	}
+	sendq := make(chan sendBatch, cap(free))
+	senderDone := make(chan struct{})
+	go func() {
+		defer close(senderDone)
+		s.sender(sendq, free)
+	}()
+	defer func() {
+		close(sendq)
+		<-senderDone
+	}()
 	var evs []Event
-	w := newReplyWriter()
 	for j := range s.jobs {
-		batch = append(batch[:0], j)
+		batch := append(<-free, j)
 	drain:
 		for len(batch) < maxBatch {
 			select {
@@ -604,21 +619,38 @@ func (s *Server) writer() {
 				s.dbErr = err
 				s.cancelRun()
 			})
-			s.release(batch)
-			continue
 		}
-		for _, j := range batch {
-			if j.reply != nil {
-				w.add(s, j)
+		clear(evs)
+		sendq <- sendBatch{jobs: batch, failed: err != nil}
+	}
+}
+
+// sendBatch is a committed batch (or, failed, one that is not) for the sender.
+type sendBatch struct {
+	jobs   []job
+	failed bool
+}
+
+// sender sends the replies of committed batches, logs their events,
+// releases their jobs and gives the batch back to the writer.
+func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
+	w := newReplyWriter()
+	for b := range sendq {
+		if !b.failed {
+			for _, j := range b.jobs {
+				if j.reply != nil {
+					w.add(s, j)
+				}
+			}
+			w.flush(s)
+			for _, j := range b.jobs {
+				if j.log {
+					s.logEvent(j.ev)
+				}
 			}
 		}
-		w.flush(s)
-		for _, j := range batch {
-			if j.log {
-				s.logEvent(j.ev)
-			}
-		}
-		s.release(batch)
+		s.release(b.jobs)
+		free <- b.jobs[:0]
 	}
 }
 
