@@ -28,7 +28,9 @@ type Config struct {
 	// off); a zero Config has it false, so library users set it, or start
 	// from DefaultConfig.
 	AddrReg bool
-	// DBPath is the bbolt database file; it is created if missing.
+	// DBPath is the database (snapshot) file; it is created if missing, log
+	// segments DBPath.wal.N and DBPath.lock live beside it, and a bbolt
+	// database of an older server there is migrated (kept as DBPath.bbolt).
 	DBPath string
 	// LeasequeryAllow lists the requestors allowed to leasequery; nil allows
 	// only loopback (::1).
