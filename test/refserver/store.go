@@ -71,6 +71,8 @@ type store struct {
 	histOffs []int
 	seq      uint64 // the last history sequence number
 	duid     []byte
+	// retryRotate is when to try a new segment again after making one failed.
+	retryRotate time.Time
 
 	spare    chan spareSegment // made ahead by the maker goroutine
 	makeNext chan uint64
@@ -491,9 +493,12 @@ func (s *store) apply(evs []Event) error {
 // write appends records to the current segment (the next one when they do
 // not fit) and syncs them.
 func (s *store) write(b []byte) error {
-	if s.off+int64(len(b)) > walSize && s.off > headerLen {
+	if s.off+int64(len(b)) > walSize && s.off > headerLen && time.Now().After(s.retryRotate) {
 		if err := s.rotate(); err != nil {
-			return err
+			s.retryRotate = time.Now().Add(10 * time.Second)
+			// Appending past the zeros works too, only its syncs
+			// write the inode as well; the next group tries again.
+			s.log.Warn("database: no new log segment: appending to the full one", "file", s.f.Name(), "err", err)
 		}
 	}
 	if _, err := s.f.WriteAt(b, s.off); err != nil {

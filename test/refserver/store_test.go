@@ -103,6 +103,10 @@ func TestStoreReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	events += len(evs)
+	// Segments are made ahead at their full size: appends never grow them.
+	if fi, err := st.f.Stat(); err != nil || fi.Size() != walSize {
+		t.Errorf("current segment: %v bytes (%v), want %d", fi.Size(), err, walSize)
+	}
 	if err := st.close(); err != nil {
 		t.Fatal(err)
 	}
