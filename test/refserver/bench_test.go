@@ -106,7 +106,7 @@ func registerEvent(a netip.Addr) Event {
 		First: t0, Last: t0, Expires: t0.Add(time.Hour), Preferred: 30 * time.Minute, Valid: time.Hour}}
 }
 
-// BenchmarkStoreApply: the durable write path (bbolt commit with fsync),
+// BenchmarkStoreApply: the durable write path (log append with fdatasync),
 // batch registrations per transaction; ns/op is per registration.
 func BenchmarkStoreApply(b *testing.B) {
 	for _, batch := range []int{1, 16, 128} {
@@ -174,7 +174,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 
 // BenchmarkServerPipeline: the whole server path for relayed INFORMs from
 // distinct clients, without the kernel's receive side: handle (validation,
-// bindings), the writer (group commit in bbolt with fsync) and the replies
+// bindings), the writer (group commit: log append with fdatasync) and the replies
 // sent on a real UDP socket to a sink that counts them. allocs/op is per
 // registration, every allocation of the server included.
 func BenchmarkServerPipeline(b *testing.B) {
