@@ -135,7 +135,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	queue := fs.Int("queue", refserver.DefaultMaxQueue,
 		"most registrations waiting for their database commit; above it messages are dropped (counter \"overloaded\")")
 	maxWait := fs.Duration("max-wait", refserver.DefaultMaxWait,
-		"a message that waited longer than this in the socket's receive queue, or arrives while a database commit has run longer, is dropped unhandled (counter \"overloaded\"); 0: no limit")
+		"a message that waited longer than this in the socket's receive queue is dropped unhandled (counter \"overloaded\"); 0: no limit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	noLog := fs.Bool("no-registration-log", false, "do not log each registration (rejects are still logged)")

@@ -53,9 +53,7 @@ type Config struct {
 	// queue (from the kernel's receive timestamp to being read); one that
 	// waited longer is dropped unhandled and counted as "overloaded": when
 	// the server falls behind, it sheds the oldest work first and keeps the
-	// latency of what it answers bounded. So is what arrives while a
-	// database commit has been running longer than this (a disk stall).
-	// 0: DefaultMaxWait; negative: no limit.
+	// latency of what it answers bounded. 0: DefaultMaxWait; negative: no limit.
 	MaxWait time.Duration
 	// Readers is how many goroutines read and handle datagrams (recvmmsg
 	// batches), all feeding the one group-commit writer. 0: one per CPU, at most 4.

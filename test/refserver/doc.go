@@ -60,8 +60,8 @@
 //     allocating; replies go into pooled buffers); at most Config.MaxQueue
 //     wait for a commit, and what arrives beyond is dropped and counted
 //     ("overloaded"), as is a datagram that waited in the socket longer than
-//     Config.MaxWait (its kernel receive timestamp) or arrives while a commit
-//     has run longer than that: latency stays bounded under overload.
+//     Config.MaxWait (its kernel receive timestamp): latency stays bounded
+//     under overload, the oldest work shed first.
 //   - Rate limits are token buckets per source address (the innermost
 //     peer-address when relayed) and per DUID; rate-limited, truncated,
 //     oversized and malformed datagrams are counted but not written to the

@@ -38,14 +38,12 @@ type Server struct {
 	// Read-only after New.
 	hot map[string]*atomic.Uint64
 
-	st     *store
-	pc     *ipv6.PacketConn
-	jobs   chan job
-	queued atomic.Int64 // jobs queued or being committed
-	// commitAt is when the running commit began (Unix ns; 0: none running).
-	commitAt atomic.Int64
-	shedLog  atomic.Int64 // unix seconds of the last "shedding load" log line
-	bufs     sync.Pool    // *[]byte reply buffers
+	st      *store
+	pc      *ipv6.PacketConn
+	jobs    chan job
+	queued  atomic.Int64 // jobs queued or being committed
+	shedLog atomic.Int64 // unix seconds of the last "shedding load" log line
+	bufs    sync.Pool    // *[]byte reply buffers
 
 	ifmu    sync.Mutex
 	ifNames map[int]string
@@ -470,12 +468,6 @@ func (s *Server) handle(pkt Packet) {
 		s.shed("commit queue full", "queue", s.cfg.MaxQueue)
 		return
 	}
-	// A commit running longer than MaxWait (a disk stall) would make this
-	// message wait longer still.
-	if at := s.commitAt.Load(); at != 0 && s.cfg.MaxWait > 0 && time.Now().UnixNano()-at > int64(s.cfg.MaxWait) {
-		s.shed("database commit running longer than --max-wait", "max_wait", s.cfg.MaxWait)
-		return
-	}
 	h := s.h.Load()
 	bp := s.bufs.Get().(*[]byte)
 	queued := false
@@ -613,9 +605,7 @@ func (s *Server) writer() {
 			evs = append(evs, j.evs...)
 		}
 		t0 := time.Now()
-		s.commitAt.Store(t0.UnixNano())
 		err := s.commit(evs)
-		s.commitAt.Store(0)
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("commit", "jobs", len(batch), "events", len(evs), "took", time.Since(t0))
 		}
