@@ -90,7 +90,7 @@ const (
 	// the server sheds load (Config.MaxQueue).
 	DefaultMaxQueue = 1024
 	// DefaultMaxWait is Config.MaxWait's default.
-	DefaultMaxWait = 20 * time.Millisecond
+	DefaultMaxWait = 50 * time.Millisecond
 )
 
 // New checks cfg and returns a Server; Run starts it.
