@@ -18,7 +18,7 @@
 //     without sockets. It owns the in-memory bindings and the rate limiters.
 //   - store.go and logfile.go: the database, an append-only write-ahead log
 //     of CRC-checked records with periodic snapshots (the on-disk format is
-//     documented in logfile.go), written by one goroutine that appends all
+//     documented below), written by one goroutine that appends all
 //     queued events with one write and one fdatasync (group commit) and only
 //     then releases the ADDR-REG-REPLYs that depend on them. migrate.go
 //     reads the bbolt database of older servers.
@@ -54,7 +54,8 @@
 //     segment (a crash during a commit that was never acknowledged) is cut
 //     off with a warning; any other damage stops the server with an error
 //     naming the file. A bbolt database of an older server at DBPath is
-//     migrated on first start and kept as DBPath.bbolt.
+//     migrated on first start and kept as DBPath.bbolt. The format is
+//     below.
 //   - Throughput: Config.Readers goroutines take datagrams off the socket
 //     with recvmmsg and handle them (a plain INFORM is decoded without
 //     allocating; replies go into pooled buffers); at most Config.MaxQueue
@@ -72,4 +73,33 @@
 //     answers those and QUERY_BY_LINK_ADDRESS over TCP port 547, a client's
 //     addresses in parts of at most 1,024 per OPTION_CLIENT_DATA (a framed
 //     message holds 64 KB). The default allow list is ::1/128.
+//
+// # On-disk format
+//
+// Every database file, the snapshot and each write-ahead log segment
+// (store.go, logfile.go), is a header and then records.
+//
+//	header (24 bytes): magic "addrreg\x00", version 1, kind ('S' snapshot,
+//	    'W' log segment), two zero bytes, generation (uint64), CRC-32C of
+//	    the 20 bytes before it (uint32). All integers big-endian.
+//	record: length n (uint32, 1 … maxRecord), CRC-32C of the n bytes that
+//	    follow (uint32), then n bytes: a type byte and its payload.
+//
+// Record types and payloads:
+//
+//	'M' meta:    key length (1 byte), key, value. Keys: "server-duid",
+//	             "seq" (the last history sequence number, uint64).
+//	'B' binding: address (16 bytes), expiry (int64 Unix ns, 0 never),
+//	             the binding (codecV1, codec.go).
+//	'D' delete:  address (16 bytes), 0 (unconditional) or 1 and an expiry
+//	             (int64): delete only if the binding held then still
+//	             expires then (an expiry queued beside a newer register).
+//	'H' history: sequence (uint64), time (int64 Unix ns), the record (codecV1).
+//
+// A length of zero ends the file: segments are written with zeros ahead
+// of their records (see walSize). A record whose CRC does not match, or
+// that runs past the end, is a torn write of a commit that was never
+// acknowledged; the server truncates the file there at startup and says
+// so. Replaying the snapshot, then every segment of a higher generation in
+// order, gives the bindings and the history.
 package refserver

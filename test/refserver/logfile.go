@@ -9,32 +9,7 @@ import (
 	"time"
 )
 
-// The on-disk format: every file, the snapshot and each write-ahead log
-// segment, is a header and then records.
-//
-//	header (24 bytes): magic "addrreg\x00", version 1, kind ('S' snapshot,
-//	    'W' log segment), two zero bytes, generation (uint64), CRC-32C of
-//	    the 20 bytes before it (uint32). All integers big-endian.
-//	record: length n (uint32, 1 … maxRecord), CRC-32C of the n bytes that
-//	    follow (uint32), then n bytes: a type byte and its payload.
-//
-// Record types and payloads:
-//
-//	'M' meta:    key length (1 byte), key, value. Keys: "server-duid",
-//	             "seq" (the last history sequence number, uint64).
-//	'B' binding: address (16 bytes), expiry (int64 Unix ns, 0 never),
-//	             the binding (codecV1, codec.go).
-//	'D' delete:  address (16 bytes), 0 (unconditional) or 1 and an expiry
-//	             (int64): delete only if the binding held then still
-//	             expires then (an expiry queued beside a newer register).
-//	'H' history: sequence (uint64), time (int64 Unix ns), the record (codecV1).
-//
-// A length of zero ends the file: segments are written with zeros ahead
-// of their records (see walSize). A record whose CRC does not match, or
-// that runs past the end, is a torn write of a commit that was never
-// acknowledged; the server truncates the file there at startup and says
-// so. Replaying the snapshot, then every segment of a higher generation in
-// order, gives the bindings and the history.
+// The on-disk format is described in the package doc (doc.go).
 const (
 	logVersion = 1
 	headerLen  = 24
