@@ -87,8 +87,12 @@ func (q *HistoryQuery) needles() [][]byte {
 }
 
 // query returns the records q selects, oldest first, from the history in
-// memory; the writer appends to it only after its commits are synced.
+// memory; the writer adds to it after its commits are synced, and never
+// waits for a query to do so.
 func (s *store) query(q HistoryQuery) ([]HistoryRecord, error) {
+	s.hmu.Lock()
+	s.absorb() // what the writer could not add while another query ran
+	s.hmu.Unlock()
 	s.hmu.RLock()
 	defer s.hmu.RUnlock()
 	return queryHist(&s.hist, q)

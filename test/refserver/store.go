@@ -82,9 +82,14 @@ type store struct {
 	compactWG  sync.WaitGroup
 	snapSize   atomic.Int64
 
-	hmu   sync.RWMutex
-	hist  histRing
-	arena []byte
+	// The history in memory: hist under hmu; the writer adds a commit's
+	// records to pending (under pmu, never held long) and moves them into
+	// hist only when hmu is free, so a query never holds up a commit.
+	hmu     sync.RWMutex
+	hist    histRing
+	pmu     sync.Mutex
+	pending []histEntry
+	arena   []byte // writer-owned: the pending records' bytes
 
 	loaded map[[16]byte]stBinding // from startup until load
 }
@@ -473,9 +478,8 @@ func (s *store) apply(evs []Event) error {
 		return err
 	}
 	s.seq = seq
-	// In memory for queries, after the commit: readers never wait for it.
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
+	// In memory for queries, after the commit.
+	s.pmu.Lock()
 	for i := 0; i < len(offs); i += 2 {
 		p := buf[offs[i]:offs[i+1]] // seq, time, record
 		if len(s.arena)+len(p) > cap(s.arena) {
@@ -483,11 +487,28 @@ func (s *store) apply(evs []Event) error {
 		}
 		at := len(s.arena)
 		s.arena = append(s.arena, p[16:]...)
-		h := histEntry{seq: binary.BigEndian.Uint64(p), t: int64(binary.BigEndian.Uint64(p[8:])), rec: s.arena[at:len(s.arena):len(s.arena)]}
+		s.pending = append(s.pending, histEntry{seq: binary.BigEndian.Uint64(p), t: int64(binary.BigEndian.Uint64(p[8:])),
+			rec: s.arena[at:len(s.arena):len(s.arena)]})
+	}
+	s.pmu.Unlock()
+	if s.hmu.TryLock() {
+		s.absorb()
+		s.hmu.Unlock()
+	}
+	return nil
+}
+
+// absorb moves the pending history records into hist; the caller holds
+// hmu for writing.
+func (s *store) absorb() {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	for _, h := range s.pending {
 		s.hist.push(h)
 		s.hist.prune(s.ret, h.seq, h.t)
 	}
-	return nil
+	clear(s.pending)
+	s.pending = s.pending[:0]
 }
 
 // write appends records to the current segment (the next one when they do

@@ -415,3 +415,49 @@ func FuzzLogRecords(f *testing.F) {
 		}
 	})
 }
+
+// TestStoreQueryDuringCommits: history queries running beside commits see
+// a consistent prefix, and once the commits are done, every record.
+func TestStoreQueryDuringCommits(t *testing.T) {
+	st := mustOpen(t, filepath.Join(t.TempDir(), "b.db"), nil)
+	defer st.close()
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				close(done)
+				return
+			default:
+			}
+			h, err := st.history()
+			for i, r := range h {
+				if err == nil && r.Seq != uint64(i+1) {
+					err = errors.New("records out of order or missing")
+				}
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	addrs := benchAddrs(2000)
+	for i := 0; i < len(addrs); i += 40 {
+		var evs []Event
+		for _, a := range addrs[i : i+40] {
+			evs = append(evs, registerEvent(a))
+		}
+		if err := st.apply(evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if h, err := st.history(); err != nil || len(h) != len(addrs) {
+		t.Fatalf("after the commits: %d records, %v; want %d", len(h), err, len(addrs))
+	}
+}
