@@ -1,447 +1,21 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"net/netip"
-	"runtime"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/addrreg/addrreg/netmon"
-	"github.com/addrreg/addrreg/registrar"
 	"github.com/addrreg/addrreg/scheduler"
 )
 
-// These tests drive the state machine with a scripted monitor and
-// registrar on a fake clock: pure logic. The real kernel, sockets and
-// server are exercised by the end-to-end tests in e2e_test.go.
-//
-// No test waits on the wall clock: harness.idle knows from the fakes and
-// the agent's status when the agent has done all it can until the fake
-// clock moves or the test acts.
-
-// activity wakes harness.idle at every change of a fake's state: the
-// channel wait returns is closed at the next signal.
-type activity struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func (a *activity) wait() <-chan struct{} {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.ch == nil {
-		a.ch = make(chan struct{})
-	}
-	return a.ch
-}
-
-func (a *activity) signal() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.ch != nil {
-		close(a.ch)
-		a.ch = nil
-	}
-}
-
-type fakeMon struct {
-	act     *activity
-	mu      sync.Mutex
-	queue   []netmon.Event
-	wake    chan struct{} // one token: the queue grew
-	parked  bool          // Next waits on an empty queue: every event it returned was handed on
-	addrs   map[netip.Addr]netmon.Addr
-	lookErr error
-}
-
-func newFakeMon(act *activity) *fakeMon {
-	return &fakeMon{act: act, wake: make(chan struct{}, 1), addrs: map[netip.Addr]netmon.Addr{}}
-}
-
-func (m *fakeMon) Next(ctx context.Context) (netmon.Event, error) {
-	for {
-		m.mu.Lock()
-		if len(m.queue) > 0 {
-			e := m.queue[0]
-			m.queue, m.parked = m.queue[1:], false
-			m.mu.Unlock()
-			return e, nil
-		}
-		m.parked = true
-		m.mu.Unlock()
-		m.act.signal()
-		select {
-		case <-m.wake:
-		case <-ctx.Done():
-			return netmon.Event{}, ctx.Err()
-		}
-	}
-}
-
-// send queues an event for Next.
-func (m *fakeMon) send(e netmon.Event) {
-	m.mu.Lock()
-	m.queue = append(m.queue, e)
-	m.mu.Unlock()
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
-
-// drained reports whether the agent's reader has taken every event and
-// waits for more.
-func (m *fakeMon) drained() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.parked && len(m.queue) == 0
-}
-
-func (m *fakeMon) Lookup(_ int, ip netip.Addr) (netmon.Addr, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.lookErr != nil {
-		return netmon.Addr{}, false, m.lookErr
-	}
-	a, ok := m.addrs[ip]
-	return a, ok, nil
-}
-
-func (m *fakeMon) link(up bool, managed, other bool) {
-	m.send(netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: up, LowerUp: up, Managed: managed, Other: other}})
-}
-
-func (m *fakeMon) add(a netmon.Addr) {
-	m.mu.Lock()
-	m.addrs[a.IP] = a
-	m.mu.Unlock()
-	m.send(netmon.Event{Kind: netmon.AddrAdded, Addr: a})
-}
-
-func (m *fakeMon) update(a netmon.Addr) {
-	m.mu.Lock()
-	m.addrs[a.IP] = a
-	m.mu.Unlock()
-	m.send(netmon.Event{Kind: netmon.AddrUpdated, Addr: a})
-}
-
-func (m *fakeMon) remove(a netmon.Addr) {
-	m.mu.Lock()
-	delete(m.addrs, a.IP)
-	m.mu.Unlock()
-	m.send(netmon.Event{Kind: netmon.AddrRemoved, Addr: a})
-}
-
-type sent struct {
-	addr         netip.Addr
-	pref, valid  time.Duration
-	deregistered bool
-}
-
-type fakeReg struct {
-	act        *activity
-	mu         sync.Mutex
-	running    int        // Probe and Register calls under way, not blocked
-	blockedP   []*blocked // Probe calls waiting for their context
-	blockedR   []*blocked // Register calls waiting for their context (or a gate)
-	supported  bool
-	probes     int
-	sends      []sent
-	silent     bool
-	fail       bool // no reply: every exchange fails after its transmissions
-	started    int
-	probeErr   error         // Probe fails with this
-	blockProbe bool          // Probe waits for its context (no server answers)
-	probeFrom  []netip.Addr  // source of each probe
-	lastSent   time.Duration // Result.LastSent = now - lastSent
-	clk        *scheduler.FakeClock
-}
-
-// enter and leave count the calls under way; block and unblock move one
-// to the blocked calls and back.
-func (r *fakeReg) enter() {
-	r.mu.Lock()
-	r.running++
-	r.mu.Unlock()
-	r.act.signal()
-}
-
-func (r *fakeReg) leave() {
-	r.mu.Lock()
-	r.running--
-	r.mu.Unlock()
-	r.act.signal()
-}
-
-// blocked is a fake call waiting until its context ends or until closes.
-type blocked struct {
-	ctx   context.Context
-	until <-chan struct{}
-}
-
-// over reports whether the call is about to return (its goroutine may not
-// have woken yet).
-func (b *blocked) over() bool {
-	select {
-	case <-b.ctx.Done():
-		return true
-	case <-b.until:
-		return true
-	default:
-		return false
-	}
-}
-
-func (r *fakeReg) block(list *[]*blocked, ctx context.Context) {
-	r.blockUntil(list, ctx, nil)
-}
-
-// blockUntil blocks a call under way until ctx ends or until closes.
-func (r *fakeReg) blockUntil(list *[]*blocked, ctx context.Context, until <-chan struct{}) {
-	b := &blocked{ctx, until}
-	r.mu.Lock()
-	*list = append(*list, b)
-	r.running--
-	r.mu.Unlock()
-	r.act.signal()
-	select {
-	case <-ctx.Done():
-	case <-until:
-	}
-	r.mu.Lock()
-	*list = slices.DeleteFunc(*list, func(x *blocked) bool { return x == b })
-	r.running++
-	r.mu.Unlock()
-	r.act.signal()
-}
-
-// calls returns how many calls are under way and how many blocked. A
-// blocked call whose wait is over is under way: it is about to return,
-// though its goroutine has not woken yet.
-func (r *fakeReg) calls() (running, blockedProbes, blockedRegisters int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	running = r.running
-	count := func(list []*blocked) (n int) {
-		for _, b := range list {
-			if b.over() {
-				running++
-			} else {
-				n++
-			}
-		}
-		return n
-	}
-	return running, count(r.blockedP), count(r.blockedR)
-}
-
-func (r *fakeReg) Probe(ctx context.Context, _ int, from netip.Addr) (bool, error) {
-	r.enter()
-	defer r.leave()
-	r.mu.Lock()
-	r.probes++
-	r.probeFrom = append(r.probeFrom, from)
-	ok, err, block := r.supported, r.probeErr, r.blockProbe
-	r.mu.Unlock()
-	if block {
-		r.block(&r.blockedP, ctx)
-		return false, ctx.Err()
-	}
-	return ok, err
-}
-
-func (r *fakeReg) Register(ctx context.Context, t registrar.Target) (registrar.Result, error) {
-	r.enter()
-	defer r.leave()
-	p, v, ok := t.Lifetimes()
-	r.mu.Lock()
-	r.started++
-	if ok {
-		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister})
-	}
-	silent, fail := r.silent, r.fail
-	r.mu.Unlock()
-	if !ok {
-		return registrar.Result{}, registrar.ErrAddressGone
-	}
-	if fail {
-		return registrar.Result{Sends: 3, Preferred: p, Valid: v}, registrar.ErrExchangeFailed
-	}
-	if silent {
-		r.block(&r.blockedR, ctx)
-		return registrar.Result{Sends: 1}, ctx.Err()
-	}
-	res := registrar.Result{Replied: true, Sends: 1, Preferred: p, Valid: v}
-	if r.clk != nil {
-		res.LastSent = r.clk.Now().Add(-r.lastSent)
-	}
-	return res, nil
-}
-
-func (r *fakeReg) snapshot() (int, []sent) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.probes, append([]sent(nil), r.sends...)
-}
-
-var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-
-func global(ip string, valid time.Duration) netmon.Addr {
-	return netmon.Addr{Index: 2, Ifname: "eth0", IP: netip.MustParseAddr(ip), PrefixLen: 64,
-		Preferred: valid / 2, Valid: valid, Class: netmon.ClassGlobal, State: netmon.StatePreferred, Registrable: true}
-}
-
-var ll = netmon.Addr{Index: 2, Ifname: "eth0", IP: netip.MustParseAddr("fe80::1"), PrefixLen: 64,
-	Valid: netmon.Infinite, Preferred: netmon.Infinite, Class: netmon.ClassLinkLocal, State: netmon.StatePreferred}
-
-type harness struct {
-	t    *testing.T
-	act  *activity
-	clk  *scheduler.FakeClock
-	mon  *fakeMon
-	reg  *fakeReg
-	ag   *Agent
-	stop context.CancelFunc
-	done chan error
-	once sync.Once
-}
-
-func start(t *testing.T, cfg Config, supported bool) *harness {
-	t.Helper()
-	act := &activity{}
-	h := &harness{t: t, act: act, clk: scheduler.NewFakeClock(t0), mon: newFakeMon(act), reg: &fakeReg{act: act, supported: supported}, done: make(chan error, 1)}
-	h.reg.clk = h.clk
-	cfg.Clock = h.clk
-	if cfg.Policy == (scheduler.Policy{}) {
-		cfg.Policy = scheduler.NewPolicy(func() float64 { return 0.5 }) // multiplier 1.0
-	}
-	if cfg.Rate == 0 {
-		cfg.Rate, cfg.Burst = 1e6, 1e6
-	}
-	if cfg.Rand == nil {
-		cfg.Rand = func() float64 { return 0 } // retries at their nominal delay
-	}
-	h.ag = New(cfg, h.mon, h.reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	h.stop = cancel
-	// Every goroutine the agent starts ends with Run: none outlives it.
-	running := goleak.IgnoreCurrent()
-	go func() { h.done <- h.ag.Run(ctx) }()
-	t.Cleanup(func() {
-		h.shutdown()
-		goleak.VerifyNone(t, running)
-	})
-	return h
-}
-
-func (h *harness) shutdown() {
-	h.once.Do(func() {
-		h.stop()
-		select {
-		case <-h.done:
-		case <-time.After(5 * time.Second):
-			h.t.Error("agent did not stop within 5s")
-		}
-	})
-}
-
-// idle returns the agent's status once it has done all it can until the
-// fake clock moves or the test acts: its reader waits on an empty queue,
-// nothing is buffered for its loop, no fake call is under way, and every
-// probe and exchange it counts is one the fakes hold blocked (so none has a
-// result on its way). The status is served by the owner goroutine, between
-// events. Waiting is on the fakes' activity and on status round trips
-// (each one a turn of the agent's loop), never on the wall clock; the
-// deadline only ends a test whose agent hangs.
-func (h *harness) idle() Status {
-	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var st Status
-	for turns := 0; ; turns++ {
-		if time.Now().After(deadline) {
-			running, bp, br := h.reg.calls()
-			h.t.Fatalf("agent not idle after %d turns: reader drained %v, %d calls under way, %d+%d blocked; %+v",
-				turns, h.mon.drained(), running, bp, br, st)
-		}
-		changed := h.act.wait()
-		running, blockedProbes, blockedRegisters := h.reg.calls()
-		if !h.mon.drained() || running > 0 {
-			select {
-			case <-changed:
-			case <-time.After(time.Until(deadline)):
-			}
-			continue
-		}
-		buffered := len(h.ag.events) + len(h.ag.hup) + len(h.ag.wake) + len(h.ag.state.tick)
-		var err error
-		if st, err = h.ag.Status(context.Background()); err != nil {
-			h.t.Fatal(err)
-		}
-		if buffered > 0 || st.InFlight != blockedRegisters || probing(st) != blockedProbes {
-			// The loop has more to take, or a goroutine of the agent's
-			// has a result on its way: let it run, then another turn.
-			runtime.Gosched()
-			continue
-		}
-		select {
-		case <-changed: // a call started meanwhile
-		default:
-			return st
-		}
-	}
-}
-
-// settle is idle for a test that expects the agent to have finished:
-// nothing queued behind the rate limit, no exchange under way.
-func (h *harness) settle() Status {
-	h.t.Helper()
-	st := h.idle()
-	if st.Queued != 0 || st.InFlight != 0 {
-		h.t.Fatalf("agent did not settle: %d queued, %d in flight: %+v", st.Queued, st.InFlight, st)
-	}
-	return st
-}
-
-func probing(st Status) int {
-	n := 0
-	for _, i := range st.Interfaces {
-		if i.State == IfProbing {
-			n++
-		}
-	}
-	return n
-}
-
-func phaseOf(st Status, ip string) Phase {
-	for _, i := range st.Interfaces {
-		for _, a := range i.Addresses {
-			if a.Addr == netip.MustParseAddr(ip) {
-				return a.Phase
-			}
-		}
-	}
-	return -1
-}
-
-// startOnLink starts an agent whose eth0 is up, has seen an RA with the O
-// flag and has its link-local address.
-func startOnLink(t *testing.T, cfg Config, supported bool) *harness {
-	t.Helper()
-	h := start(t, cfg, supported)
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
-	return h
-}
-
-func defaults() Config {
-	return Config{Enable: true, RequireRAFlags: true, Deregister: true}
-}
+// These tests drive the state machine (machine.go) synchronously through
+// harness (harness_test.go): each event is stepped and its effects
+// performed, with the fakes' results fed back, until nothing is left to
+// do; time moves only with the fake clock. The owner loop's wiring is
+// tested in lifecycle_test.go, the real kernel, sockets and server in the
+// end-to-end tests (e2e_test.go and others).
 
 func TestRegistersAfterDiscovery(t *testing.T) {
 	h := startOnLink(t, defaults(), true)
@@ -531,7 +105,7 @@ func TestRefreshOnLifetimeChange(t *testing.T) {
 	h.settle()
 
 	// Counting down in step: no refresh.
-	h.clk.Advance(100 * time.Second)
+	h.advance(100 * time.Second)
 	a.Valid = 86300 * time.Second
 	h.mon.update(a)
 	st := h.settle()
@@ -546,7 +120,7 @@ func TestRefreshOnLifetimeChange(t *testing.T) {
 	if got := st.Interfaces[0].Addresses[0].NextRefresh; !got.Equal(want) {
 		t.Fatalf("refresh at %v, want %v", got, want)
 	}
-	h.clk.Advance(5760 * time.Second)
+	h.advance(5760 * time.Second)
 	h.settle()
 	_, sends := h.reg.snapshot()
 	if len(sends) != 2 || sends[1].valid != 7200*time.Second {
@@ -560,13 +134,13 @@ func TestStaticRefreshAndCoalescing(t *testing.T) {
 	s1.Class = netmon.ClassStatic
 	h.mon.add(s1)
 	h.settle()
-	h.clk.Advance(30 * time.Second)
+	h.advance(30 * time.Second)
 	s2 := global("2001:db8::11", netmon.Infinite)
 	s2.Class = netmon.ClassStatic
 	h.mon.add(s2)
 	h.settle()
 	// s1 is due at 4h, s2 at 4h+30s: within the 60 s window, both go at 4h.
-	h.clk.Advance(4*time.Hour - 30*time.Second)
+	h.advance(4*time.Hour - 30*time.Second)
 	h.settle()
 	_, sends := h.reg.snapshot()
 	if len(sends) != 4 {
@@ -652,7 +226,7 @@ func TestPacing(t *testing.T) {
 			}
 			return
 		}
-		h.clk.Advance(100 * time.Millisecond)
+		h.advance(100 * time.Millisecond)
 		h.idle()
 	}
 	_, sends := h.reg.snapshot()
@@ -679,7 +253,7 @@ func TestFailedIsRetriedWithBackoff(t *testing.T) {
 	// RAs re-announce the address, lifetimes reset to what the RA says:
 	// no new exchange before the retry is due.
 	for i := 1; i <= 5; i++ {
-		h.clk.Advance(2 * time.Second)
+		h.advance(2 * time.Second)
 		h.mon.update(a)
 		h.settle()
 	}
@@ -694,7 +268,7 @@ func TestFailedIsRetriedWithBackoff(t *testing.T) {
 		if got := st.Interfaces[0].Addresses[0].NextRefresh; !got.Equal(want) {
 			t.Fatalf("retry %d at %v, want %v (after %v)", i+1, got, want, d)
 		}
-		h.clk.AdvanceTo(want)
+		h.advanceTo(want)
 		h.settle()
 		if n := exchanges(); n != i+2 {
 			t.Fatalf("%d exchanges after retry %d, want %d", n, i+1, i+2)
@@ -705,7 +279,7 @@ func TestFailedIsRetriedWithBackoff(t *testing.T) {
 	h.reg.mu.Lock()
 	h.reg.fail = false
 	h.reg.mu.Unlock()
-	h.clk.AdvanceTo(last.Add(480 * time.Second))
+	h.advanceTo(last.Add(480 * time.Second))
 	if p := phaseOf(h.settle(), "2001:db8::1"); p != Registered {
 		t.Fatalf("phase = %v, want registered", p)
 	}
@@ -747,7 +321,7 @@ func TestReaddCancelsQueuedDeregistration(t *testing.T) {
 	h.mon.add(a)
 	h.idle()
 	for range 3 {
-		h.clk.Advance(time.Second)
+		h.advance(time.Second)
 		h.idle()
 	}
 	st := h.settle()
@@ -776,7 +350,7 @@ func TestFlapDuringBurstNoDuplicates(t *testing.T) {
 	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
 	h.idle()
 	for range 40 {
-		h.clk.Advance(100 * time.Millisecond)
+		h.advance(100 * time.Millisecond)
 		h.idle()
 	}
 	h.settle()
@@ -822,7 +396,7 @@ func TestReprobe(t *testing.T) {
 	h.reg.mu.Lock()
 	h.reg.probeErr = nil
 	h.reg.mu.Unlock()
-	h.clk.Advance(scheduler.DefaultRetryFirst)
+	h.advance(scheduler.DefaultRetryFirst)
 	st := h.settle()
 	if probes, _ := h.reg.snapshot(); probes != 2 || st.Interfaces[0].State != IfUnsupported {
 		t.Fatalf("probes=%d state=%v after the retry, want 2 and unsupported", probes, st.Interfaces[0].State)
@@ -830,7 +404,7 @@ func TestReprobe(t *testing.T) {
 	h.reg.mu.Lock()
 	h.reg.supported = true
 	h.reg.mu.Unlock()
-	h.clk.Advance(reprobeUnsupported)
+	h.advance(reprobeUnsupported)
 	st = h.settle()
 	if probes, _ := h.reg.snapshot(); probes != 3 || st.Interfaces[0].State != IfSupported {
 		t.Fatalf("probes=%d state=%v a day later, want 3 and supported", probes, st.Interfaces[0].State)
@@ -915,5 +489,38 @@ func TestClockJumpRefreshes(t *testing.T) {
 	h.settle()
 	if _, sends := h.reg.snapshot(); len(sends) != 4 {
 		t.Fatalf("%d exchanges, want 2 registrations and 2 refreshes after the jump", len(sends))
+	}
+}
+
+// An exchange in flight is cancelled when its address goes or its link
+// drops; its late result changes nothing. A removed address whose INFORM
+// was on the wire is owed a deregistration (the server may hold it).
+func TestInFlightExchangeCancelled(t *testing.T) {
+	h := startOnLink(t, defaults(), true)
+	h.reg.silent = true
+	a := global("2001:db8::1", time.Hour)
+	h.mon.add(a)
+	if st := h.idle(); st.InFlight != 1 || phaseOf(st, "2001:db8::1") != Registering {
+		t.Fatalf("status %+v, want the registration in flight", st)
+	}
+	h.mon.remove(a)
+	st := h.settle()
+	if _, sends := h.reg.snapshot(); len(sends) != 2 || !sends[1].deregistered || len(h.xB) != 0 {
+		t.Fatalf("sends %+v (%d blocked), want the registration cancelled, then a deregistration", sends, len(h.xB))
+	}
+	if len(st.Interfaces[0].Addresses) != 0 {
+		t.Fatalf("addresses %+v after the removal", st.Interfaces[0].Addresses)
+	}
+
+	b := global("2001:db8::2", time.Hour)
+	h.mon.add(b)
+	h.mon.send(netmon.Event{Kind: netmon.LinkUpdated, Link: netmon.Link{Index: 2, Name: "eth0", Up: true}})
+	if st := h.settle(); phaseOf(st, "2001:db8::2") != Pending || len(h.xB) != 0 {
+		t.Fatalf("after carrier loss: %+v, %d blocked; want pending, nothing in flight", st, len(h.xB))
+	}
+	h.reg.silent = false
+	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
+	if p := phaseOf(h.settle(), "2001:db8::2"); p != Registered {
+		t.Fatalf("phase %v after the link came back, want registered", p)
 	}
 }

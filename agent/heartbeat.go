@@ -21,11 +21,13 @@ func (s Summary) String() string {
 // defaultHeartbeat is Config.HeartbeatInterval's default.
 const defaultHeartbeat = 10 * time.Second
 
-// summary counts what the owner loop holds. Called only from Run's goroutine.
-func (a *Agent) summary() Summary {
+// summarize counts what the machine holds. The heartbeat is an effect of
+// the machine's wake-up (machine.wakeUp), performed by the owner loop: a
+// loop that is wedged stops beating, and a supervisor's watchdog notices.
+func (m *machine) summarize() Summary {
 	var s Summary
-	for _, ifc := range a.ifaces {
-		if !a.wanted(ifc.name) {
+	for _, ifc := range m.ifaces {
+		if !m.wanted(ifc.name) {
 			continue
 		}
 		s.Interfaces++
@@ -40,24 +42,4 @@ func (a *Agent) summary() Summary {
 		}
 	}
 	return s
-}
-
-// startHeartbeat calls Config.Heartbeat now and then every
-// HeartbeatInterval, always from the owner loop (beat is one of its select
-// cases): a loop that is wedged stops beating, and a supervisor's watchdog
-// notices. It returns the channel the timer signals, the function that
-// re-arms it after a beat and the one that stops it.
-func (a *Agent) startHeartbeat() (beat <-chan struct{}, rearm func(), stop func()) {
-	if a.cfg.Heartbeat == nil {
-		return nil, func() {}, func() {}
-	}
-	c := make(chan struct{}, 1)
-	fire := func() {
-		select {
-		case c <- struct{}{}:
-		default:
-		}
-	}
-	t := a.clock.AfterFunc(0, fire)
-	return c, func() { t.Reset(a.cfg.HeartbeatInterval) }, func() { t.Stop() }
 }

@@ -20,17 +20,16 @@ import (
 // scheduleRetry records one more failure of ad and schedules its next
 // exchange. Every path to Failed goes through here, so no address sits
 // failed without a retry due.
-func (a *Agent) scheduleRetry(ifc *iface, ad *addr) {
+func (m *machine) scheduleRetry(ifc *iface, ad *addr) {
 	ad.failures++
-	now := a.clock.Now()
 	valid := ad.cur.Valid
 	if !ad.cur.Observed.IsZero() {
-		_, valid = ad.cur.Remaining(now)
+		_, valid = ad.cur.Remaining(m.now)
 	}
-	d := a.cfg.Retry.Delay(ad.failures, a.cfg.Policy.Interval(valid, a.static(ad.cur)), a.cfg.Rand)
+	d := m.cfg.Retry.Delay(ad.failures, m.cfg.Policy.Interval(valid, static(ad.cur)), m.cfg.Rand)
 	k := key{ifc.index, ad.cur.IP}
-	a.deadlines.Set(k, now.Add(d))
-	a.log.Debug("registration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d, "failures", ad.failures)
+	m.deadlines.Set(k, m.now.Add(d))
+	m.debug("registration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d, "failures", ad.failures)
 }
 
 // retryDeregistration owes k's deregistration again after one that was
@@ -38,59 +37,39 @@ func (a *Agent) scheduleRetry(ifc *iface, ad *addr) {
 // no reply can reach a removed address). It goes out after Retry.First,
 // once per delay, until it is sent, the address comes back or its link
 // goes; without this the server would keep the binding until it expires.
-func (a *Agent) retryDeregistration(k key) {
-	ifc, ok := a.ifaces[k.ifindex]
-	if !ok || !ifc.up || a.owed[k] {
+func (m *machine) retryDeregistration(k key) {
+	ifc, ok := m.ifaces[k.ifindex]
+	if !ok || !ifc.up || m.owed[k] {
 		return
 	}
 	if _, back := ifc.addrs[k.addr]; back {
 		return
 	}
-	a.owed[k] = true
-	d := a.cfg.Retry.Delay(1, 0, a.cfg.Rand)
-	a.deadlines.Set(k, a.clock.Now().Add(d))
-	a.log.Debug("deregistration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d)
+	m.owed[k] = true
+	d := m.cfg.Retry.Delay(1, 0, m.cfg.Rand)
+	m.deadlines.Set(k, m.now.Add(d))
+	m.debug("deregistration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d)
 }
 
 // afterDeregistration registers an address re-added while its
 // deregistration was in flight (next held it back).
-func (a *Agent) afterDeregistration(k key) {
-	if ifc, ok := a.ifaces[k.ifindex]; ok {
+func (m *machine) afterDeregistration(k key) {
+	if ifc, ok := m.ifaces[k.ifindex]; ok {
 		if ad, ok := ifc.addrs[k.addr]; ok && ad.phase == Pending {
-			a.consider(ifc, ad)
+			m.consider(ifc, ad)
 		}
 	}
-}
-
-// registered reports whether k's address is registered (its deadline is a
-// refresh, not a retry).
-func (a *Agent) registered(k key) bool {
-	ifc, ok := a.ifaces[k.ifindex]
-	if !ok {
-		return false
-	}
-	ad, ok := ifc.addrs[k.addr]
-	return ok && ad.phase == Registered
-}
-
-// ifname is the interface's name for the registrar's errors and logs (it
-// then looks nothing up).
-func (a *Agent) ifname(index int) string {
-	if ifc, ok := a.ifaces[index]; ok {
-		return ifc.name
-	}
-	return ""
 }
 
 // fatalError records err as the end of Run when it says a component is
 // gone for good (the registrar's socket closed or broken), and reports
 // whether it did. Everything else is retried.
-func (a *Agent) fatalError(err error) bool {
+func (m *machine) fatalError(err error) bool {
 	if err == nil || !(errors.Is(err, registrar.ErrSocketBroken) || errors.Is(err, net.ErrClosed)) {
 		return false
 	}
-	if a.fatal == nil && !a.stopping {
-		a.fatal = fmt.Errorf("registrar: %w", err)
+	if m.fatal == nil && !m.stopping {
+		m.fatal = fmt.Errorf("registrar: %w", err)
 	}
 	return true
 }

@@ -17,12 +17,12 @@ func TestFailedProbeBacksOff(t *testing.T) {
 	probes := func() int { p, _ := h.reg.snapshot(); return p }
 	want := 1
 	for _, d := range []time.Duration{30 * time.Second, 60 * time.Second, 120 * time.Second, 240 * time.Second} {
-		h.clk.Advance(d - time.Second)
+		h.advance(d - time.Second)
 		h.settle()
 		if got := probes(); got != want {
 			t.Fatalf("%d probes %v before the retry after %v, want %d", got, time.Second, d, want)
 		}
-		h.clk.Advance(time.Second)
+		h.advance(time.Second)
 		h.settle()
 		want++
 		if got := probes(); got != want {
@@ -33,7 +33,7 @@ func TestFailedProbeBacksOff(t *testing.T) {
 	h.reg.mu.Lock()
 	h.reg.probeErr = nil
 	h.reg.mu.Unlock()
-	h.clk.Advance(480 * time.Second)
+	h.advance(480 * time.Second)
 	if st := h.settle(); st.Interfaces[0].State != IfSupported {
 		t.Fatalf("state %v, want supported", st.Interfaces[0].State)
 	}

@@ -1,18 +1,15 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/addrreg/addrreg/netmon"
-	"github.com/addrreg/addrreg/registrar"
 	"github.com/addrreg/addrreg/scheduler"
 )
 
@@ -35,7 +32,7 @@ func TestStateKeepsReaddedAddress(t *testing.T) {
 	if _, sends := h.reg.snapshot(); len(sends) != 3 || !sends[1].deregistered {
 		t.Fatalf("sends = %+v, want register, deregister, register", sends)
 	}
-	h.clk.Advance(stateDebounce)
+	h.advance(stateDebounce)
 	h.settle()
 	h.shutdown()
 	got, err := readState(cfg.StatePath)
@@ -66,7 +63,7 @@ func TestAddressGoneWithoutEventIsRetried(t *testing.T) {
 	h.mon.addrs[a.IP] = a
 	h.mon.mu.Unlock()
 	for range 10 {
-		h.clk.Advance(time.Minute)
+		h.advance(time.Minute)
 		h.settle()
 	}
 	if p := phaseOf(h.settle(), "2001:db8::1"); p != Registered {
@@ -84,14 +81,14 @@ func TestLinkEventKeepsProbeBackoff(t *testing.T) {
 	h.mon.add(ll)
 	h.settle()
 	for _, managed := range []bool{true, false, true, false} {
-		h.clk.Advance(time.Second)
+		h.advance(time.Second)
 		h.mon.send(netmon.Event{Kind: netmon.RAFlags, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Managed: managed, Other: true}})
 		h.settle()
 	}
 	if p, _ := h.reg.snapshot(); p != 1 {
 		t.Fatalf("%d probes within 4 s of a failed one, want 1 (next after the 30 s backoff)", p)
 	}
-	h.clk.Advance(30 * time.Second)
+	h.advance(30 * time.Second)
 	h.settle()
 	if p, _ := h.reg.snapshot(); p != 2 {
 		t.Fatalf("%d probes after the backoff, want 2", p)
@@ -129,94 +126,44 @@ func TestRefusedDeregistrationIsRetried(t *testing.T) {
 	h.reg.mu.Lock()
 	h.reg.fail = false
 	h.reg.mu.Unlock()
-	h.clk.Advance(scheduler.DefaultRetryFirst)
+	h.advance(scheduler.DefaultRetryFirst)
 	h.settle()
 	if n := deregs(); n != 2 {
 		t.Fatalf("%d deregistrations %v after a refused one, want 2", n, scheduler.DefaultRetryFirst)
 	}
 	// Sent: nothing more.
-	h.clk.Advance(time.Hour)
+	h.advance(time.Hour)
 	h.settle()
 	if n := deregs(); n != 2 {
 		t.Fatalf("%d deregistrations after the one that went out, want 2", n)
 	}
 }
 
-// gatedReg holds every deregistration until gate is closed and records the
-// order in which exchanges start and end.
-type gatedReg struct {
-	*fakeReg
-	gate  chan struct{}
-	mu    sync.Mutex
-	order []string
-}
-
-func (g *gatedReg) note(s string) {
-	g.mu.Lock()
-	g.order = append(g.order, s)
-	g.mu.Unlock()
-}
-
-func (g *gatedReg) events() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]string(nil), g.order...)
-}
-
-func (g *gatedReg) Register(ctx context.Context, t registrar.Target) (registrar.Result, error) {
-	if !t.Deregister {
-		g.note("register")
-		return g.fakeReg.Register(ctx, t)
-	}
-	g.note("deregister")
-	// Held at the gate, the call counts as blocked for harness.idle.
-	g.fakeReg.enter()
-	g.fakeReg.blockUntil(&g.fakeReg.blockedR, ctx, g.gate)
-	g.fakeReg.leave()
-	defer g.note("deregistered")
-	return g.fakeReg.Register(ctx, t)
-}
-
-// Removed, then re-added while its deregistration is still being sent: the
-// new registration must not start before the deregistration is done, or
+// Removed, then re-added while its deregistration is still being sent:
+// the new registration must not start before the deregistration is done, or
 // the two race on the wire and the server may apply the deregistration
 // last, dropping an address the agent believes registered.
 func TestReaddWaitsForDeregistrationInFlight(t *testing.T) {
-	act := &activity{}
-	h := &harness{t: t, act: act, clk: scheduler.NewFakeClock(t0), mon: newFakeMon(act), reg: &fakeReg{act: act, supported: true}, done: make(chan error, 1)}
-	h.reg.clk = h.clk
-	g := &gatedReg{fakeReg: h.reg, gate: make(chan struct{})}
-	cfg := defaults()
-	cfg.Clock, cfg.Rate, cfg.Burst = h.clk, 1e6, 1e6
-	cfg.Policy = scheduler.NewPolicy(func() float64 { return 0.5 })
-	h.ag = New(cfg, h.mon, g)
-	ctx, cancel := context.WithCancel(context.Background())
-	h.stop = cancel
-	go func() { h.done <- h.ag.Run(ctx) }()
-	t.Cleanup(h.shutdown)
-	t.Cleanup(func() {
-		select {
-		case <-g.gate:
-		default:
-			close(g.gate)
-		}
-	})
-
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
+	h := startOnLink(t, defaults(), true)
 	a := global("2001:db8::1", time.Hour)
 	h.mon.add(a)
 	h.settle()
+	h.reg.holdDereg = true
 	h.mon.remove(a)
 	h.mon.add(a)
 	// All the agent does until the deregistration ends: no registration.
-	h.idle()
-	if ev := g.events(); len(ev) >= 3 {
-		t.Fatalf("exchanges %v: a registration started while the deregistration was in flight", ev)
+	_, sends := h.reg.snapshot()
+	if len(sends) != 1 || len(h.xB) != 1 {
+		t.Fatalf("sends %+v, %d held: a registration started while the deregistration was in flight", sends, len(h.xB))
 	}
-	close(g.gate)
+	h.release()
 	st := h.settle()
-	if diff := cmp.Diff([]string{"register", "deregister", "deregistered", "register"}, g.events()); diff != "" {
+	_, sends = h.reg.snapshot()
+	var got []string
+	for _, s := range sends {
+		got = append(got, map[bool]string{false: "register", true: "deregister"}[s.deregistered])
+	}
+	if diff := cmp.Diff([]string{"register", "deregister", "register"}, got); diff != "" {
 		t.Errorf("exchanges (-want +got):\n%s", diff)
 	}
 	if p := phaseOf(st, "2001:db8::1"); p != Registered {
@@ -245,9 +192,9 @@ func TestFailedAddressHeldOnlyIfSent(t *testing.T) {
 	if p1, p2 := phaseOf(st, "2001:db8::1"), phaseOf(st, "2001:db8::2"); p1 != Failed || p2 != Failed {
 		t.Fatalf("phases %v, %v; want failed, failed", p1, p2)
 	}
-	h.clk.Advance(stateDebounce)
+	h.advance(stateDebounce)
 	h.settle()
-	got, err := waitStateFile(cfg.StatePath, func(got []savedAddr) bool { return len(got) == 1 })
+	got, err := readState(cfg.StatePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,19 +213,5 @@ func TestFailedAddressHeldOnlyIfSent(t *testing.T) {
 	}
 	if len(dereg) != 1 || dereg[0] != lost.IP {
 		t.Errorf("deregistered %v, want only 2001:db8::2", dereg)
-	}
-}
-
-// waitStateFile reads the state file until cond holds or 5 s have passed:
-// the agent hands its snapshot to a writer goroutine, which harness.idle
-// does not see, so the file may lag the agent's state by one write.
-func waitStateFile(path string, cond func([]savedAddr) bool) ([]savedAddr, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got, err := readState(path)
-		if err == nil && cond(got) || time.Now().After(deadline) {
-			return got, err
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -173,105 +173,77 @@ func writeState(path string, addrs []savedAddr) (err error) {
 	return nil
 }
 
-// stateFile is the agent's side of the file: owned by Run's goroutine but
-// for the writer, which gets snapshots over out.
-type stateFile struct {
-	path  string
-	log   *slog.Logger
-	tick  chan struct{} // the debounce timer fired; nil (never ready) without a path
-	armed bool
-	timer scheduler.Timer // the debounce timer, stopped with the agent
-	last  []savedAddr     // the last snapshot handed to the writer
-	out   chan []savedAddr
-	// stale: addresses from the file at start, by interface name, until
-	// discovery on that interface claims them (claimStale).
-	stale map[string][]savedAddr
-	// forgotten: deregistered while stopping; left out of the last write.
-	forgotten map[key]bool
-	failing   bool // the last write failed (logged once until one succeeds)
-}
-
-func newStateFile(path string, log *slog.Logger) stateFile {
-	s := stateFile{path: path, log: log, stale: map[string][]savedAddr{}, forgotten: map[key]bool{}}
-	if path != "" {
-		s.tick = make(chan struct{}, 1)
-		s.out = make(chan []savedAddr, 1)
+// loadState reads the file at path and removes temporary files a killed
+// writer left behind. It returns the addresses the server may still hold
+// (those told a lifetime that has run out by now are dropped) for the
+// machine, which claims them link by link (claimStale). A missing or
+// unreadable file is logged and means nothing was registered before.
+func loadState(path string, now time.Time, log *slog.Logger) []savedAddr {
+	if path == "" {
+		return nil
 	}
-	return s
-}
-
-func (s *stateFile) forget(k key) { s.forgotten[k] = true }
-
-// loadState reads the file into a.state.stale and removes temporary files
-// a killed writer left behind.
-func (a *Agent) loadState() {
-	s := &a.state
-	if s.path == "" {
-		return
-	}
-	if tmps, err := filepath.Glob(filepath.Join(filepath.Dir(s.path), tmpPattern(s.path))); err == nil {
+	if tmps, err := filepath.Glob(filepath.Join(filepath.Dir(path), tmpPattern(path))); err == nil {
 		for _, t := range tmps {
 			os.Remove(t)
 		}
 	}
-	addrs, err := readState(s.path)
+	addrs, err := readState(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		a.log.Info("no state file: nothing registered before", "path", s.path)
-		return
+		log.Info("no state file: nothing registered before", "path", path)
+		return nil
 	case err != nil:
-		a.log.Warn("state file unreadable: ignoring it", "path", s.path, "err", err)
-		return
+		log.Warn("state file unreadable: ignoring it", "path", path, "err", err)
+		return nil
 	}
-	now, expired := a.clock.Now(), 0
+	var live []savedAddr
 	for _, sa := range addrs {
-		if sa.expired(now) {
-			expired++ // the server has dropped it already: nothing to deregister
-			continue
+		if !sa.expired(now) { // else the server has dropped it already: nothing to deregister
+			live = append(live, sa)
 		}
-		s.stale[sa.Iface] = append(s.stale[sa.Iface], sa)
 	}
-	a.log.Info("state file read", "path", s.path, "addresses", len(addrs)-expired, "expired", expired)
+	log.Info("state file read", "path", path, "addresses", len(live), "expired", len(addrs)-len(live))
+	return live
 }
 
 // claimStale handles the file's addresses on ifc once discovery shows its
 // link supports registration: those no longer on the interface are owed a
 // deregistration; those still there are registered like any other.
-func (a *Agent) claimStale(ifc *iface) {
-	list, ok := a.state.stale[ifc.name]
+func (m *machine) claimStale(ifc *iface) {
+	list, ok := m.stale[ifc.name]
 	if !ok {
 		return
 	}
-	delete(a.state.stale, ifc.name)
+	delete(m.stale, ifc.name)
 	n := 0
 	for _, sa := range list {
 		if sa.HW != "" && ifc.hw != "" && sa.HW != ifc.hw {
-			a.log.Info("state file: address was registered on another link under this name: not deregistering",
+			m.info("state file: address was registered on another link under this name: not deregistering",
 				"iface", ifc.name, "addr", sa.Addr, "hwaddr", sa.HW, "now", ifc.hw)
 			continue
 		}
-		if _, ok := ifc.addrs[sa.Addr]; ok || !a.cfg.Deregister || !a.cfg.Enable {
+		if _, ok := ifc.addrs[sa.Addr]; ok || !m.cfg.Deregister || !m.cfg.Enable {
 			continue
 		}
 		k := key{ifc.index, sa.Addr}
-		a.owed[k] = true
-		a.enqueue(k)
+		m.owed[k] = true
+		m.enqueue(k)
 		n++
-		a.log.Info("address registered before the restart is gone: deregistering", "iface", ifc.name, "addr", sa.Addr)
+		m.info("address registered before the restart is gone: deregistering", "iface", ifc.name, "addr", sa.Addr)
 	}
 	if n > 0 {
-		a.log.Info("state file: deregistering addresses gone since the last run", "iface", ifc.name, "addresses", n)
+		m.info("state file: deregistering addresses gone since the last run", "iface", ifc.name, "addresses", n)
 	}
 }
 
 // snapshot lists what the server may hold from us: addresses registered
 // or with an exchange sent, those owed a deregistration, and the file's
 // entries not yet claimed.
-func (a *Agent) snapshot() []savedAddr {
+func (m *machine) snapshot() []savedAddr {
 	out := []savedAddr{}
-	for _, ifc := range a.ifaces {
+	for _, ifc := range m.ifaces {
 		for ip, ad := range ifc.addrs {
-			if !(ad.hasReg || ad.sent || ad.phase == Registering) || a.state.forgotten[key{ifc.index, ip}] {
+			if !ad.held() || m.forgotten[key{ifc.index, ip}] {
 				continue
 			}
 			sa := savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: ip}
@@ -281,12 +253,12 @@ func (a *Agent) snapshot() []savedAddr {
 			out = append(out, sa)
 		}
 	}
-	for k := range a.owed {
-		if ifc, ok := a.ifaces[k.ifindex]; ok && !a.state.forgotten[k] {
+	for k := range m.owed {
+		if ifc, ok := m.ifaces[k.ifindex]; ok && !m.forgotten[k] {
 			out = append(out, savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: k.addr})
 		}
 	}
-	for _, list := range a.state.stale {
+	for _, list := range m.stale {
 		out = append(out, list...)
 	}
 	slices.SortFunc(out, func(x, y savedAddr) int {
@@ -295,79 +267,71 @@ func (a *Agent) snapshot() []savedAddr {
 	return out
 }
 
-// stateChanged arms the debounce timer after the owner handled anything.
-func (a *Agent) stateChanged() {
-	s := &a.state
-	if s.path == "" || s.armed {
+// stateChanged arms the debounce after the machine handled anything.
+func (m *machine) stateChanged() {
+	if m.cfg.StatePath == "" || !m.saveAt.IsZero() {
 		return
 	}
-	s.armed = true
-	s.timer = a.clock.AfterFunc(stateDebounce, func() {
-		select {
-		case s.tick <- struct{}{}:
-		default:
-		}
-	})
+	m.saveAt = m.now.Add(stateDebounce)
 }
 
-// saveState hands a changed snapshot to the writer, replacing one it has
-// not written yet.
-func (a *Agent) saveState() {
-	s := &a.state
-	s.armed = false
-	snap := a.snapshot()
-	if slices.Equal(snap, s.last) {
+// saveState hands a changed snapshot to the writer (effSave), which
+// replaces one it has not written yet.
+func (m *machine) saveState() {
+	m.saveAt = time.Time{}
+	snap := m.snapshot()
+	if slices.Equal(snap, m.lastSaved) {
 		return
 	}
-	s.last = snap
+	m.lastSaved = snap
+	m.emit(effSave{snap})
+}
+
+// stateWriter writes the snapshots the loop hands it (effSave) in its own
+// goroutine, so a slow disk never holds the owner loop up.
+type stateWriter struct {
+	path    string
+	log     *slog.Logger
+	in      chan []savedAddr // one slot: a newer snapshot replaces one not yet written
+	failing bool             // the last write failed (logged once until one succeeds)
+}
+
+func newStateWriter(path string, log *slog.Logger) *stateWriter {
+	return &stateWriter{path: path, log: log, in: make(chan []savedAddr, 1)}
+}
+
+// hand queues snap, replacing one not yet written. Only the owner loop
+// calls it.
+func (w *stateWriter) hand(snap []savedAddr) {
 	select {
-	case <-s.out:
+	case <-w.in:
 	default:
 	}
-	s.out <- snap
+	w.in <- snap
 }
 
-// startStateWriter writes snapshots until ctx ends.
-func (a *Agent) startStateWriter(ctx context.Context) {
-	s := &a.state
-	if s.path == "" {
-		return
-	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case snap := <-s.out:
-				a.writeState(snap)
-			}
+// run writes snapshots until ctx ends.
+func (w *stateWriter) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case snap := <-w.in:
+			w.write(snap)
 		}
-	}()
+	}
 }
 
-// saveStateNow writes the final state when the agent stops (the writer
-// has ended).
-func (a *Agent) saveStateNow() {
-	if a.state.path == "" {
-		return
-	}
-	if a.state.timer != nil {
-		a.state.timer.Stop()
-	}
-	a.writeState(a.snapshot())
-}
-
-func (a *Agent) writeState(snap []savedAddr) {
-	s := &a.state
-	err := writeState(s.path, snap)
+// write replaces the file with snap, logging the first failure and the
+// recovery.
+func (w *stateWriter) write(snap []savedAddr) {
+	err := writeState(w.path, snap)
 	switch {
-	case err != nil && !s.failing:
-		s.failing = true
-		a.log.Warn("state file not written", "path", s.path, "err", err)
-	case err == nil && s.failing:
-		s.failing = false
-		a.log.Info("state file written again", "path", s.path)
+	case err != nil && !w.failing:
+		w.failing = true
+		w.log.Warn("state file not written", "path", w.path, "err", err)
+	case err == nil && w.failing:
+		w.failing = false
+		w.log.Info("state file written again", "path", w.path)
 	}
 }

@@ -110,6 +110,9 @@ func FuzzParseState(f *testing.F) {
 // the old one or the new one. The writer is a child process (this test
 // binary, re-run) writing states of growing size as fast as it can.
 func TestStateSurvivesKill9(t *testing.T) {
+	if testing.Short() && os.Getenv("ADDRREG_STATE_WRITER") == "" {
+		t.Skip("kills 20 writer processes (2 s of wall clock): not a unit test; runs without -short")
+	}
 	if path := os.Getenv("ADDRREG_STATE_WRITER"); path != "" {
 		for i := 1; ; i++ {
 			var addrs []savedAddr
@@ -140,8 +143,7 @@ func TestStateSurvivesKill9(t *testing.T) {
 		}
 	}
 	// The temporary files killed writers left are removed by the next load.
-	a := New(Config{StatePath: path}, newFakeMon(&activity{}), &fakeReg{act: &activity{}})
-	a.loadState()
+	loadState(path, time.Now(), slog.New(slog.DiscardHandler))
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".state.json.tmp*")); len(left) != 0 {
 		t.Errorf("temporary files left after load: %v", left)
 	}
@@ -187,7 +189,7 @@ func TestStateDeregistersWhatWentAway(t *testing.T) {
 		t.Errorf("registered (-want +got):\n%s", diff)
 	}
 	// The file now holds the registered address and eth1's, nothing else.
-	h.clk.Advance(stateDebounce)
+	h.advance(stateDebounce)
 	h.settle()
 	h.shutdown()
 	got, err := readState(path)
@@ -237,20 +239,15 @@ func TestCorruptStateFileIsIgnored(t *testing.T) {
 	}
 }
 
-// A registrar whose socket is gone ends Run with the error.
-func TestBrokenRegistrarEndsRun(t *testing.T) {
+// A registrar whose socket is gone is fatal: the machine records it (and
+// Run ends with it: lifecycle_test.go).
+func TestBrokenRegistrarIsFatal(t *testing.T) {
 	h := start(t, defaults(), true)
 	h.reg.probeErr = fmt.Errorf("probe eth0: %w", registrar.ErrSocketBroken)
 	h.mon.link(true, false, true)
 	h.mon.add(ll)
-	select {
-	case err := <-h.done:
-		if !errors.Is(err, registrar.ErrSocketBroken) {
-			t.Fatalf("Run = %v, want ErrSocketBroken", err)
-		}
-		h.once.Do(func() {})
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not end")
+	if !errors.Is(h.m.fatal, registrar.ErrSocketBroken) {
+		t.Fatalf("fatal = %v, want ErrSocketBroken", h.m.fatal)
 	}
 }
 

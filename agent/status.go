@@ -42,7 +42,9 @@ type IfaceStatus struct {
 	Name  string  `json:"name"`
 	Index int     `json:"index"`
 	State IfState `json:"state"`
-	// SeenMO: an RA with M or O was seen since the link came up.
+	// SeenMO: an RA with M or O is in effect on the link (seen since it
+	// came up, its router's lifetime not over): with --require-ra-flags,
+	// registrations and refreshes start only while it is.
 	SeenMO bool `json:"ra_managed_or_other"`
 	// Server is the registration server that answered discovery or a
 	// registration on this link, when the registrar can tell.
@@ -196,41 +198,33 @@ func (a *Agent) Status(ctx context.Context) (Status, error) {
 	}
 }
 
-func (a *Agent) noteStart(t registrar.Target) {
-	if t.Deregister {
-		a.counters.Deregistrations++
-	} else {
-		a.counters.Registrations++
-	}
-}
-
-func (a *Agent) noteProbe(pr probeResult) {
-	if a.counters.Probes == nil {
-		a.counters.Probes = map[string]uint64{}
+func (m *machine) noteProbe(pr probeResult) {
+	if m.counters.Probes == nil {
+		m.counters.Probes = map[string]uint64{}
 	}
 	switch {
 	case pr.err != nil && errors.Is(pr.err, context.Canceled):
 	case pr.err != nil:
-		a.counters.Probes["error"]++
+		m.counters.Probes["error"]++
 	case pr.supported:
-		a.counters.Probes["supported"]++
+		m.counters.Probes["supported"]++
 	default:
-		a.counters.Probes["unsupported"]++
+		m.counters.Probes["unsupported"]++
 	}
 }
 
 // noteResult records an exchange's outcome for status, before handleResult
 // acts on it.
-func (a *Agent) noteResult(r exchangeResult) {
+func (m *machine) noteResult(r exchangeResult) {
 	if r.dereg || errors.Is(r.err, context.Canceled) {
 		return
 	}
 	if r.err == nil && r.res.Replied {
-		a.counters.Replied++
+		m.counters.Replied++
 	} else {
-		a.counters.Failed++
+		m.counters.Failed++
 	}
-	ifc, ok := a.ifaces[r.k.ifindex]
+	ifc, ok := m.ifaces[r.k.ifindex]
 	if !ok {
 		return
 	}
@@ -245,7 +239,7 @@ func (a *Agent) noteResult(r exchangeResult) {
 	case r.err == nil && r.res.Replied:
 		ad.note.lastRegistered, ad.note.lastErr = r.res.LastSent, ""
 		if ad.note.lastRegistered.IsZero() {
-			ad.note.lastRegistered = a.clock.Now()
+			ad.note.lastRegistered = m.now
 		}
 	case r.err != nil:
 		ad.note.lastErr = r.err.Error()
@@ -277,22 +271,21 @@ func refreshReason(ad *addr) RefreshReason {
 	return ReasonLifetimeChange
 }
 
-func (a *Agent) status() Status {
-	s := Status{Queued: len(a.queue), InFlight: a.inflight, Counters: a.counters}
+// report builds the status; servers, if not nil, names the server that
+// answered on each link. It changes nothing.
+func (m *machine) report(servers ServerSource) Status {
+	s := Status{Queued: len(m.queue), InFlight: m.inflight, Counters: m.counters}
 	s.Counters.Probes = map[string]uint64{"supported": 0, "unsupported": 0, "error": 0}
-	for k, v := range a.counters.Probes {
+	for k, v := range m.counters.Probes {
 		s.Counters.Probes[k] = v
 	}
-	servers, _ := a.reg.(ServerSource)
-	for _, ifc := range a.ifaces {
-		if !a.wanted(ifc.name) {
+	for _, ifc := range m.ifaces {
+		if !m.wanted(ifc.name) {
 			continue
 		}
-		is := IfaceStatus{Name: ifc.name, Index: ifc.index, State: ifc.state, SeenMO: ifc.seenMO,
+		is := IfaceStatus{Name: ifc.name, Index: ifc.index, State: ifc.state, SeenMO: ifc.mo,
 			Addresses: make([]AddrStatus, 0, len(ifc.addrs))}
-		if ifc.retry != nil {
-			is.NextProbe = ifc.nextProbe
-		}
+		is.NextProbe = ifc.nextProbe
 		if servers != nil && ifc.state == IfSupported {
 			if si, ok := servers.Server(ifc.index); ok {
 				is.Server = &ServerStatus{Address: si.Addr, DUID: si.DUID, Answered: si.At}
@@ -301,12 +294,12 @@ func (a *Agent) status() Status {
 		for ip, ad := range ifc.addrs {
 			as := AddrStatus{Addr: ip, Kind: KindOf(ad.cur.Class), Phase: ad.phase,
 				LastRegistered: ad.note.lastRegistered, Told: ad.note.told, LastError: ad.note.lastErr}
-			if at, ok := a.deadlines.When(key{ifc.index, ip}); ok {
+			if at, ok := m.deadlines.When(key{ifc.index, ip}); ok {
 				as.NextRefresh, as.RefreshReason = at, refreshReason(ad)
 			}
 			is.Addresses = append(is.Addresses, as)
 		}
-		for k := range a.owed {
+		for k := range m.owed {
 			if k.ifindex == ifc.index {
 				is.Addresses = append(is.Addresses, AddrStatus{Addr: k.addr, Phase: Deregistering})
 			}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/netmon"
-	"github.com/addrreg/addrreg/scheduler"
 )
 
 func addrStatus(t *testing.T, st Status, ip string) AddrStatus {
@@ -130,23 +129,20 @@ func TestEnumNamesForAnyValue(t *testing.T) {
 // (addrregd status, a metrics scrape) with 10,000 addresses on one link:
 // the time it answers nothing else.
 func BenchmarkStatus(b *testing.B) {
-	clk := scheduler.NewFakeClock(t0)
-	a := New(Config{Clock: clk}, nil, nil)
-	a.deadlines = scheduler.NewDeadlines(clk, func(time.Time, []key) {})
-	defer a.deadlines.Close()
+	m := newMachine(withDefaults(Config{}), t0, nil)
 	ifc := &iface{index: 2, name: "eth0", state: IfSupported, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
-	a.ifaces[2] = ifc
+	m.ifaces[2] = ifc
 	for i := range 10000 {
 		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
 		ifc.addrs[ip] = &addr{cur: netmon.Addr{IP: ip, Class: netmon.ClassGlobal}, phase: Registered,
 			note: addrNote{lastRegistered: t0, told: &Lifetimes{Preferred: 300, Valid: 600}}}
 		if i%2 == 0 {
-			a.deadlines.Set(key{2, ip}, t0.Add(time.Hour))
+			m.deadlines.Set(key{2, ip}, t0.Add(time.Hour))
 		}
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if st := a.status(); len(st.Interfaces[0].Addresses) != 10000 {
+		if st := m.report(nil); len(st.Interfaces[0].Addresses) != 10000 {
 			b.Fatal(len(st.Interfaces[0].Addresses))
 		}
 	}

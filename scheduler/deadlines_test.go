@@ -397,3 +397,26 @@ func TestDeadlinesConcurrent(t *testing.T) {
 		t.Errorf("%d keys fired; want %d", len(fired), want)
 	}
 }
+
+// Heap alone: Next is the earliest deadline, PopDue takes what is due in
+// order (equal deadlines in Set order), Set moves a key.
+func TestHeap(t *testing.T) {
+	var h Heap[string]
+	if _, ok := h.Next(); ok || h.PopDue(t0) != nil {
+		t.Fatal("zero Heap not empty")
+	}
+	h.Set("c", t0.Add(3*time.Second))
+	h.Set("a", t0.Add(time.Second))
+	h.Set("b", t0.Add(time.Second))
+	h.Set("d", t0.Add(4*time.Second))
+	h.Set("c", t0.Add(-time.Second)) // moved earlier
+	if at, ok := h.Next(); !ok || !at.Equal(t0.Add(-time.Second)) {
+		t.Fatalf("Next = %v, %v", at, ok)
+	}
+	if diff := cmp.Diff([]string{"c", "a", "b"}, h.PopDue(t0.Add(time.Second))); diff != "" {
+		t.Errorf("PopDue (-want +got):\n%s", diff)
+	}
+	if !h.Remove("d") || h.Remove("d") || h.Len() != 0 {
+		t.Errorf("Remove: %d left", h.Len())
+	}
+}

@@ -48,7 +48,7 @@
 //     them after every registration ([Reg.Periodic]).
 //   - Coalescing (MAY): when a refresh fires, the interface's other
 //     addresses due within AddrRegRefreshCoalesce (60 s) go with it
-//     ([Deadlines.DueWithin]).
+//     ([Heap.DueWithin]).
 //
 // The refresh for a finite lifetime therefore never lands later than
 // 0.8 × 1.1 = 88 % of the way from the registration to the address's expiry.
@@ -58,9 +58,12 @@
 //
 // # Deadlines
 //
-// [Deadlines] keeps any number of keyed deadlines in a min-heap behind a
-// single [Timer], armed only for the earliest one and stopped when the set
-// is empty, so an idle agent makes no periodic wake-ups.
+// [Heap] keeps any number of keyed deadlines in a min-heap, with no timer:
+// a state machine that arms one timer for its earliest wake-up holds one
+// (the agent does, so an idle agent makes no periodic wake-ups).
+// [Deadlines] is a Heap behind a lock and a single [Timer], armed only for
+// the earliest deadline and stopped when the set is empty, for callers
+// that want their due keys pushed to them.
 //
 // # Clocks
 //

@@ -142,7 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, *pflag.FlagSet, erro
 	fs.DurationVar(&o.tolerance, "tolerance", scheduler.DefaultTolerance, "a lifetime change larger than this triggers a refresh")
 	fs.BoolVar(&o.deregister, "deregister", true, "deregister (zero lifetimes) an address removed from its interface")
 	fs.BoolVar(&o.deregisterOnStop, "deregister-on-stop", false, "deregister every address when the daemon stops")
-	fs.BoolVar(&o.requireRAFlags, "require-ra-flags", true, "register only on interfaces that have seen an RA with M or O set")
+	fs.BoolVar(&o.requireRAFlags, "require-ra-flags", true, "register and refresh only on interfaces where an RA with M or O set is in effect")
 	fs.StringVar(&o.duid, "duid", "", "client DUID in hex (default: DUID-UUID derived from /etc/machine-id)")
 	fs.StringVar(&o.machineID, "machine-id", "/etc/machine-id", "file the default DUID is derived from")
 	fs.StringVar(&o.fqdn, "fqdn", "", "send this name in a Client FQDN option")

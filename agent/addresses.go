@@ -1,0 +1,317 @@
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/addrreg/addrreg/netmon"
+	"github.com/addrreg/addrreg/registrar"
+)
+
+// Addresses, each on its own (RFC 9686 §4.2–§4.7): which are registered,
+// when a lifetime change calls for a refresh, what an exchange's end means,
+// and the deregistration owed to one that leaves.
+
+// eligible reports whether ad on ifc may be registered, the RA condition
+// aside (raAllows: a lapse pauses an address, it does not make it
+// ineligible).
+func (m *machine) eligible(ifc *iface, ad *addr) bool {
+	return m.cfg.Enable && ifc.up && ifc.state == IfSupported && ad.cur.Registrable &&
+		!(m.cfg.SkipTemporary && ad.cur.Class == netmon.ClassTemporary)
+}
+
+func (m *machine) registerAll(ifc *iface) {
+	for _, ad := range ifc.addrs {
+		if ad.phase == Pending || ad.phase == Failed {
+			m.consider(ifc, ad)
+		}
+	}
+}
+
+// quiesce stops all work on an address: no refresh due, no exchange in
+// flight (a queued key finds nothing to do). The server's binding, if any,
+// is forgotten: the address will be registered afresh when eligible.
+func (m *machine) quiesce(ifc *iface, ad *addr) {
+	m.deadlines.Remove(key{ifc.index, ad.cur.IP})
+	if ad.running {
+		m.emit(effCancel{ad.gen})
+		ad.running = false
+	}
+	ad.gen = m.nextGen()
+	ad.phase, ad.hasReg, ad.again, ad.failures, ad.sent, ad.paused = Pending, false, false, 0, false, false
+}
+
+func (m *machine) handleAddr(na netmon.Addr) {
+	ifc, ok := m.ifaces[na.Index]
+	if !ok {
+		ifc = m.ifaceOf(netmon.Link{Index: na.Index, Name: na.Ifname})
+	}
+	if !m.wanted(ifc.name) {
+		return
+	}
+	if na.Class == netmon.ClassLinkLocal {
+		// A tentative or DAD-failed link-local is no source for discovery.
+		usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
+		if usable != ifc.lls[na.IP] {
+			if usable {
+				ifc.lls[na.IP] = true
+			} else {
+				delete(ifc.lls, na.IP)
+			}
+			m.linkLocalChanged(ifc)
+		}
+		return
+	}
+	k := key{ifc.index, na.IP}
+	ad, known := ifc.addrs[na.IP]
+	if !known {
+		ad = &addr{gen: m.nextGen()}
+		ifc.addrs[na.IP] = ad
+		if m.owed[k] {
+			// Back before its deregistration went out: it never left.
+			delete(m.owed, k)
+			m.deadlines.Remove(k) // a deregistration's retry
+			m.info("address re-added: deregistration cancelled", "iface", ifc.name, "addr", na.IP)
+		}
+	}
+	prev := ad.cur
+	ad.cur = na
+	if !na.Registrable {
+		if known && prev.Registrable {
+			// Tentative again, DAD-failed, now excluded: stop, but send no
+			// deregistration for an address that is still assigned (a
+			// DAD-failed one belongs to another node).
+			m.info("address no longer registrable", "iface", ifc.name, "addr", na.IP, "class", na.Class, "state", na.State)
+			m.quiesce(ifc, ad)
+		}
+		return
+	}
+	if !known || !prev.Registrable {
+		m.debug("address eligible", "iface", ifc.name, "addr", na.IP, "class", na.Class)
+	}
+	m.consider(ifc, ad)
+}
+
+// consider decides what an address needs after a trigger: a first
+// registration, a refresh (RFC 9686 §4.6 lifetime change), or nothing.
+func (m *machine) consider(ifc *iface, ad *addr) {
+	if !m.eligible(ifc, ad) {
+		return
+	}
+	k := key{ifc.index, ad.cur.IP}
+	switch ad.phase {
+	case Pending:
+		m.enqueue(k)
+	case Registering:
+		ad.again = true
+	case Failed:
+		// Its retry is scheduled (retry.go) and will carry the current
+		// lifetimes: a lifetime change must not bring it forward.
+	case Registered:
+		// The event may have waited in netmon's queue: count the
+		// lifetime down to now before comparing.
+		valid := ad.cur.Valid
+		if !ad.cur.Observed.IsZero() {
+			_, valid = ad.cur.Remaining(m.now)
+		}
+		at, refresh := m.cfg.Policy.LifetimeChanged(ad.reg, m.now, valid, static(ad.cur))
+		if !refresh {
+			return
+		}
+		if cur, ok := m.deadlines.When(k); ok && !cur.After(at) {
+			return // an earlier refresh is already due
+		}
+		m.debug("lifetime changed: refresh scheduled", "iface", ifc.name, "addr", k.addr,
+			"valid", valid, "told_server", ad.reg.Valid, "at", at)
+		m.deadlines.Set(k, at)
+	}
+}
+
+func static(na netmon.Addr) bool {
+	return na.Class == netmon.ClassStatic || na.Valid == netmon.Infinite
+}
+
+func (m *machine) handleAddrRemoved(na netmon.Addr) {
+	ifc, ok := m.ifaces[na.Index]
+	if !ok {
+		return
+	}
+	if na.Class == netmon.ClassLinkLocal || ifc.lls[na.IP] {
+		if ifc.lls[na.IP] {
+			delete(ifc.lls, na.IP)
+			m.linkLocalChanged(ifc)
+		}
+		return
+	}
+	ad, ok := ifc.addrs[na.IP]
+	if !ok {
+		return
+	}
+	held := ad.held()
+	m.info("address removed", "iface", ifc.name, "addr", na.IP)
+	m.quiesce(ifc, ad)
+	delete(ifc.addrs, na.IP)
+	if held && m.cfg.Deregister && m.cfg.Enable && ifc.up {
+		k := key{ifc.index, na.IP}
+		m.owed[k] = true
+		m.enqueue(k)
+	}
+}
+
+// handleDue queues the addresses whose refresh, retry or deregistration
+// retry came due.
+func (m *machine) handleDue(keys []key) {
+	seen := map[key]bool{}
+	for _, k := range keys {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		m.enqueue(k)
+		// RFC 9686 §4.6 (MAY): refresh the interface's other addresses due
+		// within the coalescing window along with this one.
+		if m.cfg.Policy.Coalesce > 0 {
+			// Only refreshes coalesce: a failed address keeps its backoff.
+			for _, o := range m.deadlines.DueWithin(m.now, m.cfg.Policy.Coalesce, func(o key) bool { return o.ifindex == k.ifindex && m.registered(o) }) {
+				if !seen[o] {
+					seen[o] = true
+					m.enqueue(o)
+				}
+			}
+		}
+	}
+}
+
+// clockJumped: after a suspend the server has counted its bindings down
+// in real time while our timers (monotonic) stood still: refresh every
+// registration, paced like any burst.
+func (m *machine) clockJumped() {
+	n := 0
+	for _, ifc := range m.ifaces {
+		for ip, ad := range ifc.addrs {
+			if ad.phase == Registered || ad.phase == Failed {
+				m.enqueue(key{ifc.index, ip})
+				n++
+			}
+		}
+	}
+	m.info("clock jumped (suspend/resume or time set): refreshing registrations", "addresses", n)
+}
+
+// registered reports whether k's address is registered (its deadline is a
+// refresh, not a retry).
+func (m *machine) registered(k key) bool {
+	ifc, ok := m.ifaces[k.ifindex]
+	if !ok {
+		return false
+	}
+	ad, ok := ifc.addrs[k.addr]
+	return ok && ad.phase == Registered
+}
+
+func (m *machine) startRegistration(k key) {
+	ifc := m.ifaces[k.ifindex]
+	ad := ifc.addrs[k.addr]
+	m.deadlines.Remove(k)
+	ad.phase, ad.gen, ad.running = Registering, m.nextGen(), true
+	m.inflight++
+	m.counters.Registrations++
+	m.emit(effExchange{k: k, gen: ad.gen, ifname: ifc.name, last: ad.cur})
+}
+
+func (m *machine) startDeregistration(k key, noWait bool) {
+	delete(m.owed, k)
+	m.deadlines.Remove(k)
+	m.deregging[k]++
+	m.inflight++
+	m.counters.Deregistrations++
+	m.emit(effExchange{k: k, gen: m.nextGen(), ifname: m.ifname(k.ifindex), dereg: true, noWait: noWait})
+}
+
+func (m *machine) handleResult(r exchangeResult) {
+	m.inflight--
+	m.logResult(r)
+	m.noteResult(r)
+	if m.fatalError(r.err) {
+		return
+	}
+	if r.dereg {
+		if m.deregging[r.k]--; m.deregging[r.k] <= 0 {
+			delete(m.deregging, r.k)
+			m.afterDeregistration(r.k)
+		}
+		if r.err != nil && !errors.Is(r.err, context.Canceled) {
+			m.retryDeregistration(r.k)
+		}
+		// Not forgotten: the address may have been re-added and be
+		// registered again by the time this arrives; an address that
+		// stays gone is out of the snapshot already (not owed, not
+		// assigned). Only the stop forgets.
+		return
+	}
+	ifc, ok := m.ifaces[r.k.ifindex]
+	if !ok {
+		return
+	}
+	ad, ok := ifc.addrs[r.k.addr]
+	if !ok || ad.gen != r.gen {
+		return // forgotten or superseded while in flight
+	}
+	ad.running = false
+	ad.sent = ad.sent || r.res.Sends > 0
+	switch {
+	case errors.Is(r.err, context.Canceled):
+		ad.phase = Pending
+	case errors.Is(r.err, registrar.ErrAddressGone):
+		// The lookup at a transmission did not find the address (or found
+		// it not registrable). If it really left, netmon's event quiesces
+		// it; if that was a blip netmon coalesced away, no event follows,
+		// so it must not sit pending with nothing due: retry like a
+		// failure.
+		ad.phase = Failed
+		m.scheduleRetry(ifc, ad)
+	case r.err == nil && r.res.Replied:
+		ad.phase, ad.hasReg, ad.failures = Registered, true, 0
+		// The server counts the lifetimes from when the last
+		// transmission carried them.
+		at := r.res.LastSent
+		if at.IsZero() {
+			at = m.now
+		}
+		ad.reg = m.cfg.Policy.Registered(at, r.res.Valid, static(ad.cur))
+		ad.told = r.res.Preferred
+		if ad.reg.Periodic() {
+			m.deadlines.Set(r.k, ad.reg.Next)
+		}
+	default:
+		// No valid reply (or every send refused): what the server holds,
+		// if anything, is unknown; ad.reg keeps the last confirmed.
+		ad.phase = Failed
+		m.scheduleRetry(ifc, ad)
+	}
+	if ad.again {
+		ad.again = false
+		m.consider(ifc, ad)
+	}
+}
+
+func (m *machine) logResult(r exchangeResult) {
+	attrs := []any{"iface", r.k.ifindex, "addr", r.k.addr, "sends", r.res.Sends}
+	if ifc, ok := m.ifaces[r.k.ifindex]; ok {
+		attrs[1] = ifc.name
+	}
+	switch {
+	case r.dereg && r.err != nil:
+		m.warn("deregistration not sent", append(attrs, "err", r.err)...)
+	case r.dereg && r.res.Replied:
+		m.info("deregistered", attrs...)
+	case r.dereg:
+		m.info("deregistration sent", attrs...)
+	case r.err == nil && r.res.Replied:
+		m.info("registered", append(attrs, "preferred", r.res.Preferred, "valid", r.res.Valid, "took", r.res.Duration)...)
+	case errors.Is(r.err, context.Canceled):
+		m.debug("exchange abandoned", attrs...)
+	default:
+		m.warn("registration failed", append(attrs, "err", r.err)...)
+	}
+}

@@ -1,0 +1,248 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/addrreg/addrreg/netmon"
+)
+
+// Discovery, per link (RFC 9686 §4.1): whether a server on the link wants
+// registrations, asked from a DAD-complete link-local address afresh at
+// every (re)connection, and the RA condition that gates registration.
+
+func (m *machine) handleEvent(ev netmon.Event) {
+	switch ev.Kind {
+	case netmon.LinkAdded, netmon.LinkUpdated, netmon.LinkRenamed, netmon.LinkChanged, netmon.RAFlags:
+		m.handleLink(ev)
+	case netmon.LinkRemoved:
+		if ifc, ok := m.ifaces[ev.Link.Index]; ok {
+			m.info("interface removed", "iface", ifc.name)
+			m.leaveLink(ifc, false)
+			for k := range m.owed {
+				if k.ifindex == ifc.index {
+					delete(m.owed, k) // nothing can be sent on it any more
+					m.deadlines.Remove(k)
+				}
+			}
+			delete(m.ifaces, ev.Link.Index)
+		}
+	case netmon.AddrAdded, netmon.AddrUpdated:
+		m.handleAddr(ev.Addr)
+	case netmon.AddrRemoved:
+		m.handleAddrRemoved(ev.Addr)
+	case netmon.ClockJump:
+		m.clockJumped()
+	}
+}
+
+// ifaceOf returns the interface l names, created on first sight.
+func (m *machine) ifaceOf(l netmon.Link) *iface {
+	ifc, ok := m.ifaces[l.Index]
+	if !ok {
+		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
+		m.ifaces[l.Index] = ifc
+	}
+	return ifc
+}
+
+func (m *machine) handleLink(ev netmon.Event) {
+	l := ev.Link
+	ifc := m.ifaceOf(l)
+	if l.Name != "" && ifc.name != l.Name {
+		if ifc.name != "" {
+			m.info("interface renamed", "iface", l.Name, "old", ifc.name)
+		}
+		ifc.name = l.Name
+	}
+	if hw := l.HardwareAddr.String(); hw != "" {
+		ifc.hw = hw
+	}
+	if !m.wanted(ifc.name) {
+		if ifc.state != IfUnknown || len(ifc.addrs) > 0 {
+			m.leaveLink(ifc, false)
+		}
+		return
+	}
+	up := l.Up && l.LowerUp
+	wasUp := ifc.up
+	ifc.up = up
+	switch {
+	case !up && wasUp:
+		m.info("interface down", "iface", ifc.name)
+		m.leaveLink(ifc, true)
+		ifc.state = IfDown
+		return
+	case !up:
+		ifc.state = IfDown
+		return
+	case !wasUp || ev.Kind == netmon.LinkChanged:
+		// RFC 9686 §4.1: discover afresh on every (re)connection, with no
+		// cached knowledge of the link.
+		if wasUp {
+			m.leaveLink(ifc, true)
+		}
+		ifc.mo = false
+	}
+	m.raFlags(ifc, l.Managed || l.Other, l)
+	// A failed probe's retry keeps its backoff: link events (an RA
+	// changing the flags) do not bring it forward.
+	if ifc.state == IfDown || (ifc.state == IfUnknown && ifc.nextProbe.IsZero()) {
+		m.startProbe(ifc)
+	}
+	m.registerAll(ifc)
+}
+
+// raFlags follows the link's RA condition: M or O in effect (netmon keeps
+// a router's flags while its Router Lifetime lasts).
+//
+// With RequireRAFlags, registrations and refreshes start only while it
+// holds (RFC 9686 §4.1: the client SHOULD NOT send ADDR-REG-INFORM unless
+// an RA with M or O has been received). When it lapses (the router's
+// lifetime ran out, or it withdrew itself) nothing new starts, but nothing
+// is deregistered either: RFC 9686 §4.7 deregisters an address that is
+// removed, expires, or leaves the link, and a lapsed RA is none of these —
+// the addresses stay assigned and in use, and the server's bindings run
+// out at the lifetimes it was told. A refresh or retry that comes due
+// meanwhile is held (addr.paused) and runs when the condition is back.
+func (m *machine) raFlags(ifc *iface, mo bool, l netmon.Link) {
+	if mo == ifc.mo {
+		return
+	}
+	ifc.mo = mo
+	if mo {
+		m.info("RA with M or O flag seen", "iface", ifc.name, "managed", l.Managed, "other", l.Other)
+		for ip, ad := range ifc.addrs {
+			if ad.paused {
+				ad.paused = false
+				m.enqueue(key{ifc.index, ip})
+			}
+		}
+		return
+	}
+	if m.cfg.RequireRAFlags && ifc.up {
+		m.info("RA with M or O flag lapsed: starting no registration or refresh until one is seen again; registrations kept", "iface", ifc.name)
+	}
+}
+
+// raAllows reports whether the RA condition lets registrations start on ifc.
+func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || ifc.mo }
+
+// leaveLink forgets what was learnt about the link: support is unknown and
+// every address must be registered again once it is re-discovered. With
+// keepAddrs the addresses stay known (pending).
+func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
+	m.stopDiscovery(ifc)
+	ifc.state = IfUnknown
+	for ip, ad := range ifc.addrs {
+		m.quiesce(ifc, ad)
+		if !keepAddrs {
+			delete(ifc.addrs, ip)
+		}
+	}
+}
+
+// stopDiscovery cancels a running probe and a pending re-probe.
+func (m *machine) stopDiscovery(ifc *iface) {
+	if ifc.probing {
+		m.emit(effCancel{ifc.probeGen})
+		ifc.probing = false
+	}
+	ifc.nextProbe = time.Time{}
+	ifc.probeGen = m.nextGen()
+	ifc.probeFrom = netip.Addr{}
+}
+
+func (m *machine) startProbe(ifc *iface) {
+	if !m.cfg.Enable || !ifc.up || m.stopping {
+		return
+	}
+	m.stopDiscovery(ifc)
+	if !ifc.linkLocal.IsValid() {
+		// Waiting for a DAD-complete link-local address: its arrival probes.
+		ifc.state = IfUnknown
+		return
+	}
+	ifc.state = IfProbing
+	ifc.probing, ifc.probeFrom = true, ifc.linkLocal
+	m.info("discovering registration support", "iface", ifc.name, "from", ifc.linkLocal)
+	m.emit(effProbe{ifindex: ifc.index, gen: ifc.probeGen, ifname: ifc.name, from: ifc.linkLocal})
+}
+
+func (m *machine) handleProbe(pr probeResult) {
+	ifc, ok := m.ifaces[pr.ifindex]
+	if !ok || pr.gen != ifc.probeGen {
+		return
+	}
+	ifc.probing, ifc.probeFrom = false, netip.Addr{}
+	m.noteProbe(pr)
+	switch {
+	case pr.err != nil:
+		if errors.Is(pr.err, context.Canceled) {
+			return
+		}
+		if m.fatalError(pr.err) {
+			return
+		}
+		ifc.probeFail++
+		d := m.cfg.Retry.Delay(ifc.probeFail, 0, m.cfg.Rand)
+		m.warn("discovery failed; trying again", "iface", ifc.name, "err", pr.err, "in", d, "failures", ifc.probeFail)
+		ifc.state = IfUnknown
+		ifc.nextProbe = m.now.Add(d)
+	case pr.supported:
+		ifc.probeFail = 0
+		m.info("registration supported on link", "iface", ifc.name)
+		ifc.state = IfSupported
+		m.claimStale(ifc)
+		m.registerAll(ifc)
+	default:
+		ifc.probeFail = 0
+		m.info("registration not offered on link (no option 148): registering nothing", "iface", ifc.name)
+		ifc.state = IfUnsupported
+		ifc.nextProbe = m.now.Add(reprobeUnsupported)
+	}
+}
+
+// reprobe runs discovery again when its retry is due.
+func (m *machine) reprobe(ifc *iface) {
+	ifc.nextProbe = time.Time{}
+	if !ifc.up {
+		return
+	}
+	if ifc.state == IfUnknown || ifc.state == IfUnsupported {
+		m.startProbe(ifc)
+	}
+}
+
+// linkLocalChanged picks the link-local address discovery uses and
+// restarts a probe that was sent from one the interface no longer holds.
+func (m *machine) linkLocalChanged(ifc *iface) {
+	if !ifc.lls[ifc.linkLocal] {
+		ifc.linkLocal = netip.Addr{}
+		for ip := range ifc.lls {
+			if !ifc.linkLocal.IsValid() || ip.Less(ifc.linkLocal) {
+				ifc.linkLocal = ip
+			}
+		}
+	}
+	switch {
+	case !ifc.up:
+	case ifc.state == IfProbing && ifc.probeFrom != ifc.linkLocal:
+		m.startProbe(ifc) // from the new address, or wait for one
+	case ifc.state == IfUnknown && ifc.linkLocal.IsValid() && ifc.nextProbe.IsZero():
+		m.startProbe(ifc)
+	}
+}
+
+func (m *machine) rediscoverAll() {
+	m.info("re-discovering on every interface")
+	for _, ifc := range m.ifaces {
+		if !ifc.up || !m.wanted(ifc.name) {
+			continue
+		}
+		m.leaveLink(ifc, true)
+		m.startProbe(ifc)
+	}
+}
