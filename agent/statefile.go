@@ -237,8 +237,8 @@ func (m *machine) claimStale(ifc *iface) {
 }
 
 // snapshot lists what the server may hold from us: addresses registered
-// or with an exchange sent, those owed a deregistration, and the file's
-// entries not yet claimed.
+// or with an exchange sent, those owed a deregistration or with one under
+// way, and the file's entries not yet claimed.
 func (m *machine) snapshot() []savedAddr {
 	out := []savedAddr{}
 	for _, ifc := range m.ifaces {
@@ -253,10 +253,25 @@ func (m *machine) snapshot() []savedAddr {
 			out = append(out, sa)
 		}
 	}
+	// Owed deregistrations, and those under way: one the stop could not
+	// get out (refused, or abandoned at StopTimeout) must be in the last
+	// write, for the next start to send.
+	gone := map[key]bool{}
 	for k := range m.owed {
-		if ifc, ok := m.ifaces[k.ifindex]; ok && !m.forgotten[k] {
-			out = append(out, savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: k.addr})
+		gone[k] = true
+	}
+	for k := range m.deregging {
+		gone[k] = true
+	}
+	for k := range gone {
+		ifc, ok := m.ifaces[k.ifindex]
+		if !ok || m.forgotten[k] {
+			continue
 		}
+		if ad, ok := ifc.addrs[k.addr]; ok && ad.held() {
+			continue // listed above
+		}
+		out = append(out, savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: k.addr})
 	}
 	for _, list := range m.stale {
 		out = append(out, list...)
