@@ -29,16 +29,23 @@ func (m *machine) registerAll(ifc *iface) {
 }
 
 // quiesce stops all work on an address: no refresh due, no exchange in
-// flight (a queued key finds nothing to do). The server's binding, if any,
-// is forgotten: the address will be registered afresh when eligible.
-func (m *machine) quiesce(ifc *iface, ad *addr) {
+// flight (a queued key finds nothing to do); the address will be
+// registered afresh when eligible. With forget, so is what the server may
+// hold from us; without (leaving a link the address stays on: re-discovery),
+// it is kept, for the state file and for the deregistration owed if the
+// address goes before it is registered again.
+func (m *machine) quiesce(ifc *iface, ad *addr, forget bool) {
 	m.deadlines.Remove(key{ifc.index, ad.cur.IP})
 	if ad.running {
 		m.emit(effCancel{ad.gen})
 		ad.running = false
+		ad.sent = true // its INFORM may be out: its result is now stale
 	}
 	ad.gen = m.nextGen()
-	ad.phase, ad.hasReg, ad.again, ad.failures, ad.sent, ad.paused = Pending, false, false, 0, false, false
+	if forget {
+		ad.hasReg, ad.sent = false, false
+	}
+	ad.phase, ad.again, ad.failures, ad.paused = Pending, false, 0, false
 }
 
 func (m *machine) handleAddr(na netmon.Addr) {
@@ -82,7 +89,7 @@ func (m *machine) handleAddr(na netmon.Addr) {
 			// deregistration for an address that is still assigned (a
 			// DAD-failed one belongs to another node).
 			m.info("address no longer registrable", "iface", ifc.name, "addr", na.IP, "class", na.Class, "state", na.State)
-			m.quiesce(ifc, ad)
+			m.quiesce(ifc, ad, true)
 		}
 		return
 	}
@@ -149,7 +156,7 @@ func (m *machine) handleAddrRemoved(na netmon.Addr) {
 	}
 	held := ad.held()
 	m.info("address removed", "iface", ifc.name, "addr", na.IP)
-	m.quiesce(ifc, ad)
+	m.quiesce(ifc, ad, true)
 	delete(ifc.addrs, na.IP)
 	if held && m.cfg.Deregister && m.cfg.Enable && ifc.up {
 		k := key{ifc.index, na.IP}

@@ -132,12 +132,13 @@ func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || if
 
 // leaveLink forgets what was learnt about the link: support is unknown and
 // every address must be registered again once it is re-discovered. With
-// keepAddrs the addresses stay known (pending).
+// keepAddrs the addresses stay known (pending), with what the server may
+// hold from them.
 func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
 	m.stopDiscovery(ifc)
 	ifc.state = IfUnknown
 	for ip, ad := range ifc.addrs {
-		m.quiesce(ifc, ad)
+		m.quiesce(ifc, ad, !keepAddrs)
 		if !keepAddrs {
 			delete(ifc.addrs, ip)
 		}

@@ -54,3 +54,38 @@ func TestStopKeepsUnsentDeregistrationInStateFile(t *testing.T) {
 		}
 	})
 }
+
+// Re-discovery (SIGHUP, or the link back after a carrier loss) asks the
+// link afresh, but the server still holds what it was told: the address
+// stays in the state file, and removed before it is registered again it is
+// still owed its deregistration. Both were forgotten: leaving the link
+// cleared what the server may hold, so while discovery waited for an
+// answer (a server restarting: minutes of backoff) a removed address was
+// never deregistered and a restart did not know of it.
+func TestRediscoveryKeepsWhatTheServerHolds(t *testing.T) {
+	for _, how := range []string{"sighup", "carrier"} {
+		t.Run(how, func(t *testing.T) {
+			h := startOnLink(t, defaults(), true)
+			a := global("2001:db8::1", time.Hour)
+			h.mon.add(a)
+			h.settle()
+			h.reg.blockProbe = true // discovery hangs: no answer yet
+			switch how {
+			case "sighup":
+				h.deliver(evRediscover{})
+			case "carrier":
+				h.mon.link(false, false, true)
+				h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true}})
+			}
+			if !inSnapshot(h, "2001:db8::1") {
+				t.Error("re-discovering: the registered address left the state file")
+			}
+			h.mon.remove(a)
+			h.idle()
+			_, sends := h.reg.snapshot()
+			if len(sends) != 2 || !sends[1].deregistered {
+				t.Errorf("removed while re-discovering: sends = %+v, want its registration and its deregistration", sends)
+			}
+		})
+	}
+}
