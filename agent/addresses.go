@@ -75,7 +75,9 @@ func (m *machine) handleAddr(na netmon.Addr) {
 		ad = &addr{gen: m.nextGen()}
 		ifc.addrs[na.IP] = ad
 		if m.owed[k] {
-			// Back before its deregistration went out: it never left.
+			// Back before its deregistration went out: it never left,
+			// and the server still holds it.
+			ad.sent = true
 			delete(m.owed, k)
 			m.deadlines.Remove(k) // a deregistration's retry
 			m.info("address re-added: deregistration cancelled", "iface", ifc.name, "addr", na.IP)

@@ -85,6 +85,12 @@ func (m *machine) handleLink(ev netmon.Event) {
 			m.leaveLink(ifc, true)
 		}
 		ifc.mo = false
+		// Deregistrations owed on the link wait for it (retry.go).
+		for k := range m.owed {
+			if k.ifindex == ifc.index {
+				m.enqueue(k)
+			}
+		}
 	}
 	m.raFlags(ifc, l.Managed || l.Other, l)
 	// A failed probe's retry keeps its backoff: link events (an RA

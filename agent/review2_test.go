@@ -89,3 +89,60 @@ func TestRediscoveryKeepsWhatTheServerHolds(t *testing.T) {
 		})
 	}
 }
+
+// A deregistration owed (the address removed while the link was up, its
+// send refused) whose retry comes due while the carrier is lost is still
+// owed when the link is back. It was dropped at that retry: the server
+// kept the binding (for a static address, forever).
+func TestOwedDeregistrationSurvivesCarrierLoss(t *testing.T) {
+	h := startOnLink(t, defaults(), true)
+	a := global("2001:db8::1", netmon.Infinite)
+	a.Class = netmon.ClassStatic
+	h.mon.add(a)
+	h.settle()
+	h.reg.mu.Lock()
+	h.reg.refuse = true // and so is every send while the link is down
+	h.reg.mu.Unlock()
+	h.mon.remove(a)
+	h.mon.link(false, false, true)
+	h.advance(time.Hour) // the retry comes due, and fails
+	h.reg.mu.Lock()
+	h.reg.refuse = false
+	h.reg.mu.Unlock()
+	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
+	h.advance(time.Hour)
+	_, sends := h.reg.snapshot()
+	if len(sends) != 2 || !sends[1].deregistered {
+		t.Fatalf("sends = %+v, want the registration and, once the link is back, the deregistration", sends)
+	}
+}
+
+// An address removed and re-added before its deregistration got out
+// (refused) never left, as far as the server knows: it still holds the
+// binding. Removed again before a new registration got out, it is owed a
+// deregistration; it was not (the re-added address started with nothing
+// held), and the server kept the binding (for a static address, forever).
+func TestReaddedAddressKeepsWhatTheServerHolds(t *testing.T) {
+	h := startOnLink(t, defaults(), true)
+	a := global("2001:db8::1", netmon.Infinite)
+	a.Class = netmon.ClassStatic
+	h.mon.add(a)
+	h.settle()
+	h.reg.mu.Lock()
+	h.reg.refuse = true
+	h.reg.mu.Unlock()
+	h.mon.remove(a) // deregistration refused: owed
+	h.mon.add(a)    // back: cancelled; its registration is refused too
+	if !inSnapshot(h, "2001:db8::1") {
+		t.Error("re-added: the address the server holds left the state file")
+	}
+	h.mon.remove(a)
+	h.reg.mu.Lock()
+	h.reg.refuse = false
+	h.reg.mu.Unlock()
+	h.advance(time.Hour)
+	_, sends := h.reg.snapshot()
+	if len(sends) != 2 || !sends[1].deregistered {
+		t.Fatalf("sends = %+v, want the registration and the deregistration", sends)
+	}
+}
