@@ -53,9 +53,8 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	if !ok {
 		ifc = m.ifaceOf(netmon.Link{Index: na.Index, Name: na.Ifname})
 	}
-	if !m.wanted(ifc.name) {
-		return
-	}
+	// An interface left alone (not wanted) is never up for the machine:
+	// its addresses are only recorded, for when it is renamed into the set.
 	if na.Class == netmon.ClassLinkLocal {
 		// A tentative or DAD-failed link-local is no source for discovery.
 		usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
@@ -85,6 +84,9 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	}
 	prev := ad.cur
 	ad.cur = na
+	if !m.wanted(ifc.name) {
+		return
+	}
 	if !na.Registrable {
 		if known && prev.Registrable {
 			// Tentative again, DAD-failed, now excluded: stop, but send no

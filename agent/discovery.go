@@ -61,9 +61,12 @@ func (m *machine) handleLink(ev netmon.Event) {
 		ifc.hw = hw
 	}
 	if !m.wanted(ifc.name) {
-		if ifc.state != IfUnknown || len(ifc.addrs) > 0 {
-			m.leaveLink(ifc, false)
+		// Left alone, but its addresses stay known: netmon does not report
+		// them again if it is renamed back. Coming back is a connection.
+		if ifc.up || ifc.state != IfUnknown {
+			m.leaveLink(ifc, true)
 		}
+		ifc.up = false
 		return
 	}
 	up := l.Up && l.LowerUp

@@ -103,7 +103,7 @@ type propRun struct {
 	trace  []string
 }
 
-var noRename, excuseDown = true, true
+var noRename, excuseDown = false, true
 
 const propExcluded = "tmp0" // a name the agent is told to leave alone
 

@@ -146,3 +146,39 @@ func TestReaddedAddressKeepsWhatTheServerHolds(t *testing.T) {
 		t.Fatalf("sends = %+v, want the registration and the deregistration", sends)
 	}
 }
+
+// An interface renamed to a name the agent is told to leave alone, and
+// back (or first seen under such a name: udev renames new interfaces),
+// keeps its addresses: netmon reports an address once, not again at a
+// rename. They were dropped, and a static address was never registered
+// again.
+func TestRenamedInterfaceKeepsItsAddresses(t *testing.T) {
+	cfg := defaults()
+	cfg.Exclude = []string{"tmp0"}
+	h := startOnLink(t, cfg, true)
+	a := global("2001:db8::1", netmon.Infinite)
+	a.Class = netmon.ClassStatic
+	h.mon.add(a)
+	h.settle()
+	link := func(kind netmon.EventKind, name string, up bool) {
+		h.mon.send(netmon.Event{Kind: kind, Link: netmon.Link{Index: 2, Name: name, Up: up, LowerUp: up, Other: up}})
+	}
+	link(netmon.LinkUpdated, "eth0", false) // Linux renames only a down interface
+	link(netmon.LinkRenamed, "tmp0", false)
+	b := global("2001:db8::2", netmon.Infinite) // added under the excluded name
+	b.Class, b.Ifname = netmon.ClassStatic, "tmp0"
+	h.mon.add(b)
+	link(netmon.LinkRenamed, "eth0", false)
+	link(netmon.LinkChanged, "eth0", true)
+	h.settle()
+	_, sends := h.reg.snapshot()
+	var got []netip.Addr
+	for _, s := range sends {
+		got = append(got, s.addr)
+	}
+	want := []netip.Addr{a.IP, a.IP, b.IP}
+	slices.SortFunc(got, netip.Addr.Compare)
+	if !slices.Equal(got, want) {
+		t.Fatalf("registrations of %v, want %v: an address was lost at the rename", got, want)
+	}
+}
