@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -180,5 +181,37 @@ func TestRenamedInterfaceKeepsItsAddresses(t *testing.T) {
 	slices.SortFunc(got, netip.Addr.Compare)
 	if !slices.Equal(got, want) {
 		t.Fatalf("registrations of %v, want %v: an address was lost at the rename", got, want)
+	}
+}
+
+// An address from the last run's state file that is still assigned when
+// discovery claims the file's entries is held by the server: if it goes
+// before this run registers it (here the RA condition holds registration
+// back), it is owed a deregistration, and it stays in the state file.
+// Claimed, it was forgotten at once.
+func TestClaimedStaleAddressStaysHeld(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	hw := "02:00:00:00:00:01"
+	if err := writeState(path, []savedAddr{{Iface: "eth0", HW: hw, Addr: netip.MustParseAddr("2001:db8::1"), Valid: 600}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaults()
+	cfg.StatePath = path
+	h := start(t, cfg, true)
+	h.writer = nil
+	// No RA with M or O yet: nothing is registered.
+	h.mon.send(netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, HardwareAddr: mustMAC(hw)}})
+	a := global("2001:db8::1", 600*time.Second)
+	h.mon.add(a)
+	h.mon.add(ll)
+	h.settle()
+	if !inSnapshot(h, "2001:db8::1") {
+		t.Error("claimed: the address the server holds from the last run left the state file")
+	}
+	h.mon.remove(a)
+	h.settle()
+	_, sends := h.reg.snapshot()
+	if len(sends) != 1 || !sends[0].deregistered {
+		t.Fatalf("sends = %+v, want its deregistration", sends)
 	}
 }

@@ -222,7 +222,13 @@ func (m *machine) claimStale(ifc *iface) {
 				"iface", ifc.name, "addr", sa.Addr, "hwaddr", sa.HW, "now", ifc.hw)
 			continue
 		}
-		if _, ok := ifc.addrs[sa.Addr]; ok || !m.cfg.Deregister || !m.cfg.Enable {
+		if ad, ok := ifc.addrs[sa.Addr]; ok {
+			// Still there: registered like any other, and until then the
+			// server holds it from the last run.
+			ad.sent = true
+			continue
+		}
+		if !m.cfg.Deregister || !m.cfg.Enable {
 			continue
 		}
 		k := key{ifc.index, sa.Addr}
