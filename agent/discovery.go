@@ -145,7 +145,7 @@ func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || if
 // hold from them.
 func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
 	m.stopDiscovery(ifc)
-	ifc.state = IfUnknown
+	ifc.state, ifc.probeFail = IfUnknown, 0 // its backoff too
 	for ip, ad := range ifc.addrs {
 		m.quiesce(ifc, ad, !keepAddrs)
 		if !keepAddrs {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/netmon"
+	"github.com/addrreg/addrreg/scheduler"
 )
 
 // Defects found by the property test (property_test.go), each pinned by
@@ -213,5 +215,24 @@ func TestClaimedStaleAddressStaysHeld(t *testing.T) {
 	_, sends := h.reg.snapshot()
 	if len(sends) != 1 || !sends[0].deregistered {
 		t.Fatalf("sends = %+v, want its deregistration", sends)
+	}
+}
+
+// Discovery on a reconnected link starts afresh (RFC 9686 §4.1), its
+// backoff too: after a long outage had pushed the probe retries to an
+// hour, a link that comes back and whose first probe fails is asked again
+// after Retry.First, not after the hour it had reached before.
+func TestReconnectResetsProbeBackoff(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.reg.probeErr = errors.New("probe eth0: no reply")
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.advance(6 * time.Hour) // failures 1…: 30 s, 1 min, … 1 h
+	h.mon.link(false, false, true)
+	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
+	before, _ := h.reg.snapshot()
+	h.advance(scheduler.DefaultRetryFirst)
+	if p, _ := h.reg.snapshot(); p != before+1 {
+		t.Fatalf("%d probes %v after the reconnection's failed one, want 1", p-before, scheduler.DefaultRetryFirst)
 	}
 }
