@@ -115,9 +115,9 @@ type propRun struct {
 	seen   int // sends folded into server
 	// late: indexes of sends recorded when a hanging exchange ended
 	// (retransmissions of an exchange started earlier).
-	late map[int]bool
-	cfg  Config
-	trace  []string
+	late  map[int]bool
+	cfg   Config
+	trace []string
 }
 
 // excuseDown: an address removed while its link is down is owed nothing
@@ -520,7 +520,6 @@ func (p *propRun) fold() {
 		}
 	}
 }
-
 
 func (p *propRun) checkInvariants() {
 	p.t.Helper()
