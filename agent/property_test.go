@@ -332,12 +332,18 @@ func (p *propRun) step() {
 			5 * time.Minute, time.Hour, 5 * time.Hour}[p.c.intn(7)]
 		p.advance(d)
 	case 11: // the server's or the network's behaviour changes
-		mode := p.c.intn(5)
+		mode := p.c.intn(6)
 		p.logf("registrar mode %d", mode)
 		p.setReg(func(r *fakeReg) {
 			r.fail, r.silent, r.refuse = mode == 1, mode == 2, mode == 3
 			r.holdDereg = mode == 4
 		})
+		p.h.mon.mu.Lock()
+		p.h.mon.lookErr = nil
+		if mode == 5 { // netmon's lookups fail (ENOBUFS): its last word counts
+			p.h.mon.lookErr = errRefused
+		}
+		p.h.mon.mu.Unlock()
 	case 12: // a hanging exchange ends
 		p.releaseOne()
 	case 13: // discovery's outcome changes; a hanging probe ends
