@@ -15,6 +15,36 @@ import (
 // Defects found by the property test (property_test.go), each pinned by
 // the smallest sequence that shows it.
 
+// registerStatic adds a static address and lets it register.
+func registerStatic(h *harness, ip string) netmon.Addr {
+	a := global(ip, netmon.Infinite)
+	a.Class = netmon.ClassStatic
+	h.mon.add(a)
+	h.settle()
+	return a
+}
+
+// refuse makes every send fail (fakeReg.refuse), or not.
+func refuse(h *harness, on bool) {
+	h.reg.mu.Lock()
+	h.reg.refuse = on
+	h.reg.mu.Unlock()
+}
+
+// wantSends checks what went out: a registration (false) or a
+// deregistration (true), in order.
+func wantSends(t *testing.T, h *harness, what string, dereg ...bool) {
+	t.Helper()
+	_, sends := h.reg.snapshot()
+	got := make([]bool, len(sends))
+	for i, s := range sends {
+		got[i] = s.deregistered
+	}
+	if !slices.Equal(got, dereg) {
+		t.Errorf("%s: sends = %+v, want deregistered = %v", what, sends, dereg)
+	}
+}
+
 func inSnapshot(h *harness, ip string) bool {
 	return slices.ContainsFunc(h.m.snapshot(), func(sa savedAddr) bool { return sa.Addr == netip.MustParseAddr(ip) })
 }
@@ -27,13 +57,8 @@ func inSnapshot(h *harness, ip string) bool {
 func TestStopKeepsUnsentDeregistrationInStateFile(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
 		h := startOnLink(t, defaults(), true)
-		a := global("2001:db8::1", netmon.Infinite)
-		a.Class = netmon.ClassStatic
-		h.mon.add(a)
-		h.settle()
-		h.reg.mu.Lock()
-		h.reg.refuse = true
-		h.reg.mu.Unlock()
+		a := registerStatic(h, "2001:db8::1")
+		refuse(h, true)
 		h.mon.remove(a) // refused, owed again after Retry.First
 		h.settle()
 		if !inSnapshot(h, "2001:db8::1") {
@@ -85,10 +110,7 @@ func TestRediscoveryKeepsWhatTheServerHolds(t *testing.T) {
 			}
 			h.mon.remove(a)
 			h.idle()
-			_, sends := h.reg.snapshot()
-			if len(sends) != 2 || !sends[1].deregistered {
-				t.Errorf("removed while re-discovering: sends = %+v, want its registration and its deregistration", sends)
-			}
+			wantSends(t, h, "removed while re-discovering", false, true)
 		})
 	}
 }
@@ -99,25 +121,15 @@ func TestRediscoveryKeepsWhatTheServerHolds(t *testing.T) {
 // kept the binding (for a static address, forever).
 func TestOwedDeregistrationSurvivesCarrierLoss(t *testing.T) {
 	h := startOnLink(t, defaults(), true)
-	a := global("2001:db8::1", netmon.Infinite)
-	a.Class = netmon.ClassStatic
-	h.mon.add(a)
-	h.settle()
-	h.reg.mu.Lock()
-	h.reg.refuse = true // and so is every send while the link is down
-	h.reg.mu.Unlock()
+	a := registerStatic(h, "2001:db8::1")
+	refuse(h, true) // and so is every send while the link is down
 	h.mon.remove(a)
 	h.mon.link(false, false, true)
 	h.advance(time.Hour) // the retry comes due, and fails
-	h.reg.mu.Lock()
-	h.reg.refuse = false
-	h.reg.mu.Unlock()
+	refuse(h, false)
 	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
 	h.advance(time.Hour)
-	_, sends := h.reg.snapshot()
-	if len(sends) != 2 || !sends[1].deregistered {
-		t.Fatalf("sends = %+v, want the registration and, once the link is back, the deregistration", sends)
-	}
+	wantSends(t, h, "the link back", false, true)
 }
 
 // An address removed and re-added before its deregistration got out
@@ -127,27 +139,17 @@ func TestOwedDeregistrationSurvivesCarrierLoss(t *testing.T) {
 // held), and the server kept the binding (for a static address, forever).
 func TestReaddedAddressKeepsWhatTheServerHolds(t *testing.T) {
 	h := startOnLink(t, defaults(), true)
-	a := global("2001:db8::1", netmon.Infinite)
-	a.Class = netmon.ClassStatic
-	h.mon.add(a)
-	h.settle()
-	h.reg.mu.Lock()
-	h.reg.refuse = true
-	h.reg.mu.Unlock()
+	a := registerStatic(h, "2001:db8::1")
+	refuse(h, true)
 	h.mon.remove(a) // deregistration refused: owed
 	h.mon.add(a)    // back: cancelled; its registration is refused too
 	if !inSnapshot(h, "2001:db8::1") {
 		t.Error("re-added: the address the server holds left the state file")
 	}
 	h.mon.remove(a)
-	h.reg.mu.Lock()
-	h.reg.refuse = false
-	h.reg.mu.Unlock()
+	refuse(h, false)
 	h.advance(time.Hour)
-	_, sends := h.reg.snapshot()
-	if len(sends) != 2 || !sends[1].deregistered {
-		t.Fatalf("sends = %+v, want the registration and the deregistration", sends)
-	}
+	wantSends(t, h, "removed again", false, true)
 }
 
 // An interface renamed to a name the agent is told to leave alone, and
@@ -212,10 +214,7 @@ func TestClaimedStaleAddressStaysHeld(t *testing.T) {
 	}
 	h.mon.remove(a)
 	h.settle()
-	_, sends := h.reg.snapshot()
-	if len(sends) != 1 || !sends[0].deregistered {
-		t.Fatalf("sends = %+v, want its deregistration", sends)
-	}
+	wantSends(t, h, "removed before registered", true)
 }
 
 // Discovery on a reconnected link starts afresh (RFC 9686 §4.1), its
