@@ -87,6 +87,7 @@ func (c *byteChooser) done() bool { return c.i >= len(c.b) }
 type propLink struct {
 	index  int
 	name   string
+	hw     byte // its MAC's last byte: it keeps it when re-created
 	exists bool
 	up     bool
 	m, o   bool
@@ -150,7 +151,7 @@ func newPropRun(t *testing.T, c chooser) *propRun {
 	p.h = start(t, cfg, c.intn(5) != 0)
 	p.h.mon.clk = p.h.clk
 	for i, name := range []string{"eth0", "eth1"} {
-		l := &propLink{index: 2 + i, name: name, addrs: map[netip.Addr]netmon.Addr{}}
+		l := &propLink{index: 2 + i, name: name, hw: byte(1 + i), addrs: map[netip.Addr]netmon.Addr{}}
 		for j := 1; j <= 3; j++ {
 			ip := netip.MustParseAddr(fmt.Sprintf("2001:db8:%d::%d", i, j))
 			l.pool = append(l.pool, ip)
@@ -190,7 +191,7 @@ func (p *propRun) fail(format string, args ...any) {
 
 func (p *propRun) link(l *propLink) netmon.Link {
 	return netmon.Link{Index: l.index, Name: l.name, Up: l.up, LowerUp: l.up, Managed: l.m, Other: l.o,
-		HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, byte(l.index)}}
+		HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, l.hw}}
 }
 
 func (p *propRun) send(kind netmon.EventKind, l *propLink, a netmon.Addr) {
@@ -366,6 +367,9 @@ func (p *propRun) step() {
 		p.h.mon.send(netmon.Event{Kind: netmon.ClockJump})
 	case 16: // the interface goes away (its addresses with it), or comes back
 		if !l.exists {
+			if p.c.intn(2) == 0 { // re-created under another index
+				l.index ^= 16
+			}
 			l.exists, l.up = true, p.c.intn(2) == 0
 			p.send(netmon.LinkAdded, l, netmon.Addr{})
 			return
@@ -381,7 +385,7 @@ func (p *propRun) step() {
 		}
 		l.exists, l.up, l.ll, l.m, l.o = false, false, false, false, false
 		for ip, b := range p.server {
-			if b.ifindex == l.index {
+			if p.owner[ip] == l {
 				// The agent deliberately forgets a link that is gone
 				// (discovery.go: nothing can be sent on it any more).
 				b.excused = true
