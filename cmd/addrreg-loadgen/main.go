@@ -15,7 +15,9 @@
 // link-address is LINK-ADDRESS and whose peer-address is the client's, a
 // distinct client (DUID) and address per message, at the fixed --rate; the
 // server answers with Relay-Replies to that socket. Nothing is added to the
-// interface. This is how server throughput is compared with other servers:
+// interface. A reply's latency ends at its kernel receive timestamp, so the
+// generator's own scheduling delay on a busy machine is not counted as the
+// server's. This is how server throughput is compared with other servers:
 //
 //	addrreg-loadgen -i eth0 --relay 2001:db8:2::1 --prefix 2001:db8:2::/64 --server 2001:db8:1::1 --rate 20000 --duration 10s --count 0
 //

@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // maxRelayCount bounds --count in relay mode: message i has transaction ID
@@ -65,6 +67,22 @@ func relayClient(o options, i int) (netip.Addr, []byte) {
 	return netip.AddrFrom16(a), binary.BigEndian.AppendUint32(d, uint32(i))
 }
 
+// rxStamp returns the SCM_TIMESTAMPNS in a datagram's control messages
+// (Unix ns), or 0.
+func rxStamp(oob []byte) int64 {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= 16 {
+			return int64(binary.NativeEndian.Uint64(data))*1e9 + int64(binary.NativeEndian.Uint64(data[8:]))
+		}
+		oob = rest
+	}
+	return 0
+}
+
 // loadRelay is relay mode: fixed offered rate, one socket, batched sends
 // and receives so that the generator costs as little CPU as it can (it
 // shares the machine with the server it measures).
@@ -82,7 +100,20 @@ func loadRelay(ctx context.Context, o options, stderr io.Writer) (report, error)
 	// sentAt[i] is when message i left, in ns since start (+1, so 0 is
 	// "not sent"); the reader swaps it to 0 when the reply comes.
 	sentAt := make([]atomic.Int64, total)
+	// A reply's latency ends when the kernel received it (SO_TIMESTAMPNS),
+	// not when this process got around to reading it: the generator shares
+	// the CPUs with the server, and its own scheduling delay is not the
+	// server's latency. Without timestamps, at the read.
+	stamps := false
+	if uc, ok := c.(*net.UDPConn); ok {
+		if rc, err := uc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				stamps = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) == nil
+			})
+		}
+	}
 	start := time.Now()
+	startNs := start.UnixNano()
 	var orphans atomic.Int64
 
 	type result struct {
@@ -95,8 +126,12 @@ func loadRelay(ctx context.Context, o options, stderr io.Writer) (report, error)
 		msgs := make([]ipv6.Message, relayBatch)
 		for i := range msgs {
 			msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+			msgs[i].OOB = make([]byte, unix.CmsgSpace(16))
 		}
 		for {
+			for i := range msgs {
+				msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
+			}
 			n, err := pc.ReadBatch(msgs, 0)
 			if err != nil {
 				readDone <- r
@@ -114,7 +149,11 @@ func loadRelay(ctx context.Context, o options, stderr io.Writer) (report, error)
 					orphans.Add(1) // a duplicate, or a reply to nothing sent
 					continue
 				}
-				if d := time.Duration(now - (t - 1)); d <= o.timeout {
+				at := now
+				if rx := rxStamp(m.OOB[:m.NN]); stamps && rx != 0 {
+					at = rx - startNs
+				}
+				if d := time.Duration(at - (t - 1)); d <= o.timeout {
 					r.lat = append(r.lat, d)
 				} else {
 					r.late++

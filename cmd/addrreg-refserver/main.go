@@ -90,6 +90,7 @@ type fileConfig struct {
 	Burst           *int                `json:"burst"`
 	MaxPerDUID      *int                `json:"max_bindings_per_duid"`
 	Queue           *int                `json:"queue"`
+	MaxWait         string              `json:"max_wait"`
 	LogFormat       string              `json:"log_format"`
 	LogLevel        string              `json:"log_level"`
 }
@@ -133,6 +134,8 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	readers := fs.Int("readers", 0, "goroutines reading and handling datagrams, all feeding the one database writer (0: one per CPU, at most 4)")
 	queue := fs.Int("queue", refserver.DefaultMaxQueue,
 		"most registrations waiting for their database commit; above it messages are dropped (counter \"overloaded\")")
+	maxWait := fs.Duration("max-wait", refserver.DefaultMaxWait,
+		"a message that waited longer than this in the socket's receive queue is dropped unhandled (counter \"overloaded\"); 0: no limit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	noLog := fs.Bool("no-registration-log", false, "do not log each registration (rejects are still logged)")
@@ -213,6 +216,19 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	}
 	if cfg.MaxQueue < 1 {
 		return zero, ops, usagef("invalid --queue %d: want 1 or more", cfg.MaxQueue)
+	}
+	cfg.MaxWait = *maxWait
+	if fc.MaxWait != "" && !fs.Changed("max-wait") {
+		var err error
+		if cfg.MaxWait, err = time.ParseDuration(fc.MaxWait); err != nil {
+			return zero, ops, usagef("invalid max_wait %q in the config file: %v", fc.MaxWait, err)
+		}
+	}
+	switch {
+	case cfg.MaxWait < 0:
+		return zero, ops, usagef("invalid --max-wait %v: want 0 (no limit) or more", cfg.MaxWait)
+	case cfg.MaxWait == 0:
+		cfg.MaxWait = -1 // refserver.Config: negative is no limit
 	}
 	if cfg.Readers = *readers; cfg.Readers < 0 {
 		return zero, ops, usagef("invalid --readers %d: want 0 or more", cfg.Readers)

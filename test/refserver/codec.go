@@ -133,8 +133,8 @@ func (r *recReader) varint() int64 {
 	return v
 }
 
-// bytes returns a copy (nil when empty): the value aliases bbolt's mmap,
-// valid only inside its transaction.
+// bytes returns a copy (nil when empty): the value may alias a file's
+// bytes or, in a migration, bbolt's mmap.
 func (r *recReader) bytes() []byte {
 	n := r.uvarint()
 	if n > uint64(len(r.b)) {

@@ -28,7 +28,9 @@ type Config struct {
 	// off); a zero Config has it false, so library users set it, or start
 	// from DefaultConfig.
 	AddrReg bool
-	// DBPath is the bbolt database file; it is created if missing.
+	// DBPath is the database (snapshot) file; it is created if missing, log
+	// segments DBPath.wal.N and DBPath.lock live beside it, and a bbolt
+	// database of an older server there is migrated (kept as DBPath.bbolt).
 	DBPath string
 	// LeasequeryAllow lists the requestors allowed to leasequery; nil allows
 	// only loopback (::1).
@@ -47,6 +49,12 @@ type Config struct {
 	// server drops what arrives (counter "overloaded") rather than let
 	// latency grow. 0: DefaultMaxQueue.
 	MaxQueue int
+	// MaxWait is how long a message may wait in the socket's receive
+	// queue (from the kernel's receive timestamp to being read); one that
+	// waited longer is dropped unhandled and counted as "overloaded": when
+	// the server falls behind, it sheds the oldest work first and keeps the
+	// latency of what it answers bounded. 0: DefaultMaxWait; negative: no limit.
+	MaxWait time.Duration
 	// Readers is how many goroutines read and handle datagrams (recvmmsg
 	// batches), all feeding the one group-commit writer. 0: one per CPU, at most 4.
 	Readers int

@@ -445,7 +445,7 @@ func (h *Handler) insert(b Binding) {
 // skipped when popped, and compacted away when they pile up.
 func (h *Handler) pushExpiry(b *Binding) {
 	if !b.Expires.IsZero() {
-		heap.Push(&h.exp, expEntry{at: b.Expires, addr: b.Addr})
+		h.exp.push(expEntry{at: b.Expires, addr: b.Addr})
 		if len(h.exp) > 2*len(h.byAddr)+1024 {
 			h.compactHeap()
 		}
@@ -607,6 +607,21 @@ func (e expHeap) Len() int           { return len(e) }
 func (e expHeap) Less(i, j int) bool { return e[i].at.Before(e[j].at) }
 func (e expHeap) Swap(i, j int)      { e[i], e[j] = e[j], e[i] }
 func (e *expHeap) Push(x any)        { *e = append(*e, x.(expEntry)) }
+
+// push is heap.Push without boxing x in an interface (an allocation per
+// registration).
+func (e *expHeap) push(x expEntry) {
+	*e = append(*e, x)
+	h := *e
+	for j := len(h) - 1; j > 0; {
+		i := (j - 1) / 2
+		if !h.Less(j, i) {
+			break
+		}
+		h.Swap(i, j)
+		j = i
+	}
+}
 func (e *expHeap) Pop() any {
 	old := *e
 	x := old[len(old)-1]

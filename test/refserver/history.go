@@ -4,18 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // History retention defaults: the newest DefaultHistoryMax records are
@@ -30,38 +30,6 @@ const DefaultControlSocket = "/run/addrreg-refserver/control.sock"
 type retention struct {
 	max    uint64
 	maxAge time.Duration
-}
-
-// prune deletes the oldest history records beyond the retention, after
-// record seq was written at now. At most a few records go per call in the
-// steady state; a lowered limit is caught up over the following commits
-// in steps of pruneStep, so one commit never stalls on a huge delete.
-func (r retention) prune(hb *bbolt.Bucket, seq uint64, now time.Time) error {
-	const pruneStep = 1024
-	maxN := r.max
-	if maxN == 0 {
-		maxN = HistoryCap
-	}
-	c := hb.Cursor()
-	for i := 0; i < pruneStep; i++ {
-		k, v := c.First()
-		if k == nil {
-			return nil
-		}
-		old := seq >= maxN && binary.BigEndian.Uint64(k) <= seq-maxN
-		if !old && r.maxAge > 0 {
-			if h, err := readHistory(v); err != nil || now.Sub(h.Time) > r.maxAge {
-				old = true // an unreadable record is pruned too: it answers nothing
-			}
-		}
-		if !old {
-			return nil
-		}
-		if err := c.Delete(); err != nil {
-			return fmt.Errorf("prune history: %w", err)
-		}
-	}
-	return nil
 }
 
 // HistoryQuery selects history records. The zero value selects all.
@@ -103,56 +71,60 @@ func (q *HistoryQuery) match(r *HistoryRecord) bool {
 	return true
 }
 
-// needles are byte strings every stored record q selects contains, so
-// most records are skipped without being decoded; match decides. For JSON
-// records (older databases): the address as text, a DUID in base64; for
-// binary ones (codec.go): the address's length byte and 16 bytes, the
-// DUID's bytes.
-func (q *HistoryQuery) needles() (jsonNeedles, binNeedles [][]byte) {
+// needles are byte strings every stored record (codecV1, codec.go) q
+// selects contains, so most records are skipped without being decoded:
+// the address's length byte and 16 bytes, the DUID's bytes. match decides.
+func (q *HistoryQuery) needles() [][]byte {
+	var ns [][]byte
 	if q.Address.IsValid() {
 		a16 := q.Address.As16()
-		jsonNeedles = append(jsonNeedles, []byte(`"addr":"`+q.Address.String()+`"`))
-		binNeedles = append(binNeedles, append([]byte{16}, a16[:]...))
+		ns = append(ns, append([]byte{16}, a16[:]...))
 	}
 	if len(q.ClientID) > 0 {
-		jsonNeedles = append(jsonNeedles, []byte(`"`+base64.StdEncoding.EncodeToString(q.ClientID)+`"`))
-		binNeedles = append(binNeedles, q.ClientID)
+		ns = append(ns, q.ClientID)
 	}
-	return jsonNeedles, binNeedles
+	return ns
 }
 
-// query returns the records q selects, oldest first, in one read
-// transaction: bbolt readers run beside the writer and never block it.
+// query returns the records q selects, oldest first, from the history in
+// memory; the writer adds to it after its commits are synced, and never
+// waits for a query to do so.
 func (s *store) query(q HistoryQuery) ([]HistoryRecord, error) {
+	s.hmu.Lock()
+	s.absorb() // what the writer could not add while another query ran
+	s.hmu.Unlock()
+	s.hmu.RLock()
+	defer s.hmu.RUnlock()
+	return queryHist(&s.hist, q)
+}
+
+func queryHist(r *histRing, q HistoryQuery) ([]HistoryRecord, error) {
 	rs := []HistoryRecord{}
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		hb := tx.Bucket(bucketHistory)
-		if hb == nil {
-			return nil
+	ns := q.needles()
+	var sinceNs, untilNs int64
+	if !q.Since.IsZero() {
+		sinceNs = q.Since.UnixNano()
+	}
+	if !q.Until.IsZero() {
+		untilNs = q.Until.UnixNano()
+	}
+next:
+	for _, h := range r.all() {
+		if (sinceNs != 0 && h.t < sinceNs) || (untilNs != 0 && h.t > untilNs) {
+			continue
 		}
-		jsonNeedles, binNeedles := q.needles()
-		return hb.ForEach(func(k, v []byte) error {
-			needles := binNeedles
-			if len(v) > 0 && v[0] == '{' {
-				needles = jsonNeedles
+		for _, n := range ns {
+			if !bytes.Contains(h.rec, n) {
+				continue next // cannot match: skip the decoding
 			}
-			for _, n := range needles {
-				if !bytes.Contains(v, n) {
-					return nil // cannot match: skip the decoding
-				}
-			}
-			r, err := readHistory(v)
-			if err != nil {
-				return fmt.Errorf("history record %x: %w", k, err)
-			}
-			if q.match(&r) {
-				rs = append(rs, r)
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read history: %w", err)
+		}
+		rec, err := decodeHistory(h.rec)
+		if err != nil {
+			return nil, fmt.Errorf("history record %d: %w", h.seq, err)
+		}
+		if q.match(&rec) {
+			rs = append(rs, rec)
+		}
 	}
 	return rs, nil
 }
@@ -211,16 +183,21 @@ func (s *Server) QueryHistory(q HistoryQuery) ([]HistoryRecord, error) {
 	return st.query(q)
 }
 
-// ReadHistoryQuery opens the database at path read-only and returns the
-// records q selects. A running server holds the file's lock: this waits up
-// to two seconds and fails; ask the server's control socket instead.
+// ReadHistoryQuery reads the database at path (snapshot and log
+// segments; an old bbolt file too) and returns the records q selects. A
+// running server holds the database's lock: this waits up to two seconds
+// and fails; ask the server's control socket instead.
 func ReadHistoryQuery(path string, q HistoryQuery) ([]HistoryRecord, error) {
-	db, err := bbolt.Open(path, 0o640, &bbolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	lock, err := lockDB(path, unix.LOCK_SH, 2*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("open database %s read-only (is the server running? ask its control socket): %w", path, err)
+		return nil, fmt.Errorf("read database %s (is the server running? ask its control socket): %w", path, err)
 	}
-	defer db.Close()
-	return (&store{db: db}).query(q)
+	defer lock.Close()
+	r, err := replay(path, retention{max: math.MaxUint64}, slog.New(slog.DiscardHandler), false)
+	if err != nil {
+		return nil, err
+	}
+	return queryHist(&r.st.hist, q)
 }
 
 // controlRequest is one line a client writes on the control socket.

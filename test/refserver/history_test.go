@@ -69,12 +69,11 @@ func TestHolderAt(t *testing.T) {
 // The history keeps at most HistoryMax records and none older than
 // HistoryMaxAge; a query over the control socket answers from it.
 func TestHistoryRetentionAndControl(t *testing.T) {
-	st, err := openStore(filepath.Join(t.TempDir(), "db"))
+	st, err := openStore(filepath.Join(t.TempDir(), "db"), retention{max: 5, maxAge: time.Hour}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.close()
-	st.retention = retention{max: 5, maxAge: time.Hour}
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	ev := func(i int, at time.Time) Event {
 		return Event{Kind: EventRegister, Time: at, Binding: Binding{
@@ -134,7 +133,7 @@ func TestHistoryRetentionAndControl(t *testing.T) {
 // (DefaultHistoryMax records): the length of the read transaction, which
 // runs beside the writer.
 func BenchmarkHistoryQuery(b *testing.B) {
-	st, err := openStore(filepath.Join(b.TempDir(), "db"))
+	st, err := openStore(filepath.Join(b.TempDir(), "db"), retention{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -174,7 +173,7 @@ func FuzzControlRequest(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	st, err := openStore(filepath.Join(f.TempDir(), "db"))
+	st, err := openStore(filepath.Join(f.TempDir(), "db"), retention{}, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -34,7 +34,7 @@ var (
 	ErrTooManyBindings   = &Reason{"too_many_bindings"}       // Config.MaxBindingsPerDUID reached
 	ErrRateSource        = &Reason{"rate_limited_source"}
 	ErrRateDUID          = &Reason{"rate_limited_duid"}
-	ErrOverloaded        = &Reason{"overloaded"} // the commit queue is full (Config.MaxQueue): shed, not answered
+	ErrOverloaded        = &Reason{"overloaded"} // the commit queue is full (Config.MaxQueue), or the message waited longer than Config.MaxWait: shed, not answered
 	ErrDatabase          = &Reason{"database_error"}
 	ErrSend              = &Reason{"send_error"}
 )

@@ -33,6 +33,10 @@ type Server struct {
 	h       atomic.Pointer[Handler]
 	cmu     sync.Mutex
 	counter map[string]uint64
+	// hot holds the counters of every packet (received, sent, the events,
+	// overloaded): atomic, so the readers and the writer do not contend.
+	// Read-only after New.
+	hot map[string]*atomic.Uint64
 
 	st      *store
 	pc      *ipv6.PacketConn
@@ -85,6 +89,8 @@ const (
 	// DefaultMaxQueue is how many messages may wait for a commit before
 	// the server sheds load (Config.MaxQueue).
 	DefaultMaxQueue = 1024
+	// DefaultMaxWait is Config.MaxWait's default.
+	DefaultMaxWait = 50 * time.Millisecond
 )
 
 // New checks cfg and returns a Server; Run starts it.
@@ -108,6 +114,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxQueue == 0 {
 		cfg.MaxQueue = DefaultMaxQueue
 	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
 	if cfg.Readers == 0 {
 		cfg.Readers = min(runtime.GOMAXPROCS(0), 4)
 	}
@@ -116,6 +125,7 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		clock:   cfg.Clock,
 		counter: make(map[string]uint64),
+		hot:     newHotCounters(),
 		ifNames: make(map[int]string),
 		onLink:  make(map[string]onLinkEntry),
 		wake:    make(chan struct{}, 1),
@@ -151,22 +161,37 @@ func (s *Server) Bindings() []Binding { return s.h.Load().Bindings() }
 func (s *Server) Counters() map[string]uint64 {
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
-	m := make(map[string]uint64, len(s.counter))
+	m := make(map[string]uint64, len(s.counter)+len(s.hot))
 	for k, v := range s.counter {
 		m[k] = v
+	}
+	for k, v := range s.hot {
+		if n := v.Load(); n > 0 {
+			m[k] += n
+		}
+	}
+	return m
+}
+
+func newHotCounters() map[string]*atomic.Uint64 {
+	m := map[string]*atomic.Uint64{"received": {}, "sent": {}, ErrOverloaded.Name: {}}
+	for k := EventRegister; k <= EventLeasequery; k++ {
+		m[k.String()] = new(atomic.Uint64)
 	}
 	return m
 }
 
 func (s *Server) count(keys ...string) {
-	s.cmu.Lock()
 	for _, k := range keys {
-		s.counter[k]++
+		s.countN(k, 1)
 	}
-	s.cmu.Unlock()
 }
 
 func (s *Server) countN(key string, n int) {
+	if c := s.hot[key]; c != nil {
+		c.Add(uint64(n))
+		return
+	}
 	s.cmu.Lock()
 	s.counter[key] += uint64(n)
 	s.cmu.Unlock()
@@ -185,12 +210,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.cancelRun = cancel
-	st, err := openStore(s.cfg.DBPath)
+	st, err := openStore(s.cfg.DBPath, retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}, s.log)
 	if err != nil {
 		return err
 	}
 	s.st = st
-	st.retention = retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}
 	s.running.Store(st)
 	defer func() {
 		if cerr := st.close(); cerr != nil && err == nil {
@@ -282,6 +306,14 @@ func (s *Server) listen() (*ipv6.PacketConn, error) {
 		return nil, fmt.Errorf("listen on [::]:547: %w", err)
 	}
 	setRcvBuf(c, 4<<20)
+	if cfg := s.cfg; cfg.MaxWait > 0 {
+		// Receive timestamps (SCM_TIMESTAMPNS) tell how long each
+		// datagram waited (Config.MaxWait).
+		if err := setSockopt(c, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("enable SO_TIMESTAMPNS on [::]:547: %w", err)
+		}
+	}
 	pc := ipv6.NewPacketConn(c)
 	if err := pc.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true); err != nil {
 		c.Close()
@@ -358,8 +390,9 @@ func (s *Server) reader(ctx context.Context) error {
 		// One byte more than accepted, so an oversized datagram shows
 		// (it arrives truncated to MaxMessageSize+1).
 		msgs[i].Buffers = [][]byte{make([]byte, MaxMessageSize+1)}
-		msgs[i].OOB = ipv6.NewControlMessage(ipv6.FlagDst | ipv6.FlagInterface)
+		msgs[i].OOB = append(ipv6.NewControlMessage(ipv6.FlagDst|ipv6.FlagInterface), make([]byte, unix.CmsgSpace(16))...)
 	}
+	maxWait := s.cfg.MaxWait
 	for {
 		for i := range msgs {
 			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
@@ -375,6 +408,7 @@ func (s *Server) reader(ctx context.Context) error {
 			}
 			return fmt.Errorf("read from [::]:547: %w", err)
 		}
+		now := time.Now()
 		for _, m := range msgs[:n] {
 			ua, ok := m.Addr.(*net.UDPAddr)
 			if !ok {
@@ -382,30 +416,47 @@ func (s *Server) reader(ctx context.Context) error {
 			}
 			sa, _ := netip.AddrFromSlice(ua.IP)
 			pkt := Packet{Data: m.Buffers[0][:m.N], Src: netip.AddrPortFrom(sa.WithZone(ua.Zone), uint16(ua.Port))}
-			if dst, ifIndex, ok := parsePktInfo(m.OOB[:m.NN]); ok {
-				pkt.IfIndex = ifIndex
-				pkt.Iface = s.ifName(ifIndex)
-				pkt.Dst = dst
+			cm := parseCmsgs(m.OOB[:m.NN])
+			if cm.ifIndex != 0 {
+				pkt.IfIndex = cm.ifIndex
+				pkt.Iface = s.ifName(cm.ifIndex)
+				pkt.Dst = cm.dst
+			}
+			if maxWait > 0 && cm.rx != 0 && now.UnixNano()-cm.rx > int64(maxWait) {
+				s.count("received")
+				s.shed("waited longer than --max-wait in the socket", "max_wait", maxWait)
+				continue
 			}
 			s.handle(pkt)
 		}
 	}
 }
 
-// parsePktInfo returns what IPV6_PKTINFO (RFC 3542 §6.1) says: the
-// destination address and the receiving interface.
-func parsePktInfo(oob []byte) (netip.Addr, int, bool) {
+// cmsgs is what a datagram's control messages say: the destination
+// address and receiving interface (IPV6_PKTINFO, RFC 3542 §6.1) and when
+// the kernel received it (SCM_TIMESTAMPNS, Unix ns; 0 when absent).
+type cmsgs struct {
+	dst     netip.Addr
+	ifIndex int
+	rx      int64
+}
+
+func parseCmsgs(oob []byte) cmsgs {
+	var c cmsgs
 	for len(oob) > 0 {
 		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
 		if err != nil {
-			return netip.Addr{}, 0, false
+			return c
 		}
-		if h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= 20 {
-			return netip.AddrFrom16([16]byte(data[:16])), int(binary.NativeEndian.Uint32(data[16:20])), true
+		switch {
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= 20:
+			c.dst, c.ifIndex = netip.AddrFrom16([16]byte(data[:16])), int(binary.NativeEndian.Uint32(data[16:20]))
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= 16:
+			c.rx = int64(binary.NativeEndian.Uint64(data))*1e9 + int64(binary.NativeEndian.Uint64(data[8:]))
 		}
 		oob = rest
 	}
-	return netip.Addr{}, 0, false
+	return c
 }
 
 // handle runs one packet through the Handler and queues or sends the result.
@@ -414,10 +465,7 @@ func (s *Server) handle(pkt Packet) {
 	// Shed load before doing any work when the writer is behind: a
 	// bounded wait instead of a queue that grows for hundreds of ms.
 	if s.queued.Load() >= int64(s.cfg.MaxQueue) {
-		s.count(ErrOverloaded.Name)
-		if now := time.Now().Unix(); s.shedLog.Swap(now) != now {
-			s.log.Warn("shedding load: commit queue full", "queue", s.cfg.MaxQueue, "reason", ErrOverloaded.Name)
-		}
+		s.shed("commit queue full", "queue", s.cfg.MaxQueue)
 		return
 	}
 	h := s.h.Load()
@@ -477,6 +525,14 @@ func (s *Server) handle(pkt Packet) {
 	}
 }
 
+// shed counts a message dropped for overload, and says so at most once a second.
+func (s *Server) shed(why string, attrs ...any) {
+	s.count(ErrOverloaded.Name)
+	if now := time.Now().Unix(); s.shedLog.Swap(now) != now {
+		s.log.Warn("shedding load: "+why, append(attrs, "reason", ErrOverloaded.Name)...)
+	}
+}
+
 // sendNow sends a reply that waits for no commit.
 func (s *Server) sendNow(j job) {
 	var cm *ipv6.ControlMessage
@@ -505,15 +561,30 @@ func (s *Server) enqueue(j job) {
 
 // writer commits whatever is queued in one transaction (group commit: the
 // batch is what queued up during the previous commit, not what a timer
-// allowed), then releases the replies that waited for it, writeBatch per
-// sendmmsg. It returns when jobs is closed and drained.
+// allowed), and hands the batch to the sender, which releases the replies
+// that waited for it, writeBatch per sendmmsg, while the writer commits the
+// next batch. It returns when jobs is closed and drained and the sender is
+// done.
 func (s *Server) writer() {
 	const maxBatch = 4096
-	batch := make([]job, 0, maxBatch)
+	// Three batches: one filling and committing, one being sent, one spare.
+	free := make(chan []job, 3)
+	for range cap(free) {
+		free <- make([]job, 0, maxBatch)
+	}
+	sendq := make(chan sendBatch, cap(free))
+	senderDone := make(chan struct{})
+	go func() {
+		defer close(senderDone)
+		s.sender(sendq, free)
+	}()
+	defer func() {
+		close(sendq)
+		<-senderDone
+	}()
 	var evs []Event
-	w := newReplyWriter()
 	for j := range s.jobs {
-		batch = append(batch[:0], j)
+		batch := append(<-free, j)
 	drain:
 		for len(batch) < maxBatch {
 			select {
@@ -548,24 +619,38 @@ func (s *Server) writer() {
 				s.dbErr = err
 				s.cancelRun()
 			})
-			s.release(batch)
-			continue
 		}
-		for _, j := range batch {
-			if j.reply != nil {
-				w.add(s, j)
+		clear(evs)
+		sendq <- sendBatch{jobs: batch, failed: err != nil}
+	}
+}
+
+// sendBatch is a committed batch (or, failed, one that is not) for the sender.
+type sendBatch struct {
+	jobs   []job
+	failed bool
+}
+
+// sender sends the replies of committed batches, logs their events,
+// releases their jobs and gives the batch back to the writer.
+func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
+	w := newReplyWriter()
+	for b := range sendq {
+		if !b.failed {
+			for _, j := range b.jobs {
+				if j.reply != nil {
+					w.add(s, j)
+				}
+			}
+			w.flush(s)
+			for _, j := range b.jobs {
+				if j.log {
+					s.logEvent(j.ev)
+				}
 			}
 		}
-		w.flush(s)
-		for _, j := range batch {
-			if j.log {
-				s.logEvent(j.ev)
-			}
-		}
-		s.release(batch)
-		if err := s.st.prewrite(); err != nil {
-			s.log.Warn("database: writing ahead failed", "err", err)
-		}
+		s.release(b.jobs)
+		free <- b.jobs[:0]
 	}
 }
 
@@ -632,7 +717,7 @@ func (w *replyWriter) flush(s *Server) {
 }
 
 // commit applies evs, retrying a failed transaction a few times (a full
-// disk may free up; bbolt leaves nothing half-written).
+// disk may free up; a failed append is overwritten by the next).
 func (s *Server) commit(evs []Event) error {
 	defer s.metrics.observeCommit(time.Now())
 	var err error
@@ -804,6 +889,22 @@ func (s *Server) History() ([]HistoryRecord, error) {
 		return nil, errors.New("refserver: not running")
 	}
 	return s.st.history()
+}
+
+func setSockopt(c net.PacketConn, level, opt, v int) error {
+	uc, ok := c.(*net.UDPConn)
+	if !ok {
+		return errors.New("not a UDP socket")
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, v) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // setRcvBuf makes the socket's receive buffer n bytes, above rmem_max when
