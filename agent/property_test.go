@@ -680,7 +680,7 @@ func (p *propRun) run(steps int) {
 }
 
 func TestMachineProperties(t *testing.T) {
-	runs, steps := 2000, 400
+	runs, steps := 1000, 400
 	if testing.Short() {
 		runs, steps = 40, 300
 	}
