@@ -72,6 +72,9 @@ type iface struct {
 	name  string
 	hw    string // hardware address: with the name, the link's identity in the state file
 	up    bool   // admin up and carrier
+	// relinked: this run saw the link down; addresses that left
+	// meanwhile get relinkGrace to come back once it is up (claimStale).
+	relinked bool
 	// mo: netmon reports an RA with M or O in effect on the link (RFC 9686
 	// §4.1); with RequireRAFlags, nothing new starts while it is false.
 	mo        bool
