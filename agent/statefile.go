@@ -25,8 +25,10 @@ import (
 // on its interface is deregistered (zero lifetimes, RFC 9686 §4.7, with
 // Config.Deregister) once discovery shows the same link supports
 // registration; the addresses still there are registered as RFC 9686 §4.4
-// says for any start. A missing, unreadable or corrupt file is logged and
-// ignored.
+// says for any start. The same list holds, while the daemon runs, the
+// addresses removed while their link was down (waitForLink): claimed the
+// same way when the link is back, after relinkGrace. A missing,
+// unreadable or corrupt file is logged and ignored.
 //
 // It is written atomically (a temporary file in the same directory, fsync,
 // rename, fsync of the directory), mode 0600, at most once per
