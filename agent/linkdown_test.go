@@ -76,6 +76,10 @@ func TestAddressRemovedWhileLinkDownIsDeregisteredWhenBack(t *testing.T) {
 		}
 	}
 
+	if p := phaseOf(h.settle(), "2001:db8::2"); p != Deregistering {
+		t.Errorf("status while the link is down: %s phase %v, want deregistering", "2001:db8::2", p)
+	}
+
 	linkBack(h)
 	h.advance(5 * time.Second)
 	if got := deregistered(h); len(got) != 0 {
