@@ -29,16 +29,23 @@ func (m *machine) registerAll(ifc *iface) {
 }
 
 // quiesce stops all work on an address: no refresh due, no exchange in
-// flight (a queued key finds nothing to do). The server's binding, if any,
-// is forgotten: the address will be registered afresh when eligible.
-func (m *machine) quiesce(ifc *iface, ad *addr) {
+// flight (a queued key finds nothing to do); the address will be
+// registered afresh when eligible. With forget, so is what the server may
+// hold from us; without (leaving a link the address stays on: re-discovery),
+// it is kept, for the state file and for the deregistration owed if the
+// address goes before it is registered again.
+func (m *machine) quiesce(ifc *iface, ad *addr, forget bool) {
 	m.deadlines.Remove(key{ifc.index, ad.cur.IP})
 	if ad.running {
 		m.emit(effCancel{ad.gen})
 		ad.running = false
+		ad.sent = true // its INFORM may be out: its result is now stale
 	}
 	ad.gen = m.nextGen()
-	ad.phase, ad.hasReg, ad.again, ad.failures, ad.sent, ad.paused = Pending, false, false, 0, false, false
+	if forget {
+		ad.hasReg, ad.sent = false, false
+	}
+	ad.phase, ad.again, ad.failures, ad.paused = Pending, false, 0, false
 }
 
 func (m *machine) handleAddr(na netmon.Addr) {
@@ -46,9 +53,8 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	if !ok {
 		ifc = m.ifaceOf(netmon.Link{Index: na.Index, Name: na.Ifname})
 	}
-	if !m.wanted(ifc.name) {
-		return
-	}
+	// An interface left alone (not wanted) is never up for the machine:
+	// its addresses are only recorded, for when it is renamed into the set.
 	if na.Class == netmon.ClassLinkLocal {
 		// A tentative or DAD-failed link-local is no source for discovery.
 		usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
@@ -68,7 +74,9 @@ func (m *machine) handleAddr(na netmon.Addr) {
 		ad = &addr{gen: m.nextGen()}
 		ifc.addrs[na.IP] = ad
 		if m.owed[k] {
-			// Back before its deregistration went out: it never left.
+			// Back before its deregistration went out: it never left,
+			// and the server still holds it.
+			ad.sent = true
 			delete(m.owed, k)
 			m.deadlines.Remove(k) // a deregistration's retry
 			m.info("address re-added: deregistration cancelled", "iface", ifc.name, "addr", na.IP)
@@ -76,13 +84,16 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	}
 	prev := ad.cur
 	ad.cur = na
+	if !m.wanted(ifc.name) {
+		return
+	}
 	if !na.Registrable {
 		if known && prev.Registrable {
 			// Tentative again, DAD-failed, now excluded: stop, but send no
 			// deregistration for an address that is still assigned (a
 			// DAD-failed one belongs to another node).
 			m.info("address no longer registrable", "iface", ifc.name, "addr", na.IP, "class", na.Class, "state", na.State)
-			m.quiesce(ifc, ad)
+			m.quiesce(ifc, ad, true)
 		}
 		return
 	}
@@ -149,7 +160,7 @@ func (m *machine) handleAddrRemoved(na netmon.Addr) {
 	}
 	held := ad.held()
 	m.info("address removed", "iface", ifc.name, "addr", na.IP)
-	m.quiesce(ifc, ad)
+	m.quiesce(ifc, ad, true)
 	delete(ifc.addrs, na.IP)
 	if held && m.cfg.Deregister && m.cfg.Enable && ifc.up {
 		k := key{ifc.index, na.IP}

@@ -61,9 +61,12 @@ func (m *machine) handleLink(ev netmon.Event) {
 		ifc.hw = hw
 	}
 	if !m.wanted(ifc.name) {
-		if ifc.state != IfUnknown || len(ifc.addrs) > 0 {
-			m.leaveLink(ifc, false)
+		// Left alone, but its addresses stay known: netmon does not report
+		// them again if it is renamed back. Coming back is a connection.
+		if ifc.up || ifc.state != IfUnknown {
+			m.leaveLink(ifc, true)
 		}
+		ifc.up = false
 		return
 	}
 	up := l.Up && l.LowerUp
@@ -85,6 +88,12 @@ func (m *machine) handleLink(ev netmon.Event) {
 			m.leaveLink(ifc, true)
 		}
 		ifc.mo = false
+		// Deregistrations owed on the link wait for it (retry.go).
+		for k := range m.owed {
+			if k.ifindex == ifc.index {
+				m.enqueue(k)
+			}
+		}
 	}
 	m.raFlags(ifc, l.Managed || l.Other, l)
 	// A failed probe's retry keeps its backoff: link events (an RA
@@ -132,12 +141,13 @@ func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || if
 
 // leaveLink forgets what was learnt about the link: support is unknown and
 // every address must be registered again once it is re-discovered. With
-// keepAddrs the addresses stay known (pending).
+// keepAddrs the addresses stay known (pending), with what the server may
+// hold from them.
 func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
 	m.stopDiscovery(ifc)
-	ifc.state = IfUnknown
+	ifc.state, ifc.probeFail = IfUnknown, 0 // its backoff too
 	for ip, ad := range ifc.addrs {
-		m.quiesce(ifc, ad)
+		m.quiesce(ifc, ad, !keepAddrs)
 		if !keepAddrs {
 			delete(ifc.addrs, ip)
 		}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"sync"
@@ -22,6 +23,9 @@ type fakeMon struct {
 	addrs map[netip.Addr]netmon.Addr
 	// lookErr makes Lookup fail.
 	lookErr error
+	// clk, when set, makes Lookup count an address's lifetimes down from
+	// its Observed time, as the kernel does (netmon reads them afresh).
+	clk *scheduler.FakeClock
 }
 
 func newFakeMon() *fakeMon {
@@ -53,6 +57,11 @@ func (m *fakeMon) Lookup(_ int, ip netip.Addr) (netmon.Addr, bool, error) {
 		return netmon.Addr{}, false, m.lookErr
 	}
 	a, ok := m.addrs[ip]
+	if ok && m.clk != nil && !a.Observed.IsZero() {
+		now := m.clk.Now()
+		a.Preferred, a.Valid = a.Remaining(now)
+		a.Observed = now
+	}
 	return a, ok, nil
 }
 
@@ -97,6 +106,7 @@ type fakeReg struct {
 	sends     []sent
 	silent    bool // no server: registrations wait for their context
 	fail      bool // no reply: every exchange fails after its transmissions
+	refuse    bool // every send refused (EPERM): nothing reaches the server
 	// holdDereg: deregistrations wait until the harness releases them (or
 	// for their context).
 	holdDereg  bool
@@ -144,6 +154,10 @@ func (r *fakeReg) exchange(t registrar.Target) (registrar.Result, error) {
 	if !ok {
 		return registrar.Result{}, registrar.ErrAddressGone
 	}
+	if r.refuse {
+		r.sends = r.sends[:len(r.sends)-1]
+		return registrar.Result{}, errRefused
+	}
 	if r.fail {
 		return registrar.Result{Sends: 3, Preferred: p, Valid: v}, registrar.ErrExchangeFailed
 	}
@@ -179,6 +193,9 @@ func (r *fakeReg) snapshot() (int, []sent) {
 	defer r.mu.Unlock()
 	return r.probes, append([]sent(nil), r.sends...)
 }
+
+// errRefused is fakeReg.refuse's error: a send the kernel refused.
+var errRefused = errors.New("sendmsg: operation not permitted")
 
 var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 

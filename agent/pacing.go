@@ -23,10 +23,13 @@ const (
 
 // next decides what the key at the front of the queue needs now.
 func (m *machine) next(k key) action {
+	ifc, ok := m.ifaces[k.ifindex]
 	if m.owed[k] {
+		if ok && !ifc.up {
+			return actNone // still owed: the link's return queues it (handleLink)
+		}
 		return actDeregister
 	}
-	ifc, ok := m.ifaces[k.ifindex]
 	if !ok {
 		return actNone
 	}

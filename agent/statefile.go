@@ -222,7 +222,13 @@ func (m *machine) claimStale(ifc *iface) {
 				"iface", ifc.name, "addr", sa.Addr, "hwaddr", sa.HW, "now", ifc.hw)
 			continue
 		}
-		if _, ok := ifc.addrs[sa.Addr]; ok || !m.cfg.Deregister || !m.cfg.Enable {
+		if ad, ok := ifc.addrs[sa.Addr]; ok {
+			// Still there: registered like any other, and until then the
+			// server holds it from the last run.
+			ad.sent = true
+			continue
+		}
+		if !m.cfg.Deregister || !m.cfg.Enable {
 			continue
 		}
 		k := key{ifc.index, sa.Addr}
@@ -237,8 +243,8 @@ func (m *machine) claimStale(ifc *iface) {
 }
 
 // snapshot lists what the server may hold from us: addresses registered
-// or with an exchange sent, those owed a deregistration, and the file's
-// entries not yet claimed.
+// or with an exchange sent, those owed a deregistration or with one under
+// way, and the file's entries not yet claimed.
 func (m *machine) snapshot() []savedAddr {
 	out := []savedAddr{}
 	for _, ifc := range m.ifaces {
@@ -253,10 +259,25 @@ func (m *machine) snapshot() []savedAddr {
 			out = append(out, sa)
 		}
 	}
+	// Owed deregistrations, and those under way: one the stop could not
+	// get out (refused, or abandoned at StopTimeout) must be in the last
+	// write, for the next start to send.
+	gone := map[key]bool{}
 	for k := range m.owed {
-		if ifc, ok := m.ifaces[k.ifindex]; ok && !m.forgotten[k] {
-			out = append(out, savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: k.addr})
+		gone[k] = true
+	}
+	for k := range m.deregging {
+		gone[k] = true
+	}
+	for k := range gone {
+		ifc, ok := m.ifaces[k.ifindex]
+		if !ok || m.forgotten[k] {
+			continue
 		}
+		if ad, ok := ifc.addrs[k.addr]; ok && ad.held() {
+			continue // listed above
+		}
+		out = append(out, savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: k.addr})
 	}
 	for _, list := range m.stale {
 		out = append(out, list...)

@@ -15,6 +15,8 @@
 //     nothing from the sockets bound to that port.
 //   - Bindings: what the reference server holds, asked in-process with its
 //     own leasequery requestor (refserver.Query) from inside a node, as a map.
+//   - StartKea: Debian's kea-dhcp6 (2.2) in a node, with a configuration
+//     the test writes (e.g. serving IA_NA on the link).
 //
 // Everything started here stops in t.Cleanup, and a failing test logs what
 // the responder and the sniffer saw.

@@ -56,10 +56,16 @@ fi
 # with initramfs-tools (zstd compresses its initrd); iproute2 for `ip`;
 # udev names and loads the virtio devices.
 INCLUDE=systemd-sysv,udev,linux-image-amd64,initramfs-tools,zstd,kmod,iproute2,procps
+# Installed by apt in the chroot afterwards (debootstrap resolves no virtual
+# packages: network-manager's dbus-system-bus fails it): NetworkManager is
+# the third way the image's NIC is configured (systemd-networkd comes with
+# systemd); the test picks the kernel's SLAAC, networkd or NetworkManager
+# per boot.
+APT_INSTALL=network-manager
 # Bump RECIPE when the base customisation below changes: it is part of the
 # cache key, as are the suite, the mirror, the package list and rootfs/.
-RECIPE=1
-key=$( { echo "$RECIPE $SUITE $MIRROR $INCLUDE"; sed -n '/^base_setup()/,/^}/p' "$0";
+RECIPE=2
+key=$( { echo "$RECIPE $SUITE $MIRROR $INCLUDE $APT_INSTALL"; sed -n '/^base_setup()/,/^}/p' "$0";
 	(cd "$here/rootfs" && find . -type f -print0 | sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16)
 base=$CACHE/$SUITE-base-$key.tar.zst
 
@@ -73,12 +79,31 @@ base_setup() {
 	# A small initrd boots faster under TCG: only what a virtio guest needs.
 	echo MODULES=list >"$root/etc/initramfs-tools/conf.d/addrreg-image.conf"
 	printf '%s\n' virtio_pci virtio_blk virtio_net virtio_console ext4 >>"$root/etc/initramfs-tools/modules"
+	# apt as an image builder runs it: recommended packages left out, no
+	# service started in the chroot (policy-rc.d says 101), the downloaded
+	# packages kept in the cache beside debootstrap's.
+	printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+	chmod 755 "$root/usr/sbin/policy-rc.d"
+	unshare --mount --propagation private sh -c "mount -t proc proc '$root/proc' &&
+		mount --bind '$CACHE/debs' '$root/var/cache/apt/archives' &&
+		chroot '$root' apt-get update -qq &&
+		DEBIAN_FRONTEND=noninteractive chroot '$root' apt-get install -y -qq --no-install-recommends $APT_INSTALL" \
+		>"$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log" >&2; die "apt-get install $APT_INSTALL in the chroot failed (log above)"; }
+	rm -f "$root/usr/sbin/policy-rc.d"
 	# The guest's own files: sysctl.d (temporary addresses), the unit
-	# that brings eth0 up for the kernel's SLAAC, the test's control port.
+	# that brings eth0 up for the kernel's SLAAC, networkd's .network for
+	# eth0, the test's control port.
 	cp -a "$here/rootfs/." "$root/"
-	chown -R root:root "$root/etc/sysctl.d" "$root/etc/systemd/system" "$root/usr/local"
+	chown -R root:root "$root/etc/sysctl.d" "$root/etc/systemd/system" "$root/etc/systemd/network" "$root/usr/local"
 	# Enable our helper units as an image builder would (no systemd runs).
 	chroot "$root" systemctl enable addrreg-image-link.service addrreg-image-control.service
+	# A boot uses the kernel's SLAAC unless its command line asks for a
+	# network manager (systemd.wants=systemd-networkd.service or
+	# NetworkManager.service, with systemd.mask=addrreg-image-link.service):
+	# network-manager's postinst enabled its units, networkd is off as in
+	# Debian. Disabled here, they start only when a boot wants them.
+	chroot "$root" systemctl disable NetworkManager.service NetworkManager-wait-online.service \
+		NetworkManager-dispatcher.service systemd-networkd.service >/dev/null
 	# Nothing that is not needed at boot: no logins, no timers.
 	for u in getty@tty1.service serial-getty@ttyS0.service apt-daily.timer apt-daily-upgrade.timer \
 		e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-timesyncd.service; do
@@ -112,8 +137,11 @@ if [[ ! -f $base ]]; then
 	base_setup "$root"
 	tar --zstd -C "$root" --numeric-owner --xattrs -cf "$base.tmp" .
 	mv "$base.tmp" "$base"
-	# Older bases (other recipes) are of no further use.
-	find "$CACHE" -maxdepth 1 -name "$SUITE-base-*.tar.zst" ! -name "$(basename "$base")" -delete
+	# Older bases (other recipes) are of little further use: keep the one
+	# before this, so that two checkouts with different recipes sharing
+	# the cache (a branch and main) do not rebuild each other's every time.
+	find "$CACHE" -maxdepth 1 -name "$SUITE-base-*.tar.zst" ! -name "$(basename "$base")" -printf '%T@ %p\n' |
+		sort -rn | tail -n +2 | cut -d' ' -f2- | xargs -r rm -f --
 	echo "build-image: base built in $((SECONDS - t0)) s: $base" >&2
 else
 	mkdir "$root"
@@ -143,7 +171,7 @@ rm -rf "$root/var/lib/addrregd" "$root/var/lib/private/addrregd"
 	echo "mirror: $MIRROR"
 	echo "base: $(basename "$base")"
 	echo "kernel: $(basename "$(readlink -f "$root/vmlinuz")")"
-	chroot "$root" dpkg-query -W -f='package: ${Package} ${Version} ${Architecture}\n' systemd $(for d in "${debs[@]}"; do dpkg-deb -f "$d" Package; done)
+	chroot "$root" dpkg-query -W -f='package: ${Package} ${Version} ${Architecture}\n' systemd network-manager $(for d in "${debs[@]}"; do dpkg-deb -f "$d" Package; done)
 	echo "addrregd.service: $(readlink "$root/etc/systemd/system/multi-user.target.wants/addrregd.service" || echo not enabled)"
 } >"$out/manifest"
 

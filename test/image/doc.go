@@ -2,10 +2,16 @@
 // Debian bookworm disk image with the addrregd package installed the way an
 // image builder does (debootstrap, `dpkg -i` in a chroot, `mkfs.ext4 -d`),
 // and the test boots it under QEMU (TCG) on a tap device in a test/topo
-// network where radvd and addrreg-refserver run, then checks what a user of
-// the image would see: the service enabled and running, the guest's SLAAC
-// addresses in the server's bindings, nothing sent when the image's
-// /etc/default/addrregd says --enable=false, and one DUID per booted guest.
+// network where radvd (M and O flags), Debian's Kea 2.2 (serving IA_NA) and
+// addrreg-refserver run, then checks what a user of the image would see: the
+// service enabled and running, nothing sent when the image's
+// /etc/default/addrregd says --enable=false, one DUID per booted guest, and
+// for each of three ways the NIC is configured — the kernel's own SLAAC (the
+// image as built), systemd-networkd (rootfs/etc/systemd/network) and
+// NetworkManager (its default wired connection), picked per boot on the
+// kernel command line — the manager's stable and temporary addresses in the
+// server's bindings, its DHCPv6 IA_NA address never registered, and the
+// registrations released when the connection is taken down.
 //
 // The guest answers the test over a virtio serial port ("addrreg.control",
 // served by /usr/local/sbin/addrreg-image-control in the image); its console

@@ -123,6 +123,7 @@ type guest struct {
 	lines   chan string
 	closed  chan struct{}
 	booted  time.Time
+	ready   bool // the control channel answered once
 }
 
 // boot starts QEMU (TCG) in the switch namespace with a copy-on-write
@@ -192,6 +193,11 @@ func boot(t *testing.T, n *topo.Net, img imageFiles, rootfs, name, mac, extra st
 		close(g.closed)
 		g.conn.Close()
 	})
+	t.Cleanup(func() {
+		if t.Failed() && g.ready {
+			g.diagnose()
+		}
+	})
 	go func() {
 		defer close(g.lines)
 		sc := bufio.NewScanner(g.conn)
@@ -250,6 +256,7 @@ func (g *guest) waitReady() time.Duration {
 			g.t.Fatalf("%v (waiting %v for the guest to boot)", err, bootTimeout)
 		}
 		if l == "@@addrreg-control ready" {
+			g.ready = true
 			return time.Since(g.booted)
 		}
 	}
@@ -259,27 +266,51 @@ func (g *guest) waitReady() time.Duration {
 // exit status.
 func (g *guest) run(cmd string) (string, int) {
 	g.t.Helper()
+	out, rc, err := g.runTimeout(cmd, commandTimeout)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return out, rc
+}
+
+func (g *guest) runTimeout(cmd string, timeout time.Duration) (string, int, error) {
 	if strings.Contains(cmd, "\n") {
-		g.t.Fatalf("guest command must be one line: %q", cmd)
+		return "", 0, fmt.Errorf("guest command must be one line: %q", cmd)
 	}
 	if _, err := fmt.Fprintf(g.conn, "%s\n", cmd); err != nil {
-		g.t.Fatalf("%s: send %q: %v", g.name, cmd, err)
+		return "", 0, fmt.Errorf("%s: send %q: %w", g.name, cmd, err)
 	}
-	deadline := time.Now().Add(commandTimeout)
+	deadline := time.Now().Add(timeout)
 	var out []string
 	for {
 		l, err := g.next(deadline)
 		if err != nil {
-			g.t.Fatalf("%v (running %q)", err, cmd)
+			return "", 0, fmt.Errorf("%w (running %q)", err, cmd)
 		}
 		if l == "@@addrreg-control ready" { // the control service restarted: the command is lost
-			g.t.Fatalf("%s: control service restarted while running %q", g.name, cmd)
+			return "", 0, fmt.Errorf("%s: control service restarted while running %q", g.name, cmd)
 		}
 		if rc, ok := strings.CutPrefix(l, "@@addrreg-done "); ok {
 			n, _ := strconv.Atoi(rc)
-			return strings.Join(out, "\n"), n
+			return strings.Join(out, "\n"), n, nil
 		}
 		out = append(out, l)
+	}
+}
+
+// diagnose logs what the guest's network and addrregd show, for a failed
+// test (while the guest still runs).
+func (g *guest) diagnose() {
+	g.t.Helper()
+	for _, cmd := range []string{"ip -6 addr show dev eth0", "addrregd status",
+		"journalctl -b -o cat -u addrregd | tail -n 40",
+		"journalctl -b -o short-monotonic -u systemd-networkd -u NetworkManager | tail -n 40"} {
+		out, rc, err := g.runTimeout(cmd, time.Minute)
+		if err != nil {
+			g.t.Logf("%s: %v", g.name, err)
+			return
+		}
+		g.t.Logf("%s: $ %s (exit %d)\n%s", g.name, cmd, rc, out)
 	}
 }
 
@@ -312,6 +343,7 @@ func until(t *testing.T, timeout time.Duration, what string, cond func() (done b
 // guestAddr is one address of `ip -j -6 addr` (iproute2 names the flags).
 type guestAddr struct {
 	Local      string `json:"local"`
+	Prefixlen  int    `json:"prefixlen"`
 	Scope      string `json:"scope"`
 	Temporary  bool   `json:"temporary"`
 	MngTmpAddr bool   `json:"mngtmpaddr"`

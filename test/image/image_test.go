@@ -4,39 +4,59 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/addrreg/addrreg/agent"
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
 const prefix = "2001:db8:1::/64"
 
-// network is the link the guests boot on: radvd (O flag, so addrregd may
-// register) and addrreg-refserver, each in its namespace, and a tcpdump in
-// the server's namespace that prints every ADDR-REG-INFORM reaching it.
+// The IA_NA pool Kea hands out: an address of it on a guest came from
+// DHCPv6, and RFC 9686 §4.1 forbids registering it.
+const (
+	naPoolFirst = "2001:db8:1::d000"
+	naPoolLast  = "2001:db8:1::dfff"
+)
+
+// network is the link the guests boot on: radvd (M and O flags, so addrregd
+// may register and the network managers ask for an IA_NA), Debian's Kea 2.2
+// serving IA_NA, and addrreg-refserver, each in its own namespace on the
+// bridge (Kea and the reference server both listen on UDP 547: two hosts,
+// as two servers on one link would be), and a tcpdump in the server's
+// namespace that prints every ADDR-REG-INFORM reaching it.
 type network struct {
 	n       *topo.Net
 	server  *topo.Node
 	srvBin  string
 	informs *topo.Proc
+	kea     *topo.Proc
+	keaDir  string // its lease file, leases6.csv
 }
 
 func newNetwork(t *testing.T) *network {
 	t.Helper()
 	srvBin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
 	n := topo.New(t)
-	router, server := n.Node("router"), n.Node("server")
+	router, server, dhcp := n.Node("router"), n.Node("server"), n.Node("dhcp")
 	// The server answers unicast to the registered address: on-link prefix.
 	server.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
-	router.StartRadvd(t, topo.RA{Other: true, Interval: 3 * time.Second,
+	// A default router (non-zero Router Lifetime), as routers are: addrregd
+	// counts the M and O flags it reads from the wire (when networkd or
+	// NetworkManager handles RAs) only within the Router Lifetime.
+	router.StartRadvd(t, topo.RA{Managed: true, Other: true, Interval: 3 * time.Second, RouterLifetime: 30 * time.Minute,
 		Prefixes: []topo.PIO{{Prefix: prefix, Valid: time.Hour, Preferred: 30 * time.Minute}}})
+	kea, keaDir := startKea(t, dhcp)
 	// DHCPv6 over UDP after a bare IPv6 header: byte 48 is the message type;
 	// 36 is ADDR-REG-INFORM (RFC 9686 §6). -e prints the sender's MAC.
 	informs := server.Start(t, "tcpdump", "tcpdump", "-i", "eth0", "-n", "-l", "-e", "-p",
@@ -44,7 +64,49 @@ func newNetwork(t *testing.T) *network {
 	informs.WaitOutput(t, "listening on", 15*time.Second)
 	srv := server.Start(t, "refserver", srvBin, "-i", "eth0", "--db", filepath.Join(t.TempDir(), "bindings.db"))
 	srv.WaitOutput(t, "msg=listening", 15*time.Second)
-	return &network{n: n, server: server, srvBin: srvBin, informs: informs}
+	return &network{n: n, server: server, srvBin: srvBin, informs: informs, kea: kea, keaDir: keaDir}
+}
+
+// startKea runs Debian's kea-dhcp6 (2.2) in nd's namespace, serving IA_NA
+// from the pool on eth0 (it does not know RFC 9686: it sends no option 148
+// and drops ADDR-REG-INFORM), with its lease file, pid and lock files in a
+// temporary directory, and waits until it serves.
+func startKea(t *testing.T, nd *topo.Node) (*topo.Proc, string) {
+	t.Helper()
+	dir := t.TempDir()
+	type obj = map[string]any
+	p := dhcp6test.StartKea(t, nd, dir, obj{
+		"interfaces-config":  obj{"interfaces": []string{"eth0"}},
+		"lease-database":     obj{"type": "memfile", "persist": true, "name": filepath.Join(dir, "leases6.csv"), "lfc-interval": 0},
+		"server-id":          obj{"type": "LL", "persist": false},
+		"data-directory":     dir,
+		"preferred-lifetime": 1800, "valid-lifetime": 3600,
+		"subnet6": []obj{{
+			"id": 1, "subnet": prefix, "interface": "eth0",
+			"pools": []obj{{"pool": naPoolFirst + "-" + naPoolLast}},
+		}},
+		"loggers": []obj{{
+			"name": "kea-dhcp6", "severity": "INFO",
+			"output_options": []obj{{"output": "stdout"}},
+		}},
+	})
+	return p, dir
+}
+
+// inNAPool reports whether addr is in Kea's IA_NA pool.
+func inNAPool(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	return a.Compare(netip.MustParseAddr(naPoolFirst)) >= 0 && a.Compare(netip.MustParseAddr(naPoolLast)) <= 0
+}
+
+// informsFromAddr counts the ADDR-REG-INFORMs the server's link saw sent
+// from addr (RFC 9686 §4.2: a registration is sent from the address it
+// registers).
+func (nw *network) informsFromAddr(addr string) int {
+	return strings.Count(nw.informs.Output(), " "+addr+".546 > ")
 }
 
 // informsFrom counts the ADDR-REG-INFORMs the server's link saw from mac.
@@ -138,35 +200,118 @@ func checkService(t *testing.T, g *guest, r *bootReport) {
 	}
 }
 
-// waitSLAAC waits until eth0 has a stable and a temporary address in the
-// prefix, DAD done, and returns them.
-func waitSLAAC(t *testing.T, g *guest) []guestAddr {
+// manager is how a boot's eth0 is configured: the kernel's own SLAAC (the
+// image as built), systemd-networkd or NetworkManager. One image holds all
+// three; the kernel command line picks one per boot.
+type manager struct {
+	name    string
+	cmdline string // appended to the kernel command line
+	// dhcpv6 is set for a manager that runs a DHCPv6 client when the RA's
+	// M flag is set: its IA_NA address must never be registered.
+	dhcpv6 bool
+	// down takes eth0's connection down the manager's way and returns
+	// the command it ran.
+	down func(t *testing.T, g *guest) string
+	// linkDown: down sets the link administratively down, and the kernel
+	// removes its addresses only after the link can no longer send, so no
+	// deregistration can go out (nmcli keeps the link up and removes the
+	// addresses: those are deregistered).
+	linkDown bool
+}
+
+var (
+	// With the kernel's SLAAC there is no connection: taking the
+	// interface down is what ifdown and `networkctl down` do.
+	kernelSLAAC = manager{name: "kernel", linkDown: true, down: func(t *testing.T, g *guest) string {
+		return g.must("ip link set dev eth0 down && echo 'ip link set dev eth0 down'")
+	}}
+	networkd = manager{name: "networkd", dhcpv6: true, linkDown: true,
+		cmdline: "systemd.mask=addrreg-image-link.service systemd.wants=systemd-networkd.service",
+		down: func(t *testing.T, g *guest) string {
+			return g.must("networkctl down eth0 && echo 'networkctl down eth0'")
+		}}
+	networkManager = manager{name: "NetworkManager", dhcpv6: true,
+		cmdline: "systemd.mask=addrreg-image-link.service systemd.wants=NetworkManager.service",
+		down: func(t *testing.T, g *guest) string {
+			// The default wired connection NetworkManager made for eth0
+			// ("Wired connection 1"): whatever its name, the one active there.
+			var conn string
+			for _, l := range strings.Split(g.must("nmcli -t -f NAME,DEVICE connection show --active"), "\n") {
+				if name, ok := strings.CutSuffix(l, ":eth0"); ok {
+					conn = strings.ReplaceAll(name, `\:`, ":")
+				}
+			}
+			if conn == "" {
+				t.Fatalf("%s: no active NetworkManager connection on eth0", g.name)
+			}
+			cmd := "nmcli connection down id " + strconv.Quote(conn)
+			g.must(cmd)
+			return cmd
+		}}
+)
+
+// bootAddrs are a guest's global addresses once its manager has set eth0 up.
+type bootAddrs struct {
+	slaac []guestAddr // stable and temporary, from the RA's prefix
+	na    []guestAddr // from DHCPv6 IA_NA (Kea's pool)
+}
+
+// waitAddrs waits until eth0 has a stable and a temporary address in the
+// prefix, and with wantNA an IA_NA address from Kea's pool, DAD done on all.
+func waitAddrs(t *testing.T, g *guest, wantNA bool) bootAddrs {
 	t.Helper()
-	var as []guestAddr
-	until(t, serviceTimeout, g.name+": stable and temporary SLAAC addresses", func() (bool, string) {
-		as = g.addrs("eth0")
+	what := g.name + ": stable and temporary SLAAC addresses"
+	if wantNA {
+		what += " and a DHCPv6 IA_NA address"
+	}
+	var b bootAddrs
+	until(t, serviceTimeout, what, func() (bool, string) {
+		as := g.addrs("eth0")
+		b = bootAddrs{}
 		stable, temp := 0, 0
 		for _, a := range as {
 			if a.Tentative || a.DADFailed || !strings.HasPrefix(a.Local, "2001:db8:1:") {
 				return false, fmt.Sprint(as)
 			}
-			if a.Temporary {
+			switch {
+			case inNAPool(a.Local):
+				b.na = append(b.na, a)
+			case a.Temporary:
 				temp++
-			} else {
+				b.slaac = append(b.slaac, a)
+			default:
 				stable++
+				b.slaac = append(b.slaac, a)
 			}
 		}
-		return stable > 0 && temp > 0, fmt.Sprint(as)
+		return stable > 0 && temp > 0 && (!wantNA || len(b.na) > 0), fmt.Sprint(as)
 	})
-	return as
+	return b
+}
+
+// eui64 is the modified EUI-64 interface identifier (RFC 4291 §2.5.1) of
+// mac, as the low 64 bits of an address in the prefix would show it.
+func eui64(t *testing.T, mac string) netip.Addr {
+	t.Helper()
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("2001:db8:1::").As16()
+	copy(a[8:], []byte{hw[0] ^ 2, hw[1], hw[2], 0xff, 0xfe, hw[3], hw[4], hw[5]})
+	return netip.AddrFrom16(a)
 }
 
 // TestBootedImage boots the image `make image` builds, under QEMU, on a
-// link with radvd and the reference server: twice as built (two guests at
-// once, each with its own MAC) and once with ADDRREGD_OPTS="--enable=false"
-// written into its /etc/default/addrregd. The built guests register their
-// stable and temporary addresses under two different DUIDs; the disabled one
-// sends no ADDR-REG-INFORM at all.
+// link with radvd (M and O flags), Kea serving IA_NA and the reference
+// server, four guests at once, each with its own MAC: one per way of
+// configuring the NIC (the kernel's own SLAAC as built, systemd-networkd,
+// NetworkManager, chosen on the kernel command line) and one with
+// ADDRREGD_OPTS="--enable=false" written into its /etc/default/addrregd.
+// Each enabled guest registers the stable and temporary addresses its
+// manager configured, under its own DUID, never the address its manager
+// obtained by DHCPv6, and its registrations are released on the server when
+// its connection is taken down. The disabled one sends no ADDR-REG-INFORM.
 func TestBootedImage(t *testing.T) {
 	topo.RequireRoot(t)
 	start := time.Now()
@@ -180,13 +325,15 @@ func TestBootedImage(t *testing.T) {
 	nw := newNetwork(t)
 	type run struct {
 		name, mac, rootfs string
+		mgr               manager
 		enabled           bool
 		report            bootReport
 	}
 	runs := []*run{
-		{name: "a1", mac: "52:54:00:ad:d0:01", rootfs: img.rootfs, enabled: true},
-		{name: "a2", mac: "52:54:00:ad:d0:02", rootfs: img.rootfs, enabled: true},
-		{name: "off", mac: "52:54:00:ad:d0:03", rootfs: disabled},
+		{name: "kernel", mac: "52:54:00:ad:d0:01", rootfs: img.rootfs, mgr: kernelSLAAC, enabled: true},
+		{name: "networkd", mac: "52:54:00:ad:d0:02", rootfs: img.rootfs, mgr: networkd, enabled: true},
+		{name: "nm", mac: "52:54:00:ad:d0:04", rootfs: img.rootfs, mgr: networkManager, enabled: true},
+		{name: "off", mac: "52:54:00:ad:d0:03", rootfs: disabled, mgr: kernelSLAAC},
 	}
 	// The enabled guests tell the disabled one how long registration takes
 	// here, so its quiet period is measured against a positive control.
@@ -194,24 +341,33 @@ func TestBootedImage(t *testing.T) {
 	var slowest time.Duration
 	enabledDone := make(chan struct{})
 	var enabledWG sync.WaitGroup
-	enabledWG.Add(2)
+	for _, r := range runs {
+		if r.enabled {
+			enabledWG.Add(1)
+		}
+	}
 	go func() { enabledWG.Wait(); close(enabledDone) }()
 
-	// All three boot at once, whatever -parallel says: TCG is slow, and
-	// on a busy machine three guests get more CPU than one.
+	// All boot at once, whatever -parallel says: TCG is slow, and on a
+	// busy machine several guests get more CPU than one.
 	var wg sync.WaitGroup
 	for _, r := range runs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			t.Run(r.name, func(t *testing.T) {
+				// The disabled guest waits for the enabled ones to have
+				// registered (or failed), not for their later steps.
+				var registered sync.Once
 				if r.enabled {
-					defer enabledWG.Done()
+					defer registered.Do(enabledWG.Done)
 				}
-				g := boot(t, nw.n, img, r.rootfs, r.name, r.mac, "")
+				g := boot(t, nw.n, img, r.rootfs, r.name, r.mac, r.mgr.cmdline)
 				rep := &r.report
 				checkService(t, g, rep)
-				rep.addrs = waitSLAAC(t, g)
+				checkManager(t, g, r.mgr)
+				ba := waitAddrs(t, g, r.mgr.dhcpv6)
+				rep.addrs = ba.slaac
 				if !r.enabled {
 					journal := g.must("journalctl -b -o cat -u addrregd")
 					if !strings.Contains(journal, "enable=false") {
@@ -220,7 +376,7 @@ func TestBootedImage(t *testing.T) {
 					// Sending would begin once an RA with M or O is seen
 					// (RFC 9686 §4.1): wait for that, and then for as long
 					// as the enabled guests took to register, and more.
-					until(t, serviceTimeout, "off: RA with O flag seen", func() (bool, string) {
+					until(t, serviceTimeout, "off: RA with M or O flag seen", func() (bool, string) {
 						out, _ := g.run("journalctl -b -o cat -u addrregd")
 						return strings.Contains(out, "RA with M or O flag seen"), out
 					})
@@ -252,23 +408,181 @@ func TestBootedImage(t *testing.T) {
 				registeredMu.Lock()
 				slowest = max(slowest, rep.registered-rep.active)
 				registeredMu.Unlock()
+				registered.Do(enabledWG.Done)
 				if nw.informsFrom(r.mac) == 0 {
 					t.Errorf("%s: registered, but tcpdump saw no ADDR-REG-INFORM from %s: the capture cannot see the disabled guest's either", r.name, r.mac)
 				}
-				t.Logf("%s: control channel %v, addrregd active %v, %d addresses registered %v after QEMU start (QEMU used %v of CPU)",
+				t.Logf("%s: control channel %v, addrregd active %v, %d addresses registered %v after QEMU start (QEMU used %v of CPU): %v",
 					r.name, rep.ready.Round(100*time.Millisecond), rep.active.Round(100*time.Millisecond), len(rep.addrs),
-					rep.registered.Round(100*time.Millisecond), g.cpuTime().Round(100*time.Millisecond))
+					rep.registered.Round(100*time.Millisecond), g.cpuTime().Round(100*time.Millisecond), rep.addrs)
+				checkStableIID(t, g, r.mgr, r.mac, ba.slaac)
+				if r.mgr.dhcpv6 {
+					checkNANotRegistered(t, nw, g, ba.na)
+				}
+				checkDown(t, nw, g, r.mgr, rep.duid, ba.slaac)
 			})
 		}()
 	}
 	wg.Wait()
 
-	a1, a2 := runs[0].report, runs[1].report
-	if a1.duid == "" || a2.duid == "" {
-		return // a boot failed; it said why
+	var duids = map[string]string{}
+	for _, r := range runs {
+		if !r.enabled {
+			continue
+		}
+		if r.report.duid == "" {
+			return // a boot failed; it said why
+		}
+		if o, ok := duids[r.report.duid]; ok {
+			t.Errorf("two boots of one image share a DUID: %s and %s: %s", o, r.name, r.report.duid)
+		}
+		duids[r.report.duid] = r.name
 	}
-	if a1.machineID == a2.machineID || a1.duid == a2.duid {
-		t.Errorf("two boots of one image share machine ID or DUID: %s/%s and %s/%s", a1.machineID, a1.duid, a2.machineID, a2.duid)
+	t.Logf("%d boots, %d DUIDs: %v; total %v", len(duids), len(duids), duids, time.Since(start).Round(100*time.Millisecond))
+}
+
+// checkManager asserts that the boot runs the manager it asked for, and
+// logs that manager's version.
+func checkManager(t *testing.T, g *guest, m manager) {
+	t.Helper()
+	var unit string
+	switch m.name {
+	case networkd.name:
+		unit = "systemd-networkd"
+	case networkManager.name:
+		unit = "NetworkManager"
 	}
-	t.Logf("two boots, two DUIDs: %s, %s; total %v", a1.duid, a2.duid, time.Since(start).Round(100*time.Millisecond))
+	for _, u := range []string{"systemd-networkd", "NetworkManager"} {
+		out, _ := g.run("systemctl is-active " + u)
+		if want := map[bool]string{true: "active", false: "inactive"}[u == unit]; out != want {
+			t.Fatalf("%s: %s is %q, want %s (kernel command line: %q)", g.name, u, out, want, m.cmdline)
+		}
+	}
+	// networkd handles RAs in user space and turns the kernel's off;
+	// NetworkManager 1.42 leaves accept_ra at 1 but sets addr_gen_mode
+	// to none (1) and adds the SLAAC addresses itself (checkStableIID).
+	ra := g.must("cat /proc/sys/net/ipv6/conf/eth0/accept_ra /proc/sys/net/ipv6/conf/eth0/addr_gen_mode")
+	t.Logf("%s: eth0's accept_ra, addr_gen_mode: %q", g.name, ra)
+	if unit == "systemd-networkd" && !strings.HasPrefix(ra, "0\n") {
+		t.Errorf("%s: eth0's accept_ra is %q, want 0: networkd handles the RAs", g.name, ra)
+	}
+	switch unit {
+	case "systemd-networkd":
+		t.Logf("%s: %s; %s", g.name, g.must("networkctl --version | head -n1"), g.must("dpkg-query -W -f='${Package} ${Version}' systemd"))
+	case "NetworkManager":
+		t.Logf("%s: NetworkManager %s; %s", g.name, g.must("NetworkManager --version"), g.must("dpkg-query -W -f='${Package} ${Version}' network-manager"))
+	}
+}
+
+// checkStableIID asserts what kind of stable address the manager made:
+// the kernel's SLAAC uses the MAC's EUI-64 (addr_gen_mode 0, Debian's
+// default); networkd (Token=prefixstable) and NetworkManager (its default
+// ipv6.addr-gen-mode) an RFC 7217 stable-privacy identifier, not the MAC's.
+func checkStableIID(t *testing.T, g *guest, m manager, mac string, slaac []guestAddr) {
+	t.Helper()
+	e := eui64(t, mac)
+	for _, a := range slaac {
+		if a.Temporary {
+			continue
+		}
+		isEUI := netip.MustParseAddr(a.Local) == e
+		if isEUI != (m.name == kernelSLAAC.name) {
+			t.Errorf("%s: stable address %s is EUI-64 of %s: %v; want %v under %s", g.name, a.Local, mac, isEUI, !isEUI, m.name)
+		}
+	}
+}
+
+// checkNANotRegistered asserts that an address the manager obtained by
+// DHCPv6 (IA_NA) is never registered (RFC 9686 §4.1): addrregd has seen it
+// and classed it DHCPv6 (`addrregd status`: kind dhcpv6, phase pending), and
+// some seconds later there is no ADDR-REG-INFORM from it on the wire and no
+// binding on the server, while the guest's SLAAC addresses are bound.
+func checkNANotRegistered(t *testing.T, nw *network, g *guest, na []guestAddr) {
+	t.Helper()
+	until(t, serviceTimeout, g.name+": addrregd classes the IA_NA address(es) dhcpv6", func() (bool, string) {
+		out, _ := g.run("addrregd status --json -i eth0")
+		var st struct {
+			Interfaces []struct {
+				Addresses []struct {
+					Address, Kind, Phase string
+				} `json:"addresses"`
+			} `json:"interfaces"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return false, out
+		}
+		seen := 0
+		for _, ifc := range st.Interfaces {
+			for _, sa := range ifc.Addresses {
+				for _, a := range na {
+					if sa.Address != a.Local {
+						continue
+					}
+					if sa.Kind != "dhcpv6" || sa.Phase != "pending" {
+						t.Fatalf("%s: addrregd status shows the DHCPv6 address %s as kind %q, phase %q; want dhcpv6, pending", g.name, a.Local, sa.Kind, sa.Phase)
+					}
+					seen++
+				}
+			}
+		}
+		return seen == len(na), out
+	})
+	// Had it been taken for registrable, its ADDR-REG-INFORM would be on
+	// the wire within the seconds the SLAAC addresses' took.
+	time.Sleep(15 * time.Second)
+	for _, a := range na {
+		if a.Prefixlen != 128 {
+			t.Errorf("%s: DHCPv6 address %s/%d: want /128 (as every DHCPv6 client adds IA_NA)", g.name, a.Local, a.Prefixlen)
+		}
+		if n := nw.informsFromAddr(a.Local); n != 0 {
+			t.Errorf("%s: %d ADDR-REG-INFORMs sent from the DHCPv6 address %s; want none", g.name, n, a.Local)
+		}
+		if d := nw.binding(t, a.Local); d != "" {
+			t.Errorf("%s: server holds the DHCPv6 address %s (DUID %s)", g.name, a.Local, d)
+		}
+	}
+	leases, _ := os.ReadFile(filepath.Join(nw.keaDir, "leases6.csv"))
+	t.Logf("%s: DHCPv6 address(es) %v not registered; Kea's leases:\n%s", g.name, na, leases)
+}
+
+// checkDown takes the guest's connection down its manager's way. When the
+// manager removes the addresses with the link up (NetworkManager), it waits
+// until the server has released every SLAAC address it held for the guest
+// (addrregd's --deregister, on by default: zero lifetimes sent from the
+// removed address, RFC 9686 §4.7). When it sets the link down (ip link,
+// networkctl), the addresses go with a link that can no longer send: it
+// checks that addrregd saw the interface go down and that the server keeps
+// the bindings (until their valid lifetime ends), as README says.
+func checkDown(t *testing.T, nw *network, g *guest, m manager, duid string, slaac []guestAddr) {
+	t.Helper()
+	cmd := m.down(t, g)
+	t.Logf("%s: %s; eth0 now: %s", g.name, cmd, g.must("ip -br -6 addr show dev eth0; ip -br link show dev eth0"))
+	if m.linkDown {
+		until(t, serviceTimeout, g.name+": addrregd saw eth0 go down and its addresses go", func() (bool, string) {
+			j, _ := g.run("journalctl -b -o cat -u addrregd | grep -E 'interface down|address removed' | tail -n 20")
+			gone := len(g.addrs("eth0")) == 0
+			return gone && strings.Contains(j, `msg="interface down" part=agent iface=eth0`), j
+		})
+		// Long enough for a deregistration to reach the server, had one
+		// been sent: registration took about as long here.
+		time.Sleep(20 * time.Second)
+		for _, a := range slaac {
+			if d := nw.binding(t, a.Local); d != duid {
+				t.Errorf("%s: after %s the server's binding of %s is %q, want it kept for %s until its valid lifetime ends (nothing can be sent on a link that is down)", g.name, cmd, a.Local, d, duid)
+			}
+		}
+		t.Logf("%s: after %s the server keeps the %d bindings until their valid lifetime ends:\n%s", g.name, cmd, len(slaac),
+			g.must("journalctl -b -o cat -u addrregd | grep -E 'interface down|removed|deregist' | tail -n 20"))
+		return
+	}
+	until(t, serviceTimeout, g.name+": bindings released after "+cmd, func() (bool, string) {
+		var held []string
+		for _, a := range slaac {
+			if d := nw.binding(t, a.Local); d != "" {
+				held = append(held, a.Local)
+			}
+		}
+		return len(held) == 0, "still bound: " + strings.Join(held, " ")
+	})
+	t.Logf("%s: every registration released after %s:\n%s", g.name, cmd, g.must("journalctl -b -o cat -u addrregd | grep -E 'removed|deregist' | tail -n 20"))
 }
