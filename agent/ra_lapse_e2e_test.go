@@ -9,8 +9,8 @@ import (
 	"github.com/addrreg/addrreg/test/topo"
 )
 
-// The M/O condition lapses (RFC 9686 §4.1, read from the wire: the router
-// withdraws itself with a Router Lifetime of 0): no ADDR-REG-INFORM goes
+// The M/O condition lapses (RFC 9686 §4.1, read from the wire: the
+// router's last RA has a short Router Lifetime, and then it is silent): no ADDR-REG-INFORM goes
 // out while it is lapsed — neither the static address's refreshes nor a
 // deregistration — and the server keeps the binding; the refresh that came
 // due meanwhile goes at once when an RA with O is back.
@@ -33,8 +33,8 @@ func TestE2ERAFlagsLapse(t *testing.T) {
 	})
 	l.sniff.WaitInforms(t, addr, 2, 15*time.Second) // refreshed every 2 s meanwhile
 
-	inj.send(t, router, 255, false, true, 0) // the router withdraws itself
-	p.WaitOutput(t, "RA with M or O flag lapsed", 10*time.Second)
+	inj.send(t, router, 255, false, true, 3*time.Second) // its last RA
+	p.WaitOutput(t, "RA with M or O flag lapsed", 15*time.Second)
 	// An exchange that started before the lapse may still be on the wire
 	// for a moment; after that, nothing for three refresh intervals: no
 	// refresh, and no deregistration (an INFORM with zero lifetimes).

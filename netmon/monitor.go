@@ -72,8 +72,8 @@ type Link struct {
 	// the link, from the kernel (IFLA_INET6_FLAGS) or, with
 	// Options.WatchRAs, from RAs seen on the wire (set if either says so).
 	// From the wire, a flag holds while a router whose last RA set it is
-	// within that RA's Router Lifetime (an RA with lifetime 0 withdraws
-	// its router, RFC 4861 §6.3.4), and only RAs that pass RFC 4861
+	// within that RA's Router Lifetime (with lifetime 0, a router that is
+	// not a default router, for Options.RAFlagsHold), and only RAs that pass RFC 4861
 	// §6.1.2 count: link-local source, hop limit 255, well-formed. At most
 	// Options.MaxRouters routers are kept per link.
 	// When the link becomes usable again after being down (LinkChanged),
@@ -172,6 +172,10 @@ type Options struct {
 	// wire; an RA from a new router beyond it is ignored (counted, and
 	// logged at most once per RALogInterval). Default DefaultMaxRouters.
 	MaxRouters int
+	// RAFlagsHold: how long the M and O flags of an RA with Router Lifetime
+	// 0 (a router that is not a default router) count, renewed by its next
+	// RA. Default DefaultRAFlagsHold (30 min).
+	RAFlagsHold time.Duration
 	// RALogInterval: RAs ignored (forged, malformed, beyond MaxRouters)
 	// are logged at once, then summed into at most one line per reason
 	// per interval. Default 10 s.
@@ -262,6 +266,9 @@ func newMonitor(o Options, k kernel) *Monitor {
 	if o.MaxRouters <= 0 {
 		o.MaxRouters = DefaultMaxRouters
 	}
+	if o.RAFlagsHold <= 0 {
+		o.RAFlagsHold = DefaultRAFlagsHold
+	}
 	if o.RALogInterval <= 0 {
 		o.RALogInterval = 10 * time.Second
 	}
@@ -286,6 +293,7 @@ func newMonitor(o Options, k kernel) *Monitor {
 	m.st = newState(ClassifyOptions{Include: o.Include, Exclude: o.Exclude}, o.QueueSize, o.LifetimeSlack)
 	m.st.signal = m.signal
 	m.st.maxRouters = o.MaxRouters
+	m.st.raFlagsHold = o.RAFlagsHold
 	m.raDrops.every = o.RALogInterval
 	return m
 }

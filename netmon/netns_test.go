@@ -241,7 +241,8 @@ func wireLab(t *testing.T) (r, h *topo.Node, hs *harness) {
 	n := topo.New(t)
 	r, h = n.Node("router"), n.Node("host")
 	h.Sysctl(t, "net.ipv6.conf.eth0.accept_ra", "0")
-	return r, h, startMonitor(t, h, Options{WatchRAs: true})
+	// A short hold: radvd's last RAs (lifetime 0) count for 3 s only.
+	return r, h, startMonitor(t, h, Options{WatchRAs: true, RAFlagsHold: 3 * time.Second})
 }
 
 // With accept_ra = 0 the kernel keeps the flags clear; WatchRAs reads them
@@ -267,12 +268,17 @@ func TestNetnsRAFlagsWire(t *testing.T) {
 	if out := h.MustExec(t, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"); strings.TrimSpace(out) != "" {
 		t.Errorf("accept_ra=0 but the kernel configured %s", out)
 	}
-	// radvd stopping sends RAs with Router Lifetime 0: the router is gone,
-	// and its flags with it (RFC 4861 §6.3.4).
+	// radvd stopping sends RAs with Router Lifetime 0 (RFC 4861 §6.2.5):
+	// no longer a default router; its flags count for the hold (3 s here),
+	// and then, no RA coming any more, they go.
 	rd.Proc().Stop()
-	hs.wait("flags withdrawn", 5*time.Second, func(ev Event) bool {
+	stopped := time.Now()
+	hs.wait("flags withdrawn", 15*time.Second, func(ev Event) bool {
 		return ev.Kind == RAFlags && ev.Link.Name == "eth0" && !ev.Link.Other && !ev.Link.Managed && ev.Link.RAReceived
 	})
+	if d := time.Since(stopped); d < 2500*time.Millisecond {
+		t.Errorf("flags withdrawn %v after radvd stopped, before the 3 s hold of its lifetime-0 RAs", d)
+	}
 }
 
 // From the wire, a router's M and O last as long as its Router Lifetime: a
@@ -626,4 +632,15 @@ func TestNetnsOptimistic(t *testing.T) {
 	if ev.Addr.State != StatePreferred {
 		t.Errorf("after DAD: %s", ev.Addr)
 	}
+}
+
+// A router that is not a default router (radvd's AdvDefaultLifetime 0)
+// still sets M and O for the link (RFC 4861 §4.2): read from the wire, they
+// count, for the hold after its last RA.
+func TestNetnsRAFlagsWireNotDefaultRouter(t *testing.T) {
+	r, _, hs := wireLab(t)
+	r.StartRadvd(t, topo.RA{Other: true}) // RouterLifetime 0
+	hs.wait("O from a non-default router", 10*time.Second, func(ev Event) bool {
+		return (ev.Kind == RAFlags || ev.Kind == LinkAdded) && ev.Link.Name == "eth0" && ev.Link.Other && !ev.Link.Managed && ev.Link.RAReceived
+	})
 }

@@ -12,18 +12,30 @@ import (
 // half: validation, and the per-link table of routers whose M and O flags
 // count. A raw socket gets every RA the link carries, forged ones included,
 // so everything RFC 4861 §6.1.2 asks a host to check is checked here, each
-// router counts only within its Router Lifetime, and what is kept per link is
-// bounded (Options.MaxRouters).
+// router counts only within its Router Lifetime (or, for a router that is
+// not a default router, Router Lifetime 0, for DefaultRAFlagsHold), and
+// what is kept per link is bounded (Options.MaxRouters).
 
 // DefaultMaxRouters bounds the routers remembered per link from RAs on the
 // wire. RFC 4861 leaves the Default Router List's size to the host; a link
 // with more than a handful of routers is rare, one with 16 is a flood.
 const DefaultMaxRouters = 16
 
+// DefaultRAFlagsHold is how long the M and O flags of an RA with Router
+// Lifetime 0 count. Such a router is not a default router, but RFC 4861
+// §4.2 says the Router Lifetime "does not apply to information contained
+// in other message fields or options": the flags are as meant as any
+// other router's (radvd's AdvDefaultLifetime 0 is a common setting, and
+// the kernel's own IF_RA_MANAGED/OTHERCONF keep them). They last as long
+// as the longest interval between a router's RAs (MaxRtrAdvInterval ≤ 1800
+// s, RFC 4861 §6.2.1), so a router that stops advertising stops counting,
+// and the router's next RA renews or clears them.
+const DefaultRAFlagsHold = 1800 * time.Second
+
 // raInfo is what netmon uses of an RA.
 type raInfo struct {
 	managed, other bool
-	lifetime       time.Duration // Router Lifetime; 0: not (or no longer) a router
+	lifetime       time.Duration // Router Lifetime; 0: not (or no longer) a default router
 }
 
 // Why an RA read from the wire was not used: the "reason" of the log line.
@@ -94,21 +106,22 @@ type routers map[netip.Addr]wireRouter
 // observe records ra from src at now. A router already known is always
 // updated; a new one is refused with errRATableFull while the table holds limit
 // (after forgetting the expired ones): a flood of forged sources cannot push
-// out the routers already there. Router Lifetime 0 removes the router
-// (RFC 4861 §6.3.4: it times out at once). It returns the router's new
-// expiry (zero if it was removed).
-func (r routers) observe(src netip.Addr, ra raInfo, now time.Time, limit int) (time.Time, error) {
-	if ra.lifetime == 0 {
-		delete(r, src)
-		return time.Time{}, nil
-	}
+// out the routers already there. A router counts for its Router Lifetime;
+// with lifetime 0 (not a default router, RFC 4861 §6.3.4: as a default
+// router it times out at once) its flags still count, for hold (see
+// DefaultRAFlagsHold). It returns the router's new expiry.
+func (r routers) observe(src netip.Addr, ra raInfo, now time.Time, limit int, hold time.Duration) (time.Time, error) {
 	if _, known := r[src]; !known && len(r) >= limit {
 		r.expire(now)
 		if len(r) >= limit {
 			return time.Time{}, errRATableFull
 		}
 	}
-	exp := now.Add(ra.lifetime)
+	life := ra.lifetime
+	if life == 0 {
+		life = hold
+	}
+	exp := now.Add(life)
 	r[src] = wireRouter{managed: ra.managed, other: ra.other, expires: exp}
 	return exp, nil
 }
@@ -129,7 +142,8 @@ func (r routers) expire(now time.Time) (changed bool, next time.Time) {
 	return changed, next
 }
 
-// flags: M (O) holds while some router that set it is within its lifetime.
+// flags: M (O) holds while some router whose last RA set it is within its
+// lifetime.
 func (r routers) flags() (managed, other bool) {
 	for _, w := range r {
 		managed = managed || w.managed

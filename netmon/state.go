@@ -27,11 +27,13 @@ type state struct {
 	slack time.Duration
 	// maxRouters bounds each link's table of routers seen on the wire.
 	maxRouters int
-	signal     func()
-	gen        uint64 // source of generations
-	resyncs    int
-	messages   int
-	dumping    bool // applying a dump, not notifications
+	// raFlagsHold: how long an RA with Router Lifetime 0 counts.
+	raFlagsHold time.Duration
+	signal      func()
+	gen         uint64 // source of generations
+	resyncs     int
+	messages    int
+	dumping     bool // applying a dump, not notifications
 
 	// cur
 	links map[int]*linkEntry
@@ -174,17 +176,18 @@ type addrEntry struct {
 
 func newState(copts ClassifyOptions, limit int, slack time.Duration) *state {
 	return &state{
-		copts:      copts,
-		limit:      limit,
-		slack:      slack,
-		maxRouters: DefaultMaxRouters,
-		signal:     func() {},
-		links:      map[int]*linkEntry{},
-		addrs:      map[addrKey]addrEntry{},
-		vlinks:     map[int]linkEntry{},
-		vra:        map[int]raFlags{},
-		vaddrs:     map[addrKey]addrEntry{},
-		qidx:       map[key]*queued{},
+		copts:       copts,
+		limit:       limit,
+		slack:       slack,
+		maxRouters:  DefaultMaxRouters,
+		raFlagsHold: DefaultRAFlagsHold,
+		signal:      func() {},
+		links:       map[int]*linkEntry{},
+		addrs:       map[addrKey]addrEntry{},
+		vlinks:      map[int]linkEntry{},
+		vra:         map[int]raFlags{},
+		vaddrs:      map[addrKey]addrEntry{},
+		qidx:        map[key]*queued{},
 	}
 }
 
@@ -542,8 +545,8 @@ func (s *state) setINet6(l rawLink, now time.Time) {
 }
 
 // setWire records a valid RA seen on the wire from router src (see
-// routers.observe). It returns when that router's entry expires (zero if it
-// was removed), errRANoLink for an interface not (yet) known, or
+// routers.observe). It returns when that router's entry expires,
+// errRANoLink for an interface not (yet) known, or
 // errRATableFull.
 func (s *state) setWire(index int, src netip.Addr, ra raInfo, now time.Time) (time.Time, error) {
 	e, ok := s.links[index]
@@ -553,7 +556,7 @@ func (s *state) setWire(index int, src netip.Addr, ra raInfo, now time.Time) (ti
 	if e.routers == nil {
 		e.routers = routers{}
 	}
-	exp, err := e.routers.observe(src, ra, now, s.maxRouters)
+	exp, err := e.routers.observe(src, ra, now, s.maxRouters, s.raFlagsHold)
 	if err != nil {
 		return exp, err
 	}

@@ -128,18 +128,26 @@ func TestRouters(t *testing.T) {
 		{at: 55 * time.Second, m: true, n: 1, nextExp: 70 * time.Second},
 		// Room again: router 3 gets in.
 		{at: 56 * time.Second, src: r3, ra: raInfo{other: true, lifetime: 10 * time.Second}, m: true, o: true, n: 2, nextExp: 66 * time.Second},
-		// Router 2 withdraws (lifetime 0, RFC 4861 §6.3.4): M goes at once.
-		{at: 57 * time.Second, src: r2, ra: raInfo{managed: true}, o: true, n: 1, nextExp: 66 * time.Second},
-		{at: 65*time.Second + 999*time.Millisecond, o: true, n: 1, nextExp: 66 * time.Second},
-		{at: 66 * time.Second, n: 0, nextExp: -1},
-		// A withdrawal from a router never seen changes nothing.
-		{at: 67 * time.Second, src: r1, ra: raInfo{}, n: 0, nextExp: -1},
+		// Router 2 stops being a default router (lifetime 0, RFC 4861
+		// §6.3.4) but still sets M: M counts on, for the hold (100 s).
+		{at: 57 * time.Second, src: r2, ra: raInfo{managed: true}, m: true, o: true, n: 2, nextExp: 66 * time.Second},
+		{at: 65*time.Second + 999*time.Millisecond, m: true, o: true, n: 2, nextExp: 66 * time.Second},
+		{at: 66 * time.Second, m: true, n: 1, nextExp: 157 * time.Second},
+		{at: 156*time.Second + 999*time.Millisecond, m: true, n: 1, nextExp: 157 * time.Second},
+		// It sent nothing more: after the hold its M is gone.
+		{at: 157 * time.Second, n: 0, nextExp: -1},
+		// A router that is not a default router and sets nothing counts
+		// as a router that sets nothing.
+		{at: 158 * time.Second, src: r1, ra: raInfo{}, n: 1, nextExp: 258 * time.Second},
+		// And a non-default router clears its flags at once.
+		{at: 159 * time.Second, src: r3, ra: raInfo{other: true}, o: true, n: 2, nextExp: 258 * time.Second},
+		{at: 160 * time.Second, src: r3, ra: raInfo{}, n: 2, nextExp: 258 * time.Second},
 	}
 	r := routers{}
 	for i, s := range steps {
 		now := t0.Add(s.at)
 		if s.src.IsValid() {
-			if _, err := r.observe(s.src, s.ra, now, 2); err != s.err {
+			if _, err := r.observe(s.src, s.ra, now, 2, 100*time.Second); err != s.err {
 				t.Fatalf("step %d: observe err %v, want %v", i, err, s.err)
 			}
 		}
@@ -233,8 +241,9 @@ func TestWireRA(t *testing.T) {
 	if evs := m.drain(); len(evs) != 0 {
 		t.Fatalf("router 2 refreshed: %v", evs)
 	}
-	// Then withdraws: M goes at once; an RA was still received.
-	m.handleRA(2, r2, 255, raBytes(t, true, false, 0))
+	// Then clears M (and stops being a default router): M goes at once;
+	// an RA was still received.
+	m.handleRA(2, r2, 255, raBytes(t, false, false, 0))
 	if evs := m.drain(); len(evs) != 1 || evs[0].Link.Managed || evs[0].Link.Other || !evs[0].Link.RAReceived {
 		t.Fatalf("after router 2 withdrew: %v", evs)
 	}

@@ -24,6 +24,7 @@ import (
 //	ADDRREG_BENCH_RATES     offered rates, comma-separated (default 20000,25000,30000,48000)
 //	ADDRREG_BENCH_DURATION  per rate (default 10s)
 //	ADDRREG_KEA             a kea-dhcp6 binary (optional)
+//	ADDRREG_BENCH_SERVER_ENV  VAR=value ... for addrreg-refserver only (e.g. GOGC=200)
 //
 // With ADDRREG_BENCH_QUICK=1 (make test) it offers 2000/s for 1 s: the benchmark must work, the
 // figure does not matter there.
@@ -130,8 +131,11 @@ func startBenchServer(b *testing.B, server string, srv *topo.Node) *topo.Proc {
 		return waitPort547(b, srv, srv.Start(b, "kea", append(env, kea, "-c", conf)...))
 	}
 	bin := topo.BuildBinary(b, "./cmd/addrreg-refserver")
-	return waitPort547(b, srv, srv.Start(b, "refserver", bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64",
-		"--db", filepath.Join(dir, "bench.db"), "--rate", "0", "--rate-duid", "0", "--no-registration-log", "--log-level", "warn"))
+	// ADDRREG_BENCH_SERVER_ENV (e.g. "GOGC=200 GOMAXPROCS=1") sets the
+	// server's runtime knobs only, not the load generator's.
+	cmd := append([]string{"env"}, strings.Fields(os.Getenv("ADDRREG_BENCH_SERVER_ENV"))...)
+	return waitPort547(b, srv, srv.Start(b, "refserver", append(cmd, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64",
+		"--db", filepath.Join(dir, "bench.db"), "--rate", "0", "--rate-duid", "0", "--no-registration-log", "--log-level", "warn")...))
 }
 
 // waitPort547 returns p once a socket listens on UDP port 547 in srv (the

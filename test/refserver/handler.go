@@ -445,7 +445,7 @@ func (h *Handler) insert(b Binding) {
 // skipped when popped, and compacted away when they pile up.
 func (h *Handler) pushExpiry(b *Binding) {
 	if !b.Expires.IsZero() {
-		h.exp.push(expEntry{at: b.Expires, addr: b.Addr})
+		h.exp.push(newExpEntry(b))
 		if len(h.exp) > 2*len(h.byAddr)+1024 {
 			h.compactHeap()
 		}
@@ -467,7 +467,7 @@ func (h *Handler) compactHeap() {
 	h.exp = h.exp[:0]
 	for _, b := range h.byAddr {
 		if !b.Expires.IsZero() {
-			h.exp = append(h.exp, expEntry{at: b.Expires, addr: b.Addr})
+			h.exp = append(h.exp, newExpEntry(b))
 		}
 	}
 	heap.Init(&h.exp)
@@ -539,10 +539,9 @@ func (h *Handler) Expire(now time.Time) []Event {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var evs []Event
-	for len(h.exp) > 0 && !h.exp[0].at.After(now) {
-		e := heap.Pop(&h.exp).(expEntry)
-		b := h.byAddr[e.addr]
-		if b == nil || !b.Expires.Equal(e.at) {
+	for t := now.UnixNano(); len(h.exp) > 0 && h.exp[0].at <= t; {
+		b := h.exp.pop().binding(h.byAddr)
+		if b == nil {
 			continue // refreshed or removed since
 		}
 		h.remove(b)
@@ -556,11 +555,10 @@ func (h *Handler) NextExpiry() (time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for len(h.exp) > 0 {
-		e := h.exp[0]
-		if b := h.byAddr[e.addr]; b != nil && b.Expires.Equal(e.at) {
-			return e.at, true
+		if b := h.exp[0].binding(h.byAddr); b != nil {
+			return b.Expires, true
 		}
-		heap.Pop(&h.exp)
+		h.exp.pop()
 	}
 	return time.Time{}, false
 }
@@ -584,6 +582,13 @@ func (h *Handler) Load(now time.Time, bs []Binding) []Event {
 	return evs
 }
 
+// Len returns how many bindings there are.
+func (h *Handler) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byAddr)
+}
+
 // Bindings returns a snapshot of the bindings, ordered by address.
 func (h *Handler) Bindings() []Binding {
 	h.mu.Lock()
@@ -596,15 +601,34 @@ func (h *Handler) Bindings() []Binding {
 	return out
 }
 
+// expEntry is a binding's expiry in the heap: no pointers and 24 bytes
+// (not time.Time and netip.Addr, 48 bytes with two pointers), so that a
+// heap of a million entries is half the memory to grow and copy, and the
+// garbage collector does not scan it. A binding's address is always a
+// 16-byte IPv6 address without zone (an IA Address option's, RFC 8415
+// §21.6), which As16 and AddrFrom16 carry unchanged.
 type expEntry struct {
-	at   time.Time
-	addr netip.Addr
+	at   int64 // Binding.Expires, Unix ns
+	addr [16]byte
+}
+
+func newExpEntry(b *Binding) expEntry {
+	return expEntry{at: b.Expires.UnixNano(), addr: b.Addr.As16()}
+}
+
+// binding returns the binding e stands for, or nil when it was refreshed
+// (a later expiry) or removed since.
+func (e expEntry) binding(byAddr map[netip.Addr]*Binding) *Binding {
+	if b := byAddr[netip.AddrFrom16(e.addr)]; b != nil && b.Expires.UnixNano() == e.at {
+		return b
+	}
+	return nil
 }
 
 type expHeap []expEntry
 
 func (e expHeap) Len() int           { return len(e) }
-func (e expHeap) Less(i, j int) bool { return e[i].at.Before(e[j].at) }
+func (e expHeap) Less(i, j int) bool { return e[i].at < e[j].at }
 func (e expHeap) Swap(i, j int)      { e[i], e[j] = e[j], e[i] }
 func (e *expHeap) Push(x any)        { *e = append(*e, x.(expEntry)) }
 
@@ -626,6 +650,30 @@ func (e *expHeap) Pop() any {
 	old := *e
 	x := old[len(old)-1]
 	*e = old[:len(old)-1]
+	return x
+}
+
+// pop is heap.Pop without boxing the result in an interface.
+func (e *expHeap) pop() expEntry {
+	h := *e
+	n := len(h) - 1
+	h.Swap(0, n)
+	for i := 0; ; {
+		j := 2*i + 1
+		if j >= n {
+			break
+		}
+		if j+1 < n && h.Less(j+1, j) {
+			j++
+		}
+		if !h.Less(j, i) {
+			break
+		}
+		h.Swap(i, j)
+		i = j
+	}
+	x := h[n]
+	*e = h[:n]
 	return x
 }
 

@@ -131,6 +131,23 @@ func (r *histRing) len() int { return len(r.e) - r.head }
 
 func (r *histRing) push(h histEntry) { r.e = append(r.e, h) }
 
+// reserve makes room for every record ret keeps (prune compacts the slice
+// once half of it is dropped, so twice that) up to a bound, so that the
+// ring does not grow by doubling, copying and touching fresh memory while
+// the server is under load.
+func (r *histRing) reserve(ret retention) {
+	n := ret.max
+	if n == 0 {
+		n = HistoryCap
+	}
+	n = min(2*n+1024, 1<<20)
+	if uint64(cap(r.e)) < n {
+		e := make([]histEntry, len(r.e), n)
+		copy(e, r.e)
+		r.e = e
+	}
+}
+
 func (r *histRing) all() []histEntry { return r.e[r.head:] }
 
 // prune drops the oldest records beyond ret after a record with seq was

@@ -281,7 +281,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
 	defer stop()
 	s.log.Info("listening", "addr", "[::]:547", "interfaces", s.cfg.Interfaces, "db", s.cfg.DBPath,
-		"bindings", len(h.Bindings()), "server_duid", hex.EncodeToString(duid), "addr_reg", s.cfg.AddrReg)
+		"bindings", h.Len(), "server_duid", hex.EncodeToString(duid), "addr_reg", s.cfg.AddrReg)
 	rerr := s.readLoop(ctx)
 	cancel()
 
@@ -293,7 +293,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.tmu.Unlock()
 	close(s.jobs)
 	writerDone.Wait()
-	s.log.Info("stopped", "bindings", len(h.Bindings()))
+	s.log.Info("stopped", "bindings", h.Len())
 	if s.dbErr != nil {
 		return fmt.Errorf("database: %w", s.dbErr)
 	}

@@ -142,6 +142,7 @@ func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
 		return nil, err
 	}
 	s.duid, s.seq, s.hist, s.loaded = r.st.duid, r.st.seq, r.st.hist, r.st.bindings
+	s.hist.reserve(ret)
 	s.snapSize.Store(r.snapSize)
 	s.gen = max(r.snapGen, r.lastGen) + 1
 	seg := makeSegment(s.segName(s.gen), s.gen)
