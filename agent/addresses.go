@@ -159,14 +159,23 @@ func (m *machine) handleAddrRemoved(na netmon.Addr) {
 		return
 	}
 	held := ad.held()
+	sa := m.savedOf(ifc, na.IP, ad)
 	m.info("address removed", "iface", ifc.name, "addr", na.IP)
 	m.quiesce(ifc, ad, true)
 	delete(ifc.addrs, na.IP)
-	if held && m.cfg.Deregister && m.cfg.Enable && ifc.up {
-		k := key{ifc.index, na.IP}
-		m.owed[k] = true
-		m.enqueue(k)
+	if !held || !m.cfg.Deregister || !m.cfg.Enable || !m.wanted(ifc.name) {
+		return
 	}
+	if !ifc.up {
+		// Removed while its link is down (an admin down flushes every
+		// address: networkctl down, ip link set down): nothing can be
+		// sent now. Owed once the link is back (waitForLink).
+		m.waitForLink(ifc, sa)
+		return
+	}
+	k := key{ifc.index, na.IP}
+	m.owed[k] = true
+	m.enqueue(k)
 }
 
 // handleDue queues the addresses whose refresh, retry or deregistration

@@ -76,10 +76,18 @@ func (m *machine) handleLink(ev netmon.Event) {
 	case !up && wasUp:
 		m.info("interface down", "iface", ifc.name)
 		m.leaveLink(ifc, true)
-		ifc.state = IfDown
+		ifc.state, ifc.relinked = IfDown, true
+		// Deregistrations owed on the link wait for it to be back.
+		for k := range m.owed {
+			if k.ifindex == ifc.index {
+				delete(m.owed, k)
+				m.deadlines.Remove(k)
+				m.waitForLink(ifc, m.savedOf(ifc, k.addr, nil))
+			}
+		}
 		return
 	case !up:
-		ifc.state = IfDown
+		ifc.state, ifc.relinked = IfDown, true
 		return
 	case !wasUp || ev.Kind == netmon.LinkChanged:
 		// RFC 9686 §4.1: discover afresh on every (re)connection, with no
@@ -88,12 +96,6 @@ func (m *machine) handleLink(ev netmon.Event) {
 			m.leaveLink(ifc, true)
 		}
 		ifc.mo = false
-		// Deregistrations owed on the link wait for it (retry.go).
-		for k := range m.owed {
-			if k.ifindex == ifc.index {
-				m.enqueue(k)
-			}
-		}
 	}
 	m.raFlags(ifc, l.Managed || l.Other, l)
 	// A failed probe's retry keeps its backoff: link events (an RA

@@ -33,7 +33,8 @@ type machine struct {
 	queue  []key
 	queued map[key]bool
 	// owed: addresses removed from their interface that are owed a
-	// deregistration (RFC 9686 §4.7). Re-adding the address cancels it.
+	// deregistration (RFC 9686 §4.7), on a link that is up (one that is
+	// down keeps them in stale). Re-adding the address cancels it.
 	owed      map[key]bool
 	deregging map[key]int // deregistrations in flight: a re-added address waits for them
 	inflight  int
@@ -53,7 +54,8 @@ type machine struct {
 	fatal error
 
 	// The state file's side (statefile.go).
-	// stale: addresses from the file at start, by interface name, until
+	// stale: addresses from the file at start, and those removed while
+	// their link was down (waitForLink), by interface name, until
 	// discovery on that interface claims them (claimStale).
 	stale map[string][]savedAddr
 	// forgotten: deregistered while stopping; left out of the last write.
@@ -72,6 +74,9 @@ type iface struct {
 	name  string
 	hw    string // hardware address: with the name, the link's identity in the state file
 	up    bool   // admin up and carrier
+	// relinked: this run saw the link down; addresses that left
+	// meanwhile get relinkGrace to come back once it is up (claimStale).
+	relinked bool
 	// mo: netmon reports an RA with M or O in effect on the link (RFC 9686
 	// §4.1); with RequireRAFlags, nothing new starts while it is false.
 	mo        bool

@@ -45,15 +45,17 @@ import (
 //     than §4.6's min(now + interval, NextAddrRegRefreshTime);
 //   - nothing lost: every registrable address of a link the machine
 //     follows is known to it;
-//   - owed: every deregistration owed is queued or due;
+//   - owed: every deregistration owed is queued or due; none is owed on a
+//     link that is down, and none waits for a link that is up with
+//     registration support (claimStale took them);
 //   - server: every binding the server holds (this run's, or the state
-//     file's from the last run) for an address gone from its link while
-//     the link was up is owed, in flight or in the state file's snapshot;
-//     after the stop, every binding still held on an up link is in the
-//     snapshot. Excused, by design: an address removed while its link is
-//     down (an admin down flushes them all; the link that comes back may
-//     be another), one that went tentative or DAD-failed (it may be
-//     another node's), and every address of a link that was removed.
+//     file's from the last run) for an address gone from its link, up
+//     or down (an admin down flushes them all: the deregistration waits
+//     for the link), is owed, in flight or in the state file's snapshot;
+//     after the stop, every binding still held on a link that exists is
+//     in the snapshot. No deregistration is owed on a link that is down.
+//     Excused, by design: one that went tentative or DAD-failed (it may
+//     be another node's), and every address of a link that was removed.
 //
 // The sequences come from fixed seeds (TestMachineProperties) or from
 // the fuzzer's bytes (FuzzMachine). The machine's own map iteration
@@ -120,11 +122,6 @@ type propRun struct {
 	cfg   Config
 	trace []string
 }
-
-// excuseDown: an address removed while its link is down is owed nothing
-// (addresses.go, handleAddrRemoved: by design, as an admin down flushes
-// every address and the link that comes back may be another).
-const excuseDown = true
 
 var propTail = 400
 
@@ -225,12 +222,6 @@ func (p *propRun) setAddr(l *propLink, a netmon.Addr) {
 
 func (p *propRun) delAddr(l *propLink, ip netip.Addr) {
 	a := l.addrs[ip]
-	if b, ok := p.server[ip]; ok && !l.up && excuseDown {
-		// Removed while its link is down: the agent sends nothing then,
-		// and does not owe it later either.
-		b.excused = true
-		p.server[ip] = b
-	}
 	delete(l.addrs, ip)
 	p.h.mon.mu.Lock()
 	delete(p.h.mon.addrs, ip)
@@ -616,20 +607,28 @@ func (p *propRun) checkInvariants() {
 			}
 		}
 	}
+	for _, ifc := range m.ifaces {
+		if ifc.up && ifc.state == IfSupported && len(m.stale[ifc.name]) > 0 {
+			p.fail("%s: supported, and %d deregistrations still wait for the link", ifc.name, len(m.stale[ifc.name]))
+		}
+	}
 	for k := range m.owed {
 		if ifc, ok := m.ifaces[k.ifindex]; ok && !ifc.up {
-			continue // waits for the link (retry.go)
+			// A deregistration that waits for its link is a stale
+			// address in the snapshot (waitForLink), not owed.
+			p.fail("%v: deregistration owed on a link that is down", k)
 		}
 		if _, due := m.deadlines.When(k); !due && !m.queued[k] {
 			p.fail("%v: deregistration owed but neither queued nor due", k)
 		}
 	}
-	// The server's bindings for addresses gone from a link that is there
-	// and up: owed, in flight, or at least remembered.
+	// The server's bindings for addresses gone from a link that is there,
+	// up or down (removed while it is down, the deregistration waits for
+	// it): owed, in flight, or at least remembered.
 	var snap map[netip.Addr]bool
 	for ip, b := range p.server {
 		l := p.owner[ip]
-		if _, assigned := l.addrs[ip]; assigned || !l.exists || !l.up || b.ifindex != l.index || b.excused {
+		if _, assigned := l.addrs[ip]; assigned || !l.exists || b.ifindex != l.index || b.excused {
 			continue
 		}
 		if snap == nil {
@@ -661,7 +660,7 @@ func (p *propRun) finish() {
 	p.h.stopped = true
 	for ip, b := range p.server {
 		l := p.owner[ip]
-		if !l.exists || !l.up || b.ifindex != l.index || b.excused {
+		if !l.exists || b.ifindex != l.index || b.excused {
 			continue
 		}
 		if !slices.ContainsFunc(snap, func(sa savedAddr) bool { return sa.Addr == ip }) {

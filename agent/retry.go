@@ -37,8 +37,8 @@ func (m *machine) scheduleRetry(ifc *iface, ad *addr) {
 // no reply can reach a removed address). It goes out after Retry.First,
 // once per delay, until it is sent, the address comes back or its link
 // goes; without this the server would keep the binding until it expires.
-// While the link is down it waits, owed, for the link to be back
-// (handleLink), not for a delay.
+// While the link is down it waits for the link to be back (waitForLink,
+// statefile.go), not for a delay.
 func (m *machine) retryDeregistration(k key) {
 	ifc, ok := m.ifaces[k.ifindex]
 	if !ok || m.owed[k] {
@@ -48,11 +48,11 @@ func (m *machine) retryDeregistration(k key) {
 		ad.sent = true // back meanwhile: the server still holds it
 		return
 	}
-	m.owed[k] = true
 	if !ifc.up {
-		m.debug("deregistration waits for the link", "iface", ifc.name, "addr", k.addr)
+		m.waitForLink(ifc, m.savedOf(ifc, k.addr, nil))
 		return
 	}
+	m.owed[k] = true
 	d := m.cfg.Retry.Delay(1, 0, m.cfg.Rand)
 	m.deadlines.Set(k, m.now.Add(d))
 	m.debug("deregistration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d)

@@ -25,8 +25,10 @@ import (
 // on its interface is deregistered (zero lifetimes, RFC 9686 §4.7, with
 // Config.Deregister) once discovery shows the same link supports
 // registration; the addresses still there are registered as RFC 9686 §4.4
-// says for any start. A missing, unreadable or corrupt file is logged and
-// ignored.
+// says for any start. The same list holds, while the daemon runs, the
+// addresses removed while their link was down (waitForLink): claimed the
+// same way when the link is back, after relinkGrace. A missing,
+// unreadable or corrupt file is logged and ignored.
 //
 // It is written atomically (a temporary file in the same directory, fsync,
 // rename, fsync of the directory), mode 0600, at most once per
@@ -233,13 +235,55 @@ func (m *machine) claimStale(ifc *iface) {
 		}
 		k := key{ifc.index, sa.Addr}
 		m.owed[k] = true
-		m.enqueue(k)
 		n++
+		if ifc.relinked {
+			// The link is back: give the addresses time to come back
+			// (relinkGrace); one re-added meanwhile cancels its
+			// deregistration (handleAddr), the others go when it is due.
+			m.deadlines.Set(k, m.now.Add(relinkGrace))
+			m.info("address gone while the link was down: deregistering unless it comes back", "iface", ifc.name, "addr", sa.Addr, "in", relinkGrace)
+			continue
+		}
+		m.enqueue(k)
 		m.info("address registered before the restart is gone: deregistering", "iface", ifc.name, "addr", sa.Addr)
 	}
 	if n > 0 {
-		m.info("state file: deregistering addresses gone since the last run", "iface", ifc.name, "addresses", n)
+		m.info("state file: deregistering addresses gone since the last run or while the link was down", "iface", ifc.name, "addresses", n)
 	}
+}
+
+// relinkGrace is how long, after a link that was down is back and
+// discovery found registration support, an address that left while it
+// was down may take to come back before it is deregistered. An admin down
+// flushes the link's addresses; SLAAC (the kernel's, systemd-networkd's,
+// NetworkManager's) adds them again after the first RA, which a host
+// solicits up to MAX_RTR_SOLICITATIONS (3) times RTR_SOLICITATION_INTERVAL
+// (4 s) apart (RFC 4861 §10): up to ~12 s, plus DAD. Stable-privacy and
+// EUI-64 addresses come back the same; a temporary address (RFC 8981)
+// comes back as a new one, and the old one is deregistered (RFC 9686 §4.7).
+const relinkGrace = 15 * time.Second
+
+// savedOf is ad on ifc as the state file lists it.
+func (m *machine) savedOf(ifc *iface, ip netip.Addr, ad *addr) savedAddr {
+	sa := savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: ip}
+	if ad != nil && ad.hasReg {
+		sa.Preferred, sa.Valid, sa.At = scheduler.Seconds(ad.told), scheduler.Seconds(ad.reg.Valid), ad.reg.At.UTC().Round(0)
+	}
+	return sa
+}
+
+// waitForLink keeps the deregistration owed for an address that left
+// while its link is down, with the state file's stale addresses: in the
+// snapshot (a restart loses nothing), claimed when the link is back and
+// discovery finds support (claimStale), after relinkGrace. If the link
+// never comes back it stays owed, and the server's binding runs out at
+// its valid lifetime.
+func (m *machine) waitForLink(ifc *iface, sa savedAddr) {
+	if slices.ContainsFunc(m.stale[ifc.name], func(o savedAddr) bool { return o.Addr == sa.Addr }) {
+		return
+	}
+	m.stale[ifc.name] = append(m.stale[ifc.name], sa)
+	m.info("deregistration waits for the link", "iface", ifc.name, "addr", sa.Addr)
 }
 
 // snapshot lists what the server may hold from us: addresses registered
@@ -252,11 +296,7 @@ func (m *machine) snapshot() []savedAddr {
 			if !ad.held() || m.forgotten[key{ifc.index, ip}] {
 				continue
 			}
-			sa := savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: ip}
-			if ad.hasReg {
-				sa.Preferred, sa.Valid, sa.At = scheduler.Seconds(ad.told), scheduler.Seconds(ad.reg.Valid), ad.reg.At.UTC().Round(0)
-			}
-			out = append(out, sa)
+			out = append(out, m.savedOf(ifc, ip, ad))
 		}
 	}
 	// Owed deregistrations, and those under way: one the stop could not

@@ -301,7 +301,16 @@ func (m *machine) report(servers ServerSource) Status {
 		}
 		for k := range m.owed {
 			if k.ifindex == ifc.index {
-				is.Addresses = append(is.Addresses, AddrStatus{Addr: k.addr, Phase: Deregistering})
+				as := AddrStatus{Addr: k.addr, Phase: Deregistering}
+				as.NextRefresh, _ = m.deadlines.When(k) // a retry, or the end of relinkGrace
+				is.Addresses = append(is.Addresses, as)
+			}
+		}
+		// Removed while the link was down (or gone since the last run):
+		// waiting for the link and discovery (claimStale).
+		for _, sa := range m.stale[ifc.name] {
+			if _, there := ifc.addrs[sa.Addr]; !there {
+				is.Addresses = append(is.Addresses, AddrStatus{Addr: sa.Addr, Phase: Deregistering})
 			}
 		}
 		slices.SortFunc(is.Addresses, func(x, y AddrStatus) int { return x.Addr.Compare(y.Addr) })

@@ -214,9 +214,13 @@ type manager struct {
 	down func(t *testing.T, g *guest) string
 	// linkDown: down sets the link administratively down, and the kernel
 	// removes its addresses only after the link can no longer send, so no
-	// deregistration can go out (nmcli keeps the link up and removes the
-	// addresses: those are deregistered).
+	// deregistration can go out then: addrregd owes them until up brings
+	// the link back (nmcli keeps the link up and removes the addresses:
+	// those are deregistered at once).
 	linkDown bool
+	// up brings back the link down took down (linkDown) and returns the
+	// command it ran.
+	up func(t *testing.T, g *guest) string
 }
 
 var (
@@ -224,11 +228,16 @@ var (
 	// interface down is what ifdown and `networkctl down` do.
 	kernelSLAAC = manager{name: "kernel", linkDown: true, down: func(t *testing.T, g *guest) string {
 		return g.must("ip link set dev eth0 down && echo 'ip link set dev eth0 down'")
+	}, up: func(t *testing.T, g *guest) string {
+		return g.must("ip link set dev eth0 up && echo 'ip link set dev eth0 up'")
 	}}
 	networkd = manager{name: "networkd", dhcpv6: true, linkDown: true,
 		cmdline: "systemd.mask=addrreg-image-link.service systemd.wants=systemd-networkd.service",
 		down: func(t *testing.T, g *guest) string {
 			return g.must("networkctl down eth0 && echo 'networkctl down eth0'")
+		},
+		up: func(t *testing.T, g *guest) string {
+			return g.must("networkctl up eth0 && echo 'networkctl up eth0'")
 		}}
 	networkManager = manager{name: "NetworkManager", dhcpv6: true,
 		cmdline: "systemd.mask=addrreg-image-link.service systemd.wants=NetworkManager.service",
@@ -550,29 +559,18 @@ func checkNANotRegistered(t *testing.T, nw *network, g *guest, na []guestAddr) {
 // until the server has released every SLAAC address it held for the guest
 // (addrregd's --deregister, on by default: zero lifetimes sent from the
 // removed address, RFC 9686 §4.7). When it sets the link down (ip link,
-// networkctl), the addresses go with a link that can no longer send: it
-// checks that addrregd saw the interface go down and that the server keeps
-// the bindings (until their valid lifetime ends), as README says.
+// networkctl), the addresses go with a link that can no longer send: the
+// server keeps the bindings while it is down; once the manager brings it
+// up again, the addresses that came back (the stable ones: EUI-64 or
+// stable-privacy) stay registered, and those that did not (the old
+// temporary address: a new one is made) are deregistered after addrregd's
+// grace for them to come back.
 func checkDown(t *testing.T, nw *network, g *guest, m manager, duid string, slaac []guestAddr) {
 	t.Helper()
 	cmd := m.down(t, g)
 	t.Logf("%s: %s; eth0 now: %s", g.name, cmd, g.must("ip -br -6 addr show dev eth0; ip -br link show dev eth0"))
 	if m.linkDown {
-		until(t, serviceTimeout, g.name+": addrregd saw eth0 go down and its addresses go", func() (bool, string) {
-			j, _ := g.run("journalctl -b -o cat -u addrregd | grep -E 'interface down|address removed' | tail -n 20")
-			gone := len(g.addrs("eth0")) == 0
-			return gone && strings.Contains(j, `msg="interface down" part=agent iface=eth0`), j
-		})
-		// Long enough for a deregistration to reach the server, had one
-		// been sent: registration took about as long here.
-		time.Sleep(20 * time.Second)
-		for _, a := range slaac {
-			if d := nw.binding(t, a.Local); d != duid {
-				t.Errorf("%s: after %s the server's binding of %s is %q, want it kept for %s until its valid lifetime ends (nothing can be sent on a link that is down)", g.name, cmd, a.Local, d, duid)
-			}
-		}
-		t.Logf("%s: after %s the server keeps the %d bindings until their valid lifetime ends:\n%s", g.name, cmd, len(slaac),
-			g.must("journalctl -b -o cat -u addrregd | grep -E 'interface down|removed|deregist' | tail -n 20"))
+		checkLinkDownUp(t, nw, g, m, cmd, duid, slaac)
 		return
 	}
 	until(t, serviceTimeout, g.name+": bindings released after "+cmd, func() (bool, string) {
@@ -585,4 +583,64 @@ func checkDown(t *testing.T, nw *network, g *guest, m manager, duid string, slaa
 		return len(held) == 0, "still bound: " + strings.Join(held, " ")
 	})
 	t.Logf("%s: every registration released after %s:\n%s", g.name, cmd, g.must("journalctl -b -o cat -u addrregd | grep -E 'removed|deregist' | tail -n 20"))
+}
+
+// checkLinkDownUp follows checkDown for a manager that sets the link down.
+func checkLinkDownUp(t *testing.T, nw *network, g *guest, m manager, cmd, duid string, slaac []guestAddr) {
+	t.Helper()
+	until(t, serviceTimeout, g.name+": addrregd saw eth0 go down and its addresses go", func() (bool, string) {
+		j, _ := g.run("journalctl -b -o cat -u addrregd | grep -E 'interface down|address removed' | tail -n 20")
+		gone := len(g.addrs("eth0")) == 0
+		return gone && strings.Contains(j, `msg="interface down" part=agent iface=eth0`), j
+	})
+	// Nothing can be sent on a link that is down: the server keeps the
+	// bindings meanwhile (a deregistration would have reached it within
+	// the seconds registration took here).
+	time.Sleep(10 * time.Second)
+	for _, a := range slaac {
+		if d := nw.binding(t, a.Local); d != duid {
+			t.Errorf("%s: while eth0 is down after %s the server's binding of %s is %q, want %s", g.name, cmd, a.Local, d, duid)
+		}
+	}
+	upCmd := m.up(t, g)
+	back := waitAddrs(t, g, m.dhcpv6)
+	now := map[string]bool{}
+	for _, a := range back.slaac {
+		now[a.Local] = true
+	}
+	var returned, gone []string
+	for _, a := range slaac {
+		if now[a.Local] {
+			returned = append(returned, a.Local)
+		} else {
+			gone = append(gone, a.Local)
+		}
+	}
+	t.Logf("%s: after %s: came back %v, did not %v; eth0 now %v", g.name, upCmd, returned, gone, back.slaac)
+	if len(gone) == 0 {
+		t.Errorf("%s: every address came back after %s: the old temporary address was expected to be replaced", g.name, upCmd)
+	}
+	until(t, serviceTimeout, g.name+": after "+upCmd+" the addresses that did not come back are deregistered, the others registered", func() (bool, string) {
+		var wrong []string
+		for _, ip := range gone {
+			if d := nw.binding(t, ip); d != "" {
+				wrong = append(wrong, ip+" still bound")
+			}
+		}
+		for _, a := range back.slaac {
+			if d := nw.binding(t, a.Local); d != duid {
+				wrong = append(wrong, fmt.Sprintf("%s bound to %q", a.Local, d))
+			}
+		}
+		return len(wrong) == 0, strings.Join(wrong, "; ")
+	})
+	// Those that came back were never deregistered: no ADDR-REG-INFORM
+	// with zero lifetimes was sent for them, as the journal shows.
+	j := g.must("journalctl -b -o cat -u addrregd | grep -E 'interface down|removed|deregist|gone|waits' | tail -n 30")
+	for _, ip := range returned {
+		if strings.Contains(j, `msg=deregistered part=agent iface=eth0 addr=`+ip+` `) || strings.Contains(j, `msg="deregistration sent" part=agent iface=eth0 addr=`+ip+` `) {
+			t.Errorf("%s: %s came back after %s, and addrregd deregistered it:\n%s", g.name, ip, upCmd, j)
+		}
+	}
+	t.Logf("%s: after %s and %s the server released %v and kept %v:\n%s", g.name, cmd, upCmd, gone, returned, j)
 }
