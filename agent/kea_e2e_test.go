@@ -1,9 +1,7 @@
 package agent_test
 
 import (
-	"encoding/json"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -28,9 +26,6 @@ import (
 // every Reply.
 func startKea(t *testing.T, l *lab, offer148 bool) *topo.Proc {
 	t.Helper()
-	if _, err := os.Stat("/usr/sbin/kea-dhcp6"); err != nil {
-		t.Fatalf("kea-dhcp6 not installed (apt-get install kea-dhcp6-server): %v", err)
-	}
 	dir := t.TempDir()
 	type obj = map[string]any
 	options := []obj{{"name": "dns-servers", "data": "2001:db8:1::53"}}
@@ -41,7 +36,7 @@ func startKea(t *testing.T, l *lab, offer148 bool) *topo.Proc {
 		defs = append(defs, obj{"name": "addr-reg-enable", "code": 148, "type": "empty", "space": "dhcp6"})
 		options = append(options, obj{"name": "addr-reg-enable", "code": 148, "space": "dhcp6", "always-send": true})
 	}
-	conf := obj{"Dhcp6": obj{
+	return dhcp6test.StartKea(t, l.server, dir, obj{
 		"interfaces-config": obj{"interfaces": []string{"eth0"}},
 		"lease-database":    obj{"type": "memfile", "persist": false},
 		"server-id":         obj{"type": "LL", "persist": false},
@@ -57,21 +52,7 @@ func startKea(t *testing.T, l *lab, offer148 bool) *topo.Proc {
 			"name": "kea-dhcp6", "severity": "DEBUG", "debuglevel": 99,
 			"output_options": []obj{{"output": "stdout"}},
 		}},
-	}}
-	b, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "kea-dhcp6.conf")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Kea binds to the link-local address: wait until DAD has made it usable.
-	l.server.WaitAddrs(t, "eth0", topo.LinkLocal, 10*time.Second)
-	p := l.server.Start(t, "kea-dhcp6", "env", "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir,
-		"/usr/sbin/kea-dhcp6", "-c", path)
-	p.WaitOutput(t, "DHCP6_STARTED", 10*time.Second)
-	return p
+	})
 }
 
 // oroHas148 reports whether an Information-Request asks for option 148.
