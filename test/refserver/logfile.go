@@ -239,7 +239,8 @@ func (st *logState) apply(typ byte, p []byte) error {
 	return nil
 }
 
-// Record encoders, shared by the writer and the snapshot.
+// Record encoders, shared by the writer (store.apply, which encodes the
+// body in place) and the snapshot (which copies an encoded body).
 
 func appendMeta(dst []byte, key string, val []byte) []byte {
 	start := len(dst)
@@ -247,16 +248,26 @@ func appendMeta(dst []byte, key string, val []byte) []byte {
 	return endRecord(append(append(dst, key...), val...), start)
 }
 
+// beginBindingRec starts a binding record: address and expiry; the body
+// (appendBinding) follows, then endRecord.
+func beginBindingRec(dst []byte, a16 [16]byte, exp int64) []byte {
+	return binary.BigEndian.AppendUint64(append(beginRecord(dst, recBinding), a16[:]...), uint64(exp))
+}
+
+// beginHistoryRec starts a history record: sequence number and time; the
+// body (appendHistory) follows, then endRecord.
+func beginHistoryRec(dst []byte, seq uint64, t int64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(beginRecord(dst, recHistory), seq), uint64(t))
+}
+
 func appendBindingRec(dst []byte, a16 [16]byte, exp int64, rec []byte) []byte {
 	start := len(dst)
-	dst = binary.BigEndian.AppendUint64(append(beginRecord(dst, recBinding), a16[:]...), uint64(exp))
-	return endRecord(append(dst, rec...), start)
+	return endRecord(append(beginBindingRec(dst, a16, exp), rec...), start)
 }
 
 func appendHistoryRec(dst []byte, seq uint64, t int64, rec []byte) []byte {
 	start := len(dst)
-	dst = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(beginRecord(dst, recHistory), seq), uint64(t))
-	return endRecord(append(dst, rec...), start)
+	return endRecord(append(beginHistoryRec(dst, seq, t), rec...), start)
 }
 
 func unixNano(t time.Time) int64 {

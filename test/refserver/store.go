@@ -449,8 +449,7 @@ func (s *store) apply(evs []Event) error {
 		switch e.Kind {
 		case EventRegister, EventRefresh, EventMove:
 			start := len(buf)
-			buf = binary.BigEndian.AppendUint64(append(beginRecord(buf, recBinding), a16[:]...), uint64(unixNano(e.Binding.Expires)))
-			buf = endRecord(appendBinding(buf, &e.Binding), start)
+			buf = endRecord(appendBinding(beginBindingRec(buf, a16, unixNano(e.Binding.Expires)), &e.Binding), start)
 		case EventExpire:
 			// The expirer and the readers queue events separately: a
 			// registration of the same address may have been logged
@@ -470,8 +469,7 @@ func (s *store) apply(evs []Event) error {
 		}
 		start := len(buf)
 		offs = append(offs, start+recHdrLen+1)
-		buf = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(beginRecord(buf, recHistory), seq), uint64(unixNano(e.Time)))
-		buf = endRecord(appendHistory(buf, &r), start)
+		buf = endRecord(appendHistory(beginHistoryRec(buf, seq, unixNano(e.Time)), &r), start)
 		offs = append(offs, len(buf))
 	}
 	s.buf, s.histOffs = buf, offs
