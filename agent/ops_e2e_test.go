@@ -218,6 +218,10 @@ func TestE2EStatusMetrics(t *testing.T) {
 	if v, _ := topo.MetricValue(sm, `addrreg_refserver_commit_duration_seconds_count`); v < 1 {
 		t.Errorf("refserver commit histogram count %v, want >= 1", v)
 	}
+	// Every durable reply's stages, from the kernel's receive timestamp.
+	if v, _ := topo.MetricValue(sm, `addrreg_refserver_reply_stage_seconds_count{stage="total"}`); v < float64(len(addrs)) {
+		t.Errorf("refserver reply stage histogram count %v, want >= %d", v, len(addrs))
+	}
 	if _, ok := topo.MetricValue(sm, `addrreg_refserver_rejects_total{reason="address_mismatch"}`); !ok {
 		t.Errorf("refserver metrics lack the rejects by reason")
 	}

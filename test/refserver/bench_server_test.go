@@ -25,6 +25,7 @@ import (
 //	ADDRREG_BENCH_DURATION  per rate (default 10s)
 //	ADDRREG_KEA             a kea-dhcp6 binary (optional)
 //	ADDRREG_BENCH_SERVER_ENV  VAR=value ... for addrreg-refserver only (e.g. GOGC=200)
+//	ADDRREG_BENCH_SERVER_ARGS more addrreg-refserver flags (e.g. --readers 1)
 //
 // With ADDRREG_BENCH_QUICK=1 (make test) it offers 2000/s for 1 s: the benchmark must work, the
 // figure does not matter there.
@@ -67,6 +68,10 @@ func BenchmarkServerRelay(b *testing.B) {
 			p := startBenchServer(b, server, srv)
 			for i, rate := range rates {
 				b.Run("rate="+strconv.Itoa(rate), func(b *testing.B) {
+					var before string
+					if server == "refserver" {
+						before = srv.Scrape(b, benchMetrics)
+					}
 					out := relay.MustExec(b, lg, "-i", "eth0", "--relay", "2001:db8:2::1", "--prefix", "2001:db8:2::/64",
 						"--server", "2001:db8:1::1", "--rate", strconv.Itoa(rate), "--duration", dur.String(),
 						"--count", "0", "--offset", strconv.Itoa(0x1000000*(i+1)), "--timeout", "1s", "--json")
@@ -88,7 +93,11 @@ func BenchmarkServerRelay(b *testing.B) {
 					b.ReportMetric(rep.P50, "p50-ms")
 					b.ReportMetric(rep.P99, "p99-ms")
 					b.ReportMetric(0, "ns/op")
-					table = append(table, fmt.Sprintf("| %s | %d | %.1f %% | %.2f ms / %.2f ms |", server, rate, rep.Answered, rep.P50, rep.P99))
+					stages := ""
+					if server == "refserver" {
+						stages = stageQuantiles(before, srv.Scrape(b, benchMetrics))
+					}
+					table = append(table, fmt.Sprintf("| %s | %d | %.1f %% | %.2f ms / %.2f ms | %s |", server, rate, rep.Answered, rep.P50, rep.P99, stages))
 				})
 			}
 			if server == "refserver" {
@@ -96,8 +105,69 @@ func BenchmarkServerRelay(b *testing.B) {
 			}
 		})
 	}
-	b.Logf("offered for %v each, relayed, one client per message:\n| server | offered/s | answered | p50 / p99 |\n|---|---|---|---|\n%s",
+	b.Logf("offered for %v each, relayed, one client per message; the server's stages are p50 / p99 bucket bounds "+
+		"(socket: kernel receive to read; queue: to its commit; commit; send: to sent; total):\n"+
+		"| server | offered/s | answered | p50 / p99 | server stages p50 / p99 |\n|---|---|---|---|---|\n%s",
 		dur, strings.Join(table, "\n"))
+}
+
+// benchMetrics is where the benchmark's refserver serves its metrics, in
+// the server's namespace.
+const benchMetrics = "[::1]:9547"
+
+// stageQuantiles returns the p50 and p99 of each of the refserver's reply
+// stages (addrreg_refserver_reply_stage_seconds) between two scrapes, as
+// the upper bounds of the histogram buckets they fall in, in ms.
+func stageQuantiles(before, after string) string {
+	const name = "addrreg_refserver_reply_stage_seconds_bucket{stage=\""
+	type bucket struct {
+		le float64
+		n  float64
+	}
+	parse := func(text string) map[string][]bucket {
+		m := map[string][]bucket{}
+		for l := range strings.SplitSeq(text, "\n") {
+			rest, ok := strings.CutPrefix(l, name)
+			if !ok {
+				continue
+			}
+			stage, rest, _ := strings.Cut(rest, "\",le=\"")
+			le, rest, _ := strings.Cut(rest, "\"} ")
+			lf, err1 := strconv.ParseFloat(le, 64)
+			n, err2 := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err1 == nil && err2 == nil {
+				m[stage] = append(m[stage], bucket{lf, n})
+			}
+		}
+		return m
+	}
+	b, a := parse(before), parse(after)
+	var out []string
+	for _, stage := range []string{"socket", "queue", "commit", "send", "total"} {
+		bs := a[stage]
+		if len(bs) == 0 {
+			continue
+		}
+		for i := range bs {
+			if i < len(b[stage]) {
+				bs[i].n -= b[stage][i].n
+			}
+		}
+		total := bs[len(bs)-1].n // le="+Inf"
+		q := func(p float64) string {
+			for _, x := range bs {
+				if x.n >= p*total {
+					if x.le > 1e9 {
+						return "∞"
+					}
+					return strconv.FormatFloat(x.le*1000, 'g', 3, 64)
+				}
+			}
+			return "?"
+		}
+		out = append(out, fmt.Sprintf("%s %s/%s", stage, q(0.5), q(0.99)))
+	}
+	return strings.Join(out, ", ")
 }
 
 func lastLines(s string, n int) string {
@@ -134,8 +204,11 @@ func startBenchServer(b *testing.B, server string, srv *topo.Node) *topo.Proc {
 	// ADDRREG_BENCH_SERVER_ENV (e.g. "GOGC=200 GOMAXPROCS=1") sets the
 	// server's runtime knobs only, not the load generator's.
 	cmd := append([]string{"env"}, strings.Fields(os.Getenv("ADDRREG_BENCH_SERVER_ENV"))...)
-	return waitPort547(b, srv, srv.Start(b, "refserver", append(cmd, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64",
-		"--db", filepath.Join(dir, "bench.db"), "--rate", "0", "--rate-duid", "0", "--no-registration-log", "--log-level", "warn")...))
+	cmd = append(cmd, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64",
+		"--db", filepath.Join(dir, "bench.db"), "--metrics-listen", benchMetrics, "--rate", "0", "--rate-duid", "0",
+		"--no-registration-log", "--log-level", "warn")
+	cmd = append(cmd, strings.Fields(os.Getenv("ADDRREG_BENCH_SERVER_ARGS"))...)
+	return waitPort547(b, srv, srv.Start(b, "refserver", cmd...))
 }
 
 // waitPort547 returns p once a socket listens on UDP port 547 in srv (the

@@ -230,7 +230,7 @@ func BenchmarkServerPipeline(b *testing.B) {
 	b.ResetTimer()
 	cpu0 := cpuTime()
 	for i := range pkts {
-		s.handle(pkts[i])
+		s.handle(pkts[i], 0, 0)
 		for s.queued.Load() >= int64(s.cfg.MaxQueue) {
 			time.Sleep(100 * time.Microsecond) // as the kernel would hold them: no shedding here
 		}

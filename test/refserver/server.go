@@ -79,6 +79,10 @@ type job struct {
 	log     bool    // log ev after every send of the batch: logging must not delay replies
 	buf     *[]byte // the reply's buffer, back to the pool once sent
 	done    func()  // called once committed and sent (benchmarks wait on it)
+	// rx is when the kernel received the message and read when a reader
+	// took it (Unix ns; 0 when unknown): the start of its stages
+	// (metrics.go).
+	rx, read int64
 }
 
 const (
@@ -427,7 +431,7 @@ func (s *Server) reader(ctx context.Context) error {
 				s.shed("waited longer than --max-wait in the socket", "max_wait", maxWait)
 				continue
 			}
-			s.handle(pkt)
+			s.handle(pkt, cm.rx, now.UnixNano())
 		}
 	}
 }
@@ -460,7 +464,8 @@ func parseCmsgs(oob []byte) cmsgs {
 }
 
 // handle runs one packet through the Handler and queues or sends the result.
-func (s *Server) handle(pkt Packet) {
+// rx and read are when the kernel received it and a reader took it (Unix ns).
+func (s *Server) handle(pkt Packet, rx, read int64) {
 	s.count("received")
 	// Shed load before doing any work when the writer is behind: a
 	// bounded wait instead of a queue that grows for hundreds of ms.
@@ -514,6 +519,7 @@ func (s *Server) handle(pkt Packet) {
 		return
 	}
 	j.log, j.buf, queued = true, bp, true
+	j.rx, j.read = rx, read
 	s.enqueue(j)
 	if !ev.Binding.Expires.IsZero() {
 		s.tmu.Lock()
@@ -606,8 +612,9 @@ func (s *Server) writer() {
 		}
 		t0 := time.Now()
 		err := s.commit(evs)
+		t1 := time.Now()
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
-			s.log.Debug("commit", "jobs", len(batch), "events", len(evs), "took", time.Since(t0))
+			s.log.Debug("commit", "jobs", len(batch), "events", len(evs), "took", t1.Sub(t0))
 		}
 		if err != nil {
 			// Nothing is acknowledged that is not on disk, and memory
@@ -621,7 +628,7 @@ func (s *Server) writer() {
 			})
 		}
 		clear(evs)
-		sendq <- sendBatch{jobs: batch, failed: err != nil}
+		sendq <- sendBatch{jobs: batch, failed: err != nil, start: t0.UnixNano(), end: t1.UnixNano()}
 	}
 }
 
@@ -629,6 +636,8 @@ func (s *Server) writer() {
 type sendBatch struct {
 	jobs   []job
 	failed bool
+	// start and end are when its commit started and ended (Unix ns).
+	start, end int64
 }
 
 // sender sends the replies of committed batches, logs their events,
@@ -643,6 +652,7 @@ func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
 				}
 			}
 			w.flush(s)
+			s.metrics.observeStages(b)
 			for _, j := range b.jobs {
 				if j.log {
 					s.logEvent(j.ev)

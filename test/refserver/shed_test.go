@@ -26,7 +26,7 @@ func TestShedWhenQueueFull(t *testing.T) {
 		return pkt(addr, newMsg(dhcpv6.MessageTypeAddrRegInform).opt(dhcpv6.OptionClientID, clientDUID).ia(addr, 1800, 3600).bytes())
 	}
 	for i := range byte(3) {
-		s.handle(inform(i + 1))
+		s.handle(inform(i+1), 0, 0)
 	}
 	c := s.Counters()
 	if c["register"] != 2 || c["overloaded"] != 1 || len(s.jobs) != 2 || len(s.Bindings()) != 2 {
@@ -34,7 +34,7 @@ func TestShedWhenQueueFull(t *testing.T) {
 	}
 	<-s.jobs
 	s.release([]job{{}})
-	s.handle(inform(3))
+	s.handle(inform(3), 0, 0)
 	if c := s.Counters(); c["register"] != 3 || c["overloaded"] != 1 {
 		t.Fatalf("after one commit: counters %v, want the third registered", c)
 	}
