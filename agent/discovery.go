@@ -39,12 +39,6 @@ func (m *machine) ifaceOf(l netmon.Link) *iface {
 	if !ok {
 		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
 		m.ifaces[l.Index] = ifc
-		if m.removed[l.Name] {
-			// Re-created (a replug): its addresses get relinkGrace to
-			// come back, as after a link down.
-			delete(m.removed, l.Name)
-			ifc.relinked = true
-		}
 	}
 	return ifc
 }
@@ -103,6 +97,13 @@ func (m *machine) handleLink(ev netmon.Event) {
 	}
 	if hw := l.HardwareAddr.String(); hw != "" {
 		ifc.hw = hw
+	}
+	if m.removed[ifc.name] {
+		// Re-created under a removed link's name (a replug; ip link add
+		// names a veth before it is renamed): its addresses get
+		// relinkGrace to come back, as after a link down.
+		delete(m.removed, ifc.name)
+		ifc.relinked = true
 	}
 	if !m.wanted(ifc.name) {
 		// Left alone, but its addresses stay known: netmon does not report

@@ -79,12 +79,13 @@ func TestReplugDeregistersOnlyAddressesNotReAdded(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		downUp   bool // the new link appears down, then comes up
-		addrsGo  bool // the kernel reports the addresses gone before the link
-		sameName bool
+		tempName bool // it appears under another name, renamed once down (ip link add … peer name)
+		addrsGo  bool // netmon reports the link down and the addresses gone before the link
 	}{
-		{name: "appears up", sameName: true},
-		{name: "appears down then up", downUp: true, sameName: true},
-		{name: "addresses removed first", addrsGo: true, sameName: true},
+		{name: "appears up"},
+		{name: "appears down then up", downUp: true},
+		{name: "renamed into place", tempName: true},
+		{name: "down and addresses removed first", addrsGo: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, stable, tmp := startPlugged(t, defaults())
@@ -107,6 +108,10 @@ func TestReplugDeregistersOnlyAddressesNotReAdded(t *testing.T) {
 			// Plugged back: a new ifindex, the same name and MAC.
 			if tc.downUp {
 				plug(h, 7, replugHW, false)
+			}
+			if tc.tempName {
+				h.mon.send(netmon.Event{Kind: netmon.LinkAdded, Link: netmon.Link{Index: 7, Name: "arn4", HardwareAddr: mustMAC(replugHW)}})
+				h.mon.send(netmon.Event{Kind: netmon.LinkRenamed, Link: netmon.Link{Index: 7, Name: "eth0", HardwareAddr: mustMAC(replugHW)}})
 			}
 			plug(h, 7, replugHW, true)
 			h.mon.add(on(7, ll))
