@@ -193,10 +193,18 @@ func TestRestartWhileLinkDownKeepsOwedDeregistration(t *testing.T) {
 	h.mon.add(stable)
 	h.advance(relinkGrace)
 	h.settle()
+	wantStableBackTemporaryGone(t, h, "after the restart")
+}
+
+// wantStableBackTemporaryGone checks that of stableAndTemporary's
+// addresses the temporary one, gone, was deregistered (RFC 9686 §4.7), and
+// the stable one, back, was not and is registered.
+func wantStableBackTemporaryGone(t *testing.T, h *harness, what string) {
+	t.Helper()
 	if got, want := deregistered(h), []string{"2001:db8::2"}; !slices.Equal(got, want) {
-		t.Errorf("after the restart: deregistered %v, want %v", got, want)
+		t.Errorf("%s: deregistered %v, want %v (the address that did not come back)", what, got, want)
 	}
 	if p := phaseOf(h.settle(), "2001:db8::1"); p != Registered {
-		t.Errorf("re-added address: phase %v, want registered", p)
+		t.Errorf("%s: re-added address: phase %v, want registered", what, p)
 	}
 }

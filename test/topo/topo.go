@@ -185,6 +185,18 @@ func (s *Segment) attach(nd *Node, ifname, mac string) string {
 	return port
 }
 
+// attachment is the switch-side port and the segment of nd's ifname.
+func (nd *Node) attachment(t testing.TB, ifname string) (string, *Segment) {
+	t.Helper()
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	port, ok := nd.ports[ifname]
+	if !ok {
+		t.Fatalf("%s has no interface %s on a segment", nd.Name, ifname)
+	}
+	return port, nd.segs[ifname]
+}
+
 // Replug deletes nd's ifname (both ends of its veth) and creates it again
 // with the same name and hardware address on the same segment, up: a USB
 // NIC unplugged and plugged back, ip link del and add, a VM NIC
@@ -192,12 +204,7 @@ func (s *Segment) attach(nd *Node, ifname, mac string) string {
 // the kernel held on the old one (addresses, per-interface sysctls).
 func (nd *Node) Replug(t testing.TB, ifname string) {
 	t.Helper()
-	nd.mu.Lock()
-	seg, ok := nd.segs[ifname]
-	nd.mu.Unlock()
-	if !ok {
-		t.Fatalf("%s has no interface %s on a segment", nd.Name, ifname)
-	}
+	_, seg := nd.attachment(t, ifname)
 	fields := strings.Fields(nd.MustExec(t, "ip", "-o", "link", "show", "dev", ifname))
 	i := slices.Index(fields, "link/ether")
 	if i < 0 || i+1 >= len(fields) {
@@ -235,12 +242,7 @@ func (n *Net) SwitchExec(t testing.TB, args ...string) string {
 // its carrier (IFF_LOWER_UP) go down and come back, as with an unplugged cable.
 func (nd *Node) SetCarrier(t testing.TB, ifname string, up bool) {
 	t.Helper()
-	nd.mu.Lock()
-	port, ok := nd.ports[ifname]
-	nd.mu.Unlock()
-	if !ok {
-		t.Fatalf("%s has no interface %s on a segment", nd.Name, ifname)
-	}
+	port, _ := nd.attachment(t, ifname)
 	state := "down"
 	if up {
 		state = "up"
