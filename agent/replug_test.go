@@ -96,8 +96,16 @@ func TestReplugDeregistersOnlyAddressesNotReAdded(t *testing.T) {
 			}
 			unplug(h, 2)
 			h.advance(time.Minute) // unplugged for a minute: less than the 600 s told
-			h.settle()
+			st := h.settle()
 			wantSends(t, h, "while unplugged", false, false)
+			if len(st.Interfaces) != 1 || st.Interfaces[0].Index != 0 || st.Interfaces[0].State != IfDown {
+				t.Errorf("status while unplugged: %+v, want eth0 with no link (index 0), down", st.Interfaces)
+			}
+			for _, ip := range []string{"2001:db8::1", "2001:db8::2"} {
+				if p := phaseOf(st, ip); p != Deregistering {
+					t.Errorf("status while unplugged: %s phase %v, want deregistering", ip, p)
+				}
+			}
 			for _, ip := range []string{"2001:db8::1", "2001:db8::2"} {
 				if !inSnapshot(h, ip) {
 					t.Errorf("unplugged: %s, whose binding the server holds, left the state file", ip)
