@@ -48,7 +48,8 @@ import (
 //     follows is known to it;
 //   - owed: every deregistration owed is queued or due; none is owed on a
 //     link that is down, and none waits for a link that is up with
-//     registration support (claimStale took them);
+//     registration support (claimStale took them), nor after the bound of
+//     its binding on the server has passed (dropStale);
 //   - server: every binding the server holds (this run's, or the state
 //     file's from the last run) for an address gone from its link, up
 //     down (an admin down flushes them all: the deregistration waits
@@ -620,6 +621,13 @@ func (p *propRun) checkInvariants() {
 							k, valid, ad.reg.Valid, ad.reg.At.Sub(t0), at.Sub(t0), when.Sub(t0), ok)
 					}
 				}
+			}
+		}
+	}
+	for name, list := range m.stale {
+		for _, sa := range list {
+			if sa.expired(now) {
+				p.fail("%s %s: waits for its link after its binding ran out (%v)", name, sa.Addr, sa.At.Add(time.Duration(sa.Valid)*time.Second).Sub(t0))
 			}
 		}
 	}

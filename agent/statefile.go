@@ -352,7 +352,9 @@ func (m *machine) waitForLink(ifc *iface, sa savedAddr) {
 		return
 	}
 	m.stale[ifc.name] = append(m.stale[ifc.name], sa)
-	m.staleChanged()
+	if at, ok := sa.expires(); ok && (m.staleAt.IsZero() || at.Before(m.staleAt)) {
+		m.staleAt = at
+	}
 	m.info("deregistration waits for the link", "iface", ifc.name, "addr", sa.Addr)
 }
 
