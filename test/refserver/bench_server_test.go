@@ -1,6 +1,7 @@
 package refserver_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -23,6 +24,7 @@ import (
 //
 //	ADDRREG_BENCH_RATES     offered rates, comma-separated (default 20000,25000,30000,48000)
 //	ADDRREG_BENCH_DURATION  per rate (default 10s)
+//	ADDRREG_BENCH_WARMUP    unmeasured load at the first rate before the rates (default 1s)
 //	ADDRREG_KEA             a kea-dhcp6 binary (optional)
 //	ADDRREG_BENCH_SERVER_ENV  VAR=value ... for addrreg-refserver only (e.g. GOGC=200)
 //	ADDRREG_BENCH_SERVER_ARGS more addrreg-refserver flags (e.g. --readers 1)
@@ -53,6 +55,17 @@ func BenchmarkServerRelay(b *testing.B) {
 		}
 		dur = d
 	}
+	warm := time.Second
+	if topo.QuickBench() {
+		warm = 0
+	}
+	if v := os.Getenv("ADDRREG_BENCH_WARMUP"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			b.Fatalf("ADDRREG_BENCH_WARMUP=%q: want a duration", v)
+		}
+		warm = d
+	}
 	servers := []string{"refserver"}
 	if os.Getenv("ADDRREG_KEA") != "" {
 		servers = append(servers, "kea")
@@ -66,9 +79,18 @@ func BenchmarkServerRelay(b *testing.B) {
 			srv.MustExec(b, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
 			relay.MustExec(b, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad")
 			p := startBenchServer(b, server, srv)
+			// Warm-up, not measured: a process just started faults in its
+			// memory, starts its threads and collects a small heap often,
+			// which is not the steady state the rates are about.
+			if warm > 0 {
+				relay.MustExec(b, lg, "-i", "eth0", "--relay", "2001:db8:2::1", "--prefix", "2001:db8:2::/64",
+					"--server", "2001:db8:1::1", "--rate", strconv.Itoa(rates[0]), "--duration", warm.String(),
+					"--count", "0", "--offset", "0", "--timeout", "1s", "--json")
+			}
 			for i, rate := range rates {
 				b.Run("rate="+strconv.Itoa(rate), func(b *testing.B) {
 					var before string
+					cpu0 := procCPU(b, p.Pid())
 					if server == "refserver" {
 						before = srv.Scrape(b, benchMetrics)
 					}
@@ -93,11 +115,14 @@ func BenchmarkServerRelay(b *testing.B) {
 					b.ReportMetric(rep.P50, "p50-ms")
 					b.ReportMetric(rep.P99, "p99-ms")
 					b.ReportMetric(0, "ns/op")
+					cpu := procCPU(b, p.Pid()) - cpu0
+					perMsg := float64(cpu.Microseconds()) / float64(max(rep.Replied, 1))
+					b.ReportMetric(perMsg, "server-CPU-µs/reply")
 					stages := ""
 					if server == "refserver" {
 						stages = stageQuantiles(before, srv.Scrape(b, benchMetrics))
 					}
-					table = append(table, fmt.Sprintf("| %s | %d | %.1f %% | %.2f ms / %.2f ms | %s |", server, rate, rep.Answered, rep.P50, rep.P99, stages))
+					table = append(table, fmt.Sprintf("| %s | %d | %.1f %% | %.2f ms / %.2f ms | %.1f | %s |", server, rate, rep.Answered, rep.P50, rep.P99, perMsg, stages))
 				})
 			}
 			if server == "refserver" {
@@ -105,10 +130,10 @@ func BenchmarkServerRelay(b *testing.B) {
 			}
 		})
 	}
-	b.Logf("offered for %v each, relayed, one client per message; the server's stages are p50 / p99 bucket bounds "+
+	b.Logf("offered for %v each after %v of warm-up, relayed, one client per message; the server's stages are p50 / p99 bucket bounds "+
 		"(socket: kernel receive to read; queue: to its commit; commit; send: to sent; total):\n"+
-		"| server | offered/s | answered | p50 / p99 | server stages p50 / p99 |\n|---|---|---|---|---|\n%s",
-		dur, strings.Join(table, "\n"))
+		"| server | offered/s | answered | p50 / p99 | server CPU µs/reply | server stages p50 / p99 |\n|---|---|---|---|---|---|\n%s",
+		dur, warm, strings.Join(table, "\n"))
 }
 
 // benchMetrics is where the benchmark's refserver serves its metrics, in
@@ -168,6 +193,22 @@ func stageQuantiles(before, after string) string {
 		out = append(out, fmt.Sprintf("%s %s/%s", stage, q(0.5), q(0.99)))
 	}
 	return strings.Join(out, ", ")
+}
+
+// procCPU is the CPU time (user and system) process pid has used.
+func procCPU(b *testing.B, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// After the command name in parentheses: state is field 3, utime 14, stime 15.
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %q", pid, data)
+	}
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 func lastLines(s string, n int) string {

@@ -89,16 +89,6 @@ type Binding struct {
 	Valid     time.Duration    `json:"valid"`
 }
 
-func (b *Binding) clone() Binding {
-	c := *b
-	c.DUID = append([]byte(nil), b.DUID...)
-	c.LinkLayer = append(net.HardwareAddr(nil), b.LinkLayer...)
-	if len(c.LinkLayer) == 0 {
-		c.LinkLayer = nil
-	}
-	return c
-}
-
 // expired reports whether b has expired at now.
 func (b *Binding) expired(now time.Time) bool {
 	return !b.Expires.IsZero() && !now.Before(b.Expires)

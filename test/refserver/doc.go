@@ -15,7 +15,8 @@
 //   - wire.go: the DHCPv6 TLV walk, relay unwrap (RFC 8415 §9) and Relay-Reply
 //     wrap (§19.3), leasequery encoding (RFC 5007).
 //   - Handler (handler.go): a pure state machine, Handle(now, Packet), table-tested
-//     without sockets. It owns the in-memory bindings and the rate limiters.
+//     without sockets. It owns the in-memory bindings (table.go) and the rate
+//     limiters.
 //   - store.go and logfile.go: the database, an append-only write-ahead log
 //     of CRC-checked records with periodic snapshots (the on-disk format is
 //     documented below), written by one goroutine that appends all
@@ -63,6 +64,15 @@
 //     ("overloaded"), as is a datagram that waited in the socket longer than
 //     Config.MaxWait (its kernel receive timestamp): latency stays bounded
 //     under overload, the oldest work shed first.
+//   - Memory without pauses: the bindings live in a table without pointers
+//     (fixed-size records in fixed-size chunks, maps keyed by address and
+//     by a seeded hash of the DUID), and the expiry heap is chunked too, so
+//     the garbage collector has nothing to scan per binding and nothing
+//     grows by copying (about 240 bytes a binding; a full collection with
+//     200,000 bindings takes ~1 ms, BenchmarkHandlerHeap). Spare log
+//     segments are written 256 KiB at a time with pauses, so their zeros
+//     never queue a commit's fdatasync behind 32 MB. Each durable reply's
+//     time is measured by stage (addrreg_refserver_reply_stage_seconds).
 //   - Rate limits are token buckets per source address (the innermost
 //     peer-address when relayed) and per DUID; rate-limited, truncated,
 //     oversized and malformed datagrams are counted but not written to the

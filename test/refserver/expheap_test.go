@@ -13,7 +13,7 @@ func TestExpHeapChunks(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var h expHeap
 	var ref []int64
-	for round, n := range []int{3*expChunk + 17, expChunk - 1, 2*expChunk + 1} {
+	for round, n := range []int{3*chunkLen + 17, chunkLen - 1, 2*chunkLen + 1} {
 		for range n {
 			at := r.Int64N(1 << 40)
 			h.push(expEntry{at: at})
@@ -40,13 +40,13 @@ func TestExpHeapChunks(t *testing.T) {
 			}
 			ref = ref[1:]
 		}
-		if len(h.chunks) > 2 {
-			t.Fatalf("round %d: %d chunks kept for %d entries", round, len(h.chunks), h.len())
+		if len(h.c.chunks) > 2 {
+			t.Fatalf("round %d: %d chunks kept for %d entries", round, len(h.c.chunks), h.len())
 		}
 	}
 	h.reset()
-	if h.len() != 0 || len(h.chunks) > 1 {
-		t.Fatalf("after reset: len %d, %d chunks", h.len(), len(h.chunks))
+	if h.len() != 0 || len(h.c.chunks) > 2 {
+		t.Fatalf("after reset: len %d, %d chunks", h.len(), len(h.c.chunks))
 	}
 }
 

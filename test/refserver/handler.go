@@ -101,8 +101,7 @@ type Handler struct {
 	sortedKeys []string
 
 	mu      sync.Mutex
-	byAddr  map[netip.Addr]*Binding
-	byDUID  map[string]*addrSet
+	tab     *table // the bindings (table.go)
 	exp     expHeap
 	srcLim  limiter[netip.Addr]
 	duidLim limiter[string]
@@ -112,8 +111,7 @@ type Handler struct {
 func NewHandler(cfg HandlerConfig) *Handler {
 	h := &Handler{
 		cfg:     cfg,
-		byAddr:  make(map[netip.Addr]*Binding),
-		byDUID:  make(map[string]*addrSet),
+		tab:     newTable(),
 		srcLim:  newLimiter[netip.Addr](cfg.RatePerSource, cfg.Burst),
 		duidLim: newLimiter[string](cfg.RatePerDUID, cfg.Burst),
 	}
@@ -380,83 +378,64 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) error {
 	if ia.Valid != infiniteLifetime {
 		nb.Expires = now.Add(nb.Valid)
 	}
-	old := h.byAddr[ia.Addr]
-	if ia.Valid != 0 && (old == nil || !bytes.Equal(old.DUID, nb.DUID)) && h.byDUID[string(nb.DUID)].len() >= h.cfg.MaxBindingsPerDUID {
+	old := h.tab.lookup(ia.Addr)
+	if ia.Valid != 0 && (old == 0 || !h.tab.sameDUID(old, nb.DUID)) && h.tab.count(nb.DUID) >= h.cfg.MaxBindingsPerDUID {
 		return fmt.Errorf("%w: %x holds %d", ErrTooManyBindings, nb.DUID, h.cfg.MaxBindingsPerDUID)
 	}
 	switch {
 	case ia.Valid == 0: // RFC 9686 §4.2.1: valid lifetime 0 is an expired binding
 		ev.Kind = EventDeregister
-		if old != nil {
-			removed := old.clone()
-			h.remove(old)
+		if old != 0 {
+			removed := h.tab.get(old)
+			h.tab.remove(old)
 			// Log what the client said: zero lifetimes, now.
 			removed.Expires, removed.Last = now, now
 			removed.Preferred, removed.Valid = 0, 0
 			ev.Binding = removed
-			if !bytes.Equal(old.DUID, nb.DUID) {
-				ev.PrevDUID = old.DUID
+			if !bytes.Equal(removed.DUID, nb.DUID) {
+				ev.PrevDUID = removed.DUID
 				ev.Binding.DUID = nb.DUID
 			}
 		} else {
 			ev.Binding = nb
 		}
 		return nil
-	case old == nil:
+	case old == 0:
 		ev.Kind = EventRegister
-	case bytes.Equal(old.DUID, nb.DUID):
+	case h.tab.sameDUID(old, nb.DUID):
 		ev.Kind = EventRefresh
-		nb.First = old.First
+		nb.First = fromUnixNano(h.tab.slot(old).first)
 	default:
 		ev.Kind = EventMove
-		ev.PrevDUID = old.DUID
+		ev.PrevDUID = bytes.Clone(h.tab.duidBytes(h.tab.slot(old).duid))
 	}
 	if ev.Kind == EventRefresh {
 		// Same client, same address: update in place, nothing to allocate.
-		*old = nb
-		h.pushExpiry(old)
+		h.tab.set(old, &nb)
+		h.pushExpiry(&nb)
 		ev.Binding = nb
 		return nil
 	}
-	if old != nil {
-		h.remove(old)
+	if old != 0 {
+		h.tab.remove(old)
 	}
-	// The event's DUID and link-layer address are already copies of the
-	// packet's, never changed after: the stored binding shares them.
-	h.insert(nb)
+	h.insert(&nb)
 	ev.Binding = nb
 	return nil
 }
 
-func (h *Handler) insert(b Binding) {
-	p := &b
-	h.byAddr[b.Addr] = p
-	set := h.byDUID[string(b.DUID)]
-	if set == nil {
-		set = &addrSet{}
-		h.byDUID[string(b.DUID)] = set
-	}
-	set.add(b.Addr)
-	h.pushExpiry(p)
+func (h *Handler) insert(b *Binding) {
+	h.tab.insert(b)
+	h.pushExpiry(b)
 }
 
 // pushExpiry queues b's expiry; the entries a refresh leaves behind are
 // skipped when popped, and compacted away when they pile up.
 func (h *Handler) pushExpiry(b *Binding) {
 	if !b.Expires.IsZero() {
-		h.exp.push(newExpEntry(b))
-		if h.exp.len() > 2*len(h.byAddr)+1024 {
+		h.exp.push(expEntry{at: b.Expires.UnixNano(), addr: b.Addr.As16()})
+		if h.exp.len() > 2*h.tab.len()+1024 {
 			h.compactHeap()
-		}
-	}
-}
-
-func (h *Handler) remove(b *Binding) {
-	delete(h.byAddr, b.Addr)
-	if set := h.byDUID[string(b.DUID)]; set != nil {
-		set.del(b.Addr)
-		if set.len() == 0 {
-			delete(h.byDUID, string(b.DUID))
 		}
 	}
 }
@@ -464,11 +443,20 @@ func (h *Handler) remove(b *Binding) {
 // compactHeap drops the stale entries refreshes leave behind.
 func (h *Handler) compactHeap() {
 	h.exp.reset()
-	for _, b := range h.byAddr {
-		if !b.Expires.IsZero() {
-			h.exp.push(newExpEntry(b))
+	for r := range h.tab.all {
+		if s := h.tab.slot(r); s.expires != 0 {
+			h.exp.push(expEntry{at: s.expires, addr: s.addr})
 		}
 	}
+}
+
+// live returns the slot e stands for, or 0 when it was refreshed (a later
+// expiry) or removed since.
+func (h *Handler) live(e expEntry) uint32 {
+	if r := h.tab.byAddr[e.addr]; r != 0 && h.tab.expires(r) == e.at {
+		return r
+	}
+	return 0
 }
 
 // infoRequest answers Information-Request (RFC 8415 §18.3.6) with option
@@ -538,12 +526,13 @@ func (h *Handler) Expire(now time.Time) []Event {
 	defer h.mu.Unlock()
 	var evs []Event
 	for t := now.UnixNano(); h.exp.len() > 0 && h.exp.top().at <= t; {
-		b := h.exp.pop().binding(h.byAddr)
-		if b == nil {
+		r := h.live(h.exp.pop())
+		if r == 0 {
 			continue // refreshed or removed since
 		}
-		h.remove(b)
-		evs = append(evs, Event{Kind: EventExpire, Binding: b.clone(), Time: now})
+		b := h.tab.get(r)
+		h.tab.remove(r)
+		evs = append(evs, Event{Kind: EventExpire, Binding: b, Time: now})
 	}
 	return evs
 }
@@ -553,8 +542,8 @@ func (h *Handler) NextExpiry() (time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for h.exp.len() > 0 {
-		if b := h.exp.top().binding(h.byAddr); b != nil {
-			return b.Expires, true
+		if e := h.exp.top(); h.live(e) != 0 {
+			return time.Unix(0, e.at), true
 		}
 		h.exp.pop()
 	}
@@ -572,10 +561,10 @@ func (h *Handler) Load(now time.Time, bs []Binding) []Event {
 			evs = append(evs, Event{Kind: EventExpire, Binding: b, Time: now})
 			continue
 		}
-		if old := h.byAddr[b.Addr]; old != nil {
-			h.remove(old)
+		if old := h.tab.lookup(b.Addr); old != 0 {
+			h.tab.remove(old)
 		}
-		h.insert(b.clone())
+		h.insert(&b)
 	}
 	return evs
 }
@@ -584,16 +573,16 @@ func (h *Handler) Load(now time.Time, bs []Binding) []Event {
 func (h *Handler) Len() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.byAddr)
+	return h.tab.len()
 }
 
 // Bindings returns a snapshot of the bindings, ordered by address.
 func (h *Handler) Bindings() []Binding {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]Binding, 0, len(h.byAddr))
-	for _, b := range h.byAddr {
-		out = append(out, b.clone())
+	out := make([]Binding, 0, h.tab.len())
+	for r := range h.tab.all {
+		out = append(out, h.tab.get(r))
 	}
 	slices.SortFunc(out, func(a, b Binding) int { return a.Addr.Compare(b.Addr) })
 	return out
@@ -601,64 +590,38 @@ func (h *Handler) Bindings() []Binding {
 
 // expEntry is a binding's expiry in the heap: no pointers and 24 bytes
 // (not time.Time and netip.Addr, 48 bytes with two pointers), so that a
-// heap of a million entries is half the memory to grow and copy, and the
-// garbage collector does not scan it. A binding's address is always a
-// 16-byte IPv6 address without zone (an IA Address option's, RFC 8415
-// §21.6), which As16 and AddrFrom16 carry unchanged.
+// heap of a million entries is half the memory, and the garbage collector
+// does not scan it. A binding's address is always a 16-byte IPv6 address
+// without zone (an IA Address option's, RFC 8415 §21.6), which As16 and
+// AddrFrom16 carry unchanged.
 type expEntry struct {
 	at   int64 // Binding.Expires, Unix ns
 	addr [16]byte
 }
 
-func newExpEntry(b *Binding) expEntry {
-	return expEntry{at: b.Expires.UnixNano(), addr: b.Addr.As16()}
-}
+// expHeap is a min-heap of expiries by time, stored in fixed-size chunks
+// (table.go): growing it never copies the entries made so far (a slice
+// grown by append copies all of them, and touches as much fresh memory,
+// each time it grows by a quarter: 15 ms with the readers held up at
+// 100,000 bindings on a VM where page faults are slow).
+type expHeap struct{ c chunked[expEntry] }
 
-// binding returns the binding e stands for, or nil when it was refreshed
-// (a later expiry) or removed since.
-func (e expEntry) binding(byAddr map[netip.Addr]*Binding) *Binding {
-	if b := byAddr[netip.AddrFrom16(e.addr)]; b != nil && b.Expires.UnixNano() == e.at {
-		return b
-	}
-	return nil
-}
+func (e *expHeap) len() int { return e.c.n }
 
-// expHeap is a min-heap of expiries by time, stored in fixed-size chunks:
-// growing it never copies the entries made so far (a slice grown by append
-// copies all of them, and touches as much fresh memory, each time it grows
-// by a quarter: 15 ms with the readers held up at 100,000 bindings on a VM
-// where page faults are slow).
-type expHeap struct {
-	chunks [][]expEntry // each of expChunk entries
-	n      int
-}
+func (e *expHeap) less(i, j int) bool { return e.c.at(i).at < e.c.at(j).at }
 
-// expChunk is how many entries a chunk holds (192 KiB).
-const expChunk = 8192
-
-func (e *expHeap) len() int { return e.n }
-
-func (e *expHeap) at(i int) *expEntry { return &e.chunks[i/expChunk][i%expChunk] }
-
-func (e *expHeap) less(i, j int) bool { return e.at(i).at < e.at(j).at }
-
-func (e *expHeap) swap(i, j int) { a, b := e.at(i), e.at(j); *a, *b = *b, *a }
+func (e *expHeap) swap(i, j int) { a, b := e.c.at(i), e.c.at(j); *a, *b = *b, *a }
 
 // top is the earliest entry; the heap must not be empty.
-func (e *expHeap) top() expEntry { return *e.at(0) }
+func (e *expHeap) top() expEntry { return *e.c.at(0) }
 
-// reset empties the heap, keeping its first chunk.
-func (e *expHeap) reset() {
-	e.chunks, e.n = e.chunks[:min(len(e.chunks), 1)], 0
-}
+// reset empties the heap.
+func (e *expHeap) reset() { e.c.truncate(0) }
 
 func (e *expHeap) push(x expEntry) {
-	if e.n == len(e.chunks)*expChunk {
-		e.chunks = append(e.chunks, make([]expEntry, expChunk))
-	}
-	*e.at(e.n) = x
-	e.n++
-	for j := e.n - 1; j > 0; {
+	e.c.grow()
+	*e.c.at(e.c.n - 1) = x
+	for j := e.c.n - 1; j > 0; {
 		i := (j - 1) / 2
 		if !e.less(j, i) {
 			break
@@ -669,9 +632,8 @@ func (e *expHeap) push(x expEntry) {
 }
 
 // pop removes and returns the earliest entry; the heap must not be empty.
-// A chunk left empty is kept while it is the only spare one.
 func (e *expHeap) pop() expEntry {
-	n := e.n - 1
+	n := e.c.n - 1
 	e.swap(0, n)
 	for i := 0; ; {
 		j := 2*i + 1
@@ -687,12 +649,8 @@ func (e *expHeap) pop() expEntry {
 		e.swap(i, j)
 		i = j
 	}
-	x := *e.at(n)
-	e.n = n
-	if need := n/expChunk + 2; len(e.chunks) > need {
-		clear(e.chunks[need:])
-		e.chunks = e.chunks[:need]
-	}
+	x := *e.c.at(n)
+	e.c.truncate(n)
 	return x
 }
 
@@ -747,82 +705,6 @@ func (l *limiter[K]) prune(now time.Time) {
 	for k, b := range l.m {
 		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
 			delete(l.m, k)
-		}
-	}
-}
-
-// addrSet is the set of addresses one DUID holds: most clients hold a few,
-// kept inline; a map takes over above that.
-type addrSet struct {
-	n     int
-	small [4]netip.Addr
-	m     map[netip.Addr]struct{}
-}
-
-func (s *addrSet) len() int {
-	if s == nil {
-		return 0
-	}
-	if s.m != nil {
-		return len(s.m)
-	}
-	return s.n
-}
-
-func (s *addrSet) add(a netip.Addr) {
-	if s.m != nil {
-		s.m[a] = struct{}{}
-		return
-	}
-	for _, x := range s.small[:s.n] {
-		if x == a {
-			return
-		}
-	}
-	if s.n < len(s.small) {
-		s.small[s.n] = a
-		s.n++
-		return
-	}
-	s.m = make(map[netip.Addr]struct{}, 2*len(s.small))
-	for _, x := range s.small {
-		s.m[x] = struct{}{}
-	}
-	s.m[a] = struct{}{}
-	s.n = 0
-}
-
-func (s *addrSet) del(a netip.Addr) {
-	if s.m != nil {
-		delete(s.m, a)
-		return
-	}
-	for i, x := range s.small[:s.n] {
-		if x == a {
-			s.n--
-			s.small[i] = s.small[s.n]
-			s.small[s.n] = netip.Addr{}
-			return
-		}
-	}
-}
-
-// all iterates over the addresses (in no particular order).
-func (s *addrSet) all(yield func(netip.Addr) bool) {
-	if s == nil {
-		return
-	}
-	if s.m != nil {
-		for a := range s.m {
-			if !yield(a) {
-				return
-			}
-		}
-		return
-	}
-	for _, a := range s.small[:s.n] {
-		if !yield(a) {
-			return
 		}
 	}
 }

@@ -130,12 +130,14 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 			return fail(StatusMalformedQuery, err.Error())
 		}
 		// RFC 5007 §4.1.2.5: with a link-address, the query is on that link.
-		if bd := h.byAddr[ia.Addr]; bd != nil && !bd.expired(now) &&
-			(q.LinkAddr.IsUnspecified() || h.onLinkLocked(bd, q.LinkAddr)) {
-			// Return the client's data on that link: all its addresses there.
-			for a := range h.byDUID[string(bd.DUID)].all {
-				if ob := h.byAddr[a]; ob != nil && sameLink(ob, bd) && !ob.expired(now) {
-					found = append(found, ob)
+		if r := h.tab.lookup(ia.Addr); r != 0 {
+			bd := h.tab.get(r)
+			if !bd.expired(now) && (q.LinkAddr.IsUnspecified() || h.onLinkLocked(&bd, q.LinkAddr)) {
+				// Return the client's data on that link: all its addresses there.
+				for or := range h.tab.ofDUID(bd.DUID) {
+					if ob := h.tab.get(or); sameLink(&ob, &bd) && !ob.expired(now) {
+						found = append(found, &ob)
+					}
 				}
 			}
 		}
@@ -144,15 +146,15 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 		if !ok || len(o.Data) == 0 {
 			return fail(StatusMalformedQuery, "QUERY_BY_CLIENTID without Client ID")
 		}
-		for a := range h.byDUID[string(o.Data)].all {
-			bd := h.byAddr[a]
-			if bd == nil || bd.expired(now) {
+		for r := range h.tab.ofDUID(o.Data) {
+			bd := h.tab.get(r)
+			if bd.expired(now) {
 				continue
 			}
-			if !q.LinkAddr.IsUnspecified() && !h.onLinkLocked(bd, q.LinkAddr) {
+			if !q.LinkAddr.IsUnspecified() && !h.onLinkLocked(&bd, q.LinkAddr) {
 				continue
 			}
-			found = append(found, bd)
+			found = append(found, &bd)
 		}
 	case QueryByLinkAddress:
 		if !bulk {
@@ -160,9 +162,9 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 		}
 		// RFC 5460 §6.1: every binding on the link; 0::0 here asks for
 		// every binding the server holds.
-		for _, bd := range h.byAddr {
-			if !bd.expired(now) && (q.LinkAddr.IsUnspecified() || h.onLinkLocked(bd, q.LinkAddr)) {
-				found = append(found, bd)
+		for r := range h.tab.all {
+			if bd := h.tab.get(r); !bd.expired(now) && (q.LinkAddr.IsUnspecified() || h.onLinkLocked(&bd, q.LinkAddr)) {
+				found = append(found, &bd)
 			}
 		}
 	default:
@@ -203,11 +205,9 @@ func (h *Handler) knownLinkLocked(la netip.Addr) bool {
 			return true
 		}
 	}
-	for _, b := range h.byAddr {
-		if b.LinkAddr == la {
-			return true
-		}
-		if p, _ := la.Prefix(64); p.Contains(b.Addr) {
+	p, _ := la.Prefix(64)
+	for r := range h.tab.all {
+		if h.tab.linkAddr(r) == la || p.Contains(h.tab.addr(r)) {
 			return true
 		}
 	}

@@ -167,7 +167,7 @@ func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
 func (s *store) prepare() error {
 	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		_, err := writeSnapshot(s.path, 0, newLogState(s.ret))
+		_, err := writeSnapshot(s.path, 0, newLogState(s.ret), 0)
 		return err
 	}
 	if err != nil {
@@ -350,20 +350,15 @@ func makeSegment(name string, gen uint64, pace time.Duration) spareSegment {
 	if pace > 0 {
 		chunk = segChunk
 	}
+	// Paced, the zeros are written out a chunk at a time, not 32 MB at
+	// once by the closing sync: the commits' fdatasyncs wait behind a
+	// chunk, never behind the whole segment.
+	w := &pacedWriter{f: f, pace: pace}
 	zeros := make([]byte, chunk)
 	copy(zeros, appendHeader(nil, kindWAL, gen))
 	for off := int64(0); off < walSize && err == nil; off += int64(len(zeros)) {
-		n := min(int64(len(zeros)), walSize-off)
-		_, err = f.WriteAt(zeros[:n], off)
+		_, err = w.Write(zeros[:min(int64(len(zeros)), walSize-off)])
 		clear(zeros[:headerLen])
-		if pace > 0 && err == nil {
-			// Written out now, a chunk at a time, rather than 32 MB at
-			// once by the closing sync: the commits' fdatasyncs wait
-			// behind a chunk, never behind the whole segment.
-			err = unix.SyncFileRange(int(f.Fd()), off, n,
-				unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
-			time.Sleep(pace)
-		}
 	}
 	if err == nil {
 		err = f.Sync()
@@ -660,7 +655,7 @@ func (s *store) compact(gen uint64) (int64, error) {
 			return 0, fmt.Errorf("log segment %s: %w", s.segName(g), err)
 		}
 	}
-	size, err := writeSnapshot(s.path, gen, r.st)
+	size, err := writeSnapshot(s.path, gen, r.st, segPace)
 	if err != nil {
 		return 0, err
 	}
@@ -674,7 +669,10 @@ func (s *store) compact(gen uint64) (int64, error) {
 
 // writeSnapshot writes st as the snapshot of generation gen: beside path,
 // synced, renamed over it, directory synced. It returns the file's size.
-func writeSnapshot(path string, gen uint64, st *logState) (int64, error) {
+// With pace > 0 (a compaction while the server runs) it writes the file out
+// segChunk at a time with a pause after each, like a spare segment, so that
+// the commits' fdatasyncs never queue behind the whole snapshot.
+func writeSnapshot(path string, gen uint64, st *logState, pace time.Duration) (int64, error) {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
@@ -682,7 +680,12 @@ func writeSnapshot(path string, gen uint64, st *logState) (int64, error) {
 	}
 	defer os.Remove(tmp) // after a failure; gone by rename otherwise
 	defer f.Close()
-	w := bufio.NewWriterSize(f, 1<<20)
+	var w *bufio.Writer
+	if pace > 0 {
+		w = bufio.NewWriterSize(&pacedWriter{f: f, pace: pace}, segChunk)
+	} else {
+		w = bufio.NewWriterSize(f, 1<<20)
+	}
 	b := appendHeader(make([]byte, 0, 4096), kindSnapshot, gen)
 	if len(st.duid) > 0 {
 		b = appendMeta(b, "server-duid", st.duid)
@@ -716,6 +719,26 @@ func writeSnapshot(path string, gen uint64, st *logState) (int64, error) {
 		return 0, fmt.Errorf("install snapshot: %w", err)
 	}
 	return size, syncDir(filepath.Dir(path))
+}
+
+// pacedWriter writes to f and, with pace > 0, has each write written out
+// to the disk (sync_file_range) before a pause of pace.
+type pacedWriter struct {
+	f    *os.File
+	off  int64
+	pace time.Duration
+}
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	n, err := p.f.Write(b)
+	if err != nil || p.pace == 0 {
+		return n, err
+	}
+	err = unix.SyncFileRange(int(p.f.Fd()), p.off, int64(n),
+		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	p.off += int64(n)
+	time.Sleep(p.pace)
+	return n, err
 }
 
 // history returns the stored history records, oldest first.
