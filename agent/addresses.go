@@ -73,10 +73,11 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	if !known {
 		ad = &addr{gen: m.nextGen()}
 		ifc.addrs[na.IP] = ad
-		if m.owed[k] {
+		if sa, owed := m.owed[k]; owed {
 			// Back before its deregistration went out: it never left,
 			// and the server still holds it.
 			ad.sent = true
+			ad.until.inherit(sa, m.now)
 			delete(m.owed, k)
 			m.deadlines.Remove(k) // a deregistration's retry
 			m.info("address re-added: deregistration cancelled", "iface", ifc.name, "addr", na.IP)
@@ -84,6 +85,11 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	}
 	prev := ad.cur
 	ad.cur = na
+	at := na.Observed
+	if at.IsZero() {
+		at = m.now
+	}
+	ad.until.extend(at, na.Valid)
 	if !m.wanted(ifc.name) {
 		return
 	}
@@ -174,7 +180,7 @@ func (m *machine) handleAddrRemoved(na netmon.Addr) {
 		return
 	}
 	k := key{ifc.index, na.IP}
-	m.owed[k] = true
+	m.owed[k] = sa
 	m.enqueue(k)
 }
 
@@ -240,9 +246,16 @@ func (m *machine) startRegistration(k key) {
 }
 
 func (m *machine) startDeregistration(k key, noWait bool) {
+	d := m.deregging[k]
+	var ok bool
+	if d.sa, ok = m.owed[k]; !ok { // DeregisterOnStop: one still assigned
+		ifc := m.ifaces[k.ifindex]
+		d.sa = m.savedOf(ifc, k.addr, ifc.addrs[k.addr])
+	}
+	d.n++
+	m.deregging[k] = d
 	delete(m.owed, k)
 	m.deadlines.Remove(k)
-	m.deregging[k]++
 	m.inflight++
 	m.counters.Deregistrations++
 	m.emit(effExchange{k: k, gen: m.nextGen(), ifname: m.ifname(k.ifindex), dereg: true, noWait: noWait})
@@ -256,12 +269,19 @@ func (m *machine) handleResult(r exchangeResult) {
 		return
 	}
 	if r.dereg {
-		if m.deregging[r.k]--; m.deregging[r.k] <= 0 {
+		d := m.deregging[r.k]
+		if d.n--; d.n <= 0 {
 			delete(m.deregging, r.k)
 			m.afterDeregistration(r.k)
+		} else {
+			m.deregging[r.k] = d
 		}
-		if r.err != nil && !errors.Is(r.err, context.Canceled) {
-			m.retryDeregistration(r.k)
+		_, linked := m.ifaces[r.k.ifindex]
+		switch {
+		case r.err != nil && !errors.Is(r.err, context.Canceled):
+			m.retryDeregistration(r.k, d.sa)
+		case r.err == nil && !linked:
+			m.unstale(d.sa) // out before its link was removed (linkGone)
 		}
 		// Not forgotten: the address may have been re-added and be
 		// registered again by the time this arrives; an address that
@@ -300,6 +320,7 @@ func (m *machine) handleResult(r exchangeResult) {
 		}
 		ad.reg = m.cfg.Policy.Registered(at, r.res.Valid, static(ad.cur))
 		ad.told = r.res.Preferred
+		ad.until.extend(at, r.res.Valid)
 		if ad.reg.Periodic() {
 			m.deadlines.Set(r.k, ad.reg.Next)
 		}

@@ -20,13 +20,8 @@ func (m *machine) handleEvent(ev netmon.Event) {
 	case netmon.LinkRemoved:
 		if ifc, ok := m.ifaces[ev.Link.Index]; ok {
 			m.info("interface removed", "iface", ifc.name)
+			m.linkGone(ifc)
 			m.leaveLink(ifc, false)
-			for k := range m.owed {
-				if k.ifindex == ifc.index {
-					delete(m.owed, k) // nothing can be sent on it any more
-					m.deadlines.Remove(k)
-				}
-			}
 			delete(m.ifaces, ev.Link.Index)
 		}
 	case netmon.AddrAdded, netmon.AddrUpdated:
@@ -48,6 +43,49 @@ func (m *machine) ifaceOf(l netmon.Link) *iface {
 	return ifc
 }
 
+// linkGone keeps what the server may hold on a link that was removed (a
+// USB NIC unplugged, ip link del, a VM NIC hot-unplugged): its addresses
+// went with it, and nothing can be sent on it any more, but their
+// bindings stay on the server. So, exactly as for a link that went down,
+// each address the server may hold is owed a deregistration (RFC 9686
+// §4.7) that waits in stale, by the link's name and hardware address: in
+// the state file (a restart keeps it), claimed when a link of that name
+// appears and discovery finds support (claimStale, after relinkGrace:
+// one re-added meanwhile is only registered again), or dropped once the
+// binding has run out (dropStale).
+//
+// The name, not the hardware address, finds the link again: stale and
+// --interface/--exclude are by name, and udev's persistent names
+// (enx<MAC>, by path) and ip link add give a re-created link its name
+// back; claimStale still checks the hardware address (a different NIC
+// under the same name deregisters nothing), as after a restart.
+func (m *machine) linkGone(ifc *iface) {
+	if !m.cfg.Deregister || !m.cfg.Enable || !m.wanted(ifc.name) {
+		return
+	}
+	for ip, ad := range ifc.addrs {
+		if ad.held() {
+			m.waitForLink(ifc, m.savedOf(ifc, ip, ad))
+		}
+	}
+	for k, sa := range m.owed {
+		if k.ifindex == ifc.index {
+			delete(m.owed, k)
+			m.deadlines.Remove(k)
+			m.waitForLink(ifc, sa)
+		}
+	}
+	// In flight: it may not get out (unstale forgets it if it did).
+	for k, d := range m.deregging {
+		if k.ifindex == ifc.index {
+			m.waitForLink(ifc, d.sa)
+		}
+	}
+	if len(m.stale[ifc.name]) > 0 { // with those that left while it was down
+		m.removed[ifc.name] = true
+	}
+}
+
 func (m *machine) handleLink(ev netmon.Event) {
 	l := ev.Link
 	ifc := m.ifaceOf(l)
@@ -59,6 +97,13 @@ func (m *machine) handleLink(ev netmon.Event) {
 	}
 	if hw := l.HardwareAddr.String(); hw != "" {
 		ifc.hw = hw
+	}
+	if m.removed[ifc.name] {
+		// Re-created under a removed link's name (a replug; ip link add
+		// names a veth before it is renamed): its addresses get
+		// relinkGrace to come back, as after a link down.
+		delete(m.removed, ifc.name)
+		ifc.relinked = true
 	}
 	if !m.wanted(ifc.name) {
 		// Left alone, but its addresses stay known: netmon does not report
@@ -78,11 +123,11 @@ func (m *machine) handleLink(ev netmon.Event) {
 		m.leaveLink(ifc, true)
 		ifc.state, ifc.relinked = IfDown, true
 		// Deregistrations owed on the link wait for it to be back.
-		for k := range m.owed {
+		for k, sa := range m.owed {
 			if k.ifindex == ifc.index {
 				delete(m.owed, k)
 				m.deadlines.Remove(k)
-				m.waitForLink(ifc, m.savedOf(ifc, k.addr, nil))
+				m.waitForLink(ifc, sa)
 			}
 		}
 		return

@@ -94,6 +94,7 @@ type sent struct {
 	addr         netip.Addr
 	pref, valid  time.Duration
 	deregistered bool
+	at           time.Time // the fake clock's time of the send
 }
 
 // fakeReg is the registrar: scripted answers, and a record of what was
@@ -149,7 +150,7 @@ func (r *fakeReg) exchange(t registrar.Target) (registrar.Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ok {
-		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister})
+		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister, r.now()})
 	}
 	if !ok {
 		return registrar.Result{}, registrar.ErrAddressGone
@@ -174,7 +175,7 @@ func (r *fakeReg) blocked(t registrar.Target) registrar.Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ok && !t.Deregister {
-		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister})
+		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister, r.now()})
 	}
 	return registrar.Result{Sends: 1}
 }
@@ -186,6 +187,14 @@ func (r *fakeReg) Register(ctx context.Context, t registrar.Target) (registrar.R
 		return res, ctx.Err()
 	}
 	return r.exchange(t)
+}
+
+// now is the fake clock's time (zero without one).
+func (r *fakeReg) now() time.Time {
+	if r.clk == nil {
+		return time.Time{}
+	}
+	return r.clk.Now()
 }
 
 func (r *fakeReg) snapshot() (int, []sent) {

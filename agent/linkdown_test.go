@@ -97,7 +97,7 @@ func TestAddressRemovedWhileLinkDownIsDeregisteredWhenBack(t *testing.T) {
 	if inSnapshot(h, "2001:db8::2") || inSnapshot(h, "2001:db8::3") {
 		t.Error("deregistered addresses are still in the state file")
 	}
-	if !h.logged("address gone while the link was down: deregistering unless it comes back") {
+	if !h.logged("address gone while the link was down or removed: deregistering unless it comes back") {
 		t.Error("nothing logged about the deregistration that waited for the link")
 	}
 }
@@ -123,26 +123,35 @@ func TestAddressBackBeforeDiscoveryIsNotDeregistered(t *testing.T) {
 }
 
 // The link does not come back: nothing is sent, the deregistration stays
-// owed in the state file (the server's binding runs out at its valid
-// lifetime); it goes out whenever the link is back.
+// owed in the state file while the server may hold the binding; it goes
+// out whenever the link is back. Once the binding's valid lifetime has
+// run out there is nothing left to deregister: the entry is dropped
+// (dropStale), so a link that never returns keeps nothing forever.
 func TestLinkThatStaysDownKeepsDeregistrationOwed(t *testing.T) {
-	h := startOnLink(t, defaults(), true)
-	_, tmp := stableAndTemporary()
-	h.mon.add(tmp)
-	h.settle()
-	linkDownFlush(h, tmp)
-	h.advance(24 * time.Hour)
-	h.settle()
-	wantSends(t, h, "link down for a day", false)
-	if !inSnapshot(h, "2001:db8::2") {
-		t.Error("the owed deregistration left the state file")
+	for _, back := range []time.Duration{5 * time.Minute, 24 * time.Hour} {
+		t.Run(back.String(), func(t *testing.T) {
+			h := startOnLink(t, defaults(), true)
+			_, tmp := stableAndTemporary() // valid 600 s
+			h.mon.add(tmp)
+			h.settle()
+			linkDownFlush(h, tmp)
+			h.advance(back)
+			h.settle()
+			wantSends(t, h, "while the link is down", false)
+			expired := back > 600*time.Second
+			if inSnapshot(h, "2001:db8::2") == expired {
+				t.Errorf("down for %v (valid lifetime 600 s): in the state file %t, want %t", back, !expired, !expired)
+			}
+			linkBack(h)
+			h.advance(relinkGrace)
+			h.settle()
+			if expired {
+				wantSends(t, h, "back after the binding ran out", false)
+			} else {
+				wantSends(t, h, "back while the server holds the binding", false, true)
+			}
+		})
 	}
-	// Back after a day: it goes out then (harmless if the server's
-	// binding ran out meanwhile).
-	linkBack(h)
-	h.advance(relinkGrace)
-	h.settle()
-	wantSends(t, h, "back after a day", false, true)
 }
 
 // A restart while the link is down loses nothing: the owed deregistration
@@ -184,10 +193,18 @@ func TestRestartWhileLinkDownKeepsOwedDeregistration(t *testing.T) {
 	h.mon.add(stable)
 	h.advance(relinkGrace)
 	h.settle()
+	wantStableBackTemporaryGone(t, h, "after the restart")
+}
+
+// wantStableBackTemporaryGone checks that of stableAndTemporary's
+// addresses the temporary one, gone, was deregistered (RFC 9686 §4.7), and
+// the stable one, back, was not and is registered.
+func wantStableBackTemporaryGone(t *testing.T, h *harness, what string) {
+	t.Helper()
 	if got, want := deregistered(h), []string{"2001:db8::2"}; !slices.Equal(got, want) {
-		t.Errorf("after the restart: deregistered %v, want %v", got, want)
+		t.Errorf("%s: deregistered %v, want %v (the address that did not come back)", what, got, want)
 	}
 	if p := phaseOf(h.settle(), "2001:db8::1"); p != Registered {
-		t.Errorf("re-added address: phase %v, want registered", p)
+		t.Errorf("%s: re-added address: phase %v, want registered", what, p)
 	}
 }

@@ -34,9 +34,12 @@ type machine struct {
 	queued map[key]bool
 	// owed: addresses removed from their interface that are owed a
 	// deregistration (RFC 9686 §4.7), on a link that is up (one that is
-	// down keeps them in stale). Re-adding the address cancels it.
-	owed      map[key]bool
-	deregging map[key]int // deregistrations in flight: a re-added address waits for them
+	// down or removed keeps them in stale), each with its state-file
+	// record. Re-adding the address cancels it.
+	owed map[key]savedAddr
+	// deregging: deregistrations in flight (a re-added address waits for
+	// them), with the record the state file keeps until one gets out.
+	deregging map[key]deregRec
 	inflight  int
 	gen       int // generation counter for exchanges and probes, agent-wide
 	// deadlines: each address's next refresh or retry, and each owed
@@ -58,6 +61,13 @@ type machine struct {
 	// their link was down (waitForLink), by interface name, until
 	// discovery on that interface claims them (claimStale).
 	stale map[string][]savedAddr
+	// staleAt: the earliest moment a stale address's binding has surely
+	// run out on the server (dropStale); zero: none will.
+	staleAt time.Time
+	// removed: names of links removed (LinkRemoved) with deregistrations
+	// left waiting in stale: a link created under that name is a relink
+	// (relinkGrace), like one that was down.
+	removed map[string]bool
 	// forgotten: deregistered while stopping; left out of the last write.
 	forgotten map[key]bool
 	lastSaved []savedAddr // the last snapshot handed to the writer
@@ -74,8 +84,9 @@ type iface struct {
 	name  string
 	hw    string // hardware address: with the name, the link's identity in the state file
 	up    bool   // admin up and carrier
-	// relinked: this run saw the link down; addresses that left
-	// meanwhile get relinkGrace to come back once it is up (claimStale).
+	// relinked: this run saw the link down, or removed under this name
+	// (a replug); addresses that left meanwhile get relinkGrace to come
+	// back once it is up (claimStale).
 	relinked bool
 	// mo: netmon reports an RA with M or O in effect on the link (RFC 9686
 	// §4.1); with RequireRAFlags, nothing new starts while it is false.
@@ -113,7 +124,15 @@ type addr struct {
 	// paused: a refresh or retry came due while the link's RA condition
 	// had lapsed; it runs when an RA with M or O is back.
 	paused bool
-	note   addrNote // what status reports (status.go)
+	// until: the latest the server may keep a binding from us (stateLife).
+	until stateLife
+	note  addrNote // what status reports (status.go)
+}
+
+// deregRec is one address's deregistrations in flight.
+type deregRec struct {
+	n  int
+	sa savedAddr // its state-file record
 }
 
 // held reports whether the server may hold a binding for ad from us.
@@ -210,14 +229,16 @@ func newMachine(cfg Config, now time.Time, stale []savedAddr) *machine {
 		lim:       rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
 		ifaces:    map[int]*iface{},
 		queued:    map[key]bool{},
-		owed:      map[key]bool{},
-		deregging: map[key]int{},
+		owed:      map[key]savedAddr{},
+		deregging: map[key]deregRec{},
 		stale:     map[string][]savedAddr{},
+		removed:   map[string]bool{},
 		forgotten: map[key]bool{},
 	}
 	for _, sa := range stale {
 		m.stale[sa.Iface] = append(m.stale[sa.Iface], sa)
 	}
+	m.staleChanged()
 	if cfg.Heartbeat != nil {
 		m.beatAt = now // a first beat at once
 	}
@@ -291,6 +312,10 @@ func (m *machine) wakeUp() bool {
 		m.paceAt = time.Time{} // pump, after this, starts what waited
 		worked = true
 	}
+	if !m.staleAt.IsZero() && !m.staleAt.After(m.now) {
+		m.dropStale()
+		worked = true
+	}
 	if !m.saveAt.IsZero() && !m.saveAt.After(m.now) {
 		m.saveState()
 	}
@@ -317,6 +342,7 @@ func (m *machine) wake() time.Time {
 			earlier(ifc.nextProbe)
 		}
 		earlier(m.paceAt)
+		earlier(m.staleAt)
 		earlier(m.saveAt)
 		earlier(m.beatAt)
 	}

@@ -34,7 +34,8 @@ import (
 //     deregistration);
 //   - on the wire: an INFORM goes out only for an address assigned on a
 //     link that is up and, with RequireRAFlags, has an RA with M or O in
-//     effect (RFC 9686 §4.1);
+//     effect (RFC 9686 §4.1); a deregistration (before the stop) only for
+//     one that is not assigned (§4.7);
 //   - liveness: an address the machine should register (eligible) is
 //     running, queued, due later, paused while the RA condition lapses,
 //     waiting for its deregistration to end, or registered with a finite
@@ -47,15 +48,17 @@ import (
 //     follows is known to it;
 //   - owed: every deregistration owed is queued or due; none is owed on a
 //     link that is down, and none waits for a link that is up with
-//     registration support (claimStale took them);
+//     registration support (claimStale took them), nor after the bound of
+//     its binding on the server has passed (dropStale);
 //   - server: every binding the server holds (this run's, or the state
 //     file's from the last run) for an address gone from its link, up
-//     or down (an admin down flushes them all: the deregistration waits
-//     for the link), is owed, in flight or in the state file's snapshot;
-//     after the stop, every binding still held on a link that exists is
-//     in the snapshot. No deregistration is owed on a link that is down.
-//     Excused, by design: one that went tentative or DAD-failed (it may
-//     be another node's), and every address of a link that was removed.
+//     down (an admin down flushes them all: the deregistration waits
+//     for the link) or removed, is owed, in flight or in the state file's
+//     snapshot; after the stop, every binding still held is in the
+//     snapshot. No deregistration is owed on a link that is down.
+//     A link that was removed is no exception: its deregistrations wait
+//     for a link of that name (linkGone). Excused, by design: one that
+//     went tentative or DAD-failed (it may be another node's).
 //
 // The sequences come from fixed seeds (TestMachineProperties) or from
 // the fuzzer's bytes (FuzzMachine). The machine's own map iteration
@@ -368,21 +371,21 @@ func (p *propRun) step() {
 		if p.c.intn(3) != 0 {
 			return
 		}
-		for ip := range l.addrs {
+		// netmon may report the addresses gone first, or only the link.
+		events := p.c.intn(2) == 0
+		for _, ip := range p.sortedAddrs(l) {
+			if events {
+				p.delAddr(l, ip)
+				continue
+			}
 			delete(l.addrs, ip)
 			p.h.mon.mu.Lock()
 			delete(p.h.mon.addrs, ip)
 			p.h.mon.mu.Unlock()
 		}
 		l.exists, l.up, l.ll, l.m, l.o = false, false, false, false, false
-		for ip, b := range p.server {
-			if p.owner[ip] == l {
-				// The agent deliberately forgets a link that is gone
-				// (discovery.go: nothing can be sent on it any more).
-				b.excused = true
-				p.server[ip] = b
-			}
-		}
+		// The server keeps its bindings: the agent owes their
+		// deregistration until a link of that name is back (linkGone).
 		p.send(netmon.LinkRemoved, l, netmon.Addr{})
 	case 17: // renamed to a name the agent is told to leave alone, and back
 		if !l.exists || l.up {
@@ -399,12 +402,17 @@ func (p *propRun) step() {
 }
 
 func (p *propRun) anyAddr(l *propLink) netip.Addr {
+	ips := p.sortedAddrs(l)
+	return ips[p.c.intn(len(ips))]
+}
+
+func (p *propRun) sortedAddrs(l *propLink) []netip.Addr {
 	ips := make([]netip.Addr, 0, len(l.addrs))
 	for ip := range l.addrs {
 		ips = append(ips, ip)
 	}
 	slices.SortFunc(ips, netip.Addr.Compare)
-	return ips[p.c.intn(len(ips))]
+	return ips
 }
 
 // advance moves time by d, the kernel removing addresses as they expire.
@@ -458,7 +466,8 @@ func (p *propRun) releaseOne() {
 		} else {
 			r.res = registrar.Result{Sends: 1}
 			p.h.reg.mu.Lock()
-			p.h.reg.sends = append(p.h.reg.sends, sent{addr: x.k.addr, deregistered: true})
+			p.late[len(p.h.reg.sends)] = true
+			p.h.reg.sends = append(p.h.reg.sends, sent{addr: x.k.addr, deregistered: true, at: p.h.clk.Now()})
 			p.h.reg.mu.Unlock()
 		}
 	} else {
@@ -470,7 +479,7 @@ func (p *propRun) releaseOne() {
 			r.res = registrar.Result{Replied: true, Sends: 2, Preferred: pref, Valid: valid, LastSent: p.h.clk.Now()}
 			p.h.reg.mu.Lock()
 			p.late[len(p.h.reg.sends)] = true
-			p.h.reg.sends = append(p.h.reg.sends, sent{addr: x.k.addr, pref: pref, valid: valid})
+			p.h.reg.sends = append(p.h.reg.sends, sent{addr: x.k.addr, pref: pref, valid: valid, at: p.h.clk.Now()})
 			p.h.reg.mu.Unlock()
 		default:
 			r.res, r.err = registrar.Result{Sends: 3}, registrar.ErrExchangeFailed
@@ -505,13 +514,21 @@ func (p *propRun) fold() {
 				p.fail("%s registered on %s, where it is not assigned", s.addr, l.name)
 			}
 		}
+		if s.deregistered && !p.late[p.seen+i] && !p.h.m.stopping {
+			// RFC 9686 §4.7: only an address that left; one re-added
+			// (a replug, a link back up) within the grace is not.
+			if _, ok := l.addrs[s.addr]; ok {
+				p.fail("%s deregistered on %s, where it is assigned", s.addr, l.name)
+			}
+		}
+		// The server counts the lifetimes from the send.
 		switch {
 		case s.deregistered || s.valid == 0:
 			delete(p.server, s.addr)
 		case s.valid == netmon.Infinite:
-			p.server[s.addr] = binding{ifindex: l.index, since: p.h.clk.Now()}
+			p.server[s.addr] = binding{ifindex: l.index, since: s.at}
 		default:
-			p.server[s.addr] = binding{ifindex: l.index, since: p.h.clk.Now(), expires: p.h.clk.Now().Add(s.valid)}
+			p.server[s.addr] = binding{ifindex: l.index, since: s.at, expires: s.at.Add(s.valid)}
 		}
 	}
 	p.seen = len(sends)
@@ -591,7 +608,7 @@ func (p *propRun) checkInvariants() {
 			}
 			_, due := m.deadlines.When(k)
 			waiting := ad.running || m.queued[k] || due || ad.paused ||
-				(ad.phase == Pending && m.deregging[k] > 0) ||
+				(ad.phase == Pending && m.deregging[k].n > 0) ||
 				(ad.phase == Registered && !ad.reg.Periodic())
 			if !waiting {
 				p.fail("%v (%v): eligible but nothing will ever happen to it", k, ad.phase)
@@ -604,6 +621,13 @@ func (p *propRun) checkInvariants() {
 							k, valid, ad.reg.Valid, ad.reg.At.Sub(t0), at.Sub(t0), when.Sub(t0), ok)
 					}
 				}
+			}
+		}
+	}
+	for name, list := range m.stale {
+		for _, sa := range list {
+			if sa.expired(now) {
+				p.fail("%s %s: waits for its link after its binding ran out (%v)", name, sa.Addr, sa.At.Add(time.Duration(sa.Valid)*time.Second).Sub(t0))
 			}
 		}
 	}
@@ -622,13 +646,14 @@ func (p *propRun) checkInvariants() {
 			p.fail("%v: deregistration owed but neither queued nor due", k)
 		}
 	}
-	// The server's bindings for addresses gone from a link that is there,
-	// up or down (removed while it is down, the deregistration waits for
-	// it): owed, in flight, or at least remembered.
+	// The server's bindings for addresses gone from their link, whether
+	// the link is up, down (removed while it is down, the deregistration
+	// waits for it) or removed (it waits for a link of that name): owed,
+	// in flight, or at least remembered.
 	var snap map[netip.Addr]bool
 	for ip, b := range p.server {
 		l := p.owner[ip]
-		if _, assigned := l.addrs[ip]; assigned || !l.exists || b.ifindex != l.index || b.excused {
+		if _, assigned := l.addrs[ip]; (assigned && b.ifindex == l.index) || b.excused {
 			continue
 		}
 		if snap == nil {
@@ -637,11 +662,26 @@ func (p *propRun) checkInvariants() {
 				snap[sa.Addr] = true
 			}
 		}
-		k := key{l.index, ip}
-		if !m.owed[k] && m.deregging[k] == 0 && !snap[ip] {
-			p.fail("%v: the server holds it (sent at %v), it is gone, and the machine forgot it", k, b.since.Sub(t0))
+		if !p.tracked(ip) && !snap[ip] {
+			p.fail("%s: the server holds it (sent at %v on index %d), it is gone, and the machine forgot it", ip, b.since.Sub(t0), b.ifindex)
 		}
 	}
+}
+
+// tracked reports whether a deregistration of ip is owed or in flight, on
+// any link.
+func (p *propRun) tracked(ip netip.Addr) bool {
+	for k := range p.h.m.owed {
+		if k.addr == ip {
+			return true
+		}
+	}
+	for k, d := range p.h.m.deregging {
+		if k.addr == ip && d.n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // finish stops the machine and checks that what the server still holds is
@@ -659,8 +699,7 @@ func (p *propRun) finish() {
 	snap := p.h.m.snapshot()
 	p.h.stopped = true
 	for ip, b := range p.server {
-		l := p.owner[ip]
-		if !l.exists || b.ifindex != l.index || b.excused {
+		if b.excused {
 			continue
 		}
 		if !slices.ContainsFunc(snap, func(sa savedAddr) bool { return sa.Addr == ip }) {

@@ -39,20 +39,24 @@ func (m *machine) scheduleRetry(ifc *iface, ad *addr) {
 // goes; without this the server would keep the binding until it expires.
 // While the link is down it waits for the link to be back (waitForLink,
 // statefile.go), not for a delay.
-func (m *machine) retryDeregistration(k key) {
+func (m *machine) retryDeregistration(k key, sa savedAddr) {
 	ifc, ok := m.ifaces[k.ifindex]
-	if !ok || m.owed[k] {
+	if !ok {
+		return // removed meanwhile: it waits in stale (linkGone)
+	}
+	if _, owed := m.owed[k]; owed {
 		return
 	}
 	if ad, back := ifc.addrs[k.addr]; back {
 		ad.sent = true // back meanwhile: the server still holds it
+		ad.until.inherit(sa, m.now)
 		return
 	}
 	if !ifc.up {
-		m.waitForLink(ifc, m.savedOf(ifc, k.addr, nil))
+		m.waitForLink(ifc, sa)
 		return
 	}
-	m.owed[k] = true
+	m.owed[k] = sa
 	d := m.cfg.Retry.Delay(1, 0, m.cfg.Rand)
 	m.deadlines.Set(k, m.now.Add(d))
 	m.debug("deregistration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d)

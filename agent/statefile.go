@@ -16,19 +16,26 @@ import (
 	"strings"
 	"time"
 
+	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/scheduler"
 )
 
 // The state file keeps the set of addresses the server may hold from us
-// (address, interface, link identity, the lifetimes last told), so that a
+// (address, interface, link identity, how long the server may keep each
+// binding), so that a
 // restart loses nothing: at start, an address in the file that is no longer
 // on its interface is deregistered (zero lifetimes, RFC 9686 §4.7, with
 // Config.Deregister) once discovery shows the same link supports
 // registration; the addresses still there are registered as RFC 9686 §4.4
 // says for any start. The same list holds, while the daemon runs, the
-// addresses removed while their link was down (waitForLink): claimed the
-// same way when the link is back, after relinkGrace. A missing,
-// unreadable or corrupt file is logged and ignored.
+// addresses removed while their link was down, and those of a link that
+// was removed (a NIC unplugged, an interface deleted: waitForLink): claimed
+// the same way when the link, or one under the same name, is back, after
+// relinkGrace. An entry whose binding has surely run out on the server
+// (its valid lifetime has passed: savedAddr.expired) is dropped, at start
+// and while it waits (dropStale): there is nothing left to deregister, so
+// a name that never returns, or one now excluded, keeps nothing forever.
+// A missing, unreadable or corrupt file is logged and ignored.
 //
 // It is written atomically (a temporary file in the same directory, fsync,
 // rename, fsync of the directory), mode 0600, at most once per
@@ -60,20 +67,75 @@ type savedAddr struct {
 	// swapped under the same name) deregisters nothing.
 	HW   string     `json:"hwaddr,omitempty"`
 	Addr netip.Addr `json:"addr"`
-	// Preferred and Valid (seconds) are what the last replied-to exchange
-	// told the server, at At; zero when none was confirmed.
+	// Preferred (seconds) is what the last replied-to exchange told the
+	// server. Valid (seconds) from At bounds the server's binding: the
+	// latest end of the address's valid lifetime while the server may have
+	// been told it (stateLife). Zero At: no bound known (kept until
+	// claimed).
 	Preferred uint32    `json:"preferred_lifetime"`
 	Valid     uint32    `json:"valid_lifetime"`
 	At        time.Time `json:"at,omitzero"`
 }
 
-// expired reports whether the server's binding for sa has surely run out
-// by now (its valid lifetime counted from when it was told).
-func (sa savedAddr) expired(now time.Time) bool {
+// expires is when the server's binding for sa has surely run out; ok is
+// false when that is never (infinite, or no bound known).
+func (sa savedAddr) expires() (at time.Time, ok bool) {
 	if sa.At.IsZero() || sa.Valid == scheduler.InfiniteSeconds {
-		return false
+		return time.Time{}, false
 	}
-	return now.Sub(sa.At) > time.Duration(sa.Valid)*time.Second
+	return sa.At.Add(time.Duration(sa.Valid) * time.Second), true
+}
+
+// expired reports whether the server's binding for sa has surely run out
+// by now (its valid lifetime counted from At).
+func (sa savedAddr) expired(now time.Time) bool {
+	at, ok := sa.expires()
+	return ok && !now.Before(at)
+}
+
+// stateLife bounds how long the server may keep a binding for an address
+// from us: until at + valid. An ADDR-REG-INFORM carries the address's
+// current lifetimes (RFC 9686 §4.2), and the server keeps the binding for
+// the valid lifetime it carried (RFC 9686 §4.3; SPEC.md): so the latest
+// end of the address's valid lifetime the kernel reported while we
+// followed it bounds every binding an INFORM of ours can have made,
+// replied to or not. The zero value knows nothing; valid
+// netmon.Infinite: never.
+type stateLife struct {
+	at    time.Time
+	valid time.Duration
+}
+
+// extend takes a valid lifetime seen (or told) at at into the bound.
+func (l *stateLife) extend(at time.Time, valid time.Duration) {
+	switch {
+	case l.at.IsZero(), valid == netmon.Infinite:
+	case l.valid == netmon.Infinite, !at.Add(valid).After(l.at.Add(l.valid)):
+		return
+	}
+	l.at, l.valid = at, valid
+}
+
+// inherit takes the bound of sa, a binding the server may hold from
+// before (the state file, an owed deregistration cancelled): none known
+// is none at all.
+func (l *stateLife) inherit(sa savedAddr, now time.Time) {
+	if sa.At.IsZero() || sa.Valid == scheduler.InfiniteSeconds {
+		l.extend(now, netmon.Infinite)
+		return
+	}
+	l.extend(sa.At, time.Duration(sa.Valid)*time.Second)
+}
+
+// seconds is the bound in the state file's form, rounded up.
+func (l stateLife) seconds() (at time.Time, valid uint32) {
+	if l.at.IsZero() {
+		return time.Time{}, 0
+	}
+	if l.valid == netmon.Infinite {
+		return l.at.UTC().Round(0), scheduler.InfiniteSeconds
+	}
+	return l.at.UTC().Round(0), scheduler.Seconds(l.valid + time.Second - 1)
 }
 
 // parseState parses and checks a state file's contents.
@@ -217,6 +279,7 @@ func (m *machine) claimStale(ifc *iface) {
 		return
 	}
 	delete(m.stale, ifc.name)
+	m.staleChanged()
 	n := 0
 	for _, sa := range list {
 		if sa.HW != "" && ifc.hw != "" && sa.HW != ifc.hw {
@@ -228,20 +291,22 @@ func (m *machine) claimStale(ifc *iface) {
 			// Still there: registered like any other, and until then the
 			// server holds it from the last run.
 			ad.sent = true
+			ad.until.inherit(sa, m.now)
 			continue
 		}
 		if !m.cfg.Deregister || !m.cfg.Enable {
 			continue
 		}
 		k := key{ifc.index, sa.Addr}
-		m.owed[k] = true
+		sa.Iface, sa.HW = ifc.name, ifc.hw
+		m.owed[k] = sa
 		n++
 		if ifc.relinked {
 			// The link is back: give the addresses time to come back
 			// (relinkGrace); one re-added meanwhile cancels its
 			// deregistration (handleAddr), the others go when it is due.
 			m.deadlines.Set(k, m.now.Add(relinkGrace))
-			m.info("address gone while the link was down: deregistering unless it comes back", "iface", ifc.name, "addr", sa.Addr, "in", relinkGrace)
+			m.info("address gone while the link was down or removed: deregistering unless it comes back", "iface", ifc.name, "addr", sa.Addr, "in", relinkGrace)
 			continue
 		}
 		m.enqueue(k)
@@ -266,8 +331,11 @@ const relinkGrace = 15 * time.Second
 // savedOf is ad on ifc as the state file lists it.
 func (m *machine) savedOf(ifc *iface, ip netip.Addr, ad *addr) savedAddr {
 	sa := savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: ip}
-	if ad != nil && ad.hasReg {
-		sa.Preferred, sa.Valid, sa.At = scheduler.Seconds(ad.told), scheduler.Seconds(ad.reg.Valid), ad.reg.At.UTC().Round(0)
+	if ad != nil {
+		if ad.hasReg {
+			sa.Preferred = scheduler.Seconds(ad.told)
+		}
+		sa.At, sa.Valid = ad.until.seconds()
 	}
 	return sa
 }
@@ -279,11 +347,68 @@ func (m *machine) savedOf(ifc *iface, ip netip.Addr, ad *addr) savedAddr {
 // never comes back it stays owed, and the server's binding runs out at
 // its valid lifetime.
 func (m *machine) waitForLink(ifc *iface, sa savedAddr) {
+	sa.Iface, sa.HW = ifc.name, ifc.hw
 	if slices.ContainsFunc(m.stale[ifc.name], func(o savedAddr) bool { return o.Addr == sa.Addr }) {
 		return
 	}
 	m.stale[ifc.name] = append(m.stale[ifc.name], sa)
+	if at, ok := sa.expires(); ok && (m.staleAt.IsZero() || at.Before(m.staleAt)) {
+		m.staleAt = at
+	}
 	m.info("deregistration waits for the link", "iface", ifc.name, "addr", sa.Addr)
+}
+
+// staleChanged finds the next stale address whose binding runs out.
+func (m *machine) staleChanged() {
+	m.staleAt = time.Time{}
+	for _, list := range m.stale {
+		for _, sa := range list {
+			if at, ok := sa.expires(); ok && (m.staleAt.IsZero() || at.Before(m.staleAt)) {
+				m.staleAt = at
+			}
+		}
+	}
+}
+
+// dropStale forgets the stale addresses whose binding has surely run out
+// on the server by now (RFC 9686 §4.3: it keeps a binding for the valid
+// lifetime told): a deregistration owed for it has nothing left to
+// remove. This bounds what waits for a link that never returns (a NIC
+// unplugged for good, a name now excluded by --interface or --exclude).
+func (m *machine) dropStale() {
+	for name, list := range m.stale {
+		kept := list[:0]
+		for _, sa := range list {
+			if !sa.expired(m.now) {
+				kept = append(kept, sa)
+				continue
+			}
+			at, _ := sa.expires()
+			m.info("state file: dropping a deregistration that waited for its link: the server's binding has run out",
+				"iface", name, "addr", sa.Addr, "hwaddr", sa.HW, "expired", at)
+		}
+		if len(kept) == 0 {
+			delete(m.stale, name)
+			delete(m.removed, name)
+		} else {
+			m.stale[name] = kept
+		}
+	}
+	m.staleChanged()
+}
+
+// unstale forgets sa's entry in stale: a deregistration in flight when its
+// link was removed got out after all.
+func (m *machine) unstale(sa savedAddr) {
+	list := m.stale[sa.Iface]
+	if i := slices.IndexFunc(list, func(o savedAddr) bool { return o.Addr == sa.Addr }); i >= 0 {
+		if list = slices.Delete(list, i, i+1); len(list) == 0 {
+			delete(m.stale, sa.Iface)
+		} else {
+			m.stale[sa.Iface] = list
+		}
+		m.staleChanged()
+	}
 }
 
 // snapshot lists what the server may hold from us: addresses registered
@@ -302,22 +427,23 @@ func (m *machine) snapshot() []savedAddr {
 	// Owed deregistrations, and those under way: one the stop could not
 	// get out (refused, or abandoned at StopTimeout) must be in the last
 	// write, for the next start to send.
-	gone := map[key]bool{}
-	for k := range m.owed {
-		gone[k] = true
+	gone := map[key]savedAddr{}
+	for k, d := range m.deregging {
+		gone[k] = d.sa
 	}
-	for k := range m.deregging {
-		gone[k] = true
+	for k, sa := range m.owed {
+		gone[k] = sa
 	}
-	for k := range gone {
+	for k, sa := range gone {
 		ifc, ok := m.ifaces[k.ifindex]
 		if !ok || m.forgotten[k] {
-			continue
+			continue // a removed link's are in stale (linkGone)
 		}
 		if ad, ok := ifc.addrs[k.addr]; ok && ad.held() {
 			continue // listed above
 		}
-		out = append(out, savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: k.addr})
+		sa.Iface, sa.HW = ifc.name, ifc.hw
+		out = append(out, sa)
 	}
 	for _, list := range m.stale {
 		out = append(out, list...)

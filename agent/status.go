@@ -39,7 +39,10 @@ type Counters struct {
 
 // IfaceStatus is one interface's state.
 type IfaceStatus struct {
-	Name  string  `json:"name"`
+	Name string `json:"name"`
+	// Index is the link's ifindex; 0 when there is no link of that name
+	// now (removed: a NIC unplugged): then State is down, and Addresses
+	// lists the deregistrations waiting for a link of that name.
 	Index int     `json:"index"`
 	State IfState `json:"state"`
 	// SeenMO: an RA with M or O is in effect on the link (seen since it
@@ -312,6 +315,20 @@ func (m *machine) report(servers ServerSource) Status {
 			if _, there := ifc.addrs[sa.Addr]; !there {
 				is.Addresses = append(is.Addresses, AddrStatus{Addr: sa.Addr, Phase: Deregistering})
 			}
+		}
+		slices.SortFunc(is.Addresses, func(x, y AddrStatus) int { return x.Addr.Compare(y.Addr) })
+		s.Interfaces = append(s.Interfaces, is)
+	}
+	// No link of that name now (removed, or not seen since the start):
+	// its deregistrations wait for one (linkGone), or for their bindings
+	// to run out (dropStale).
+	for name, list := range m.stale {
+		if !m.wanted(name) || slices.ContainsFunc(s.Interfaces, func(is IfaceStatus) bool { return is.Name == name }) {
+			continue
+		}
+		is := IfaceStatus{Name: name, State: IfDown, Addresses: make([]AddrStatus, 0, len(list))}
+		for _, sa := range list {
+			is.Addresses = append(is.Addresses, AddrStatus{Addr: sa.Addr, Phase: Deregistering})
 		}
 		slices.SortFunc(is.Addresses, func(x, y AddrStatus) int { return x.Addr.Compare(y.Addr) })
 		s.Interfaces = append(s.Interfaces, is)

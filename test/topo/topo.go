@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -152,6 +153,13 @@ func (n *Net) Node(role string) *Node {
 // It returns the name of the switch-side port (in the switch namespace),
 // which tests can set down to cut the node's carrier.
 func (s *Segment) Attach(nd *Node, ifname string) string {
+	s.n.t.Helper()
+	return s.attach(nd, ifname, "")
+}
+
+// attach is Attach, with the node's side given hardware address mac
+// unless it is empty (the kernel picks a random one).
+func (s *Segment) attach(nd *Node, ifname, mac string) string {
 	n := s.n
 	n.t.Helper()
 	n.mu.Lock()
@@ -163,15 +171,47 @@ func (s *Segment) Attach(nd *Node, ifname string) string {
 	mustRun(n.t, "ip", "link", "add", port, "netns", n.sw, "type", "veth", "peer", "name", inner, "netns", nd.NS)
 	n.swExec(n.t, "sysctl", "-qw", "net.ipv6.conf."+port+".disable_ipv6=1")
 	n.swExec(n.t, "ip", "link", "set", port, "master", s.Bridge, "up")
+	if mac != "" {
+		nd.MustExec(n.t, "ip", "link", "set", inner, "address", mac)
+	}
 	nd.MustExec(n.t, "ip", "link", "set", inner, "name", ifname)
 	nd.MustExec(n.t, "ip", "link", "set", ifname, "up")
 	nd.mu.Lock()
 	if nd.ports == nil {
-		nd.ports = map[string]string{}
+		nd.ports, nd.segs = map[string]string{}, map[string]*Segment{}
 	}
-	nd.ports[ifname] = port
+	nd.ports[ifname], nd.segs[ifname] = port, s
 	nd.mu.Unlock()
 	return port
+}
+
+// attachment is the switch-side port and the segment of nd's ifname.
+func (nd *Node) attachment(t testing.TB, ifname string) (string, *Segment) {
+	t.Helper()
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	port, ok := nd.ports[ifname]
+	if !ok {
+		t.Fatalf("%s has no interface %s on a segment", nd.Name, ifname)
+	}
+	return port, nd.segs[ifname]
+}
+
+// Replug deletes nd's ifname (both ends of its veth) and creates it again
+// with the same name and hardware address on the same segment, up: a USB
+// NIC unplugged and plugged back, ip link del and add, a VM NIC
+// hot-unplugged and re-added. The new link has a new ifindex, and nothing
+// the kernel held on the old one (addresses, per-interface sysctls).
+func (nd *Node) Replug(t testing.TB, ifname string) {
+	t.Helper()
+	_, seg := nd.attachment(t, ifname)
+	fields := strings.Fields(nd.MustExec(t, "ip", "-o", "link", "show", "dev", ifname))
+	i := slices.Index(fields, "link/ether")
+	if i < 0 || i+1 >= len(fields) {
+		t.Fatalf("%s: no hardware address in %q", ifname, fields)
+	}
+	nd.MustExec(t, "ip", "link", "del", ifname)
+	seg.attach(nd, ifname, fields[i+1])
 }
 
 // AddTap adds a tap device named ifname to this segment, in the switch
@@ -202,12 +242,7 @@ func (n *Net) SwitchExec(t testing.TB, args ...string) string {
 // its carrier (IFF_LOWER_UP) go down and come back, as with an unplugged cable.
 func (nd *Node) SetCarrier(t testing.TB, ifname string, up bool) {
 	t.Helper()
-	nd.mu.Lock()
-	port, ok := nd.ports[ifname]
-	nd.mu.Unlock()
-	if !ok {
-		t.Fatalf("%s has no interface %s on a segment", nd.Name, ifname)
-	}
+	port, _ := nd.attachment(t, ifname)
 	state := "down"
 	if up {
 		state = "up"
@@ -258,7 +293,8 @@ type Node struct {
 
 	mu    sync.Mutex
 	procs []*Proc
-	ports map[string]string
+	ports map[string]string   // ifname → its switch-side port
+	segs  map[string]*Segment // ifname → its segment
 }
 
 // Exec runs a command inside the node's namespace and returns its combined output.
