@@ -100,6 +100,15 @@ func loadRelay(ctx context.Context, o options, stderr io.Writer) (report, error)
 	// sentAt[i] is when message i left, in ns since start (+1, so 0 is
 	// "not sent"); the reader swaps it to 0 when the reply comes.
 	sentAt := make([]atomic.Int64, total)
+	// Room for every reply's latency, up front: growing the slice by
+	// append copies it and faults in fresh pages, megabytes at a time, on
+	// the cores the server under test shares. Both are touched now, not
+	// in the first seconds of the measurement.
+	lat := make([]time.Duration, total)
+	for i := 0; i < total; i += 512 {
+		sentAt[i].Store(0)
+		lat[i] = 0
+	}
 	// A reply's latency ends when the kernel received it (SO_TIMESTAMPNS),
 	// not when this process got around to reading it: the generator shares
 	// the CPUs with the server, and its own scheduling delay is not the
@@ -122,10 +131,7 @@ func loadRelay(ctx context.Context, o options, stderr io.Writer) (report, error)
 	}
 	readDone := make(chan result, 1)
 	go func() {
-		// Room for every reply up front: growing the slice by append copies
-		// it and faults in fresh pages, megabytes at a time, on the cores
-		// the server under test shares.
-		r := result{lat: make([]time.Duration, 0, total)}
+		r := result{lat: lat[:0]}
 		msgs := make([]ipv6.Message, relayBatch)
 		for i := range msgs {
 			msgs[i].Buffers = [][]byte{make([]byte, 2048)}

@@ -569,6 +569,44 @@ func (h *Handler) Load(now time.Time, bs []Binding) []Event {
 	return evs
 }
 
+// snapshotBindings yields every binding as a snapshot record: its address,
+// expiry (Unix ns, 0: never) and codec bytes, valid during the call. It
+// holds the lock for snapChunk slots at a time, never longer, so it is not
+// a point-in-time view: each binding is as it was when its chunk was read
+// (store.go, compactMemory, says why that is enough for a snapshot).
+func (h *Handler) snapshotBindings(yield func(addr [16]byte, exp int64, rec []byte) bool) {
+	const snapChunk = 256
+	var buf []byte
+	type item struct {
+		addr     [16]byte
+		exp      int64
+		off, end int
+	}
+	items := make([]item, 0, snapChunk)
+	for start := 0; ; start += snapChunk {
+		buf, items = buf[:0], items[:0]
+		h.mu.Lock()
+		n := h.tab.slots.n
+		for i := start; i < min(start+snapChunk, n); i++ {
+			if s := h.tab.slots.at(i); s.flags&slotUsed != 0 {
+				b := h.tab.view(uint32(i + 1))
+				off := len(buf)
+				buf = appendBinding(buf, &b)
+				items = append(items, item{addr: s.addr, exp: s.expires, off: off, end: len(buf)})
+			}
+		}
+		h.mu.Unlock()
+		for _, it := range items {
+			if !yield(it.addr, it.exp, buf[it.off:it.end]) {
+				return
+			}
+		}
+		if start+snapChunk >= n {
+			return
+		}
+	}
+}
+
 // Len returns how many bindings there are.
 func (h *Handler) Len() int {
 	h.mu.Lock()

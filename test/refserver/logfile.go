@@ -108,11 +108,36 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// stBinding is a binding as replayed: its expiry and its codecV1 bytes.
+// stBinding is a binding as replayed: its expiry and where its codecV1
+// bytes are in the logState's arena.
 type stBinding struct {
 	exp int64
-	rec []byte
+	rec recRef
 }
+
+// recArena holds record bytes in blocks of 1 MiB and hands out their
+// positions, not slices: a map of a million replayed bindings then holds
+// no pointers, and the garbage collector does not scan it while a
+// compaction runs beside the server.
+type recArena struct{ blocks [][]byte }
+
+// recRef is where a record's bytes are in a recArena.
+type recRef struct{ blk, off, n uint32 }
+
+const arenaBlock = 1 << 20
+
+func (a *recArena) add(p []byte) recRef {
+	k := len(a.blocks) - 1
+	if k < 0 || len(a.blocks[k])+len(p) > cap(a.blocks[k]) {
+		a.blocks = append(a.blocks, make([]byte, 0, max(arenaBlock, len(p))))
+		k++
+	}
+	off := len(a.blocks[k])
+	a.blocks[k] = append(a.blocks[k], p...)
+	return recRef{blk: uint32(k), off: uint32(off), n: uint32(len(p))}
+}
+
+func (a *recArena) get(r recRef) []byte { return a.blocks[r.blk][r.off : r.off+r.n : r.off+r.n] }
 
 // histEntry is one history record in memory: its sequence, time and codecV1 bytes.
 type histEntry struct {
@@ -183,8 +208,31 @@ type logState struct {
 	duid     []byte
 	seq      uint64 // the last history sequence number
 	bindings map[[16]byte]stBinding
+	arena    recArena // the bindings' bytes
 	hist     histRing
 	ret      retention
+}
+
+// snapContent is what a snapshot holds: the server DUID, the last history
+// sequence number, the bindings (address, expiry, codec bytes valid during
+// the call) and the history records.
+type snapContent struct {
+	duid     []byte
+	seq      uint64
+	bindings func(yield func(addr [16]byte, exp int64, rec []byte) bool)
+	history  []histEntry
+}
+
+// content is st as a snapshot's content.
+func (st *logState) content() snapContent {
+	return snapContent{duid: st.duid, seq: st.seq, history: st.hist.all(),
+		bindings: func(yield func([16]byte, int64, []byte) bool) {
+			for k, v := range st.bindings {
+				if !yield(k, v.exp, st.arena.get(v.rec)) {
+					return
+				}
+			}
+		}}
 }
 
 func newLogState(ret retention) *logState {
@@ -213,7 +261,7 @@ func (st *logState) apply(typ byte, p []byte) error {
 		if len(p) < 24 {
 			return fmt.Errorf("%w: binding record of %d bytes", errRecord, len(p))
 		}
-		st.bindings[[16]byte(p[:16])] = stBinding{exp: int64(binary.BigEndian.Uint64(p[16:24])), rec: bytes.Clone(p[24:])}
+		st.bindings[[16]byte(p[:16])] = stBinding{exp: int64(binary.BigEndian.Uint64(p[16:24])), rec: st.arena.add(p[24:])}
 	case recDelete:
 		if len(p) != 17 && len(p) != 25 {
 			return fmt.Errorf("%w: delete record of %d bytes", errRecord, len(p))

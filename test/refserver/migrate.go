@@ -49,7 +49,7 @@ func readBbolt(path string, ret retention) (*logState, error) {
 				if err != nil {
 					return fmt.Errorf("binding %x: %w", k, err)
 				}
-				st.bindings[b.Addr.As16()] = stBinding{exp: unixNano(b.Expires), rec: appendBinding(nil, &b)}
+				st.bindings[b.Addr.As16()] = stBinding{exp: unixNano(b.Expires), rec: st.arena.add(appendBinding(nil, &b))}
 				return nil
 			})
 			if err != nil {
@@ -92,7 +92,7 @@ func migrateBbolt(path string, ret retention, log *slog.Logger) error {
 	if err := os.Link(path, old); err != nil {
 		return fmt.Errorf("migrate bbolt database %s: keep the old file: %w", path, err)
 	}
-	if _, err := writeSnapshot(path, 0, st, 0); err != nil {
+	if _, err := writeSnapshot(path, 0, st.content(), nil); err != nil {
 		return fmt.Errorf("migrate bbolt database %s: %w", path, err)
 	}
 	log.Warn("database: migrated the bbolt database to the write-ahead log format; the old file is kept",

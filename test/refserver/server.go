@@ -243,6 +243,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("drop expired bindings: %w", err)
 		}
 	}
+	// Compactions take the bindings from memory from now on.
+	st.setSource(h.snapshotBindings)
+
 	s.h.Store(h)
 
 	pc, err := s.listen()

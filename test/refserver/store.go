@@ -79,8 +79,14 @@ type store struct {
 	makerWG  sync.WaitGroup
 
 	compacting atomic.Bool
-	compactWG  sync.WaitGroup
-	snapSize   atomic.Int64
+	// snapGen is the generation the snapshot holds: set at open, then by
+	// each compaction (one at a time).
+	snapGen uint64
+	// source gives the bindings in memory for a compaction (Handler's
+	// snapshotBindings); without it a compaction replays the files.
+	source    atomic.Pointer[bindingSource]
+	compactWG sync.WaitGroup
+	snapSize  atomic.Int64
 
 	// The history in memory: hist under hmu; the writer adds a commit's
 	// records to pending (under pmu, never held long) and moves them into
@@ -91,7 +97,7 @@ type store struct {
 	pending []histEntry
 	arena   []byte // writer-owned: the pending records' bytes
 
-	loaded map[[16]byte]stBinding // from startup until load
+	loaded *logState // its bindings, from startup until load
 }
 
 type spareSegment struct {
@@ -141,10 +147,11 @@ func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.duid, s.seq, s.hist, s.loaded = r.st.duid, r.st.seq, r.st.hist, r.st.bindings
+	s.duid, s.seq, s.hist, s.loaded = r.st.duid, r.st.seq, r.st.hist, r.st
 	s.hist.reserve(ret)
 	s.snapSize.Store(r.snapSize)
 	s.gen = max(r.snapGen, r.lastGen) + 1
+	s.snapGen = r.snapGen
 	seg := makeSegment(s.segName(s.gen), s.gen, 0)
 	if seg.err != nil {
 		return nil, seg.err
@@ -156,7 +163,7 @@ func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
 	s.makeNext <- s.gen + 1
 	if r.lastGen > r.snapGen {
 		// Fold what the last run logged into a snapshot.
-		s.startCompaction(r.lastGen)
+		s.startCompaction(r.lastGen, s.seq)
 	}
 	ok = true
 	return s, nil
@@ -167,7 +174,7 @@ func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
 func (s *store) prepare() error {
 	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		_, err := writeSnapshot(s.path, 0, newLogState(s.ret), 0)
+		_, err := writeSnapshot(s.path, 0, newLogState(s.ret).content(), nil)
 		return err
 	}
 	if err != nil {
@@ -442,9 +449,12 @@ func (s *store) serverDUID(gen func() []byte) ([]byte, error) {
 
 // load returns the bindings replayed at open (once).
 func (s *store) load() ([]Binding, error) {
-	bs := make([]Binding, 0, len(s.loaded))
-	for k, v := range s.loaded {
-		b, err := decodeBinding(v.rec)
+	if s.loaded == nil {
+		return nil, nil
+	}
+	bs := make([]Binding, 0, len(s.loaded.bindings))
+	for k, v := range s.loaded.bindings {
+		b, err := decodeBinding(s.loaded.arena.get(v.rec))
 		if err != nil {
 			return nil, fmt.Errorf("load binding %s: %w", netip.AddrFrom16(k), err)
 		}
@@ -597,7 +607,7 @@ func (s *store) rotate() error {
 	s.closed += s.off
 	s.f, s.gen, s.off = sp.f, sp.gen, headerLen
 	s.makeNext <- s.gen + 1
-	if s.closed >= max(compactAt, s.snapSize.Load()) && s.startCompaction(full) {
+	if s.closed >= max(compactAt, s.snapSize.Load()) && s.startCompaction(full, s.seq) {
 		s.closed = 0
 	}
 	return nil
@@ -605,7 +615,8 @@ func (s *store) rotate() error {
 
 // startCompaction writes a snapshot holding the segments up to gen, in the
 // background, unless one is being written.
-func (s *store) startCompaction(gen uint64) bool {
+// seq is the last history record in those segments.
+func (s *store) startCompaction(gen, seq uint64) bool {
 	if !s.compacting.CompareAndSwap(false, true) {
 		return false
 	}
@@ -614,65 +625,131 @@ func (s *store) startCompaction(gen uint64) bool {
 		defer s.compactWG.Done()
 		defer s.compacting.Store(false)
 		t0 := time.Now()
-		size, err := s.compact(gen)
+		var size int64
+		var err error
+		if src := s.source.Load(); src != nil {
+			size, err = s.compactMemory(gen, seq, *src)
+		} else {
+			size, err = s.compact(gen)
+		}
 		if err != nil {
 			s.log.Warn("database: compaction failed (the log segments stay and are replayed)", "err", err)
 			return
 		}
 		s.snapSize.Store(size)
-		s.log.Debug("database: compacted", "generation", gen, "bytes", size, "took", time.Since(t0))
+		s.log.Info("database: compacted", "generation", gen, "bytes", size, "took", time.Since(t0))
 	}()
 	return true
+}
+
+// bindingSource yields the bindings as snapshot records (Handler.snapshotBindings).
+type bindingSource func(yield func(addr [16]byte, exp int64, rec []byte) bool)
+
+// setSource has compactions take the bindings from src, in memory, instead
+// of replaying the files.
+func (s *store) setSource(src bindingSource) { s.source.Store(&src) }
+
+// compactMemory writes a snapshot of generation gen from memory: the
+// bindings as src gives them now, and the history records up to seq; then
+// it removes the segments up to gen. Nothing is read back from the disk
+// and nothing is parsed, so it costs a fraction of compact (on the test
+// VM, 600,000 bindings: compact 2.3 s and 200 MB of heap beside a server
+// whose p99 went from 3 ms to 12 ms while it ran).
+//
+// The bindings are not a point-in-time view, and need not be: the
+// snapshot stands for the segments up to gen, and replay applies the
+// later segments on top of it, record by record. Every change committed
+// to those segments was made in memory before it was queued, so before
+// the writer moved past gen and so before this runs: each binding src
+// gives is as new as gen or newer. A newer state (a change after gen) is
+// either committed later, in a segment replay applies after the snapshot
+// (binding records carry the whole state, and deletions of an expiry
+// check the expiry, so applying them again is harmless), or never
+// committed and never acknowledged: its client is still retransmitting
+// that very change. So an acknowledged binding is never lost by
+// compaction; at worst a crash keeps a change its client had not yet
+// been told about.
+func (s *store) compactMemory(gen, seq uint64, src bindingSource) (int64, error) {
+	s.hmu.Lock()
+	s.absorb()
+	var hist []histEntry
+	for _, h := range s.hist.all() {
+		if h.seq <= seq {
+			hist = append(hist, h)
+		}
+	}
+	s.hmu.Unlock()
+	pace := &cpuPacer{work: time.Millisecond, pause: 3 * time.Millisecond, start: time.Now()}
+	size, err := writeSnapshot(s.path, gen, snapContent{duid: s.duid, seq: seq, bindings: src, history: hist}, pace)
+	if err != nil {
+		return 0, err
+	}
+	s.removeSegments(s.snapGen, gen)
+	s.snapGen = gen
+	return size, nil
+}
+
+// removeSegments removes the log segments after from up to to, now in a snapshot.
+func (s *store) removeSegments(from, to uint64) {
+	for g := from + 1; g <= to; g++ {
+		if err := os.Remove(s.segName(g)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("database: remove compacted log segment", "err", err)
+		}
+	}
 }
 
 // compact replays the snapshot and the segments up to gen, writes them as
 // the new snapshot, and removes those segments.
 func (s *store) compact(gen uint64) (int64, error) {
 	r := replayed{st: newLogState(s.ret)}
-	data, err := os.ReadFile(s.path)
+	// A quarter of a core at most: the readers and the writer come first.
+	pace := &cpuPacer{work: time.Millisecond, pause: 3 * time.Millisecond, start: time.Now()}
+	apply := func(typ byte, p []byte) error {
+		pace.tick()
+		return r.st.apply(typ, p)
+	}
+	// The files are mapped, not read into the heap: reading tens of MB
+	// would grow the heap by as much (faulting in and zeroing fresh pages,
+	// then a collection) while the server runs beside.
+	err := withMapped(s.path, func(data []byte) error {
+		var err error
+		if _, r.snapGen, err = parseHeader(data); err != nil {
+			return err
+		}
+		_, err = parseRecords(data[headerLen:], apply)
+		return err
+	})
 	if err != nil {
-		return 0, fmt.Errorf("read snapshot: %w", err)
-	}
-	if _, r.snapGen, err = parseHeader(data); err != nil {
 		return 0, fmt.Errorf("snapshot %s: %w", s.path, err)
 	}
-	if _, err := parseRecords(data[headerLen:], r.st.apply); err != nil {
-		return 0, fmt.Errorf("snapshot %s: %w", s.path, err)
-	}
-	data = nil
 	for g := r.snapGen + 1; g <= gen; g++ {
-		data, err := os.ReadFile(s.segName(g))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("read log segment: %w", err)
-		}
-		if len(data) < headerLen {
-			continue
-		}
-		if _, err := parseRecords(data[headerLen:], r.st.apply); err != nil && !errors.Is(err, errTorn) {
+		err := withMapped(s.segName(g), func(data []byte) error {
+			if len(data) < headerLen {
+				return nil
+			}
+			_, err := parseRecords(data[headerLen:], apply)
+			return err
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errTorn) {
 			return 0, fmt.Errorf("log segment %s: %w", s.segName(g), err)
 		}
 	}
-	size, err := writeSnapshot(s.path, gen, r.st, segPace)
+	size, err := writeSnapshot(s.path, gen, r.st.content(), pace)
 	if err != nil {
 		return 0, err
 	}
-	for g := r.snapGen + 1; g <= gen; g++ {
-		if err := os.Remove(s.segName(g)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn("database: remove compacted log segment", "err", err)
-		}
-	}
+	s.removeSegments(r.snapGen, gen)
+	s.snapGen = gen
 	return size, nil
 }
 
 // writeSnapshot writes st as the snapshot of generation gen: beside path,
 // synced, renamed over it, directory synced. It returns the file's size.
-// With pace > 0 (a compaction while the server runs) it writes the file out
-// segChunk at a time with a pause after each, like a spare segment, so that
-// the commits' fdatasyncs never queue behind the whole snapshot.
-func writeSnapshot(path string, gen uint64, st *logState, pace time.Duration) (int64, error) {
+// With pace (a compaction while the server runs) it keeps to pace's share
+// of a core and writes the file out segChunk at a time with a pause after
+// each, like a spare segment, so that the commits' fdatasyncs never queue
+// behind the whole snapshot.
+func writeSnapshot(path string, gen uint64, c snapContent, pace *cpuPacer) (int64, error) {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
@@ -681,16 +758,17 @@ func writeSnapshot(path string, gen uint64, st *logState, pace time.Duration) (i
 	defer os.Remove(tmp) // after a failure; gone by rename otherwise
 	defer f.Close()
 	var w *bufio.Writer
-	if pace > 0 {
-		w = bufio.NewWriterSize(&pacedWriter{f: f, pace: pace}, segChunk)
+	if pace != nil {
+		w = bufio.NewWriterSize(&pacedWriter{f: f, pace: segPace}, segChunk)
 	} else {
 		w = bufio.NewWriterSize(f, 1<<20)
+		pace = &cpuPacer{} // never pauses
 	}
 	b := appendHeader(make([]byte, 0, 4096), kindSnapshot, gen)
-	if len(st.duid) > 0 {
-		b = appendMeta(b, "server-duid", st.duid)
+	if len(c.duid) > 0 {
+		b = appendMeta(b, "server-duid", c.duid)
 	}
-	b = appendMeta(b, "seq", binary.BigEndian.AppendUint64(nil, st.seq))
+	b = appendMeta(b, "seq", binary.BigEndian.AppendUint64(nil, c.seq))
 	size := int64(0)
 	flush := func() {
 		if len(b) >= 64<<10 {
@@ -699,13 +777,16 @@ func writeSnapshot(path string, gen uint64, st *logState, pace time.Duration) (i
 			b = b[:0]
 		}
 	}
-	for k, v := range st.bindings {
-		b = appendBindingRec(b, k, v.exp, v.rec)
+	c.bindings(func(k [16]byte, exp int64, rec []byte) bool {
+		b = appendBindingRec(b, k, exp, rec)
 		flush()
-	}
-	for _, h := range st.hist.all() {
+		pace.tick()
+		return true
+	})
+	for _, h := range c.history {
 		b = appendHistoryRec(b, h.seq, h.t, h.rec)
 		flush()
+		pace.tick()
 	}
 	n, _ := w.Write(b)
 	size += int64(n)
@@ -719,6 +800,47 @@ func writeSnapshot(path string, gen uint64, st *logState, pace time.Duration) (i
 		return 0, fmt.Errorf("install snapshot: %w", err)
 	}
 	return size, syncDir(filepath.Dir(path))
+}
+
+// withMapped calls fn with the contents of the file name, mapped read-only
+// (valid only during the call).
+func withMapped(name string, fn func([]byte) error) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() == 0 {
+		return fn(nil)
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map %s: %w", name, err)
+	}
+	defer unix.Munmap(data)
+	_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	return fn(data)
+}
+
+// cpuPacer keeps a background loop to a share of a core: tick is called
+// per item, and after each stretch of work as long as work it sleeps for
+// pause.
+type cpuPacer struct {
+	work, pause time.Duration
+	start       time.Time
+	n           int
+}
+
+func (p *cpuPacer) tick() {
+	if p.n++; p.pause == 0 || p.n%256 != 0 || time.Since(p.start) < p.work {
+		return
+	}
+	time.Sleep(p.pause)
+	p.start = time.Now()
 }
 
 // pacedWriter writes to f and, with pace > 0, has each write written out

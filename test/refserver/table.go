@@ -132,9 +132,17 @@ func (t *table) sameDUID(r uint32, duid []byte) bool {
 
 // get returns slot r as a Binding of its own (nothing shared with the table).
 func (t *table) get(r uint32) Binding {
+	b := t.view(r)
+	b.DUID, b.LinkLayer = bytes.Clone(b.DUID), bytes.Clone(b.LinkLayer)
+	return b
+}
+
+// view returns slot r as a Binding whose DUID and link-layer address alias
+// the table: valid until the table changes.
+func (t *table) view(r uint32) Binding {
 	s := t.slot(r)
 	b := Binding{
-		DUID: bytes.Clone(t.duidBytes(s.duid)), Addr: netip.AddrFrom16(s.addr), Iface: t.names[s.iface],
+		DUID: t.duidBytes(s.duid), Addr: netip.AddrFrom16(s.addr), Iface: t.names[s.iface],
 		First: fromUnixNano(s.first), Last: fromUnixNano(s.last), Expires: fromUnixNano(s.expires),
 		Preferred: time.Duration(s.preferred), Valid: time.Duration(s.valid),
 	}
@@ -142,13 +150,13 @@ func (t *table) get(r uint32) Binding {
 		b.LinkAddr = netip.AddrFrom16(s.linkAddr)
 	}
 	if s.llLen > 0 {
-		b.LinkLayer = bytes.Clone(s.ll[:s.llLen])
+		b.LinkLayer = s.ll[:s.llLen]
 	}
 	if s.flags&slotHasExt != 0 {
 		e := t.ext[r]
 		b.FQDN = e.fqdn
 		if e.ll != nil {
-			b.LinkLayer = bytes.Clone(e.ll)
+			b.LinkLayer = e.ll
 		}
 	}
 	return b
