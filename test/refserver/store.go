@@ -79,6 +79,8 @@ type store struct {
 	makerWG  sync.WaitGroup
 
 	compacting atomic.Bool
+	urgent     atomic.Bool // the writer waits for the spare segment
+	stopping   atomic.Bool // close: the maker gives up the segment it makes
 	// snapGen is the generation the snapshot holds: set at open, then by
 	// each compaction (one at a time).
 	snapGen uint64
@@ -152,7 +154,7 @@ func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
 	s.snapSize.Store(r.snapSize)
 	s.gen = max(r.snapGen, r.lastGen) + 1
 	s.snapGen = r.snapGen
-	seg := makeSegment(s.segName(s.gen), s.gen, 0)
+	seg := makeSegment(s.segName(s.gen), s.gen, 0, nil, nil)
 	if seg.err != nil {
 		return nil, seg.err
 	}
@@ -348,7 +350,7 @@ func globEscape(p string) string {
 
 // makeSegment creates a log segment: header, zeros to walSize, synced
 // with its directory entry.
-func makeSegment(name string, gen uint64, pace time.Duration) spareSegment {
+func makeSegment(name string, gen uint64, pace time.Duration, urgent, stop *atomic.Bool) spareSegment {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return spareSegment{err: fmt.Errorf("create log segment: %w", err)}
@@ -360,10 +362,14 @@ func makeSegment(name string, gen uint64, pace time.Duration) spareSegment {
 	// Paced, the zeros are written out a chunk at a time, not 32 MB at
 	// once by the closing sync: the commits' fdatasyncs wait behind a
 	// chunk, never behind the whole segment.
-	w := &pacedWriter{f: f, pace: pace}
+	w := &pacedWriter{f: f, pace: pace, urgent: urgent}
 	zeros := make([]byte, chunk)
 	copy(zeros, appendHeader(nil, kindWAL, gen))
 	for off := int64(0); off < walSize && err == nil; off += int64(len(zeros)) {
+		if stop != nil && stop.Load() {
+			err = errors.New("the server is stopping")
+			break
+		}
 		_, err = w.Write(zeros[:min(int64(len(zeros)), walSize-off)])
 		clear(zeros[:headerLen])
 	}
@@ -381,21 +387,25 @@ func makeSegment(name string, gen uint64, pace time.Duration) spareSegment {
 	return spareSegment{f: f, gen: gen}
 }
 
-// segChunk and segPace are how the maker writes a spare segment while the
-// server runs: 256 KiB at a time, written out and followed by a pause, so
-// the segment takes about 0.3 s to make (a 32 MB segment lasts 2.7 s at
-// 48,000 registrations a second) and a commit's fdatasync queues behind
-// one chunk, not behind 32 MB (20-40 ms on the test VM).
+// segChunk and segPace are how the server writes in the background (a
+// spare segment, a compaction's snapshot): 128 KiB at a time, each written
+// out (sync_file_range) and followed by a pause, about 16 MB/s. A commit's
+// fdatasync is a cache flush that waits for everything written before it:
+// behind 32 MB of zeros written at once it took 20-40 ms on the test VM,
+// behind one chunk it takes a fraction of a millisecond more. A segment
+// then takes 2 s to make (it lasts 2.7 s at 48,000 registrations a second);
+// when the writer needs the spare before it is done, the maker stops
+// pausing (store.urgent).
 const (
-	segChunk = 256 << 10
-	segPace  = 2 * time.Millisecond
+	segChunk = 128 << 10
+	segPace  = 8 * time.Millisecond
 )
 
 // maker makes the next segment whenever the writer takes the spare.
 func (s *store) maker() {
 	defer s.makerWG.Done()
 	for gen := range s.makeNext {
-		s.spare <- makeSegment(s.segName(gen), gen, segPace)
+		s.spare <- makeSegment(s.segName(gen), gen, segPace, &s.urgent, &s.stopping)
 	}
 }
 
@@ -412,6 +422,7 @@ func syncDir(dir string) error {
 }
 
 func (s *store) close() error {
+	s.stopping.Store(true)
 	s.compactWG.Wait()
 	var err error
 	if s.makeNext != nil {
@@ -592,10 +603,18 @@ func fdatasync(f *os.File) error {
 // rotate switches to the spare segment and, when enough is logged, folds
 // the full segments into a new snapshot in the background.
 func (s *store) rotate() error {
-	sp := <-s.spare
+	var sp spareSegment
+	select {
+	case sp = <-s.spare:
+	default:
+		// Not made yet: the maker stops pausing until it is.
+		s.urgent.Store(true)
+		sp = <-s.spare
+		s.urgent.Store(false)
+	}
 	if sp.err != nil {
 		// Try again now, on this goroutine.
-		if sp = makeSegment(s.segName(sp.gen), sp.gen, 0); sp.err != nil {
+		if sp = makeSegment(s.segName(sp.gen), sp.gen, 0, nil, nil); sp.err != nil {
 			s.spare <- sp
 			return sp.err
 		}
@@ -679,7 +698,7 @@ func (s *store) compactMemory(gen, seq uint64, src bindingSource) (int64, error)
 		}
 	}
 	s.hmu.Unlock()
-	pace := &cpuPacer{work: time.Millisecond, pause: 3 * time.Millisecond, start: time.Now()}
+	pace := s.backgroundPacer()
 	size, err := writeSnapshot(s.path, gen, snapContent{duid: s.duid, seq: seq, bindings: src, history: hist}, pace)
 	if err != nil {
 		return 0, err
@@ -703,7 +722,7 @@ func (s *store) removeSegments(from, to uint64) {
 func (s *store) compact(gen uint64) (int64, error) {
 	r := replayed{st: newLogState(s.ret)}
 	// A quarter of a core at most: the readers and the writer come first.
-	pace := &cpuPacer{work: time.Millisecond, pause: 3 * time.Millisecond, start: time.Now()}
+	pace := s.backgroundPacer()
 	apply := func(typ byte, p []byte) error {
 		pace.tick()
 		return r.st.apply(typ, p)
@@ -759,7 +778,7 @@ func writeSnapshot(path string, gen uint64, c snapContent, pace *cpuPacer) (int6
 	defer f.Close()
 	var w *bufio.Writer
 	if pace != nil {
-		w = bufio.NewWriterSize(&pacedWriter{f: f, pace: segPace}, segChunk)
+		w = bufio.NewWriterSize(&pacedWriter{f: f, pace: segPace, urgent: pace.urgent}, segChunk)
 	} else {
 		w = bufio.NewWriterSize(f, 1<<20)
 		pace = &cpuPacer{} // never pauses
@@ -826,17 +845,24 @@ func withMapped(name string, fn func([]byte) error) error {
 	return fn(data)
 }
 
+// backgroundPacer keeps a compaction to a quarter of a core, until the
+// store closes.
+func (s *store) backgroundPacer() *cpuPacer {
+	return &cpuPacer{work: time.Millisecond, pause: 3 * time.Millisecond, start: time.Now(), urgent: &s.stopping}
+}
+
 // cpuPacer keeps a background loop to a share of a core: tick is called
 // per item, and after each stretch of work as long as work it sleeps for
-// pause.
+// pause, unless urgent.
 type cpuPacer struct {
 	work, pause time.Duration
 	start       time.Time
 	n           int
+	urgent      *atomic.Bool // nil: never
 }
 
 func (p *cpuPacer) tick() {
-	if p.n++; p.pause == 0 || p.n%256 != 0 || time.Since(p.start) < p.work {
+	if p.n++; p.pause == 0 || p.n%256 != 0 || time.Since(p.start) < p.work || (p.urgent != nil && p.urgent.Load()) {
 		return
 	}
 	time.Sleep(p.pause)
@@ -844,11 +870,12 @@ func (p *cpuPacer) tick() {
 }
 
 // pacedWriter writes to f and, with pace > 0, has each write written out
-// to the disk (sync_file_range) before a pause of pace.
+// to the disk (sync_file_range) before a pause of pace, unless urgent.
 type pacedWriter struct {
-	f    *os.File
-	off  int64
-	pace time.Duration
+	f      *os.File
+	off    int64
+	pace   time.Duration
+	urgent *atomic.Bool // nil: never
 }
 
 func (p *pacedWriter) Write(b []byte) (int, error) {
@@ -859,7 +886,9 @@ func (p *pacedWriter) Write(b []byte) (int, error) {
 	err = unix.SyncFileRange(int(p.f.Fd()), p.off, int64(n),
 		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 	p.off += int64(n)
-	time.Sleep(p.pace)
+	if p.urgent == nil || !p.urgent.Load() {
+		time.Sleep(p.pace)
+	}
 	return n, err
 }
 
