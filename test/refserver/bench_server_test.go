@@ -126,7 +126,7 @@ func BenchmarkServerRelay(b *testing.B) {
 				})
 			}
 			if server == "refserver" {
-				b.Logf("server counters at the end:\n%s", lastLines(p.Output(), 40))
+				b.Logf("server counters at the end:\n%s", lastLines(p.Output(), 3))
 			}
 		})
 	}

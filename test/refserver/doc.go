@@ -49,9 +49,13 @@
 //     DBPath.wal.N (made ahead, zero-filled and synced, so an append never
 //     changes a file's size and its fdatasync writes data only), and
 //     DBPath.lock (flock: one server per database). When the full segments
-//     outgrow the snapshot (at least 64 MB), a background goroutine folds
-//     them into a new snapshot (written beside, synced, renamed, directory
-//     synced) and removes them. At startup a torn record at the end of a
+//     outgrow the snapshot (at least 64 MB), a background goroutine writes
+//     a new snapshot from memory (the bindings as they are, the history up
+//     to the last full segment; store.go's compactMemory says why that is
+//     safe), written beside, synced, renamed, directory synced, and removes
+//     the segments. Background writes (spare segments, snapshots) keep to
+//     about 16 MB/s and a quarter of a core, since each commit's fdatasync
+//     flushes whatever was written before it. At startup a torn record at the end of a
 //     segment (a crash during a commit that was never acknowledged) is cut
 //     off with a warning; any other damage stops the server with an error
 //     naming the file. A bbolt database of an older server at DBPath is

@@ -52,9 +52,11 @@ type HistoryRecord struct {
 // goroutine (the server's writer) appends each group of events as records
 // with one write and one fdatasync; segments are made ahead of use, filled
 // with zeros and synced, so an append never changes the file's size and
-// its fdatasync flushes data only. Full segments are folded into a new
-// snapshot in the background (written beside, synced, renamed, directory
-// synced), after which they are removed. The history is kept in memory as
+// its fdatasync flushes data only. Once full segments outgrow the
+// snapshot, a new snapshot is written in the background (from the bindings
+// in memory when the server has set a source, else by replaying the files;
+// written beside, synced, renamed, directory synced), after which they are
+// removed. The history is kept in memory as
 // well, for queries that never touch the disk.
 type store struct {
 	path string
