@@ -216,13 +216,7 @@ func (t *table) all(yield func(uint32) bool) {
 
 // insert adds b, whose address the table must not hold, and returns its slot.
 func (t *table) insert(b *Binding) uint32 {
-	var r uint32
-	if n := len(t.free); n > 0 {
-		r, t.free = t.free[n-1], t.free[:n-1]
-	} else {
-		t.slots.grow()
-		r = uint32(t.slots.n)
-	}
+	r := t.slots.take(&t.free)
 	s := t.slot(r)
 	*s = slot{addr: b.Addr.As16(), flags: slotUsed}
 	t.fill(r, s, b)
@@ -285,13 +279,7 @@ func (t *table) addDUID(duid []byte) uint32 {
 	if d := t.findDUID(duid); d != 0 {
 		return d
 	}
-	var d uint32
-	if n := len(t.freeD); n > 0 {
-		d, t.freeD = t.freeD[n-1], t.freeD[:n-1]
-	} else {
-		t.duids.grow()
-		d = uint32(t.duids.n)
-	}
+	d := t.duids.take(&t.freeD)
 	h := t.hash(t.seed, duid)
 	rec := t.duids.at(int(d - 1))
 	*rec = duidRec{n: uint8(len(duid)), hash: h, next: t.byDUID[h]}
@@ -371,6 +359,18 @@ func (c *chunked[T]) grow() {
 		c.chunks = append(c.chunks, make([]T, chunkLen))
 	}
 	c.n++
+}
+
+// take returns the ref (index + 1) of a free element: the last one freed,
+// else a new one at the end.
+func (c *chunked[T]) take(free *[]uint32) uint32 {
+	if n := len(*free); n > 0 {
+		r := (*free)[n-1]
+		*free = (*free)[:n-1]
+		return r
+	}
+	c.grow()
+	return uint32(c.n)
 }
 
 // truncate keeps the first n elements, and frees the chunks beyond them
