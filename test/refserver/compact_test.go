@@ -23,7 +23,9 @@ func TestCompactFromMemory(t *testing.T) {
 	st.setSource(h.snapshotBindings)
 	now := time.Unix(1_700_000_000, 0)
 	committed := map[netip.Addr]Binding{}
-	addr := func(i int) netip.Addr { return netip.AddrFrom16([16]byte{0x20, 0x01, 0xd, 0xb8, 14: byte(i >> 8), 15: byte(i)}) }
+	addr := func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0xd, 0xb8, 14: byte(i >> 8), 15: byte(i)})
+	}
 	mk := func(i, client int) Binding {
 		return Binding{DUID: []byte(fmt.Sprintf("client-%d", client)), Addr: addr(i), Iface: "eth0",
 			LinkAddr: netip.MustParseAddr("2001:db8:2::1"), First: now, Last: now, Expires: now.Add(time.Hour),
