@@ -55,6 +55,10 @@ type Config struct {
 	// the server falls behind, it sheds the oldest work first and keeps the
 	// latency of what it answers bounded. 0: DefaultMaxWait; negative: no limit.
 	MaxWait time.Duration
+	// SegmentMB is the size of a write-ahead log segment in MiB; a snapshot
+	// is written once two full segments (or the last snapshot's size) are
+	// logged. 0: 32.
+	SegmentMB int
 	// Readers is how many goroutines read and handle datagrams (recvmmsg
 	// batches), all feeding the one group-commit writer. 0: one per CPU, at most 4.
 	Readers int

@@ -214,7 +214,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.cancelRun = cancel
-	st, err := openStore(s.cfg.DBPath, retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}, s.log)
+	segSize := walSize
+	if s.cfg.SegmentMB > 0 {
+		segSize = int64(s.cfg.SegmentMB) << 20
+	}
+	st, err := openStoreSize(s.cfg.DBPath, retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}, s.log, segSize)
 	if err != nil {
 		return err
 	}

@@ -80,6 +80,7 @@ type store struct {
 	makeNext chan uint64
 	makerWG  sync.WaitGroup
 
+	segSize    int64 // a log segment's size (walSize unless configured)
 	compacting atomic.Bool
 	urgent     atomic.Bool // the writer waits for the spare segment
 	stopping   atomic.Bool // close: the maker gives up the segment it makes
@@ -110,15 +111,12 @@ type spareSegment struct {
 	err error
 }
 
-// walSize is the size of a log segment; a group of records larger than
-// what is left in one starts a new one (and a larger one still is written
-// past the zeros). compactAt is how many bytes of full segments make a new
-// snapshot worth writing, at least: also at least the last snapshot's size,
-// so compaction costs O(1) per record.
-var (
-	walSize   int64 = 32 << 20
-	compactAt int64 = 64 << 20
-)
+// walSize is the default size of a log segment (Config.SegmentMB); a
+// group of records larger than what is left in one starts a new one (and
+// a larger one still is written past the zeros). Two full segments make a
+// new snapshot worth writing, at least: also at least the last snapshot's
+// size, so compaction costs O(1) per record.
+var walSize int64 = 32 << 20
 
 func (s *store) segName(gen uint64) string { return fmt.Sprintf("%s.wal.%d", s.path, gen) }
 
@@ -127,6 +125,11 @@ func (s *store) segName(gen uint64) string { return fmt.Sprintf("%s.wal.%d", s.p
 // segment (a crash during a commit, never acknowledged) is cut off with a
 // warning. An old bbolt database at path is migrated (migrate.go).
 func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
+	return openStoreSize(path, ret, log, walSize)
+}
+
+// openStoreSize is openStore with log segments of segSize bytes.
+func openStoreSize(path string, ret retention, log *slog.Logger, segSize int64) (*store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -137,7 +140,7 @@ func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &store{path: path, log: log, ret: ret, lock: lock}
+	s := &store{path: path, log: log, ret: ret, lock: lock, segSize: segSize}
 	ok := false
 	defer func() {
 		if !ok {
@@ -156,7 +159,7 @@ func openStore(path string, ret retention, log *slog.Logger) (*store, error) {
 	s.snapSize.Store(r.snapSize)
 	s.gen = max(r.snapGen, r.lastGen) + 1
 	s.snapGen = r.snapGen
-	seg := makeSegment(s.segName(s.gen), s.gen, 0, nil, nil)
+	seg := makeSegment(s.segName(s.gen), s.gen, s.segSize, 0, nil, nil)
 	if seg.err != nil {
 		return nil, seg.err
 	}
@@ -352,7 +355,7 @@ func globEscape(p string) string {
 
 // makeSegment creates a log segment: header, zeros to walSize, synced
 // with its directory entry.
-func makeSegment(name string, gen uint64, pace time.Duration, urgent, stop *atomic.Bool) spareSegment {
+func makeSegment(name string, gen uint64, size int64, pace time.Duration, urgent, stop *atomic.Bool) spareSegment {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return spareSegment{err: fmt.Errorf("create log segment: %w", err)}
@@ -367,12 +370,12 @@ func makeSegment(name string, gen uint64, pace time.Duration, urgent, stop *atom
 	w := &pacedWriter{f: f, pace: pace, urgent: urgent}
 	zeros := make([]byte, chunk)
 	copy(zeros, appendHeader(nil, kindWAL, gen))
-	for off := int64(0); off < walSize && err == nil; off += int64(len(zeros)) {
+	for off := int64(0); off < size && err == nil; off += int64(len(zeros)) {
 		if stop != nil && stop.Load() {
 			err = errors.New("the server is stopping")
 			break
 		}
-		_, err = w.Write(zeros[:min(int64(len(zeros)), walSize-off)])
+		_, err = w.Write(zeros[:min(int64(len(zeros)), size-off)])
 		clear(zeros[:headerLen])
 	}
 	if err == nil {
@@ -407,7 +410,7 @@ const (
 func (s *store) maker() {
 	defer s.makerWG.Done()
 	for gen := range s.makeNext {
-		s.spare <- makeSegment(s.segName(gen), gen, segPace, &s.urgent, &s.stopping)
+		s.spare <- makeSegment(s.segName(gen), gen, s.segSize, segPace, &s.urgent, &s.stopping)
 	}
 }
 
@@ -554,7 +557,7 @@ func (s *store) absorb() {
 // write appends records to the current segment (the next one when they do
 // not fit) and syncs them.
 func (s *store) write(b []byte) error {
-	if s.off+int64(len(b)) > walSize && s.off > headerLen && time.Now().After(s.retryRotate) {
+	if s.off+int64(len(b)) > s.segSize && s.off > headerLen && time.Now().After(s.retryRotate) {
 		if err := s.rotate(); err != nil {
 			s.retryRotate = time.Now().Add(10 * time.Second)
 			// Appending past the zeros works too, only its syncs
@@ -616,7 +619,7 @@ func (s *store) rotate() error {
 	}
 	if sp.err != nil {
 		// Try again now, on this goroutine.
-		if sp = makeSegment(s.segName(sp.gen), sp.gen, 0, nil, nil); sp.err != nil {
+		if sp = makeSegment(s.segName(sp.gen), sp.gen, s.segSize, 0, nil, nil); sp.err != nil {
 			s.spare <- sp
 			return sp.err
 		}
@@ -628,7 +631,7 @@ func (s *store) rotate() error {
 	s.closed += s.off
 	s.f, s.gen, s.off = sp.f, sp.gen, headerLen
 	s.makeNext <- s.gen + 1
-	if s.closed >= max(compactAt, s.snapSize.Load()) && s.startCompaction(full, s.seq) {
+	if s.closed >= max(2*s.segSize, s.snapSize.Load()) && s.startCompaction(full, s.seq) {
 		s.closed = 0
 	}
 	return nil

@@ -18,9 +18,9 @@ import (
 // smallSegments makes log segments and the compaction threshold small, so a
 // test rotates and compacts.
 func smallSegments(t testing.TB) {
-	ws, ca := walSize, compactAt
-	walSize, compactAt = 64<<10, 128<<10
-	t.Cleanup(func() { walSize, compactAt = ws, ca })
+	ws := walSize
+	walSize = 64 << 10
+	t.Cleanup(func() { walSize = ws })
 }
 
 func mustOpen(t testing.TB, path string, log *slog.Logger) *store {
