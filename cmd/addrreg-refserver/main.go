@@ -136,7 +136,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 		"most registrations waiting for their database commit; above it messages are dropped (counter \"overloaded\")")
 	maxWait := fs.Duration("max-wait", refserver.DefaultMaxWait,
 		"a message that waited longer than this in the socket's receive queue is dropped unhandled (counter \"overloaded\"); 0: no limit")
-	segmentMB := fs.Int("segment-mb", 32, "size of a database log segment in MiB (1-1024); a snapshot is written once two full segments, or the last snapshot's size, are logged")
+	segmentMB := fs.Int("segment-mb", refserver.DefaultSegmentMB, "size of a database log segment in MiB (1-1024); a snapshot is written once two full segments, or the last snapshot's size, are logged")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	noLog := fs.Bool("no-registration-log", false, "do not log each registration (rejects are still logged)")

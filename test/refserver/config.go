@@ -57,7 +57,7 @@ type Config struct {
 	MaxWait time.Duration
 	// SegmentMB is the size of a write-ahead log segment in MiB; a snapshot
 	// is written once two full segments (or the last snapshot's size) are
-	// logged. 0: 32.
+	// logged. 0: DefaultSegmentMB.
 	SegmentMB int
 	// Readers is how many goroutines read and handle datagrams (recvmmsg
 	// batches), all feeding the one group-commit writer. 0: one per CPU, at most 4.

@@ -116,7 +116,10 @@ type spareSegment struct {
 // a larger one still is written past the zeros). Two full segments make a
 // new snapshot worth writing, at least: also at least the last snapshot's
 // size, so compaction costs O(1) per record.
-var walSize int64 = 32 << 20
+var walSize int64 = DefaultSegmentMB << 20
+
+// DefaultSegmentMB is Config.SegmentMB's default.
+const DefaultSegmentMB = 32
 
 func (s *store) segName(gen uint64) string { return fmt.Sprintf("%s.wal.%d", s.path, gen) }
 
