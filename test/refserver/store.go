@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -697,14 +698,11 @@ func (s *store) setSource(src bindingSource) { s.source.Store(&src) }
 // compaction; at worst a crash keeps a change its client had not yet
 // been told about.
 func (s *store) compactMemory(gen, seq uint64, src bindingSource) (int64, error) {
+	// The ring is in sequence order; copied, as pruning moves its entries.
 	s.hmu.Lock()
 	s.absorb()
-	var hist []histEntry
-	for _, h := range s.hist.all() {
-		if h.seq <= seq {
-			hist = append(hist, h)
-		}
-	}
+	all := s.hist.all()
+	hist := slices.Clone(all[:sort.Search(len(all), func(i int) bool { return all[i].seq > seq })])
 	s.hmu.Unlock()
 	pace := s.backgroundPacer()
 	size, err := writeSnapshot(s.path, gen, snapContent{duid: s.duid, seq: seq, bindings: src, history: hist}, pace)
@@ -789,7 +787,6 @@ func writeSnapshot(path string, gen uint64, c snapContent, pace *cpuPacer) (int6
 		w = bufio.NewWriterSize(&pacedWriter{f: f, pace: segPace, urgent: pace.urgent}, segChunk)
 	} else {
 		w = bufio.NewWriterSize(f, 1<<20)
-		pace = &cpuPacer{} // never pauses
 	}
 	b := appendHeader(make([]byte, 0, 4096), kindSnapshot, gen)
 	if len(c.duid) > 0 {
@@ -861,7 +858,7 @@ func (s *store) backgroundPacer() *cpuPacer {
 
 // cpuPacer keeps a background loop to a share of a core: tick is called
 // per item, and after each stretch of work as long as work it sleeps for
-// pause, unless urgent.
+// pause, unless urgent. A nil one never pauses.
 type cpuPacer struct {
 	work, pause time.Duration
 	start       time.Time
@@ -870,6 +867,9 @@ type cpuPacer struct {
 }
 
 func (p *cpuPacer) tick() {
+	if p == nil {
+		return
+	}
 	if p.n++; p.pause == 0 || p.n%256 != 0 || time.Since(p.start) < p.work || (p.urgent != nil && p.urgent.Load()) {
 		return
 	}
