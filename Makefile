@@ -98,7 +98,7 @@ bench: ## run the benchmarks
 bench-server: ## refserver (and KEA=path, Kea 3.x) answered % and p50/p99 at fixed RATES (root)
 	@[ "$$(id -u)" = 0 ] || { echo "make bench-server needs root: it creates network namespaces" >&2; exit 1; }
 	set -o pipefail; ADDRREG_BENCH_RATES='$(RATES)' ADDRREG_BENCH_DURATION='$(BENCH_DURATION)' ADDRREG_KEA='$(KEA)' \
-		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkServerRelay$$' -benchtime 1x -timeout $(TEST_TIMEOUT) -v ./test/refserver/ \
+		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkServerRelay$$' -benchtime 1x -timeout $(TEST_TIMEOUT) -v ./internal/refserver/ \
 		| grep -vE '^(=== RUN|goos|goarch|pkg|cpu)'
 
 fuzz: ## run every fuzz target for FUZZTIME (default 2m) each

@@ -10,7 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/addrreg/addrreg/test/dhcp6test"
-	"github.com/addrreg/addrreg/test/refserver"
+	"github.com/addrreg/addrreg/internal/refserver"
 	"github.com/addrreg/addrreg/test/topo"
 )
 

@@ -38,7 +38,7 @@ import (
 
 	"github.com/addrreg/addrreg/internal/daemonlog"
 	"github.com/addrreg/addrreg/internal/metricserver"
-	"github.com/addrreg/addrreg/test/refserver"
+	"github.com/addrreg/addrreg/internal/refserver"
 )
 
 func main() {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/addrreg/addrreg/test/refserver"
+	"github.com/addrreg/addrreg/internal/refserver"
 )
 
 func TestBadFlags(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/addrreg/addrreg/internal/ctlsock"
 	"github.com/addrreg/addrreg/internal/metricserver"
-	"github.com/addrreg/addrreg/test/refserver"
+	"github.com/addrreg/addrreg/internal/refserver"
 )
 
 // opsFlags are the operator-facing endpoints beside the server.

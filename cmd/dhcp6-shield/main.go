@@ -28,7 +28,7 @@ import (
 
 	"github.com/addrreg/addrreg/internal/daemonlog"
 	"github.com/addrreg/addrreg/internal/metricserver"
-	"github.com/addrreg/addrreg/test/shield"
+	"github.com/addrreg/addrreg/internal/shield"
 )
 
 func main() {

@@ -5,7 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/addrreg/addrreg/internal/metricserver"
-	"github.com/addrreg/addrreg/test/shield"
+	"github.com/addrreg/addrreg/internal/shield"
 )
 
 // Per-port metrics, read from the switch's counters at scrape time.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/addrreg/addrreg/test/refserver"
+	"github.com/addrreg/addrreg/internal/refserver"
 	"github.com/addrreg/addrreg/test/topo"
 )
 

@@ -31,9 +31,9 @@
 //     IPv6 40); for UDP to port 547 the DHCPv6 msg-type byte must be present
 //     too in a first fragment. Other recognised upper layers need no bytes.
 //
-// Tests: `go test ./test/shield/` (the end-to-end tests need root and build
+// Tests: `go test ./internal/shield/` (the end-to-end tests need root and build
 // cmd/dhcp6-shield); `go test -run '^$' -fuzz FuzzClassify -fuzztime 5m
-// ./test/shield/`; `go test -run '^$' -bench . -benchtime=1x ./test/shield/`
+// ./internal/shield/`; `go test -run '^$' -bench . -benchtime=1x ./internal/shield/`
 // for the classifier and the forwarding throughput against a Linux bridge.
 package shield
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/scheduler"
-	"github.com/addrreg/addrreg/test/refserver"
+	"github.com/addrreg/addrreg/internal/refserver"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -53,7 +53,7 @@ func TestServerInProcess(t *testing.T) {
 		for {
 			buf := make([]byte, 1<<20)
 			buf = buf[:runtime.Stack(buf, true)]
-			if !bytes.Contains(buf, []byte("test/refserver.(*Server)")) {
+			if !bytes.Contains(buf, []byte("internal/refserver.(*Server)")) {
 				break
 			}
 			if time.Now().After(deadline) {
