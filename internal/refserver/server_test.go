@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/addrreg/addrreg/scheduler"
 	"github.com/addrreg/addrreg/internal/refserver"
+	"github.com/addrreg/addrreg/scheduler"
 	"github.com/addrreg/addrreg/test/topo"
 )
 

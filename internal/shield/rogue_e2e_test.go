@@ -22,8 +22,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 
-	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/internal/refserver"
+	"github.com/addrreg/addrreg/test/dhcp6test"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
