@@ -28,10 +28,15 @@ STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # every daemon's metrics endpoint. Packaging and its tests: debhelper & co.
 # build the .debs, go-md2man the man pages, lintian and systemd-analyze
 # (systemd, man-db) check them, file reads ELF headers; debootstrap, e2fsprogs
-# and zstd build the test image, QEMU boots it.
+# and zstd build the test image, QEMU boots it. dpkg-buildpackage insists on
+# build-essential (its implicit Build-Depends), a minimal system lacks it.
+# PostgreSQL is the reference server's shared database (the tests start
+# their own cluster); BIND 9 is the DNS server the DNS-update tests run, dig
+# asks it.
 DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus \
-              debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file \
-              debootstrap e2fsprogs zstd qemu-system-x86 qemu-utils
+              build-essential debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file \
+              debootstrap e2fsprogs zstd qemu-system-x86 qemu-utils \
+              postgresql bind9 bind9-dnsutils
 # make image: where the bookworm test image goes, and the package(s) it
 # installs (default: the addrregd package make deb just built).
 IMAGE_DIR  ?= build/image
@@ -64,6 +69,7 @@ deps: ## install the Debian packages the demo and tests need (apt-get, as root)
 	@-systemctl disable --now kea-dhcp6-server >/dev/null 2>&1 || true
 	@-systemctl disable --now isc-dhcp-relay >/dev/null 2>&1 || true
 	@-systemctl disable --now prometheus >/dev/null 2>&1 || true
+	@-systemctl disable --now postgresql named >/dev/null 2>&1 || true
 	@$(GO) version
 
 build: ## build the binaries into bin/
