@@ -49,7 +49,7 @@ RATES      ?= 20000,25000,30000,48000
 BENCH_DURATION ?= 10s
 KEA        ?=
 
-.PHONY: help deps build static man test unit e2e bench bench-server fuzz lint demo deb dist image version clean
+.PHONY: help deps build static man test unit e2e bench bench-server fuzz lint demo deb dist image version clean ci-clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ test: deps image ## install what the tests need, then run unit and end-to-end te
 	ADDRREG_IMAGE_DIR=$(abspath $(IMAGE_DIR)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@# Every benchmark once, on its quick workload: a benchmark that breaks fails the build.
 	ADDRREG_BENCH_QUICK=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) ./...
+
+ci-clean: ## CI's run on a fresh clone of HEAD in a freshly debootstrapped Debian with only Go (root; CI_CLEAN_ARGS=--warm-image)
+	./test/ci-clean.sh $(CI_CLEAN_ARGS)
 
 unit: ## every test that needs no root (-short: tests that need root and namespaces skip)
 	$(GO) test -short -count=1 ./...
