@@ -125,7 +125,7 @@ lint: ## gofmt, go vet and staticcheck
 
 demo: deps build ## a throwaway network in namespaces showing registrations live (Ctrl-C ends it)
 	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: it creates network namespaces" >&2; exit 1; }
-	./test/demo.sh $(BIN)
+	./test/demo/demo.sh $(BIN)
 
 static: ## static, reproducible binaries of the shipped commands for GOARCH into OUT (build/GOARCH)
 	@mkdir -p $(OUT)

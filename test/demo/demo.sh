@@ -8,28 +8,61 @@
 set -euo pipefail
 BIN=${1:-bin}
 BIN=$(cd "$BIN" && pwd)
-ID=demo$$
+# ADDRREG_DEMO_ID names the namespaces (tests pick it); default: by PID.
+ID=${ADDRREG_DEMO_ID:-demo$$}
 SW=ar${ID}-sw R=ar${ID}-router S=ar${ID}-server H=ar${ID}-host
 WORK=$(mktemp -d /tmp/addrreg-demo.XXXXXX)
 PIDS=()
+MADE=() # the namespaces this demo made: the only ones it removes
 
 say() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
 inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+mkns() { ip netns add "$1" && MADE+=("$1"); }
+# pause sleeps in the background: a signal's trap runs at once, not after
+# a foreground sleep ends.
+pause() { sleep "$1" & wait $!; }
 
+# Whatever ends the demo (Ctrl-C, SIGTERM, SIGHUP when the terminal closes,
+# an error midway) ends here, and the teardown comes first: with
+# `make demo | tee log` interrupted, tee is gone and any write to stdout
+# fails (SIGPIPE, EPIPE), so nothing here may stop on one.
 cleanup() {
-	trap - EXIT INT TERM
-	say "tearing down"
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	for ns in $H $S $R $SW; do ip netns del "$ns" 2>/dev/null || true; done
-	[ -n "${KEEP:-}" ] && echo "logs kept in $WORK" || rm -rf "$WORK"
-	echo "done: namespaces removed"
+	local rc=$?
+	trap - EXIT
+	trap '' INT TERM HUP PIPE
+	set +e
+	for p in "${PIDS[@]}" $(jobs -p); do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	# Whatever still runs inside the namespaces (radvd's privilege-separated
+	# child outlives its parent for a moment) goes too: TERM, then KILL.
+	for sig in TERM KILL; do
+		left=$(for ns in "${MADE[@]}"; do ip netns pids "$ns" 2>/dev/null; done)
+		[ -z "$left" ] && break
+		kill -s $sig $left 2>/dev/null
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			left=$(for ns in "${MADE[@]}"; do ip netns pids "$ns" 2>/dev/null; done)
+			[ -z "$left" ] && break
+			sleep 0.2
+		done
+	done
+	for ns in "${MADE[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	[ -n "${KEEP:-}" ] || rm -rf "$WORK"
+	{
+		say "torn down"
+		[ -n "${KEEP:-}" ] && echo "logs kept in $WORK"
+		echo "done: namespaces removed"
+	} 2>/dev/null
+	exit "$rc"
 }
 trap cleanup EXIT
-trap "exit 130" INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+# A closed stdout must not kill the script before its trap runs: writes fail instead.
+trap '' PIPE
 
 say "building the network (namespaces $SW, $R, $S, $H)"
-ip netns add "$SW"
+mkns "$SW"
 inns "$SW" ip link set lo up
 inns "$SW" ip link add br0 type bridge mcast_snooping 0 stp_state 0 forward_delay 0
 inns "$SW" sysctl -qw net.ipv6.conf.br0.disable_ipv6=1
@@ -37,7 +70,7 @@ inns "$SW" ip link set br0 up
 k=0
 for ns in $R $S $H; do
 	k=$((k+1))
-	ip netns add "$ns"
+	mkns "$ns"
 	inns "$ns" ip link set lo up
 	ip link add "ar${ID}p$k" netns "$SW" type veth peer name "ar${ID}n$k" netns "$ns"
 	inns "$SW" sysctl -qw "net.ipv6.conf.ar${ID}p$k.disable_ipv6=1"
@@ -81,7 +114,7 @@ inns "$H" ip -6 addr show dev eth0 scope global
 if [ ! -x "$BIN/addrreg-refserver" ] || [ ! -x "$BIN/addrregd" ]; then
 	say "addrregd or addrreg-refserver not built yet: the network above is all there is to see"
 	echo "Ctrl-C to end"
-	while sleep 3600; do :; done
+	while pause 3600; do :; done
 fi
 
 say "starting addrreg-refserver on the server"
@@ -103,7 +136,7 @@ bindings() {
 }
 events() { grep -E 'msg=(register|refresh|move|expire|deregister|reject)' "$WORK/server.log" | tail -n "${1:-20}" | sed 's/^/  /' || true; }
 
-sleep 4
+pause 4
 say "server log: the host's addresses registered (stable + temporary, global + ULA)"; events
 bindings
 
@@ -112,15 +145,15 @@ say "the daemon's own view: addrregd status"
 
 say "adding a static address 2001:db8:1::100 on the host"
 inns "$H" ip -6 addr add 2001:db8:1::100/64 dev eth0
-sleep 3; events 1
+pause 3; events 1
 
 say "removing 2001:db8:1::100 from the host: addrregd deregisters it"
 inns "$H" ip -6 addr del 2001:db8:1::100/64 dev eth0
-sleep 2; events 1
+pause 2; events 1
 bindings
 
 say "2001:db8:1::/64 has a 40 s valid lifetime that every RA extends: refreshes come every ~0.8 x 40 s (waiting 35 s)"
-sleep 35; events 4
+pause 35; events 4
 
 say "streaming the server's registration log; Ctrl-C ends the demo"
 tail -n 0 -f "$WORK/server.log" | grep --line-buffered -E 'msg=(register|refresh|move|expire|deregister|reject)' &
