@@ -93,7 +93,7 @@ echo "ci-clean: unpacking $base into $root" >&2
 zstd -q -dc "$base" | tar -C "$root" --numeric-owner -xf -
 
 # What a CI machine has besides minbase: Go, the apt configuration of its
-# site (mirror, proxy settings), name resolution.
+# site (mirror, proxy settings), its certificate authorities, name resolution.
 cp -a "$GOROOT_HOST" "$root/usr/local/go"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
@@ -101,6 +101,12 @@ if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
 	cp -a /etc/apt/sources.list.d/*.sources "$root/etc/apt/sources.list.d/"
 fi
 cp -n /etc/apt/apt.conf.d/* "$root/etc/apt/apt.conf.d/" 2>/dev/null || true
+# The site's own certificate authorities (a TLS-inspecting egress proxy's):
+# without them the module proxy's certificate is not trusted.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+	cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+	chroot "$root" update-ca-certificates >/dev/null 2>&1 || echo "ci-clean: update-ca-certificates failed in the room" >&2
+fi
 
 # The fresh clone CI makes: this checkout's HEAD (commit it first).
 git -C "$top" diff --quiet HEAD || echo "ci-clean: uncommitted changes are not in the clone" >&2
