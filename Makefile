@@ -49,7 +49,7 @@ RATES      ?= 20000,25000,30000,48000
 BENCH_DURATION ?= 10s
 KEA        ?=
 
-.PHONY: help deps build static man test unit e2e bench bench-server fuzz lint demo deb dist image version clean ci-clean
+.PHONY: help deps deb-pkgs build static man test unit e2e bench bench-server fuzz lint demo deb dist image version clean ci-clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -71,6 +71,10 @@ deps: ## install the Debian packages the demo and tests need (apt-get, as root)
 	@-systemctl disable --now prometheus >/dev/null 2>&1 || true
 	@-systemctl disable --now postgresql named >/dev/null 2>&1 || true
 	@$(GO) version
+
+# The package list, for packaging's TestDepsProvideCommands.
+deb-pkgs:
+	@echo $(DEB_PKGS)
 
 build: ## build the binaries into bin/
 	@mkdir -p $(BIN)
