@@ -119,7 +119,9 @@ goenv=()
 for v in GOPROXY GOSUMDB GONOSUMDB GOPRIVATE GOFLAGS GOTOOLCHAIN; do
 	[ -z "${!v:-}" ] || goenv+=("$v=${!v}")
 done
-mounts="mount -t proc proc '$root/proc' && mount -t sysfs sysfs '$root/sys' &&
+# The room's / is a mount point, as a machine's is (unshare --propagation
+# in the image build fails on a plain directory).
+mounts="mount --bind '$root' '$root' && mount -t proc proc '$root/proc' && mount -t sysfs sysfs '$root/sys' &&
 	mount --rbind /dev '$root/dev' && mount -t tmpfs tmpfs '$root/run'"
 [ -z "$warm" ] || { mkdir -p /var/cache/addrreg-image "$root/var/cache/addrreg-image";
 	mounts="$mounts && mount --bind /var/cache/addrreg-image '$root/var/cache/addrreg-image'"; }
