@@ -60,7 +60,7 @@ func merge(p Pending, c Change, ttl uint32, now time.Time) Pending {
 		if o.Name == "" || slices.ContainsFunc(p.Drop, o.same) {
 			return
 		}
-		p.Drop = append(p.Drop, Owner{Name: o.Name, DUID: o.DUID})
+		p.Drop = append(p.Drop, Owner{Name: o.Name, DUID: bytes.Clone(o.DUID)})
 	}
 	if c.PrevName != "" {
 		drop(Owner{Name: c.PrevName, DUID: c.PrevDUID})
