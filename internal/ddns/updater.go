@@ -95,6 +95,7 @@ func New(cfg Config) (*Updater, error) {
 	if len(cfg.ForwardZones) == 0 {
 		return nil, errors.New("ddns: no forward zone")
 	}
+	cfg.ForwardZones, cfg.ReverseZones = slices.Clone(cfg.ForwardZones), slices.Clone(cfg.ReverseZones)
 	for i, z := range cfg.ForwardZones {
 		c, err := CheckZone(z)
 		if err != nil {
@@ -184,12 +185,15 @@ func (u *Updater) signal() {
 func (u *Updater) Pending() int { return int(u.size.Load()) }
 
 // Run loads the journal and sends updates until ctx ends; it then writes
-// what is still pending to the journal and returns. It is called once.
+// what is still pending to the journal and returns. It is called once. A
+// journal that cannot be read is logged and replaced: DNS updates go on
+// without the work it held.
 func (u *Updater) Run(ctx context.Context) error {
 	if j := u.cfg.Journal; j != nil {
 		ps, err := j.Load()
 		if err != nil {
-			return fmt.Errorf("ddns: %w", err)
+			u.m.journal.Inc()
+			u.log.Error("DNS journal unreadable: the updates pending before the restart are lost", "err", err)
 		}
 		for _, p := range ps {
 			if _, ok := u.pending[p.Addr]; !ok && p.Addr.IsValid() {
@@ -215,8 +219,8 @@ func (u *Updater) Run(ctx context.Context) error {
 			return nil
 		}
 		now := u.clock.Now()
-		e, next := u.ready(now)
-		if e == nil {
+		i, next := u.ready(now)
+		if i < 0 {
 			u.flush(true)
 			if timer != nil {
 				timer.Stop()
@@ -232,7 +236,7 @@ func (u *Updater) Run(ctx context.Context) error {
 			continue
 		}
 		u.flush(false)
-		u.process(ctx, e, now)
+		u.process(ctx, i, now)
 	}
 }
 
@@ -260,33 +264,40 @@ func (u *Updater) take() {
 	}
 }
 
-// ready returns the oldest entry due now, or else when the next one is.
-func (u *Updater) ready(now time.Time) (*entry, time.Time) {
+// ready returns the index in order of the oldest entry due now, or -1
+// and when the next one is due (zero: none is pending). Entries waiting
+// for their backoff go to the back of order, so the first is normally due.
+func (u *Updater) ready(now time.Time) (int, time.Time) {
 	if now.Before(u.downUntil) {
-		return nil, u.downUntil
+		return -1, u.downUntil
 	}
 	var next time.Time
-	for _, a := range u.order {
+	for i, a := range u.order {
 		e := u.pending[a]
 		if !now.Before(e.retryAt) {
-			return e, time.Time{}
+			return i, time.Time{}
 		}
 		if next.IsZero() || e.retryAt.Before(next) {
 			next = e.retryAt
 		}
 	}
-	return nil, next
+	return -1, next
 }
 
-// process sends e's updates; done, it leaves the queue, else it waits
-// its backoff (and the server's, when there was no answer).
-func (u *Updater) process(ctx context.Context, e *entry, now time.Time) {
+// process sends the updates of order[i]; done, it leaves the queue, else
+// it waits its backoff (and the server's, when there was no answer) at
+// the back of the queue.
+func (u *Updater) process(ctx context.Context, i int, now time.Time) {
+	e := u.pending[u.order[i]]
 	err := u.do(ctx, &e.Pending)
 	if ctx.Err() != nil {
 		return
 	}
-	i := slices.Index(u.order, e.Addr)
-	u.order = slices.Delete(u.order, i, i+1)
+	if i == 0 {
+		u.order = u.order[1:] // O(1): the common case while draining a queue
+	} else {
+		u.order = slices.Delete(u.order, i, i+1)
+	}
 	if err == nil {
 		delete(u.pending, e.Addr)
 		u.size.Add(-1)
@@ -316,7 +327,7 @@ func (u *Updater) flush(force bool) {
 		return
 	}
 	now := u.clock.Now()
-	if !force && len(u.dirty) < 256 && now.Sub(u.lastFlush) < u.cfg.FlushEvery {
+	if !force && len(u.dirty) < 1024 && now.Sub(u.lastFlush) < u.cfg.FlushEvery {
 		return
 	}
 	var put []Pending

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -118,6 +119,8 @@ type fakeDNS struct {
 	msgs  []*dns.Msg
 	clock scheduler.Clock
 	wg    sync.WaitGroup
+	// rcode answers m; nil: NOERROR.
+	rcode func(m *dns.Msg) int
 }
 
 func (f *fakeDNS) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -142,7 +145,11 @@ func (f *fakeDNS) dial(ctx context.Context, network, addr string) (net.Conn, err
 			f.msgs = append(f.msgs, m)
 			f.mu.Unlock()
 			r := new(dns.Msg)
-			r.SetRcode(m, dns.RcodeSuccess)
+			rc := dns.RcodeSuccess
+			if f.rcode != nil {
+				rc = f.rcode(m)
+			}
+			r.SetRcode(m, rc)
 			if err := sc.WriteMsg(r); err != nil {
 				return
 			}
@@ -255,5 +262,89 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 5 s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRefusedWaitsAlone: an update the server refuses (a zone it does
+// not serve) backs off alone; the others go on.
+func TestRefusedWaitsAlone(t *testing.T) {
+	clock := scheduler.NewFakeClock(t0)
+	f := &fakeDNS{clock: clock, rcode: func(m *dns.Msg) int {
+		if m.Question[0].Name == "example.org." {
+			return dns.RcodeRefused
+		}
+		return dns.RcodeSuccess
+	}}
+	u, err := New(Config{
+		Server: "[2001:db8::53]:53", ForwardZones: []string{"example.net", "example.org"},
+		Clock: clock, Logger: quiet(), Dial: f.dial, Rand: func() float64 { return 0 },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		f.wg.Wait()
+	}()
+	u.Enqueue(Change{Addr: a1, Name: "h.example.org", DUID: dA})
+	for i := range 5 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 10)})
+		u.Enqueue(Change{Addr: a, Name: "h.example.net", DUID: dA})
+	}
+	waitFor(t, func() bool { return u.Pending() == 1 })
+	clock.BlockUntil(1)
+	if next, _ := clock.Next(); next.Sub(clock.Now()) != time.Second {
+		t.Errorf("refused update retried in %v, want 1s", next.Sub(clock.Now()))
+	}
+	if got := testutil.ToFloat64(u.m.updates.WithLabelValues("AAAA", "add", "REFUSED")); got != 1 {
+		t.Errorf("REFUSED AAAA adds = %v, want 1", got)
+	}
+}
+
+// TestBadJournal: an unreadable journal is reported, and updates go on.
+func TestBadJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.json")
+	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := scheduler.NewFakeClock(t0)
+	f := &fakeDNS{clock: clock}
+	u, err := New(Config{Server: "[::1]:53", ForwardZones: []string{"example.net"}, Clock: clock, Logger: quiet(),
+		Dial: f.dial, Journal: NewFileJournal(path)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	u.Enqueue(Change{Addr: a1, Name: "h", DUID: dA})
+	waitFor(t, func() bool { return u.Pending() == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	f.wg.Wait()
+	if got := testutil.ToFloat64(u.m.journal); got != 1 {
+		t.Errorf("journal errors = %v, want 1", got)
+	}
+	if ps, err := NewFileJournal(path).Load(); err != nil || len(ps) != 0 {
+		t.Errorf("journal after the work: %v, %v; want a valid empty one", ps, err)
+	}
+}
+
+// BenchmarkEnqueue is what a committed binding change costs the server's
+// writer goroutine.
+func BenchmarkEnqueue(b *testing.B) {
+	u, err := New(Config{Server: "[::1]:53", ForwardZones: []string{"example.net."}, MaxPending: 1 << 30, Logger: quiet()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := Change{Addr: a1, Name: "host-name", DUID: dA, Valid: time.Hour}
+	for b.Loop() {
+		u.Enqueue(c)
 	}
 }
