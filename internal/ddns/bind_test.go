@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -257,5 +258,31 @@ func waitPending(t *testing.T, u *ddns.Updater, n int) {
 			t.Fatalf("pending = %d, want %d", u.Pending(), n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestBINDBurst: 500 hosts registered at once (as after a server restart
+// with an outage behind it) all reach DNS; the rate is logged.
+func TestBINDBurst(t *testing.T) {
+	s := startBIND(t)
+	u := updater(t, s, ddns.NewFileJournal(filepath.Join(t.TempDir(), "j.json")))
+	const n = 500
+	for i := range n {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 14: byte(i >> 8), 15: byte(i)})
+		u.Enqueue(register(a, "b"+strconv.Itoa(i), duidA))
+	}
+	start := time.Now()
+	run(t, u)
+	deadline := start.Add(60 * time.Second)
+	for u.Pending() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d still pending after 60 s", u.Pending(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d := time.Since(start)
+	t.Logf("%d hosts (AAAA+DHCID, PTR: %d updates) in DNS in %v: %.0f hosts/s", n, 2*n, d.Round(time.Millisecond), n/d.Seconds())
+	if got := s.Lookup(t, "AAAA", "b499.example.net."); len(got) != 1 {
+		t.Errorf("AAAA b499: %q", got)
 	}
 }
