@@ -102,3 +102,34 @@ func TestE2EDNSRestart(t *testing.T) {
 		t.Errorf("the restarted server logged no expiry:\n%s", p2.Output())
 	}
 }
+
+// TestE2EDNSNeverDelaysReplies: with a DNS server that never answers (an
+// on-link address nobody holds: every exchange times out), registrations
+// are answered as fast as without one.
+func TestE2EDNSNeverDelaysReplies(t *testing.T) {
+	topo.RequireRoot(t)
+	bin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
+	n := topo.New(t)
+	srv, cli := n.Node("server"), n.Node("client")
+	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
+	key := filepath.Join(t.TempDir(), "tsig.key")
+	if err := os.WriteFile(key, []byte("key \"k\" { algorithm hmac-sha256; secret \"c2VjcmV0\"; };\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServer(t, srv, bin, "-i", "eth0", "--db", filepath.Join(t.TempDir(), "bindings.db"),
+		"--ddns-server", "[2001:db8:1::dead]:53", "--ddns-forward-zone", "example.net.", "--ddns-tsig-key-file", key)
+	duid := testDUID(8)
+	var worst time.Duration
+	for i := range 10 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 15: byte(0x20 + i)})
+		cli.MustExec(t, "ip", "-6", "addr", "add", a.String()+"/64", "dev", "eth0", "nodad")
+		start := time.Now()
+		registerFQDN(t, cli, a, duid, "h"+string(rune('a'+i)), 3600)
+		worst = max(worst, time.Since(start))
+	}
+	p.WaitOutput(t, "DNS update failed", 10*time.Second)
+	t.Logf("slowest of 10 replies with DNS unreachable: %v", worst.Round(time.Microsecond))
+	if worst > time.Second {
+		t.Errorf("a reply took %v: DNS updates delay replies", worst)
+	}
+}
