@@ -152,8 +152,12 @@ func New(cfg Config) (*Updater, error) {
 // queue is full the change is dropped, counted and logged. Changes that
 // touch no configured zone are ignored.
 func (u *Updater) Enqueue(c Change) {
+	name := c.Name
 	c.Name, _ = qualify(u.cfg.ForwardZones, c.Name)
 	c.PrevName, _ = qualify(u.cfg.ForwardZones, c.PrevName)
+	if c.Name == "" && name != "" {
+		u.log.Debug("DNS: name not in a forward zone, or not a host name: nothing published", "addr", c.Addr, "fqdn", name)
+	}
 	if c.Name == "" && c.PrevName == "" {
 		return
 	}
