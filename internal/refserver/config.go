@@ -73,8 +73,9 @@ type Config struct {
 	// OnCommit, if set, is called with the events committed (the binding
 	// changes — register, refresh, move, deregister, expire — and the
 	// rejects kept in the history), in order, from the one goroutine that
-	// commits them; also at start with the bindings found expired. It must not block, nor keep evs (the
-	// DNS updater, internal/ddns, queues what it needs).
+	// commits them, until Run returns; also at start with the bindings
+	// found expired. It must not block, nor keep evs: the DNS updater
+	// (internal/ddns) copies what it needs into its own queue.
 	OnCommit func(evs []Event)
 }
 
