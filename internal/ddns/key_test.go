@@ -2,6 +2,7 @@ package ddns
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -83,6 +84,36 @@ func FuzzParseKey(f *testing.F) {
 		}
 		if again != k {
 			t.Fatalf("round trip: %+v, want %+v", again, k)
+		}
+	})
+}
+
+// FuzzUpdateMessages: whatever name a client sends, what qualify lets
+// through is a name every update message can be built and packed with.
+func FuzzUpdateMessages(f *testing.F) {
+	f.Add("h1", []byte{0x20, 0x01, 0x0d, 0xb8, 15: 1})
+	f.Add("a.b.example.net.", []byte{0xfd, 15: 2})
+	f.Add("x"+strings.Repeat(".abcdefghij", 30), []byte{15: 3})
+	zones := []string{"example.net.", "8.b.d.0.1.0.0.2.ip6.arpa."}
+	f.Fuzz(func(t *testing.T, name string, addr []byte) {
+		if len(addr) != 16 {
+			return
+		}
+		a := netip.AddrFrom16([16]byte(addr))
+		fqdn, zone := qualify(zones[:1], name)
+		if fqdn == "" {
+			return
+		}
+		if _, ok := dns.IsDomainName(fqdn); !ok || !dns.IsSubDomain(zone, fqdn) {
+			t.Fatalf("qualify(%q) = %q in %q", name, fqdn, zone)
+		}
+		o := Owner{Name: fqdn, DUID: addr, TTL: 60}
+		rev := reverseName(a)
+		for _, m := range []*dns.Msg{addNew(zone, o, a), addMine(zone, o, a), removeAddr(zone, o, a), removeDHCID(zone, o),
+			setPTR(zones[1], rev, fqdn, 60), deletePTR(zones[1], rev)} {
+			if _, err := m.Pack(); err != nil {
+				t.Fatalf("%q: pack %v: %v", name, m, err)
+			}
 		}
 	})
 }
