@@ -479,6 +479,10 @@ func (u *Updater) exchange(ctx context.Context, m *dns.Msg) (int, error) {
 	}
 	co := &dns.Conn{Conn: conn}
 	defer co.Close()
+	// The exchange waits on socket deadlines only: closing the socket
+	// ends it at once when ctx is cancelled (a stopping server).
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	r, _, err := c.ExchangeWithConnContext(ctx, m, co)
 	if err != nil {
 		return 0, err

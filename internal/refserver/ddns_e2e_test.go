@@ -132,4 +132,15 @@ func TestE2EDNSNeverDelaysReplies(t *testing.T) {
 	if worst > time.Second {
 		t.Errorf("a reply took %v: DNS updates delay replies", worst)
 	}
+	// Nor does an exchange under way delay a stop.
+	start := time.Now()
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(t, 10*time.Second); err != nil {
+		t.Errorf("exit: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("stopping took %v, want < 2s", d)
+	}
 }
