@@ -262,6 +262,10 @@ func (u *Updater) take() {
 			u.order = append(u.order, c.Addr)
 		} else {
 			u.size.Add(-1) // coalesced
+			// New work is tried at once (a refused update may now
+			// be another); a server that does not answer still
+			// holds everything back (downUntil).
+			e.retryAt = time.Time{}
 		}
 		e.Pending = merge(e.Pending, c, ttlFor(u.cfg.TTL, c.Valid), now)
 		u.dirty[c.Addr] = true
