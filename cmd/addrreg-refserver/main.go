@@ -37,6 +37,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/addrreg/addrreg/internal/daemonlog"
+	"github.com/addrreg/addrreg/internal/ddns"
 	"github.com/addrreg/addrreg/internal/metricserver"
 	"github.com/addrreg/addrreg/internal/refserver"
 )
@@ -100,6 +101,13 @@ func runServer(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if ops.ddns != nil {
+		ops.ddns.Logger = cfg.Logger.With("part", "ddns")
+		if ops.updater, err = ddns.New(*ops.ddns); err != nil {
+			return usageError{err}
+		}
+		cfg.OnCommit = enqueueEvents(ops.updater)
+	}
 	srv, err := refserver.New(cfg)
 	if err != nil {
 		return usageError{err}
@@ -143,6 +151,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	histMax := fs.Uint64("history-max", refserver.DefaultHistoryMax, "history records kept (oldest pruned first)")
 	histAge := fs.Duration("history-max-age", 0, "history records older than this are pruned (0: no age limit)")
 	fs.StringVar(&ops.controlSocket, "control-socket", refserver.DefaultControlSocket, "unix socket (root only) that answers 'history' (empty: none)")
+	dnsFlags := addDDNSFlags(fs)
 	fs.StringVar(&ops.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (default: off)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: addrreg-refserver -i IFACE [flags]\n       addrreg-refserver query --address A | --client-id HEX | --bulk --link-address L [--server ADDR] [--json] [--bulk]\n       addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T --until T] [--json]\n")
@@ -250,6 +259,12 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 			return zero, ops, usagef("--metrics-listen: %w", err)
 		}
 	}
+
+	dnsCfg, err := dnsFlags.config(cfg.DBPath)
+	if err != nil {
+		return zero, ops, err
+	}
+	ops.ddns = dnsCfg
 
 	cfg.Prefixes = make(map[string][]netip.Prefix)
 	for k, ps := range fc.Prefixes {

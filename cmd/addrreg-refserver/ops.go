@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/addrreg/addrreg/internal/ctlsock"
+	"github.com/addrreg/addrreg/internal/ddns"
 	"github.com/addrreg/addrreg/internal/metricserver"
 	"github.com/addrreg/addrreg/internal/refserver"
 )
@@ -17,6 +18,9 @@ import (
 type opsFlags struct {
 	controlSocket string // "" none
 	metricsListen string // "" none
+	// ddns: DNS updates (--ddns-*), nil when off; updater is made from it.
+	ddns    *ddns.Config
+	updater *ddns.Updater
 }
 
 // runWithOps runs srv until ctx ends, with its control socket (history
@@ -34,6 +38,9 @@ func runWithOps(ctx context.Context, srv *refserver.Server, o opsFlags, log *slo
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		reg.MustRegister(srv.Collectors()...)
+		if o.updater != nil {
+			reg.MustRegister(o.updater.Collectors()...)
+		}
 		g.Go(func() error {
 			if err := metricserver.Serve(auxCtx, ln, reg, log.With("part", "metrics")); err != nil {
 				log.Error("metrics endpoint stopped", "err", err)
@@ -54,6 +61,19 @@ func runWithOps(ctx context.Context, srv *refserver.Server, o opsFlags, log *slo
 				return nil
 			})
 		}
+	}
+	if o.updater != nil {
+		// Stopped only once the server has returned, so that its last
+		// commits are queued and written to the updater's journal.
+		dctx, stopDNS := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := o.updater.Run(dctx); err != nil {
+				log.Error("DNS updates stopped", "err", err)
+			}
+		}()
+		defer func() { stopDNS(); <-done }()
 	}
 	return srv.Run(ctx)
 }

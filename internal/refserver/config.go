@@ -70,6 +70,13 @@ type Config struct {
 	// (0: no age limit). Both prune as new records are written.
 	HistoryMax    uint64
 	HistoryMaxAge time.Duration
+	// OnCommit, if set, is called with the events committed (the binding
+	// changes — register, refresh, move, deregister, expire — and the
+	// rejects kept in the history), in order, from the one goroutine that
+	// commits them, until Run returns; also at start with the bindings
+	// found expired. It must not block, nor keep evs: the DNS updater
+	// (internal/ddns) copies what it needs into its own queue.
+	OnCommit func(evs []Event)
 }
 
 // DefaultConfig returns the command's defaults: registration offered, the

@@ -56,6 +56,7 @@ type Event struct {
 	// (deregister, expire), or what is known of the sender (reject).
 	Binding  Binding
 	PrevDUID []byte // move: the DUID that held the address before
+	PrevFQDN string // refresh, move: the FQDN the binding had before (DNS updates follow a rename)
 	Relayed  bool
 	Reason   string // reject: the Reason name
 	Status   uint16 // leasequery: the status code returned
@@ -379,6 +380,9 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) error {
 		nb.Expires = now.Add(nb.Valid)
 	}
 	old := h.tab.lookup(ia.Addr)
+	if old != 0 && ia.Valid != 0 && h.tab.slot(old).flags&slotHasExt != 0 {
+		ev.PrevFQDN = h.tab.ext[old].fqdn
+	}
 	if ia.Valid != 0 && (old == 0 || !h.tab.sameDUID(old, nb.DUID)) && h.tab.count(nb.DUID) >= h.cfg.MaxBindingsPerDUID {
 		return fmt.Errorf("%w: %x holds %d", ErrTooManyBindings, nb.DUID, h.cfg.MaxBindingsPerDUID)
 	}

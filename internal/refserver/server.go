@@ -246,6 +246,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		if err := st.apply(evs); err != nil {
 			return fmt.Errorf("drop expired bindings: %w", err)
 		}
+		s.committed(evs)
 	}
 	// Compactions take the bindings from memory from now on.
 	st.setSource(h.snapshotBindings)
@@ -634,8 +635,18 @@ func (s *Server) writer() {
 				s.cancelRun()
 			})
 		}
+		if err == nil {
+			s.committed(evs)
+		}
 		clear(evs)
 		sendq <- sendBatch{jobs: batch, failed: err != nil, start: t0.UnixNano(), end: t1.UnixNano()}
+	}
+}
+
+// committed hands committed binding events to Config.OnCommit.
+func (s *Server) committed(evs []Event) {
+	if s.cfg.OnCommit != nil && len(evs) > 0 {
+		s.cfg.OnCommit(evs)
 	}
 }
 

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/addrreg/addrreg/internal/ddns"
+	"github.com/addrreg/addrreg/internal/refserver"
+)
+
+// ddnsFlags are the DNS update flags (internal/ddns).
+type ddnsFlags struct {
+	fs      *pflag.FlagSet
+	server  *string
+	forward *[]string
+	reverse *[]string
+	keyFile *string
+	ttl     *time.Duration
+	journal *string
+}
+
+func addDDNSFlags(fs *pflag.FlagSet) *ddnsFlags {
+	return &ddnsFlags{
+		fs:      fs,
+		server:  fs.String("ddns-server", "", "send DNS updates (RFC 2136) to this primary server, ADDR or [ADDR]:PORT (default port 53); off when empty"),
+		forward: fs.StringArray("ddns-forward-zone", nil, "zone whose names get AAAA records for registered addresses (repeatable; needed with --ddns-server)"),
+		reverse: fs.StringArray("ddns-reverse-zone", nil, "ip6.arpa zone whose addresses get PTR records (repeatable)"),
+		keyFile: fs.String("ddns-tsig-key-file", "", "TSIG key to sign updates with, as tsig-keygen writes it (key \"NAME\" { algorithm …; secret \"…\"; };)"),
+		ttl:     fs.Duration("ddns-ttl", 0, "TTL of the records (0: a third of the binding's valid lifetime, between 10s and 1h)"),
+		journal: fs.String("ddns-journal", "", "file holding the DNS updates not yet done, across restarts (default: the --db path with .ddns appended)"),
+	}
+}
+
+// config returns the updater's configuration, nil when DNS updates are
+// off.
+func (f *ddnsFlags) config(dbPath string) (*ddns.Config, error) {
+	if *f.server == "" {
+		for _, n := range []string{"ddns-forward-zone", "ddns-reverse-zone", "ddns-tsig-key-file", "ddns-ttl", "ddns-journal"} {
+			if f.fs.Changed(n) {
+				return nil, usagef("--%s needs --ddns-server", n)
+			}
+		}
+		return nil, nil
+	}
+	server := *f.server
+	if a, err := netip.ParseAddr(server); err == nil {
+		server = net.JoinHostPort(a.String(), "53")
+	} else if _, _, err := net.SplitHostPort(server); err != nil {
+		return nil, usagef("invalid --ddns-server %q: want ADDR or [ADDR]:PORT", *f.server)
+	}
+	cfg := &ddns.Config{Server: server, TTL: *f.ttl}
+	if len(*f.forward) == 0 {
+		return nil, usagef("--ddns-server needs at least one --ddns-forward-zone")
+	}
+	for _, z := range *f.forward {
+		c, err := ddns.CheckZone(z)
+		if err != nil {
+			return nil, usagef("invalid --ddns-forward-zone: %w", err)
+		}
+		cfg.ForwardZones = append(cfg.ForwardZones, c)
+	}
+	for _, z := range *f.reverse {
+		c, err := ddns.CheckReverseZone(z)
+		if err != nil {
+			return nil, usagef("invalid --ddns-reverse-zone: %w", err)
+		}
+		cfg.ReverseZones = append(cfg.ReverseZones, c)
+	}
+	if *f.keyFile != "" {
+		k, err := ddns.ReadKeyFile(*f.keyFile)
+		if err != nil {
+			return nil, usagef("invalid --ddns-tsig-key-file: %w", err)
+		}
+		cfg.Key = &k
+	}
+	if *f.ttl < 0 || (*f.ttl > 0 && *f.ttl < time.Second) {
+		return nil, usagef("invalid --ddns-ttl %v: want 0 (from the lifetime) or at least 1s", *f.ttl)
+	}
+	path := *f.journal
+	if path == "" {
+		path = dbPath + ".ddns"
+	}
+	cfg.Journal = ddns.NewFileJournal(path)
+	return cfg, nil
+}
+
+// ddnsChange is what a committed event changes in DNS; false for events
+// that change no binding.
+func ddnsChange(e refserver.Event) (ddns.Change, bool) {
+	b := e.Binding
+	// The server keeps the labels of an FQDN option joined by commas
+	// (one name in practice).
+	first := func(s string) string { n, _, _ := strings.Cut(s, ","); return n }
+	c := ddns.Change{Addr: b.Addr}
+	switch e.Kind {
+	case refserver.EventRegister, refserver.EventRefresh, refserver.EventMove:
+		c.Name, c.DUID, c.Valid = first(b.FQDN), b.DUID, b.Valid
+		c.PrevName, c.PrevDUID = first(e.PrevFQDN), b.DUID
+		if e.Kind == refserver.EventMove {
+			c.PrevDUID = e.PrevDUID
+		}
+	case refserver.EventDeregister, refserver.EventExpire:
+		c.PrevName, c.PrevDUID = first(b.FQDN), b.DUID
+		if e.PrevDUID != nil { // deregistered by another client
+			c.PrevDUID = e.PrevDUID
+		}
+	default:
+		return c, false
+	}
+	return c, true
+}
+
+// enqueueEvents is refserver.Config.OnCommit for an updater.
+func enqueueEvents(u *ddns.Updater) func([]refserver.Event) {
+	return func(evs []refserver.Event) {
+		for _, e := range evs {
+			if c, ok := ddnsChange(e); ok {
+				u.Enqueue(c)
+			}
+		}
+	}
+}

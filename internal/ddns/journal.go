@@ -1,0 +1,134 @@
+package ddns
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// Journal keeps the pending DNS work across restarts. The Updater calls
+// it from its one goroutine: Load once when it starts, then Apply with the
+// entries that changed (put) and the addresses whose work is done (del),
+// batched. A failed Apply is retried with the same and newer changes.
+//
+// The server's database can implement it (one table keyed by address,
+// Apply as one transaction); FileJournal is a file.
+type Journal interface {
+	Load() ([]Pending, error)
+	Apply(put []Pending, del []netip.Addr) error
+}
+
+// FileJournal is a Journal in one JSON file, replaced atomically (write a
+// temporary file, fsync, rename, fsync the directory) on every Apply. It
+// holds only what is pending, normally nothing.
+type FileJournal struct {
+	path string
+	mu   sync.Mutex
+	m    map[netip.Addr]Pending
+}
+
+// NewFileJournal returns a journal kept at path (created on the first
+// Apply).
+func NewFileJournal(path string) *FileJournal {
+	return &FileJournal{path: path, m: make(map[netip.Addr]Pending)}
+}
+
+type journalFile struct {
+	Version int       `json:"version"`
+	Pending []Pending `json:"pending"`
+}
+
+const journalVersion = 1
+
+// Load reads the file; a missing file is an empty journal.
+func (j *FileJournal) Load() ([]Pending, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	b, err := os.ReadFile(j.path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read DNS journal: %w", err)
+	}
+	var f journalFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("DNS journal %s: %w", j.path, err)
+	}
+	if f.Version != journalVersion {
+		return nil, fmt.Errorf("DNS journal %s: version %d, want %d", j.path, f.Version, journalVersion)
+	}
+	clear(j.m)
+	for _, p := range f.Pending {
+		if p.Addr.IsValid() {
+			j.m[p.Addr] = p
+		}
+	}
+	return f.Pending, nil
+}
+
+// Apply records put and forgets del, and writes the file.
+func (j *FileJournal) Apply(put []Pending, del []netip.Addr) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, a := range del {
+		delete(j.m, a)
+	}
+	for _, p := range put {
+		j.m[p.Addr] = p
+	}
+	ps := make([]Pending, 0, len(j.m))
+	for _, p := range j.m {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b Pending) int { return a.Addr.Compare(b.Addr) })
+	return writeFile(j.path, journalFile{Version: journalVersion, Pending: ps})
+}
+
+// writeFile replaces path with v as JSON, atomically and durably.
+func writeFile(path string, v any) (err error) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode DNS journal: %w", err)
+	}
+	b = append(b, '\n')
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("DNS journal directory: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("DNS journal: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", f.Name(), err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", f.Name(), err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", f.Name(), path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
