@@ -210,27 +210,41 @@ func TestE2ENeighTableFull(t *testing.T) {
 			t.Errorf("the server lost %s (%+v) while the host's table was full: %+v", a, b, got)
 		}
 	}
-	if _, ok := during[late]; ok {
-		t.Errorf("%s registered while every send was refused?", late)
-	}
+	// A full table refuses nearly every send, not quite all: now and then
+	// an allocation finds room (the kernel's forced collection frees
+	// entries of other kinds), and an INFORM goes out. The server may then
+	// hold the address although its reply, refused in turn, never came
+	// back: addrregd still counts it failed and retries.
+	informs := len(l.sniff.Informs(late))
+	_, serverHas := during[late]
 	stats1 := topo.ReadNeighStats(t)
-	if s := topo.ReadNeighStats(t); s.Entries < limit {
-		t.Errorf("the table drained during the flood (%+v): the test did not hold it full", s)
+	if stats1.Entries < limit {
+		t.Errorf("the table drained during the flood (%+v): the test did not hold it full", stats1)
 	}
 	held := time.Since(full)
 	flood.Stop(t)
 	stopped := time.Now()
+	latePhase := func(d statusDoc) string { return phases(d)[late] }
+	phaseAtStop := latePhase(waitStatus(t, sock, "a status", func(statusDoc) bool { return true }))
 
 	// The table drains (entries older than 5 s can go) and the late
-	// address is registered at the next retry.
+	// address is registered at the next retry: the server holds it and
+	// addrregd had its reply.
 	l.waitBindings(t, late.String()+" after the flood", 30*time.Second, dhcp6test.HoldsAll(slaac, static, late))
+	waitStatus(t, sock, late.String()+" registered", func(d statusDoc) bool { return latePhase(d) == "registered" })
 	took := time.Since(stopped)
 	stats2 := topo.ReadNeighStats(t)
-	t.Logf("table full for %v (table_fulls %d → %d, %d while full); %s registered %v after the flood stopped; table now %d entries",
+	t.Logf("table full for %v (table_fulls %d → %d, %d while full); meanwhile %d INFORMs for %s got through, the server held it: %v, its phase when the flood stopped: %s; registered %v after the flood stopped; table now %d entries",
 		held.Round(time.Millisecond), stats0.TableFulls, stats1.TableFulls, stats1.TableFulls-stats0.TableFulls,
-		late, took.Round(time.Millisecond), stats2.Entries)
+		informs, late, serverHas, phaseAtStop, took.Round(time.Millisecond), stats2.Entries)
 	if took > 15*time.Second {
 		t.Errorf("%s registered %v after the flood stopped, want within 15 s", late, took)
+	}
+	after := l.bindings(t)
+	for a, b := range before {
+		if got, ok := after[a]; !ok || got.DUID != b.DUID {
+			t.Errorf("the server lost %s (%+v) after the flood: %+v", a, b, got)
+		}
 	}
 	am = l.host.Scrape(t, agentMetrics)
 	v, _ := topo.MetricValue(am, `addrregd_send_errors_total{errno="EINVAL"}`)
