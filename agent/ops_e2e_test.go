@@ -45,6 +45,7 @@ type statusDoc struct {
 			Kind           string    `json:"kind"`
 			Phase          string    `json:"phase"`
 			LastRegistered time.Time `json:"last_registered"`
+			LastError      string    `json:"last_error"`
 			Told           *struct {
 				Preferred uint32 `json:"preferred"`
 				Valid     uint32 `json:"valid"`

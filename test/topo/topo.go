@@ -6,6 +6,16 @@
 // test binaries never collide. It is test infrastructure, imported only by
 // this module's tests (and test/dhcp6test), not a supported API.
 //
+// Tests share one kernel: the neighbour table (gc_thresh3 counts every
+// namespace), conntrack and port ranges are common to all of them. A test
+// that floods or fills such a resource owns it: it uses bounded resources
+// of its own (a bounded set of sources, limits raised for it and restored),
+// or it calls Exclusive before New and runs alone on the machine. Every
+// topology (New) holds a machine-wide lock shared (flock in LockDir) until
+// its test ends; Exclusive waits for those and keeps new ones waiting
+// meanwhile (writer preference, across test binaries). So: Exclusive first
+// in a test that needs it, t.Parallel before New.
+//
 //	topo.RequireRoot(t)
 //	n := topo.New(t)
 //	r, h := n.Node("router"), n.Node("host")
@@ -76,9 +86,12 @@ type Net struct {
 
 // New creates the switch namespace and its main bridge, br0. Multicast
 // snooping is off so ff02::1:2 reaches every port, like an unmanaged switch.
+// The test holds the machine shared until its cleanup (see Exclusive): New
+// waits while a test that fills a kernel table runs.
 func New(t testing.TB) *Net {
 	t.Helper()
 	RequireRoot(t)
+	holdShared(t) // released after teardown (cleanups run last-in first-out)
 	var b [3]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		t.Fatalf("random id: %v", err)
