@@ -123,6 +123,13 @@ done
 # in the image build fails on a plain directory).
 mounts="mount --bind '$root' '$root' && mount -t proc proc '$root/proc' && mount -t sysfs sysfs '$root/sys' &&
 	mount --rbind /dev '$root/dev' && mount -t tmpfs tmpfs '$root/run'"
+# The machine-wide test lock (test/topo/exclusive.go) is the host's: a test
+# that owns the kernel's neighbour table in the room waits for the host's
+# tests, and theirs for it, as if both ran on one machine (they share its kernel).
+for f in addrreg-test.lock addrreg-test.turnstile; do
+	touch "/run/$f"
+	mounts="$mounts && touch '$root/run/$f' && mount --bind '/run/$f' '$root/run/$f'"
+done
 [ -z "$warm" ] || { mkdir -p /var/cache/addrreg-image "$root/var/cache/addrreg-image";
 	mounts="$mounts && mount --bind /var/cache/addrreg-image '$root/var/cache/addrreg-image'"; }
 
