@@ -22,6 +22,9 @@
 # neighbour table), as CI does; mounts are made in a private mount namespace
 # and vanish with it. Exit status: .ci/run's.
 set -euo pipefail
+# All of it in one compound command: bash reads it whole before running it,
+# so editing this file while a rehearsal runs cannot break that rehearsal.
+{
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 warm= keep=
 for a in "$@"; do
@@ -145,3 +148,4 @@ secs=$(($(date +%s) - start))
 tail -n 30 "$log"
 echo "ci-clean: .ci/run rc $rc in ${secs} s ($SUITE minbase, $([ -n "$warm" ] && echo warm || echo cold) image cache)" >&2
 exit "$rc"
+}
