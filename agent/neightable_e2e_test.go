@@ -171,19 +171,25 @@ func TestE2ENeighTableFull(t *testing.T) {
 		topo.ReadNeighStats(t), l.host.Neighbours(t, "eth0"), l.server.Neighbours(t, "eth0"))
 
 	// An address comes due while the table is full: its sends are refused.
+	// A full table refuses nearly every send, not quite all: forced
+	// collection frees any multicast (NOARP) entry nobody holds, of any
+	// namespace, whatever its age, and an allocation then finds room. So
+	// one of the late address's transmissions may go out and be answered
+	// during the flood; what must hold either way is below.
 	l.host.MustExec(t, "ip", "-6", "addr", "add", late.String()+"/64", "dev", "eth0", "nodad")
-	p.WaitOutput(t, `msg="registration failed"`, 20*time.Second)
-	if n := logLines(p.Output(), `msg="registration failed"`, "addr="+late.String()+" ", "invalid argument"); n == 0 {
-		t.Errorf("no \"registration failed\" for %s naming \"invalid argument\" (EINVAL):\n%s", late, p.Output())
+	refused := `msg="send refused: counted as a lost transmission"`
+	p.WaitOutput(t, refused, 20*time.Second)
+	if n := logLines(p.Output(), refused, "addr="+late.String()+" ", "invalid argument"); n == 0 {
+		t.Errorf("no refused send for %s naming \"invalid argument\" (EINVAL):\n%s", late, p.Output())
 	}
 	am := l.host.Scrape(t, agentMetrics)
 	if v, _ := topo.MetricValue(am, `addrregd_send_errors_total{errno="EINVAL"}`); v < 1 {
 		t.Errorf(`addrregd_send_errors_total{errno="EINVAL"} = %v during the full table, want >= 1`, v)
 	}
-	doc := waitStatus(t, sock, "the refused address's last error", func(d statusDoc) bool {
+	doc := waitStatus(t, sock, "the refused address's last error (or its registration)", func(d statusDoc) bool {
 		for _, ifc := range d.Interfaces {
 			for _, a := range ifc.Addresses {
-				if a.Address == late.String() && strings.Contains(a.LastError, "invalid argument") {
+				if a.Address == late.String() && (strings.Contains(a.LastError, "invalid argument") || a.Phase == "registered") {
 					return true
 				}
 			}
@@ -196,25 +202,21 @@ func TestE2ENeighTableFull(t *testing.T) {
 	text, _ := runStatus(t, "--control-socket", sock, "-i", "eth0")
 	t.Logf("addrregd status while the table is full:\n%s", text)
 
-	// Keep it full a while: retry after retry is refused, and what the
-	// server had, it still has: nothing was deregistered or lost.
-	for deadline := time.Now().Add(20 * time.Second); time.Since(full) < 8*time.Second ||
-		logLines(p.Output(), `msg="registration failed"`, "addr="+late.String()+" ") < 2; time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("fewer than 2 failed exchanges for %s in 20 s of a full table:\n%s", late, p.Output())
-		}
+	// Keep it full a while: what the server had, it still has: nothing
+	// was deregistered or lost, whatever was refused.
+	for time.Since(full) < 8*time.Second {
+		time.Sleep(200 * time.Millisecond)
 	}
+	t.Logf("%d exchanges for %s failed while the table was full", logLines(p.Output(), `msg="registration failed"`, "addr="+late.String()+" "), late)
 	during := l.bindings(t)
 	for a, b := range before {
 		if got, ok := during[a]; !ok || got.DUID != b.DUID {
 			t.Errorf("the server lost %s (%+v) while the host's table was full: %+v", a, b, got)
 		}
 	}
-	// A full table refuses nearly every send, not quite all: now and then
-	// an allocation finds room (the kernel's forced collection frees
-	// entries of other kinds), and an INFORM goes out. The server may then
-	// hold the address although its reply, refused in turn, never came
-	// back: addrregd still counts it failed and retries.
+	// An INFORM that found room may have reached the server although its
+	// reply, refused in turn, never came back: addrregd then counts the
+	// exchange failed and retries.
 	informs := len(l.sniff.Informs(late))
 	_, serverHas := during[late]
 	stats1 := topo.ReadNeighStats(t)
