@@ -29,8 +29,6 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--max-bindings-per-duid", "0"}, "--max-bindings-per-duid"},
 		{[]string{"--queue", "-5"}, "--queue"},
 		{[]string{"--max-wait", "-1s"}, "--max-wait"},
-		{[]string{"--segment-mb", "0"}, "--segment-mb"},
-		{[]string{"--segment-mb", "2048"}, "--segment-mb"},
 		{[]string{"query", "--link-address", "2001:db8::1"}, "--bulk"},
 		{[]string{"--prefix", "eth0"}, "--prefix"},
 		{[]string{"--prefix", "eth0=10.0.0.0/8"}, "--prefix"},
@@ -104,7 +102,7 @@ func TestServerConfig(t *testing.T) {
 		LeasequeryAllow: []netip.Prefix{netip.MustParsePrefix("2001:db8:ff::/48")},
 		RatePerSource:   5, RatePerDUID: 9, Burst: 7,
 		MaxBindingsPerDUID: 20000, MaxQueue: refserver.DefaultMaxQueue,
-		MaxWait: refserver.DefaultMaxWait, HistoryMax: refserver.DefaultHistoryMax, SegmentMB: refserver.DefaultSegmentMB,
+		MaxWait: refserver.DefaultMaxWait, HistoryMax: refserver.DefaultHistoryMax,
 	}
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)

@@ -87,6 +87,10 @@ type HandlerConfig struct {
 	Burst                      int
 	// MaxBindingsPerDUID: 0 is DefaultMaxBindingsPerDUID.
 	MaxBindingsPerDUID int
+	// Source is where leasequeries read the bindings (the server's
+	// database, so that every server of a site answers for all); nil: the
+	// Handler's own table.
+	Source bindingSource
 }
 
 // Handler is the server's message logic without sockets or disk: it owns
@@ -567,44 +571,6 @@ func (h *Handler) Load(now time.Time, bs []Binding) []Event {
 		h.insert(&b)
 	}
 	return evs
-}
-
-// snapshotBindings yields every binding as a snapshot record: its address,
-// expiry (Unix ns, 0: never) and codec bytes, valid during the call. It
-// holds the lock for snapChunk slots at a time, never longer, so it is not
-// a point-in-time view: each binding is as it was when its chunk was read
-// (store.go, compactMemory, says why that is enough for a snapshot).
-func (h *Handler) snapshotBindings(yield func(addr [16]byte, exp int64, rec []byte) bool) {
-	const snapChunk = 256
-	var buf []byte
-	type item struct {
-		addr     [16]byte
-		exp      int64
-		off, end int
-	}
-	items := make([]item, 0, snapChunk)
-	for start := 0; ; start += snapChunk {
-		buf, items = buf[:0], items[:0]
-		h.mu.Lock()
-		n := h.tab.slots.n
-		for i := start; i < min(start+snapChunk, n); i++ {
-			if s := h.tab.slots.at(i); s.flags&slotUsed != 0 {
-				b := h.tab.view(uint32(i + 1))
-				off := len(buf)
-				buf = appendBinding(buf, &b)
-				items = append(items, item{addr: s.addr, exp: s.expires, off: off, end: len(buf)})
-			}
-		}
-		h.mu.Unlock()
-		for _, it := range items {
-			if !yield(it.addr, it.exp, buf[it.off:it.end]) {
-				return
-			}
-		}
-		if start+snapChunk >= n {
-			return
-		}
-	}
 }
 
 // Len returns how many bindings there are.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"runtime"
@@ -38,7 +39,7 @@ type Server struct {
 	// Read-only after New.
 	hot map[string]*atomic.Uint64
 
-	st      *store
+	st      atomic.Pointer[storageRef] // set while Run runs
 	pc      *ipv6.PacketConn
 	jobs    chan job
 	queued  atomic.Int64 // jobs queued or being committed
@@ -49,17 +50,23 @@ type Server struct {
 	ifNames map[int]string
 	onLink  map[string]onLinkEntry
 
-	cancelRun context.CancelFunc
-	dbOnce    sync.Once
-	dbErr     error // set by the writer before it ends; read after
-
-	running atomic.Pointer[store] // set while Run runs (history.go)
-	metrics serverMetrics         // metrics.go
+	metrics serverMetrics // metrics.go
 
 	tmu     sync.Mutex
 	timer   scheduler.Timer
 	armedAt time.Time
 	wake    chan struct{}
+}
+
+// storageRef holds the storage in an atomic.Pointer.
+type storageRef struct{ storage }
+
+// store returns the database while Run runs, else nil.
+func (s *Server) store() storage {
+	if r := s.st.Load(); r != nil {
+		return r.storage
+	}
+	return nil
 }
 
 type onLinkEntry struct {
@@ -70,9 +77,12 @@ type onLinkEntry struct {
 // job is what one message (or one expiry run) gives the writer: events to
 // commit, and the reply to send once they are durable.
 type job struct {
-	ev      Event   // committed unless its Kind is EventNone
-	evs     []Event // more events (the expirer's)
-	reply   []byte  // sent after the commit; nil: nothing to send
+	ev  Event   // committed unless its Kind is EventNone
+	evs []Event // more events to log and count (the expiries a commit made)
+	// expire asks the commit to remove the bindings expired by then
+	// (the expirer's job).
+	expire  time.Time
+	reply   []byte // sent after the commit; nil: nothing to send
 	to      netip.AddrPort
 	zone    string  // for a link-local destination
 	ifIndex int     // unrelayed: out the receiving interface (RFC 9686 §4.3)
@@ -155,8 +165,29 @@ func (s *Server) handlerConfig(duid []byte) HandlerConfig {
 	}
 }
 
-// Bindings returns a snapshot of the current bindings, ordered by address.
-func (s *Server) Bindings() []Binding { return s.h.Load().Bindings() }
+// maxPerDUID is the per-DUID limit the database enforces.
+func (s *Server) maxPerDUID() int {
+	if s.cfg.MaxBindingsPerDUID > 0 {
+		return s.cfg.MaxBindingsPerDUID
+	}
+	return DefaultMaxBindingsPerDUID
+}
+
+// Bindings returns the current bindings, ordered by address: from the
+// database while Run runs (every server's, when servers share one), else
+// what the server last knew.
+func (s *Server) Bindings() []Binding {
+	if st := s.store(); st != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		bs, err := st.bindings(ctx)
+		if err == nil {
+			return bs
+		}
+		s.log.Warn("read bindings", "reason", ErrDatabase.Name, "err", err)
+	}
+	return s.h.Load().Bindings()
+}
 
 // Counters returns how many messages were received ("received") and sent
 // ("sent"), how many of each event happened (keys "register", "refresh",
@@ -213,44 +244,37 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	// Cancelled also when the read loop fails, so the expirer stops.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.cancelRun = cancel
-	segSize := walSize
-	if s.cfg.SegmentMB > 0 {
-		segSize = int64(s.cfg.SegmentMB) << 20
-	}
-	st, err := openStoreSize(s.cfg.DBPath, retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}, s.log, segSize)
+	st, err := openStorage(ctx, s.cfg.DBPath, storeOptions{
+		passwordFile: s.cfg.DBPasswordFile, log: s.log,
+		ret: retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge},
+	})
 	if err != nil {
 		return err
 	}
-	s.st = st
-	s.running.Store(st)
 	defer func() {
+		s.st.Store(nil)
 		if cerr := st.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close database: %w", cerr)
 		}
 	}()
-	duid, err := st.serverDUID(s.newDUID)
+	duid, err := st.serverDUID(ctx, s.newDUID)
 	if err != nil {
-		return err
+		return fmt.Errorf("database %s: %w", RedactDB(s.cfg.DBPath), err)
 	}
-	h := NewHandler(s.handlerConfig(duid))
-	bs, err := st.load()
+	bs, err := st.bindings(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("database %s: %w", RedactDB(s.cfg.DBPath), err)
 	}
-	now := s.clock.Now()
-	if evs := h.Load(now, bs); len(evs) > 0 {
-		for _, e := range evs {
-			s.logEvent(e)
-		}
-		if err := st.apply(evs); err != nil {
-			return fmt.Errorf("drop expired bindings: %w", err)
-		}
-	}
-	// Compactions take the bindings from memory from now on.
-	st.setSource(h.snapshotBindings)
-
+	hc := s.handlerConfig(duid)
+	hc.Source = st
+	// The database enforces the per-DUID limit (in the commit, across
+	// servers); the Handler's table only caches what this server saw.
+	hc.MaxBindingsPerDUID = math.MaxInt32
+	h := NewHandler(hc)
+	// Expired ones stay in the database until the first expiry run, at once.
+	h.Load(s.clock.Now(), bs)
 	s.h.Store(h)
+	s.st.Store(&storageRef{st})
 
 	pc, err := s.listen()
 	if err != nil {
@@ -291,7 +315,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 
 	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
 	defer stop()
-	s.log.Info("listening", "addr", "[::]:547", "interfaces", s.cfg.Interfaces, "db", s.cfg.DBPath,
+	s.wake <- struct{}{} // expire what expired while the server was down
+	s.log.Info("listening", "addr", "[::]:547", "interfaces", s.cfg.Interfaces, "db", RedactDB(s.cfg.DBPath),
 		"bindings", h.Len(), "server_duid", hex.EncodeToString(duid), "addr_reg", s.cfg.AddrReg)
 	rerr := s.readLoop(ctx)
 	cancel()
@@ -304,10 +329,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.tmu.Unlock()
 	close(s.jobs)
 	writerDone.Wait()
-	s.log.Info("stopped", "bindings", h.Len())
-	if s.dbErr != nil {
-		return fmt.Errorf("database: %w", s.dbErr)
-	}
+	s.log.Info("stopped")
 	return rerr
 }
 
@@ -508,7 +530,9 @@ func (s *Server) handle(pkt Packet, rx, read int64) {
 		}
 		return
 	}
-	s.count(ev.Kind.String())
+	if !ev.Durable() {
+		s.count(ev.Kind.String())
+	}
 	j := job{ev: ev, reply: reply, to: dst}
 	if reply != nil {
 		if !ev.Relayed {
@@ -596,6 +620,9 @@ func (s *Server) writer() {
 		<-senderDone
 	}()
 	var evs []Event
+	var idx []int // evs[i] is batch[idx[i]].ev
+	down := false
+	backoff := time.Duration(0)
 	for j := range s.jobs {
 		batch := append(<-free, j)
 	drain:
@@ -610,32 +637,62 @@ func (s *Server) writer() {
 				break drain
 			}
 		}
-		evs = evs[:0]
-		for _, j := range batch {
+		evs, idx = evs[:0], idx[:0]
+		var expireAt time.Time
+		for i, j := range batch {
 			if j.ev.Kind != EventNone {
 				evs = append(evs, j.ev)
+				idx = append(idx, i)
 			}
-			evs = append(evs, j.evs...)
+			if j.expire.After(expireAt) {
+				expireAt = j.expire
+			}
 		}
 		t0 := time.Now()
-		err := s.commit(evs)
+		expired, err := s.commit(evs, expireAt)
 		t1 := time.Now()
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("commit", "jobs", len(batch), "events", len(evs), "took", t1.Sub(t0))
 		}
 		if err != nil {
-			// Nothing is acknowledged that is not on disk, and memory
-			// now holds what the disk does not: stop, so that a restart
-			// reloads the truth from the database.
+			// Nothing is acknowledged that is not committed: the
+			// batch's replies are dropped (its clients retransmit),
+			// and the writer waits before trying the next batch, while
+			// the readers shed what the queue cannot hold.
 			s.count(ErrDatabase.Name)
-			s.log.Error("database commit failed: stopping", "events", len(evs), "reason", ErrDatabase.Name, "err", err)
-			s.dbOnce.Do(func() {
-				s.dbErr = err
-				s.cancelRun()
-			})
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			if !down {
+				s.log.Error("database commit failed: not acknowledging until it works again", "db", RedactDB(s.cfg.DBPath),
+					"events", len(evs), "reason", ErrDatabase.Name, "err", err)
+			} else {
+				s.log.Debug("database commit failed again", "events", len(evs), "retry_in", backoff, "err", err)
+			}
+			down = true
+		} else {
+			for k, i := range idx {
+				batch[i].ev = evs[k]
+				if evs[k].Kind == EventReject {
+					batch[i].reply = nil // over the limit: the database said no
+				}
+			}
+			if len(expired) > 0 {
+				batch = append(batch, job{evs: expired})
+				s.queued.Add(1) // released with the batch
+			}
+			if down {
+				s.log.Info("database commits work again: acknowledging", "db", RedactDB(s.cfg.DBPath))
+				down, backoff = false, 0
+				s.poke() // an expiry run may have failed meanwhile
+			}
+			if !expireAt.IsZero() {
+				s.armFromDB()
+			}
 		}
 		clear(evs)
 		sendq <- sendBatch{jobs: batch, failed: err != nil, start: t0.UnixNano(), end: t1.UnixNano()}
+		if err != nil {
+			time.Sleep(backoff)
+		}
 	}
 }
 
@@ -647,8 +704,8 @@ type sendBatch struct {
 	start, end int64
 }
 
-// sender sends the replies of committed batches, logs their events,
-// releases their jobs and gives the batch back to the writer.
+// sender sends the replies of committed batches, counts and logs their
+// events, releases their jobs and gives the batch back to the writer.
 func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
 	w := newReplyWriter()
 	for b := range sendq {
@@ -662,13 +719,31 @@ func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
 			s.metrics.observeStages(b)
 			for _, j := range b.jobs {
 				if j.log {
-					s.logEvent(j.ev)
+					s.countEvent(j.ev)
+					if j.ev.Kind == EventReject {
+						s.logReject(j.ev, ErrTooManyBindings)
+					} else {
+						s.logEvent(j.ev)
+					}
+				}
+				for _, e := range j.evs {
+					s.countEvent(e)
+					s.logEvent(e)
 				}
 			}
 		}
 		s.release(b.jobs)
 		free <- b.jobs[:0]
 	}
+}
+
+// countEvent counts a committed event.
+func (s *Server) countEvent(e Event) {
+	if e.Kind == EventReject {
+		s.count("reject", e.Reason)
+		return
+	}
+	s.count(e.Kind.String())
 }
 
 // release returns the batch's reply buffers and queue places.
@@ -733,21 +808,23 @@ func (w *replyWriter) flush(s *Server) {
 	w.msgs, w.jobs = w.msgs[:0], w.jobs[:0]
 }
 
-// commit applies evs, retrying a failed transaction a few times (a full
-// disk may free up; a failed append is overwritten by the next).
-func (s *Server) commit(evs []Event) error {
+// commitTimeout bounds one commit: a database that hangs counts as down.
+const commitTimeout = 10 * time.Second
+
+// commit applies evs (and the expiry run asked for) in one transaction.
+func (s *Server) commit(evs []Event, expireAt time.Time) ([]Event, error) {
 	defer s.metrics.observeCommit(time.Now())
-	var err error
-	for i, wait := 0, 50*time.Millisecond; i < 3; i, wait = i+1, wait*4 {
-		if err = s.st.apply(evs); err == nil {
-			return nil
-		}
-		time.Sleep(wait)
-	}
-	return err
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	return s.store().commit(ctx, evs, expireAt, s.maxPerDUID())
 }
 
-// expirer removes expired bindings when the timer says so.
+// ExpiryPoll is how often the server looks for expired bindings even when
+// it registered none that expire sooner: with a shared database, another
+// server's bindings (and those of a server that stopped) expire too.
+var ExpiryPoll = 10 * time.Second
+
+// expirer asks the writer for an expiry run when the timer says so.
 func (s *Server) expirer(ctx context.Context) {
 	for {
 		select {
@@ -755,39 +832,53 @@ func (s *Server) expirer(ctx context.Context) {
 			return
 		case <-s.wake:
 		}
-		evs := s.h.Load().Expire(s.clock.Now())
-		for _, e := range evs {
-			s.count(e.Kind.String())
-			s.logEvent(e)
-		}
-		if len(evs) > 0 {
-			s.enqueue(job{evs: evs})
-		}
+		now := s.clock.Now()
+		s.h.Load().Expire(now) // the table's copy; the database's run is the truth
+		s.enqueue(job{expire: now})
 		s.tmu.Lock()
 		s.armedAt = time.Time{}
 		s.tmu.Unlock()
 		s.arm()
+		s.armAt(now.Add(ExpiryPoll))
 	}
 }
 
-// arm sets the one expiry timer to the earliest expiry.
+// poke wakes the expirer now.
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// armFromDB sets the timer to the database's earliest expiry.
+func (s *Server) armFromDB() {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if at, ok, err := s.store().nextExpiry(ctx); err == nil && ok {
+		s.armAt(at)
+	}
+}
+
+// arm sets the one expiry timer to the earliest expiry the table knows.
 func (s *Server) arm() {
-	at, ok := s.h.Load().NextExpiry()
+	if at, ok := s.h.Load().NextExpiry(); ok {
+		s.armAt(at)
+	}
+}
+
+// armAt sets the timer to at unless it is set earlier.
+func (s *Server) armAt(at time.Time) {
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
-	if !ok || (!s.armedAt.IsZero() && !at.Before(s.armedAt)) {
+	if !s.armedAt.IsZero() && !at.Before(s.armedAt) {
 		return
 	}
 	if s.timer != nil {
 		s.timer.Stop()
 	}
 	s.armedAt = at
-	s.timer = s.clock.AfterFunc(at.Sub(s.clock.Now()), func() {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	})
+	s.timer = s.clock.AfterFunc(at.Sub(s.clock.Now()), s.poke)
 }
 
 func (s *Server) ifName(idx int) string {
@@ -901,12 +992,7 @@ func (s *Server) logReject(e Event, reason error) {
 
 // History returns the database's history records, oldest first. It is for
 // tests and only valid while Run is running.
-func (s *Server) History() ([]HistoryRecord, error) {
-	if s.st == nil {
-		return nil, errors.New("refserver: not running")
-	}
-	return s.st.history()
-}
+func (s *Server) History() ([]HistoryRecord, error) { return s.QueryHistory(HistoryQuery{}) }
 
 func setSockopt(c net.PacketConn, level, opt, v int) error {
 	uc, ok := c.(*net.UDPConn)

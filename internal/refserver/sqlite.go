@@ -1,0 +1,398 @@
+package refserver
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3", pure Go
+)
+
+// sqliteStore is the embedded default: one file, WAL journal,
+// synchronous=FULL (a commit is on disk before it returns: an acknowledged
+// registration survives a power cut), one writer connection, a pool of
+// readers beside it (WAL lets them read while the writer commits).
+type sqliteStore struct {
+	sqlReads // the readers
+	path     string
+	w        *sql.DB // the one writer connection
+	ret      retention
+	stmts    struct {
+		expire, current, count, upsert, del, hist, pruneSeq, pruneAge *sql.Stmt
+	}
+}
+
+func sqliteDSN(path string, write bool) string {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)"
+	if write {
+		return dsn + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_txlock=immediate"
+	}
+	return dsn + "&_pragma=query_only(1)"
+}
+
+// openSQLite opens (or creates) the SQLite database at path, imports an
+// old-format database found there, and applies the migrations it lacks.
+func openSQLite(ctx context.Context, path string, o storeOptions) (_ *sqliteStore, err error) {
+	if !o.readOnly {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("create database directory for %s: %w", path, err)
+		}
+		if err := importLegacy(ctx, path, o); err != nil {
+			return nil, err
+		}
+	} else if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	s := &sqliteStore{path: path, ret: o.ret}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if !o.readOnly {
+		if s.w, err = sql.Open("sqlite3", sqliteDSN(path, true)); err != nil {
+			return nil, fmt.Errorf("database %s: %w", path, err)
+		}
+		s.w.SetMaxOpenConns(1)
+		s.w.SetConnMaxIdleTime(0)
+		if err := checkSQLite(ctx, s.w, path); err != nil {
+			return nil, err
+		}
+		if _, err := migrate(ctx, s.w, "sqlite", path, ""); err != nil {
+			return nil, err
+		}
+	}
+	if s.db, err = sql.Open("sqlite3", sqliteDSN(path, false)); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	s.db.SetMaxOpenConns(4)
+	if o.readOnly {
+		if err := checkSQLite(ctx, s.db, path); err != nil {
+			return nil, err
+		}
+		var v int
+		if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v); err != nil {
+			return nil, fmt.Errorf("database %s: read schema version: %w", path, err)
+		}
+		if v > SchemaVersion {
+			return nil, fmt.Errorf("database %s: %w: schema version %d, this program knows up to %d", path, ErrSchemaNewer, v, SchemaVersion)
+		}
+		return s, nil
+	}
+	if err := s.prepare(ctx); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// checkSQLite refuses a file that is not an SQLite database, or one that
+// holds tables but not ours.
+func checkSQLite(ctx context.Context, db *sql.DB, path string) error {
+	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'`)
+	if err != nil {
+		return fmt.Errorf("database %s is not an SQLite database (or is corrupt): %w", path, err)
+	}
+	defer rows.Close()
+	var tables []string
+	ours := false
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return fmt.Errorf("database %s: %w", path, err)
+		}
+		tables = append(tables, n)
+		ours = ours || n == "schema_version"
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("database %s is not an SQLite database (or is corrupt): %w", path, err)
+	}
+	if len(tables) > 0 && !ours {
+		return fmt.Errorf("database %s is an SQLite database of something else (tables %s), not addrreg-refserver's", path, strings.Join(tables, ", "))
+	}
+	return nil
+}
+
+const (
+	sqliteUpsert = `INSERT INTO bindings (addr, prefix64, duid, iface, link_addr, link_layer, fqdn, first_ns, last_ns, expires_ns, preferred_s, valid_s)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12)
+		ON CONFLICT (addr) DO UPDATE SET prefix64 = excluded.prefix64, duid = excluded.duid, iface = excluded.iface,
+		link_addr = excluded.link_addr, link_layer = excluded.link_layer, fqdn = excluded.fqdn, first_ns = excluded.first_ns,
+		last_ns = excluded.last_ns, expires_ns = excluded.expires_ns, preferred_s = excluded.preferred_s, valid_s = excluded.valid_s`
+	sqliteHistory = `INSERT INTO history (` + historyCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+)
+
+func (s *sqliteStore) prepare(ctx context.Context) error {
+	p := func(dst **sql.Stmt, q string) error {
+		st, err := s.w.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		*dst = st
+		return nil
+	}
+	return errors.Join(
+		p(&s.stmts.expire, `DELETE FROM bindings WHERE expires_ns IS NOT NULL AND expires_ns <= $1 RETURNING `+bindingCols),
+		p(&s.stmts.current, `SELECT `+bindingCols+` FROM bindings WHERE addr = $1`),
+		p(&s.stmts.count, `SELECT COUNT(*) FROM bindings WHERE duid = $1`),
+		p(&s.stmts.upsert, sqliteUpsert),
+		p(&s.stmts.del, `DELETE FROM bindings WHERE addr = $1`),
+		p(&s.stmts.hist, sqliteHistory),
+		p(&s.stmts.pruneSeq, pruneBySeq),
+		p(&s.stmts.pruneAge, pruneByAge),
+	)
+}
+
+func (s *sqliteStore) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.stmts.expire, s.stmts.current, s.stmts.count, s.stmts.upsert, s.stmts.del, s.stmts.hist, s.stmts.pruneSeq, s.stmts.pruneAge} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *sqliteStore) serverDUID(ctx context.Context, gen func() []byte) ([]byte, error) {
+	return metaDUID(ctx, s.w, gen)
+}
+
+func (s *sqliteStore) commit(ctx context.Context, evs []Event, expireAt time.Time, max int) ([]Event, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: begin: %w", s.path, err)
+	}
+	defer tx.Rollback()
+	expired, err := commitTx(ctx, tx, sqliteTx{s}, evs, expireAt, max, s.ret)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", s.path, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("database %s: commit: %w", s.path, err)
+	}
+	return expired, nil
+}
+
+// sqliteTx writes row by row with prepared statements: in-process, a
+// statement costs microseconds.
+type sqliteTx struct{ s *sqliteStore }
+
+func (t sqliteTx) expire(ctx context.Context, tx *sql.Tx, ns int64) ([]Binding, error) {
+	rows, err := tx.StmtContext(ctx, t.s.stmts.expire).QueryContext(ctx, ns)
+	if err != nil {
+		return nil, fmt.Errorf("expire: %w", err)
+	}
+	defer rows.Close()
+	var out []Binding
+	for rows.Next() {
+		b, err := scanBinding(rows)
+		if err != nil {
+			return nil, fmt.Errorf("expire: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func (t sqliteTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string]Binding, error) {
+	st := tx.StmtContext(ctx, t.s.stmts.current)
+	m := make(map[string]Binding, len(addrs))
+	for _, a := range addrs {
+		b, err := scanBinding(st.QueryRowContext(ctx, a))
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read binding %s: %w", a, err)
+		}
+		m[a] = b
+	}
+	return m, nil
+}
+
+func (t sqliteTx) count(ctx context.Context, tx *sql.Tx, duid string) (int, error) {
+	var n int
+	err := tx.StmtContext(ctx, t.s.stmts.count).QueryRowContext(ctx, duid).Scan(&n)
+	return n, err
+}
+
+func (t sqliteTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error {
+	if len(dels) > 0 {
+		del := tx.StmtContext(ctx, t.s.stmts.del)
+		for _, a := range dels {
+			if _, err := del.ExecContext(ctx, a); err != nil {
+				return fmt.Errorf("delete binding %s: %w", a, err)
+			}
+		}
+	}
+	if len(ups) > 0 {
+		up, err := t.stmt(ctx, tx, t.s.stmts.upsert, sqliteUpsert)
+		if err != nil {
+			return err
+		}
+		for _, r := range ups {
+			if _, err := up.ExecContext(ctx, r.addr, r.prefix64, r.duid, r.iface, r.linkAddr, r.linkLayer, r.fqdn,
+				r.first, r.last, r.expires, r.preferred, r.valid); err != nil {
+				return fmt.Errorf("write binding %s: %w", r.addr, err)
+			}
+		}
+	}
+	if len(hist) > 0 {
+		hi, err := t.stmt(ctx, tx, t.s.stmts.hist, sqliteHistory)
+		if err != nil {
+			return err
+		}
+		for _, h := range hist {
+			if _, err := hi.ExecContext(ctx, h.time, h.event, h.duid, h.prevDUID, h.addr, h.iface, h.linkAddr, h.linkLayer,
+				h.fqdn, h.preferred, h.valid, h.reason); err != nil {
+				return fmt.Errorf("write history: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// stmt is st in tx, or q prepared in tx when there is no st (the import).
+func (t sqliteTx) stmt(ctx context.Context, tx *sql.Tx, st *sql.Stmt, q string) (*sql.Stmt, error) {
+	if st != nil {
+		return tx.StmtContext(ctx, st), nil
+	}
+	return tx.PrepareContext(ctx, q)
+}
+
+func (t sqliteTx) prune(ctx context.Context, tx *sql.Tx, ret retention, now int64) error {
+	return pruneHistory(ctx, tx.StmtContext(ctx, t.s.stmts.pruneSeq).ExecContext, tx.StmtContext(ctx, t.s.stmts.pruneAge).ExecContext, ret, now)
+}
+
+const (
+	pruneBySeq = `DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - $1`
+	pruneByAge = `DELETE FROM history WHERE time_ns < $1`
+)
+
+type execFunc func(ctx context.Context, args ...any) (sql.Result, error)
+
+// pruneHistory keeps the newest ret.max records (0: HistoryCap) and none
+// older than ret.maxAge.
+func pruneHistory(ctx context.Context, bySeq, byAge execFunc, ret retention, now int64) error {
+	limit := ret.max
+	if limit == 0 {
+		limit = HistoryCap
+	}
+	if limit < math.MaxInt64 {
+		if _, err := bySeq(ctx, int64(limit)); err != nil {
+			return fmt.Errorf("prune history: %w", err)
+		}
+	}
+	if ret.maxAge > 0 {
+		if _, err := byAge(ctx, now-int64(ret.maxAge)); err != nil {
+			return fmt.Errorf("prune history: %w", err)
+		}
+	}
+	return nil
+}
+
+// OldFormatSuffix is added to the database path to name the directory
+// where an imported old-format database is kept (its files under their
+// own names).
+const OldFormatSuffix = ".old-format"
+
+// importLegacy imports the old-format database at path (legacy.go), if
+// that is what is there, into a new SQLite database that then takes its
+// place; the old files are kept in path+OldFormatSuffix. A crash before
+// the new file is renamed into place leaves the old one there, imported
+// again at the next start; after it, leftovers are removed.
+func importLegacy(ctx context.Context, path string, o storeOptions) error {
+	aside := path + OldFormatSuffix
+	if !isLegacy(path) {
+		if _, err := os.Stat(aside); err == nil {
+			// Renamed into place, leftovers not yet removed.
+			removeLegacyLeftovers(path)
+		}
+		return nil
+	}
+	old, err := readLegacy(path)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".importing"
+	for _, f := range []string{tmp, tmp + "-wal", tmp + "-shm"} {
+		_ = os.Remove(f)
+	}
+	_ = os.RemoveAll(aside)
+	db, err := sql.Open("sqlite3", sqliteDSN(tmp, true))
+	if err != nil {
+		return fmt.Errorf("import %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	err = func() error {
+		if _, err := migrate(ctx, db, "sqlite", tmp, ""); err != nil {
+			return err
+		}
+		if err := importLegacyInto(ctx, db, sqliteTx{&sqliteStore{}}, old); err != nil {
+			return err
+		}
+		// One file again, so that the rename moves everything.
+		_, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+		return err
+	}()
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("import old database %s: %w", path, err)
+	}
+	if err := os.Mkdir(aside, 0o750); err != nil {
+		return fmt.Errorf("import old database %s: %w", path, err)
+	}
+	for _, f := range old.files {
+		if err := os.Link(f, filepath.Join(aside, filepath.Base(f))); err != nil {
+			return fmt.Errorf("import old database %s: keep %s: %w", path, f, err)
+		}
+	}
+	if err := syncDir(aside); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("import old database %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	removeLegacyLeftovers(path)
+	o.log.Warn("database: imported the old-format database into SQLite; the old files are kept aside",
+		"db", path, "bindings", len(old.bindings), "history", len(old.history), "old_files", aside)
+	return nil
+}
+
+func removeLegacyLeftovers(path string) {
+	segs, _ := filepath.Glob(path + ".wal.*")
+	for _, f := range append(segs, path+".lock", path+".importing-wal", path+".importing-shm") {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
