@@ -26,8 +26,8 @@ type postgresStore struct {
 	ret   retention
 }
 
-// siteLock is the advisory lock key of a site's commits ("addrreg" in ASCII).
-const siteLock = `SELECT pg_advisory_xact_lock(0x61646472726567)`
+// siteLock is the advisory lock key of a site's commits ("addrreg" in ASCII, 0x61646472726567).
+const siteLock = `SELECT pg_advisory_xact_lock(27413455320540519)`
 
 // openPostgres connects to the PostgreSQL database at url. The password
 // comes from the URL, o.passwordFile, or pgx's environment (PGPASSWORD,
