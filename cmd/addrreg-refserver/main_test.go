@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -116,5 +117,28 @@ func TestServerConfig(t *testing.T) {
 	}
 	if !cfg.AddrReg || cfg.DBPath != refserver.DefaultDBPath || cfg.RatePerSource != 20 || cfg.MaxBindingsPerDUID != 1024 {
 		t.Errorf("defaults: %+v", cfg)
+	}
+}
+
+// TestDatabaseRefusedExits1: a database the server cannot use (not SQLite,
+// an unreachable PostgreSQL) stops it at start with exit 1 and a message
+// naming it, never its password.
+func TestDatabaseRefusedExits1(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server")
+	}
+	junk := filepath.Join(t.TempDir(), "junk.db")
+	if err := os.WriteFile(junk, []byte(strings.Repeat("junk", 2000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ db, want, secret string }{
+		{junk, junk + " is not an SQLite database", ""},
+		{"postgres://u:hunter2@127.0.0.1:1/sitedb?connect_timeout=2", "postgres://u:xxxxx@127.0.0.1:1/sitedb", "hunter2"},
+	} {
+		var stderr bytes.Buffer
+		code := run([]string{"-i", "lo", "--db", tc.db, "--control-socket", ""}, io.Discard, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), tc.want) || (tc.secret != "" && strings.Contains(stderr.String(), tc.secret)) {
+			t.Errorf("--db %s: exit %d, stderr:\n%s\nwant exit 1 and %q", tc.db, code, stderr.String(), tc.want)
+		}
 	}
 }
