@@ -652,3 +652,7 @@ func importLegacyInto(ctx context.Context, db *sql.DB, w txWriter, old *legacyDB
 	}
 	return tx.Commit()
 }
+
+// rawDB is the database handle for readers (tests run the operators' SQL
+// through it).
+func (s sqlReads) rawDB() *sql.DB { return s.db }
