@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/addrreg/addrreg/test/pgtest"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -246,10 +247,19 @@ func startBenchServer(b *testing.B, server string, srv *topo.Node) *topo.Proc {
 	// server's runtime knobs only, not the load generator's.
 	cmd := append([]string{"env"}, strings.Fields(os.Getenv("ADDRREG_BENCH_SERVER_ENV"))...)
 	cmd = append(cmd, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64",
-		"--db", filepath.Join(dir, "bench.db"), "--metrics-listen", benchMetrics, "--rate", "0", "--rate-duid", "0",
+		"--db", benchServerDB(b, dir), "--metrics-listen", benchMetrics, "--rate", "0", "--rate-duid", "0",
 		"--no-registration-log", "--log-level", "warn")
 	cmd = append(cmd, strings.Fields(os.Getenv("ADDRREG_BENCH_SERVER_ARGS"))...)
 	return waitPort547(b, srv, srv.Start(b, "refserver", cmd...))
+}
+
+// benchServerDB is the server's database: SQLite in dir, or with
+// ADDRREG_BENCH_DB=postgres a database of the test PostgreSQL (test/pgtest).
+func benchServerDB(b *testing.B, dir string) string {
+	if os.Getenv("ADDRREG_BENCH_DB") == "postgres" {
+		return pgtest.Shared(b).NewDB(b)
+	}
+	return filepath.Join(dir, "bench.db")
 }
 
 // waitPort547 returns p once a socket listens on UDP port 547 in srv (the
