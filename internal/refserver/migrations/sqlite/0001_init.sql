@@ -15,11 +15,12 @@ CREATE TABLE bindings (
 	expires_ns  INTEGER,
 	preferred_s INTEGER NOT NULL,
 	valid_s     INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX bindings_duid ON bindings (duid);
 CREATE INDEX bindings_expires ON bindings (expires_ns) WHERE expires_ns IS NOT NULL;
-CREATE INDEX bindings_link ON bindings (link_addr);
-CREATE INDEX bindings_prefix64 ON bindings (prefix64);
+-- No index on link_addr or prefix64: only a leasequery naming a link the
+-- configuration does not know reads them, and every index costs each
+-- registration a B-tree update.
 
 CREATE TABLE history (
 	seq         INTEGER PRIMARY KEY,
