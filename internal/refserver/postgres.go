@@ -147,10 +147,22 @@ func (pgTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string
 	return m, nil
 }
 
-func (pgTx) count(ctx context.Context, tx *sql.Tx, duid string) (int, error) {
-	var n int
-	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM bindings WHERE duid = $1`, duid).Scan(&n)
-	return n, err
+func (pgTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT duid, COUNT(*) FROM bindings WHERE duid = ANY($1) GROUP BY duid`, duids)
+	if err != nil {
+		return nil, fmt.Errorf("count bindings: %w", err)
+	}
+	defer rows.Close()
+	m := make(map[string]int, len(duids))
+	for rows.Next() {
+		var d string
+		var n int
+		if err := rows.Scan(&d, &n); err != nil {
+			return nil, fmt.Errorf("count bindings: %w", err)
+		}
+		m[d] = n
+	}
+	return m, rows.Err()
 }
 
 func (pgTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error {

@@ -222,10 +222,17 @@ func (t sqliteTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[
 	return m, nil
 }
 
-func (t sqliteTx) count(ctx context.Context, tx *sql.Tx, duid string) (int, error) {
-	var n int
-	err := tx.StmtContext(ctx, t.s.stmts.count).QueryRowContext(ctx, duid).Scan(&n)
-	return n, err
+func (t sqliteTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error) {
+	st := tx.StmtContext(ctx, t.s.stmts.count)
+	m := make(map[string]int, len(duids))
+	for _, d := range duids {
+		var n int
+		if err := st.QueryRowContext(ctx, d).Scan(&n); err != nil {
+			return nil, fmt.Errorf("count bindings of %s: %w", d, err)
+		}
+		m[d] = n
+	}
+	return m, nil
 }
 
 func (t sqliteTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error {

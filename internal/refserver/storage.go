@@ -465,7 +465,8 @@ type txWriter interface {
 	expire(ctx context.Context, tx *sql.Tx, ns int64) ([]Binding, error)
 	// current returns the rows of addrs that exist.
 	current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string]Binding, error)
-	count(ctx context.Context, tx *sql.Tx, duid string) (int, error)
+	// counts returns how many bindings each of duids holds (absent: 0).
+	counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error)
 	write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error
 	prune(ctx context.Context, tx *sql.Tx, ret retention, now int64) error
 }
@@ -508,17 +509,37 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 	// and each DUID's count against the database's.
 	final := map[string]*Binding{}
 	delta := map[string]int{}
+	// The clients that may gain an address, counted in one query; one
+	// that only a change within the batch makes gain one is counted then.
+	var want []string
+	wanted := map[string]bool{}
+	for i := range evs {
+		e := &evs[i]
+		if !e.Durable() || e.Kind == EventDeregister || e.Kind == EventExpire || limit <= 0 {
+			continue
+		}
+		duid := hex.EncodeToString(e.Binding.DUID)
+		if old, ok := cur[e.Binding.Addr.String()]; (!ok || hex.EncodeToString(old.DUID) != duid) && !wanted[duid] {
+			wanted[duid] = true
+			want = append(want, duid)
+		}
+	}
 	dbCount := map[string]int{}
+	if len(want) > 0 {
+		var err error
+		if dbCount, err = w.counts(ctx, tx, want); err != nil {
+			return nil, err
+		}
+	}
 	count := func(duid string) (int, error) {
-		n, ok := dbCount[duid]
-		if !ok {
-			var err error
-			if n, err = w.count(ctx, tx, duid); err != nil {
+		if !wanted[duid] {
+			m, err := w.counts(ctx, tx, []string{duid})
+			if err != nil {
 				return 0, err
 			}
-			dbCount[duid] = n
+			wanted[duid], dbCount[duid] = true, m[duid]
 		}
-		return n + delta[duid], nil
+		return dbCount[duid] + delta[duid], nil
 	}
 	for i := range evs {
 		e := &evs[i]
