@@ -110,6 +110,14 @@ func (s *postgresStore) commit(ctx context.Context, evs []Event, expireAt time.T
 	return expired, nil
 }
 
+// Arrays are joined through unnest (a nested loop over the primary key or
+// the duid index), not matched with = ANY($1): the statement's generic
+// plan, made while the table was empty, would scan the whole table for
+// each batch.
+
+// bindingColsB is bindingCols of the table aliased b.
+var bindingColsB = "b." + strings.ReplaceAll(bindingCols, ", ", ", b.")
+
 // pgTx writes a batch with one statement per table and kind (arrays
 // through unnest): a round trip costs more than a row.
 type pgTx struct{}
@@ -136,7 +144,7 @@ func queryBindingsTx(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]
 }
 
 func (pgTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string]Binding, error) {
-	bs, err := queryBindingsTx(ctx, tx, `SELECT `+bindingCols+` FROM bindings WHERE addr = ANY($1)`, addrs)
+	bs, err := queryBindingsTx(ctx, tx, `SELECT `+bindingColsB+` FROM unnest($1::text[]) AS u(a) JOIN bindings b ON b.addr = u.a`, addrs)
 	if err != nil {
 		return nil, fmt.Errorf("read bindings: %w", err)
 	}
@@ -148,7 +156,7 @@ func (pgTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string
 }
 
 func (pgTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT duid, COUNT(*) FROM bindings WHERE duid = ANY($1) GROUP BY duid`, duids)
+	rows, err := tx.QueryContext(ctx, `SELECT u.d, (SELECT COUNT(*) FROM bindings b WHERE b.duid = u.d) FROM unnest($1::text[]) AS u(d)`, duids)
 	if err != nil {
 		return nil, fmt.Errorf("count bindings: %w", err)
 	}
@@ -167,7 +175,7 @@ func (pgTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]
 
 func (pgTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error {
 	if len(dels) > 0 {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM bindings WHERE addr = ANY($1)`, dels); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM bindings USING unnest($1::text[]) AS u(a) WHERE bindings.addr = u.a`, dels); err != nil {
 			return fmt.Errorf("delete bindings: %w", err)
 		}
 	}
