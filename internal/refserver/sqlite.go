@@ -24,6 +24,12 @@ type sqliteStore struct {
 	path     string
 	w        *sql.DB // the one writer connection
 	ret      retention
+	// The checkpointer copies the WAL into the database file beside the
+	// writer, so that no commit waits for a checkpoint (the writer's
+	// wal_autocheckpoint is off).
+	ckpt     *sql.DB
+	stopCkpt context.CancelFunc
+	ckptDone chan struct{}
 	stmts    struct {
 		expire, current, count, upsert, del, hist, pruneSeq, pruneAge *sql.Stmt
 	}
@@ -32,7 +38,7 @@ type sqliteStore struct {
 func sqliteDSN(path string, write bool) string {
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)"
 	if write {
-		return dsn + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_txlock=immediate"
+		return dsn + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-32768)&_txlock=immediate"
 	}
 	return dsn + "&_pragma=query_only(1)"
 }
@@ -89,7 +95,40 @@ func openSQLite(ctx context.Context, path string, o storeOptions) (_ *sqliteStor
 	if err := s.prepare(ctx); err != nil {
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
+	if s.ckpt, err = sql.Open("sqlite3", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=synchronous(full)"); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	s.ckpt.SetMaxOpenConns(1)
+	cctx, cancel := context.WithCancel(context.Background())
+	s.stopCkpt, s.ckptDone = cancel, make(chan struct{})
+	go s.checkpointer(cctx, o.log)
 	return s, nil
+}
+
+// checkpointInterval is how often the checkpointer runs.
+const checkpointInterval = time.Second
+
+// checkpointer runs PASSIVE checkpoints until ctx ends: they copy what
+// the WAL holds into the database file without waiting for (or holding
+// up) the writer or the readers, and let the WAL be reused from its
+// start.
+func (s *sqliteStore) checkpointer(ctx context.Context, log logger) {
+	defer close(s.ckptDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := s.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+		if err != nil && ctx.Err() == nil && !failing {
+			log.Warn("database: checkpoint failed", "db", s.path, "err", err)
+		}
+		failing = err != nil
+	}
 }
 
 // checkSQLite refuses a file that is not an SQLite database, or one that
@@ -151,6 +190,11 @@ func (s *sqliteStore) prepare(ctx context.Context) error {
 
 func (s *sqliteStore) close() error {
 	var errs []error
+	if s.stopCkpt != nil {
+		s.stopCkpt()
+		<-s.ckptDone
+		errs = append(errs, s.ckpt.Close())
+	}
 	for _, st := range []*sql.Stmt{s.stmts.expire, s.stmts.current, s.stmts.count, s.stmts.upsert, s.stmts.del, s.stmts.hist, s.stmts.pruneSeq, s.stmts.pruneAge} {
 		if st != nil {
 			st.Close()
