@@ -32,6 +32,8 @@ type sqliteStore struct {
 	ckptDone chan struct{}
 	stmts    struct {
 		expire, current, count, upsert, del, hist, pruneSeq, pruneAge *sql.Stmt
+		// chunk rows at a time: one statement instead of chunk.
+		currentN, countN, upsertN, histN *sql.Stmt
 	}
 }
 
@@ -158,13 +160,46 @@ func checkSQLite(ctx context.Context, db *sql.DB, path string) error {
 	return nil
 }
 
+// chunk is how many rows one of the writer's multi-row statements takes.
+const chunk = 64
+
+// placeholders is n groups of k placeholders, "(?, ?), (?, ?)", or for k
+// 1 "?, ?"; the nullIf-th of a group (1-based) is NULLIF(?, 0).
+func placeholders(n, k int, nullIf ...int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if k > 1 {
+			b.WriteByte('(')
+		}
+		for j := range k {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			if len(nullIf) > 0 && j+1 == nullIf[0] {
+				b.WriteString("NULLIF(?, 0)")
+			} else {
+				b.WriteByte('?')
+			}
+		}
+		if k > 1 {
+			b.WriteByte(')')
+		}
+	}
+	return b.String()
+}
+
 const (
-	sqliteUpsert = `INSERT INTO bindings (addr, prefix64, duid, iface, link_addr, link_layer, fqdn, first_ns, last_ns, expires_ns, preferred_s, valid_s)
+	sqliteUpsertValues  = `($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12)`
+	sqliteHistoryValues = `($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+	sqliteUpsert        = `INSERT INTO bindings (addr, prefix64, duid, iface, link_addr, link_layer, fqdn, first_ns, last_ns, expires_ns, preferred_s, valid_s)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12)
 		ON CONFLICT (addr) DO UPDATE SET prefix64 = excluded.prefix64, duid = excluded.duid, iface = excluded.iface,
 		link_addr = excluded.link_addr, link_layer = excluded.link_layer, fqdn = excluded.fqdn, first_ns = excluded.first_ns,
 		last_ns = excluded.last_ns, expires_ns = excluded.expires_ns, preferred_s = excluded.preferred_s, valid_s = excluded.valid_s`
-	sqliteHistory = `INSERT INTO history (` + historyCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+	sqliteHistory = `INSERT INTO history (` + historyCols + `) VALUES ` + sqliteHistoryValues
 )
 
 func (s *sqliteStore) prepare(ctx context.Context) error {
@@ -185,6 +220,10 @@ func (s *sqliteStore) prepare(ctx context.Context) error {
 		p(&s.stmts.hist, sqliteHistory),
 		p(&s.stmts.pruneSeq, pruneBySeq),
 		p(&s.stmts.pruneAge, pruneByAge),
+		p(&s.stmts.currentN, `SELECT `+bindingCols+` FROM bindings WHERE addr IN (`+placeholders(chunk, 1)+`)`),
+		p(&s.stmts.countN, `SELECT duid, COUNT(*) FROM bindings WHERE duid IN (`+placeholders(chunk, 1)+`) GROUP BY duid`),
+		p(&s.stmts.upsertN, strings.Replace(sqliteUpsert, sqliteUpsertValues, placeholders(chunk, 12, 10), 1)),
+		p(&s.stmts.histN, strings.Replace(sqliteHistory, sqliteHistoryValues, placeholders(chunk, 12), 1)),
 	)
 }
 
@@ -195,7 +234,8 @@ func (s *sqliteStore) close() error {
 		<-s.ckptDone
 		errs = append(errs, s.ckpt.Close())
 	}
-	for _, st := range []*sql.Stmt{s.stmts.expire, s.stmts.current, s.stmts.count, s.stmts.upsert, s.stmts.del, s.stmts.hist, s.stmts.pruneSeq, s.stmts.pruneAge} {
+	for _, st := range []*sql.Stmt{s.stmts.expire, s.stmts.current, s.stmts.count, s.stmts.upsert, s.stmts.del, s.stmts.hist,
+		s.stmts.pruneSeq, s.stmts.pruneAge, s.stmts.currentN, s.stmts.countN, s.stmts.upsertN, s.stmts.histN} {
 		if st != nil {
 			st.Close()
 		}
@@ -251,32 +291,108 @@ func (t sqliteTx) expire(ctx context.Context, tx *sql.Tx, ns int64) ([]Binding, 
 }
 
 func (t sqliteTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string]Binding, error) {
-	st := tx.StmtContext(ctx, t.s.stmts.current)
 	m := make(map[string]Binding, len(addrs))
-	for _, a := range addrs {
-		b, err := scanBinding(st.QueryRowContext(ctx, a))
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read binding %s: %w", a, err)
-		}
-		m[a] = b
+	err := t.query(ctx, tx, t.s.stmts.currentN, t.s.stmts.current, len(addrs), func(i int) []any { return []any{addrs[i]} },
+		func(r scanner) error {
+			b, err := scanBinding(r)
+			if err == nil {
+				m[b.Addr.String()] = b
+			}
+			return err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("read bindings: %w", err)
 	}
 	return m, nil
 }
 
 func (t sqliteTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error) {
-	st := tx.StmtContext(ctx, t.s.stmts.count)
 	m := make(map[string]int, len(duids))
-	for _, d := range duids {
+	// The one-row statement counts without naming the DUID: ask per DUID.
+	k := 0
+	err := t.query(ctx, tx, t.s.stmts.countN, nil, len(duids)/chunk*chunk, func(i int) []any { return []any{duids[i]} },
+		func(r scanner) error {
+			var d string
+			var n int
+			err := r.Scan(&d, &n)
+			m[d] = n
+			return err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("count bindings: %w", err)
+	}
+	one := tx.StmtContext(ctx, t.s.stmts.count)
+	for k = len(duids) / chunk * chunk; k < len(duids); k++ {
 		var n int
-		if err := st.QueryRowContext(ctx, d).Scan(&n); err != nil {
-			return nil, fmt.Errorf("count bindings of %s: %w", d, err)
+		if err := one.QueryRowContext(ctx, duids[k]).Scan(&n); err != nil {
+			return nil, fmt.Errorf("count bindings of %s: %w", duids[k], err)
 		}
-		m[d] = n
+		m[duids[k]] = n
 	}
 	return m, nil
+}
+
+// query runs many over n rows' arguments chunk at a time and one (if
+// set) over the rest, calling scan for each result row.
+func (t sqliteTx) query(ctx context.Context, tx *sql.Tx, many, one *sql.Stmt, n int, args func(i int) []any, scan func(scanner) error) error {
+	run := func(st *sql.Stmt, a []any) error {
+		rows, err := tx.StmtContext(ctx, st).QueryContext(ctx, a...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+	i := 0
+	if many != nil {
+		a := make([]any, 0, chunk*2)
+		for ; i+chunk <= n; i += chunk {
+			a = a[:0]
+			for j := i; j < i+chunk; j++ {
+				a = append(a, args(j)...)
+			}
+			if err := run(many, a); err != nil {
+				return err
+			}
+		}
+	}
+	for ; one != nil && i < n; i++ {
+		if err := run(one, args(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// exec runs many over n rows' arguments chunk at a time (when set) and
+// one over the rest.
+func (t sqliteTx) exec(ctx context.Context, tx *sql.Tx, many, one *sql.Stmt, n int, args func(i int, a []any) []any) error {
+	i := 0
+	if many != nil {
+		st := tx.StmtContext(ctx, many)
+		a := make([]any, 0, chunk*12)
+		for ; i+chunk <= n; i += chunk {
+			a = a[:0]
+			for j := i; j < i+chunk; j++ {
+				a = args(j, a)
+			}
+			if _, err := st.ExecContext(ctx, a...); err != nil {
+				return err
+			}
+		}
+	}
+	a := make([]any, 0, 12)
+	for ; i < n; i++ {
+		if _, err := one.ExecContext(ctx, args(i, a[:0])...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t sqliteTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error {
@@ -293,11 +409,13 @@ func (t sqliteTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels 
 		if err != nil {
 			return err
 		}
-		for _, r := range ups {
-			if _, err := up.ExecContext(ctx, r.addr, r.prefix64, r.duid, r.iface, r.linkAddr, r.linkLayer, r.fqdn,
-				r.first, r.last, r.expires, r.preferred, r.valid); err != nil {
-				return fmt.Errorf("write binding %s: %w", r.addr, err)
-			}
+		err = t.exec(ctx, tx, t.s.stmts.upsertN, up, len(ups), func(i int, a []any) []any {
+			r := &ups[i]
+			return append(a, r.addr, r.prefix64, r.duid, r.iface, r.linkAddr, r.linkLayer, r.fqdn,
+				r.first, r.last, r.expires, r.preferred, r.valid)
+		})
+		if err != nil {
+			return fmt.Errorf("write bindings: %w", err)
 		}
 	}
 	if len(hist) > 0 {
@@ -305,11 +423,13 @@ func (t sqliteTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels 
 		if err != nil {
 			return err
 		}
-		for _, h := range hist {
-			if _, err := hi.ExecContext(ctx, h.time, h.event, h.duid, h.prevDUID, h.addr, h.iface, h.linkAddr, h.linkLayer,
-				h.fqdn, h.preferred, h.valid, h.reason); err != nil {
-				return fmt.Errorf("write history: %w", err)
-			}
+		err = t.exec(ctx, tx, t.s.stmts.histN, hi, len(hist), func(i int, a []any) []any {
+			h := &hist[i]
+			return append(a, h.time, h.event, h.duid, h.prevDUID, h.addr, h.iface, h.linkAddr, h.linkLayer,
+				h.fqdn, h.preferred, h.valid, h.reason)
+		})
+		if err != nil {
+			return fmt.Errorf("write history: %w", err)
 		}
 	}
 	return nil

@@ -381,3 +381,44 @@ func TestRedactDB(t *testing.T) {
 		}
 	}
 }
+
+// TestStorageLargeBatch: a batch of 200 registrations of one DUID (chunks + remainder), then
+// their refreshes, then moves: everything round-trips.
+func TestStorageLargeBatch(t *testing.T) {
+	forBackends(t, func(t *testing.T, db string) {
+		st := openTest(t, db, retention{})
+		var evs []Event
+		for i := range 200 {
+			a := netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 14: byte(i >> 8), 15: byte(i)})
+			e := regEvent(duidA, a.String(), st0, time.Hour)
+			if i%2 == 0 {
+				e.Binding.Expires = time.Time{}
+			}
+			evs = append(evs, e)
+		}
+		mustCommit(t, st, evs...)
+		n, _, _ := st.nextExpiry(context.Background())
+		bs, _ := st.byDUID(context.Background(), duidA)
+		if len(bs) != 200 || !n.Equal(st0.Add(time.Hour)) {
+			t.Fatal(len(bs), n)
+		}
+		evs2 := make([]Event, len(evs))
+		copy(evs2, evs)
+		for i := range evs2 {
+			evs2[i].Binding.DUID = duidB
+		}
+		if _, err := st.commit(context.Background(), evs2, time.Time{}, 150); err != nil {
+			t.Fatal(err)
+		}
+		moved := 0
+		for _, e := range evs2 {
+			if e.Kind == EventMove {
+				moved++
+			}
+		}
+		bs, _ = st.byDUID(context.Background(), duidB)
+		if moved != 150 || len(bs) != 150 {
+			t.Fatal(moved, len(bs))
+		}
+	})
+}
