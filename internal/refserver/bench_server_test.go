@@ -18,7 +18,7 @@ import (
 // BenchmarkServerRelay measures registration throughput and latency the way
 // issue 13's table does: addrreg-loadgen in relay mode (one relay socket, a
 // distinct client and address per message) offers fixed rates to
-// addrreg-refserver, durable as always (log append fdatasynced before each
+// addrreg-refserver, durable as always (committed before each
 // reply), and reports the answered share and p50/p99 per rate. With
 // ADDRREG_KEA=/path/to/kea-dhcp6 (Kea 3.x, memfile) it measures Kea the same
 // way in the same run. `make bench-server` runs it; knobs:

@@ -169,7 +169,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 
 // BenchmarkServerPipeline: the whole server path for relayed INFORMs from
 // distinct clients, without the kernel's receive side: handle (validation,
-// bindings), the writer (group commit: log append with fdatasync) and the replies
+// bindings), the writer (group commit: one SQLite transaction) and the replies
 // sent on a real UDP socket to a sink that counts them. allocs/op is per
 // registration, every allocation of the server included.
 func BenchmarkServerPipeline(b *testing.B) {
