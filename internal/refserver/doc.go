@@ -46,7 +46,9 @@
 //     previous holder, the per-DUID limit: an INFORM over the limit gets
 //     no reply) and removes expired bindings with DELETE … RETURNING, so
 //     with several servers on one database a binding expires, and is
-//     logged and recorded, exactly once. A failed commit sends nothing;
+//     logged and recorded, exactly once; the same INFORM committed twice
+//     within a second (two servers of a link both answer ff02::1:2, or a
+//     retransmission) is answered both times and recorded once. A failed commit sends nothing;
 //     the writer logs it, backs off (100 ms doubling to 5 s) and tries the
 //     next batch, and says when commits work again.
 //   - Databases: Config.DBPath is an SQLite file (WAL journal,

@@ -233,7 +233,7 @@ func (h *Handler) knownLink(ctx context.Context, src bindingSource, la netip.Add
 }
 
 // leasequeryTimeout bounds a leasequery's reads from the database.
-const leasequeryTimeout = 5 * time.Second
+const leasequeryTimeout = 2 * time.Second
 
 // source is where leasequeries read bindings: the database when the
 // server set one (HandlerConfig.Source), else the Handler's own table.

@@ -582,6 +582,12 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 		nb := e.Binding
 		nb.First = nb.Last
 		e.PrevDUID = nil
+		if had && sameInform(&old, &nb) {
+			// The INFORM another server of the link committed a moment
+			// ago (both answer ff02::1:2): answered again, recorded once.
+			e.Kind, e.Binding = EventRefresh, old
+			continue
+		}
 		switch {
 		case !had:
 			e.Kind = EventRegister
@@ -640,6 +646,15 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 		}
 	}
 	return expired, nil
+}
+
+// sameInform reports whether nb is what old already records, registered
+// less than a second before: the same ADDR-REG-INFORM handled by two
+// servers of one link, or a retransmission.
+func sameInform(old, nb *Binding) bool {
+	d := nb.Last.Sub(old.Last)
+	return d >= 0 && d < time.Second && string(old.DUID) == string(nb.DUID) &&
+		old.Preferred == nb.Preferred && old.Valid == nb.Valid && old.Iface == nb.Iface && old.LinkAddr == nb.LinkAddr
 }
 
 // importLegacyInto writes an old database's contents (legacy.go) into a

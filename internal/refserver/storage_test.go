@@ -422,3 +422,23 @@ func TestStorageLargeBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestStorageSameInformOnce: the same INFORM committed by two servers of a
+// link (or retransmitted) within a second is recorded once; a refresh a
+// second later is a refresh.
+func TestStorageSameInformOnce(t *testing.T) {
+	forBackends(t, func(t *testing.T, db string) {
+		s1, s2 := openTest(t, db, retention{}), openTest(t, db, retention{})
+		a := "2001:db8::1"
+		mustCommit(t, s1, regEvent(duidA, a, st0, time.Hour))
+		mustCommit(t, s2, regEvent(duidA, a, st0.Add(300*time.Millisecond), time.Hour))
+		mustCommit(t, s2, regEvent(duidA, a, st0.Add(2*time.Second), time.Hour))
+		var got []string
+		for _, h := range mustHistory(t, s1, HistoryQuery{}) {
+			got = append(got, h.Event)
+		}
+		if diff := cmp.Diff([]string{"register", "refresh"}, got); diff != "" {
+			t.Errorf("history (-want +got):\n%s", diff)
+		}
+	})
+}
