@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"io"
 	"net/netip"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	_ "github.com/ncruces/go-sqlite3/driver"
 
 	"github.com/addrreg/addrreg/internal/refserver"
 )
@@ -121,7 +123,7 @@ func TestServerConfig(t *testing.T) {
 }
 
 // TestDatabaseRefusedExits1: a database the server cannot use (not SQLite,
-// an unreachable PostgreSQL) stops it at start with exit 1 and a message
+// one of a newer schema, an unreachable PostgreSQL) stops it at start with exit 1 and a message
 // naming it, never its password.
 func TestDatabaseRefusedExits1(t *testing.T) {
 	if testing.Short() {
@@ -131,8 +133,19 @@ func TestDatabaseRefusedExits1(t *testing.T) {
 	if err := os.WriteFile(junk, []byte(strings.Repeat("junk", 2000)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	newer := filepath.Join(t.TempDir(), "newer.db")
+	db, err := sql.Open("sqlite3", "file:"+newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ns BIGINT NOT NULL);
+		INSERT INTO schema_version VALUES (99, 'from the future', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
 	for _, tc := range []struct{ db, want, secret string }{
 		{junk, junk + " is not an SQLite database", ""},
+		{newer, "database schema is newer than this server: schema version 99", ""},
 		{"postgres://u:hunter2@127.0.0.1:1/sitedb?connect_timeout=2", "postgres://u:xxxxx@127.0.0.1:1/sitedb", "hunter2"},
 	} {
 		var stderr bytes.Buffer
