@@ -45,8 +45,10 @@ func (s *Server) release(batch []job) {
 		if j.done != nil {
 			j.done()
 		}
+		if j.buf != nil && j.reply != nil {
+			*j.buf = j.reply[:0] // the reply may have outgrown the buffer
+		}
 		if j.buf != nil {
-			*j.buf = j.reply[:0]
 			s.bufs.Put(j.buf)
 		}
 		batch[i] = job{}
