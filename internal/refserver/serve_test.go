@@ -106,6 +106,9 @@ func TestServePipeline(t *testing.T) {
 		if len(events) != 3 || events[0] != want[0] || events[1] != want[1] || events[2] != want[2] {
 			t.Errorf("history %v, want %v", events, want)
 		}
+		for deadline := time.Now().Add(5 * time.Second); s.Counters()["expire"] == 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond) // counted by the sender, after the commit
+		}
 		if c := s.Counters(); c["register"] != 2 || c["expire"] != 1 || c["sent"] < 2 {
 			t.Errorf("counters %v", c)
 		}

@@ -137,6 +137,9 @@ func (s *sqliteStore) checkpointer(ctx context.Context, log logger) {
 // holds tables but not ours.
 func checkSQLite(ctx context.Context, db *sql.DB, path string) error {
 	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'`)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("database %s: %w", path, ctx.Err())
+	}
 	if err != nil {
 		return fmt.Errorf("database %s is not an SQLite database (or is corrupt): %w", path, err)
 	}
