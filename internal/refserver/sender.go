@@ -12,6 +12,16 @@ func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
 	w := newReplyWriter()
 	for b := range sendq {
 		if !b.failed {
+			// Counted before the replies leave: whoever got one sees
+			// its event in Counters (and the metrics).
+			for _, j := range b.jobs {
+				if j.log {
+					s.countEvent(j.ev)
+				}
+				for _, e := range j.evs {
+					s.countEvent(e)
+				}
+			}
 			for _, j := range b.jobs {
 				if j.reply != nil {
 					w.add(s, j)
@@ -21,7 +31,6 @@ func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
 			s.metrics.observeStages(b)
 			for _, j := range b.jobs {
 				if j.log {
-					s.countEvent(j.ev)
 					if j.ev.Kind == EventReject {
 						s.logReject(j.ev, ErrTooManyBindings)
 					} else {
@@ -29,7 +38,6 @@ func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
 					}
 				}
 				for _, e := range j.evs {
-					s.countEvent(e)
 					s.logEvent(e)
 				}
 			}

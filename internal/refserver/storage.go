@@ -652,8 +652,8 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 // less than a second before: the same ADDR-REG-INFORM handled by two
 // servers of one link, or a retransmission.
 func sameInform(old, nb *Binding) bool {
-	d := nb.Last.Sub(old.Last)
-	return d >= 0 && d < time.Second && string(old.DUID) == string(nb.DUID) &&
+	d := nb.Last.Sub(old.Last).Abs() // the other server may have handled it first, committed it last
+	return d < time.Second && string(old.DUID) == string(nb.DUID) &&
 		old.Preferred == nb.Preferred && old.Valid == nb.Valid && old.Iface == nb.Iface && old.LinkAddr == nb.LinkAddr
 }
 
