@@ -209,6 +209,9 @@ type logger interface {
 // SQLite file path (created if missing; an old-format database there is
 // imported first, legacy.go).
 func openStorage(ctx context.Context, db string, o storeOptions) (storage, error) {
+	if o.log == nil {
+		o.log = discardLogger{}
+	}
 	if isPostgres(db) {
 		return openPostgres(ctx, db, o)
 	}
