@@ -100,6 +100,7 @@ func (s *Server) writer() {
 				s.log.Debug("database commit failed again", "events", len(evs), "retry_in", backoff, "err", err)
 			}
 			down = true
+			s.dbDown.Store(true)
 		} else {
 			for k, i := range idx {
 				batch[i].ev = evs[k]
@@ -114,6 +115,7 @@ func (s *Server) writer() {
 			if down {
 				s.log.Info("database commits work again: acknowledging", "db", RedactDB(s.cfg.DBPath))
 				down, backoff = false, 0
+				s.dbDown.Store(false)
 				s.poke() // an expiry run may have failed meanwhile
 			}
 			if !expireAt.IsZero() {

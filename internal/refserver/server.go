@@ -48,11 +48,51 @@ type Server struct {
 	onLink  map[string]onLinkEntry
 
 	metrics serverMetrics // metrics.go
+	// dbDown is set while commits fail: leasequeries then answer at once
+	// that the database is unavailable instead of holding up a reader.
+	dbDown atomic.Bool
 
 	tmu     sync.Mutex
 	timer   scheduler.Timer
 	armedAt time.Time
 	wake    chan struct{}
+}
+
+// errDBDown: the writer's last commit failed.
+var errDBDown = errors.New("database unavailable (commits failing)")
+
+// downSource is the database for leasequeries, failing fast while down.
+type downSource struct {
+	bindingSource
+	down *atomic.Bool
+}
+
+func (d downSource) byAddr(ctx context.Context, a netip.Addr) (Binding, bool, error) {
+	if d.down.Load() {
+		return Binding{}, false, errDBDown
+	}
+	return d.bindingSource.byAddr(ctx, a)
+}
+
+func (d downSource) byDUID(ctx context.Context, duid []byte) ([]Binding, error) {
+	if d.down.Load() {
+		return nil, errDBDown
+	}
+	return d.bindingSource.byDUID(ctx, duid)
+}
+
+func (d downSource) all(ctx context.Context) ([]Binding, error) {
+	if d.down.Load() {
+		return nil, errDBDown
+	}
+	return d.bindingSource.all(ctx)
+}
+
+func (d downSource) linkKnown(ctx context.Context, la netip.Addr) (bool, error) {
+	if d.down.Load() {
+		return false, errDBDown
+	}
+	return d.bindingSource.linkKnown(ctx, la)
 }
 
 // storageRef holds the storage in an atomic.Pointer.
@@ -250,7 +290,7 @@ func (s *Server) run(ctx context.Context, pc PacketConn) (err error) {
 		return fmt.Errorf("database %s: %w", RedactDB(s.cfg.DBPath), err)
 	}
 	hc := s.handlerConfig(duid)
-	hc.Source = st
+	hc.Source = downSource{st, &s.dbDown}
 	// The database enforces the per-DUID limit (in the commit, across
 	// servers); the Handler's table only caches what this server saw.
 	hc.MaxBindingsPerDUID = math.MaxInt32
