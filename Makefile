@@ -48,6 +48,9 @@ TEST_TIMEOUT ?= 30m
 RATES      ?= 20000,25000,30000,48000
 BENCH_DURATION ?= 10s
 KEA        ?=
+# BENCH_DB=postgres: the reference server on a PostgreSQL database (a
+# private test cluster, test/pgtest) instead of SQLite.
+BENCH_DB   ?= sqlite
 
 .PHONY: help deps deb-pkgs build static man test unit e2e bench bench-server fuzz lint demo deb dist image version clean ci-clean
 
@@ -108,9 +111,9 @@ unit: ## every test that needs no root (-short: tests that need root and namespa
 bench: ## run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./...
 
-bench-server: ## refserver (and KEA=path, Kea 3.x) answered % and p50/p99 at fixed RATES (root)
+bench-server: ## refserver (BENCH_DB=sqlite|postgres; KEA=path, Kea 3.x) answered % and p50/p99 at fixed RATES (root)
 	@[ "$$(id -u)" = 0 ] || { echo "make bench-server needs root: it creates network namespaces" >&2; exit 1; }
-	set -o pipefail; ADDRREG_BENCH_RATES='$(RATES)' ADDRREG_BENCH_DURATION='$(BENCH_DURATION)' ADDRREG_KEA='$(KEA)' \
+	set -o pipefail; ADDRREG_BENCH_RATES='$(RATES)' ADDRREG_BENCH_DURATION='$(BENCH_DURATION)' ADDRREG_KEA='$(KEA)' ADDRREG_BENCH_DB='$(BENCH_DB)' \
 		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkServerRelay$$' -benchtime 1x -timeout $(TEST_TIMEOUT) -v ./internal/refserver/ \
 		| grep -vE '^(=== RUN|goos|goarch|pkg|cpu)'
 

@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,7 +32,7 @@ func addDDNSFlags(fs *pflag.FlagSet) *ddnsFlags {
 		reverse: fs.StringArray("ddns-reverse-zone", nil, "ip6.arpa zone whose addresses get PTR records (repeatable)"),
 		keyFile: fs.String("ddns-tsig-key-file", "", "TSIG key to sign updates with, as tsig-keygen writes it (key \"NAME\" { algorithm …; secret \"…\"; };)"),
 		ttl:     fs.Duration("ddns-ttl", 0, "TTL of the records (0: a third of the binding's valid lifetime, between 10s and 1h)"),
-		journal: fs.String("ddns-journal", "", "file holding the DNS updates not yet done, across restarts (default: the --db path with .ddns appended)"),
+		journal: fs.String("ddns-journal", "", "file holding the DNS updates not yet done, across restarts (default: the --db path with .ddns appended; with PostgreSQL, ddns-pending.json in /var/lib/addrreg-refserver)"),
 	}
 }
 
@@ -81,7 +82,12 @@ func (f *ddnsFlags) config(dbPath string) (*ddns.Config, error) {
 		return nil, usagef("invalid --ddns-ttl %v: want 0 (from the lifetime) or at least 1s", *f.ttl)
 	}
 	path := *f.journal
-	if path == "" {
+	switch {
+	case path != "":
+	case strings.HasPrefix(dbPath, "postgres://") || strings.HasPrefix(dbPath, "postgresql://"):
+		// No file to put it beside: the state directory.
+		path = filepath.Join(filepath.Dir(refserver.DefaultDBPath), "ddns-pending.json")
+	default:
 		path = dbPath + ".ddns"
 	}
 	cfg.Journal = ddns.NewFileJournal(path)

@@ -29,7 +29,8 @@ func runHistory(args []string, stdout, stderr io.Writer) error {
 	since := fs.String("since", "", "only events at or after this time (formats as --at)")
 	until := fs.String("until", "", "only events at or before this time (formats as --at)")
 	sock := fs.String("control-socket", refserver.DefaultControlSocket, "the running server's control socket")
-	db := fs.String("db", "", "read this database file instead (read-only; only while no server holds it)")
+	db := fs.String("db", "", "read this database instead (an SQLite file or a PostgreSQL URL, read-only; a running server need not stop)")
+	dbPw := fs.String("db-password-file", "", "with a PostgreSQL --db: file holding the password")
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T] [--until T] [--json]\n")
@@ -77,7 +78,7 @@ func runHistory(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	var recs []refserver.HistoryRecord
 	if *db != "" {
-		recs, err = refserver.ReadHistoryQuery(*db, q)
+		recs, err = refserver.ReadHistoryDB(ctx, *db, *dbPw, q)
 	} else {
 		recs, err = refserver.QueryControl(ctx, *sock, q)
 		if err != nil {

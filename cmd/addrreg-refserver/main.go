@@ -85,6 +85,7 @@ type fileConfig struct {
 	Prefixes        map[string][]string `json:"prefixes"` // iface or relay link-address → prefixes
 	AddrReg         *bool               `json:"addr_reg"`
 	DB              string              `json:"db"`
+	DBPasswordFile  string              `json:"db_password_file"`
 	LeasequeryAllow []string            `json:"leasequery_allow"`
 	Rate            *float64            `json:"rate"`
 	RateDUID        *float64            `json:"rate_duid"`
@@ -132,7 +133,8 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	prefixes := fs.StringArray("prefix", nil, "IFACE=PREFIX or RELAY-LINK-ADDRESS=PREFIX appropriate to that link (repeatable)")
 	cfgFile := fs.String("config", "", "JSON configuration file (flags override it)")
 	noAddrReg := fs.Bool("no-addr-reg", false, "do not offer address registration (option 148)")
-	dbPath := fs.String("db", def.DBPath, "database file")
+	dbPath := fs.String("db", def.DBPath, "database: an SQLite file, or postgres://USER@HOST/DB?sslmode=… shared by several servers (password from --db-password-file or PGPASSWORD, not the URL)")
+	dbPwFile := fs.String("db-password-file", "", "file holding the PostgreSQL password (one line)")
 	lqAllow := fs.StringArray("leasequery-allow", nil, "prefix whose hosts may leasequery (repeatable; default ::1/128)")
 	rate := fs.Float64("rate", def.RatePerSource, "messages per second allowed per source address (0: unlimited)")
 	rateDUID := fs.Float64("rate-duid", def.RatePerDUID, "registrations per second allowed per DUID (0: unlimited)")
@@ -144,7 +146,6 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 		"most registrations waiting for their database commit; above it messages are dropped (counter \"overloaded\")")
 	maxWait := fs.Duration("max-wait", refserver.DefaultMaxWait,
 		"a message that waited longer than this in the socket's receive queue is dropped unhandled (counter \"overloaded\"); 0: no limit")
-	segmentMB := fs.Int("segment-mb", refserver.DefaultSegmentMB, "size of a database log segment in MiB (1-1024); a snapshot is written once two full segments, or the last snapshot's size, are logged")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	noLog := fs.Bool("no-registration-log", false, "do not log each registration (rejects are still logged)")
@@ -227,8 +228,12 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	if cfg.MaxQueue < 1 {
 		return zero, ops, usagef("invalid --queue %d: want 1 or more", cfg.MaxQueue)
 	}
-	if cfg.SegmentMB = *segmentMB; cfg.SegmentMB < 1 || cfg.SegmentMB > 1024 {
-		return zero, ops, usagef("invalid --segment-mb %d: want 1 to 1024", cfg.SegmentMB)
+	cfg.DBPasswordFile = *dbPwFile
+	if fc.DBPasswordFile != "" && !fs.Changed("db-password-file") {
+		cfg.DBPasswordFile = fc.DBPasswordFile
+	}
+	if r := refserver.RedactDB(cfg.DBPath); r != cfg.DBPath && strings.Contains(r, "xxxxx") {
+		fmt.Fprintf(stderr, "addrreg-refserver: warning: the --db URL holds a password, which ps shows: use --db-password-file or PGPASSWORD\n")
 	}
 	cfg.MaxWait = *maxWait
 	if fc.MaxWait != "" && !fs.Changed("max-wait") {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	_ "github.com/ncruces/go-sqlite3/driver"
 
 	"github.com/addrreg/addrreg/internal/refserver"
 )
@@ -29,8 +32,6 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--max-bindings-per-duid", "0"}, "--max-bindings-per-duid"},
 		{[]string{"--queue", "-5"}, "--queue"},
 		{[]string{"--max-wait", "-1s"}, "--max-wait"},
-		{[]string{"--segment-mb", "0"}, "--segment-mb"},
-		{[]string{"--segment-mb", "2048"}, "--segment-mb"},
 		{[]string{"query", "--link-address", "2001:db8::1"}, "--bulk"},
 		{[]string{"--prefix", "eth0"}, "--prefix"},
 		{[]string{"--prefix", "eth0=10.0.0.0/8"}, "--prefix"},
@@ -104,7 +105,7 @@ func TestServerConfig(t *testing.T) {
 		LeasequeryAllow: []netip.Prefix{netip.MustParsePrefix("2001:db8:ff::/48")},
 		RatePerSource:   5, RatePerDUID: 9, Burst: 7,
 		MaxBindingsPerDUID: 20000, MaxQueue: refserver.DefaultMaxQueue,
-		MaxWait: refserver.DefaultMaxWait, HistoryMax: refserver.DefaultHistoryMax, SegmentMB: refserver.DefaultSegmentMB,
+		MaxWait: refserver.DefaultMaxWait, HistoryMax: refserver.DefaultHistoryMax,
 	}
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -118,5 +119,39 @@ func TestServerConfig(t *testing.T) {
 	}
 	if !cfg.AddrReg || cfg.DBPath != refserver.DefaultDBPath || cfg.RatePerSource != 20 || cfg.MaxBindingsPerDUID != 1024 {
 		t.Errorf("defaults: %+v", cfg)
+	}
+}
+
+// TestDatabaseRefusedExits1: a database the server cannot use (not SQLite,
+// one of a newer schema, an unreachable PostgreSQL) stops it at start with exit 1 and a message
+// naming it, never its password.
+func TestDatabaseRefusedExits1(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server")
+	}
+	junk := filepath.Join(t.TempDir(), "junk.db")
+	if err := os.WriteFile(junk, []byte(strings.Repeat("junk", 2000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newer := filepath.Join(t.TempDir(), "newer.db")
+	db, err := sql.Open("sqlite3", "file:"+newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ns BIGINT NOT NULL);
+		INSERT INTO schema_version VALUES (99, 'from the future', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, tc := range []struct{ db, want, secret string }{
+		{junk, junk + " is not an SQLite database", ""},
+		{newer, "database schema is newer than this server: schema version 99", ""},
+		{"postgres://u:hunter2@127.0.0.1:1/sitedb?connect_timeout=2", "postgres://u:xxxxx@127.0.0.1:1/sitedb", "hunter2"},
+	} {
+		var stderr bytes.Buffer
+		code := run([]string{"-i", "lo", "--db", tc.db, "--control-socket", ""}, io.Discard, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), tc.want) || (tc.secret != "" && strings.Contains(stderr.String(), tc.secret)) {
+			t.Errorf("--db %s: exit %d, stderr:\n%s\nwant exit 1 and %q", tc.db, code, stderr.String(), tc.want)
+		}
 	}
 }

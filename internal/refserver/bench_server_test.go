@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/addrreg/addrreg/test/pgtest"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
 // BenchmarkServerRelay measures registration throughput and latency the way
 // issue 13's table does: addrreg-loadgen in relay mode (one relay socket, a
 // distinct client and address per message) offers fixed rates to
-// addrreg-refserver, durable as always (log append fdatasynced before each
+// addrreg-refserver, durable as always (committed before each
 // reply), and reports the answered share and p50/p99 per rate. With
 // ADDRREG_KEA=/path/to/kea-dhcp6 (Kea 3.x, memfile) it measures Kea the same
 // way in the same run. `make bench-server` runs it; knobs:
@@ -246,10 +247,19 @@ func startBenchServer(b *testing.B, server string, srv *topo.Node) *topo.Proc {
 	// server's runtime knobs only, not the load generator's.
 	cmd := append([]string{"env"}, strings.Fields(os.Getenv("ADDRREG_BENCH_SERVER_ENV"))...)
 	cmd = append(cmd, bin, "-i", "eth0", "--prefix", "2001:db8:2::1=2001:db8:2::/64",
-		"--db", filepath.Join(dir, "bench.db"), "--metrics-listen", benchMetrics, "--rate", "0", "--rate-duid", "0",
+		"--db", benchServerDB(b, dir), "--metrics-listen", benchMetrics, "--rate", "0", "--rate-duid", "0",
 		"--no-registration-log", "--log-level", "warn")
 	cmd = append(cmd, strings.Fields(os.Getenv("ADDRREG_BENCH_SERVER_ARGS"))...)
 	return waitPort547(b, srv, srv.Start(b, "refserver", cmd...))
+}
+
+// benchServerDB is the server's database: SQLite in dir, or with
+// ADDRREG_BENCH_DB=postgres a database of the test PostgreSQL (test/pgtest).
+func benchServerDB(b *testing.B, dir string) string {
+	if os.Getenv("ADDRREG_BENCH_DB") == "postgres" {
+		return pgtest.Shared(b).NewDB(b)
+	}
+	return filepath.Join(dir, "bench.db")
 }
 
 // waitPort547 returns p once a socket listens on UDP port 547 in srv (the

@@ -28,10 +28,15 @@ type Config struct {
 	// off); a zero Config has it false, so library users set it, or start
 	// from DefaultConfig.
 	AddrReg bool
-	// DBPath is the database (snapshot) file; it is created if missing, log
-	// segments DBPath.wal.N and DBPath.lock live beside it, and a bbolt
-	// database of an older server there is migrated (kept as DBPath.bbolt).
+	// DBPath is the database: an SQLite file (created if missing; an
+	// old-format database there is imported once and kept in
+	// DBPath+OldFormatSuffix), or a PostgreSQL URL (postgres://…) that
+	// several servers may share.
 	DBPath string
+	// DBPasswordFile holds the PostgreSQL password (one line), so that it
+	// is not on the command line; pgx's environment (PGPASSWORD,
+	// PGPASSFILE) works too.
+	DBPasswordFile string
 	// LeasequeryAllow lists the requestors allowed to leasequery; nil allows
 	// only loopback (::1).
 	LeasequeryAllow []netip.Prefix
@@ -55,10 +60,6 @@ type Config struct {
 	// the server falls behind, it sheds the oldest work first and keeps the
 	// latency of what it answers bounded. 0: DefaultMaxWait; negative: no limit.
 	MaxWait time.Duration
-	// SegmentMB is the size of a write-ahead log segment in MiB; a snapshot
-	// is written once two full segments (or the last snapshot's size) are
-	// logged. 0: DefaultSegmentMB.
-	SegmentMB int
 	// Readers is how many goroutines read and handle datagrams (recvmmsg
 	// batches), all feeding the one group-commit writer. 0: one per CPU, at most 4.
 	Readers int
@@ -73,9 +74,10 @@ type Config struct {
 	// OnCommit, if set, is called with the events committed (the binding
 	// changes — register, refresh, move, deregister, expire — and the
 	// rejects kept in the history), in order, from the one goroutine that
-	// commits them, until Run returns; also at start with the bindings
-	// found expired. It must not block, nor keep evs: the DNS updater
-	// (internal/ddns) copies what it needs into its own queue.
+	// commits them, after each successful commit (expiries included,
+	// those of bindings found expired at start too), until Run returns.
+	// It must not block, nor keep evs: the DNS updater (internal/ddns)
+	// copies what it needs into its own queue.
 	OnCommit func(evs []Event)
 }
 

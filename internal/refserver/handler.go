@@ -14,65 +14,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 )
 
-// Packet is one received UDP datagram with what the socket told about it.
-type Packet struct {
-	Data    []byte
-	Src     netip.AddrPort // IPv6 source address and UDP source port
-	Dst     netip.Addr     // IPv6 destination address (IPV6_PKTINFO)
-	Iface   string         // receiving interface
-	IfIndex int
-}
-
-// EventKind is what a handled message did.
-type EventKind int
-
-// Event kinds. The first five change bindings and are written to the
-// database before any reply that depends on them is sent.
-const (
-	EventNone EventKind = iota
-	EventRegister
-	EventRefresh
-	EventMove
-	EventDeregister
-	EventExpire
-	EventReject
-	EventInfoReply
-	EventLeasequery
-)
-
-var eventNames = [...]string{"none", "register", "refresh", "move", "deregister", "expire", "reject", "info-reply", "leasequery"}
-
-func (k EventKind) String() string {
-	if k >= 0 && int(k) < len(eventNames) {
-		return eventNames[k]
-	}
-	return fmt.Sprintf("event(%d)", int(k))
-}
-
-// Event describes what Handle or Expire did.
-type Event struct {
-	Kind EventKind
-	// Binding is the new state (register, refresh, move), the binding removed
-	// (deregister, expire), or what is known of the sender (reject).
-	Binding  Binding
-	PrevDUID []byte // move: the DUID that held the address before
-	PrevFQDN string // refresh, move: the FQDN the binding had before (DNS updates follow a rename)
-	Relayed  bool
-	Reason   string // reject: the Reason name
-	Status   uint16 // leasequery: the status code returned
-	Time     time.Time
-}
-
-// Durable reports whether e changes the bindings and must be committed
-// before the reply it goes with is sent.
-func (e Event) Durable() bool {
-	switch e.Kind {
-	case EventRegister, EventRefresh, EventMove, EventDeregister, EventExpire:
-		return true
-	}
-	return false
-}
-
 // HandlerConfig is what the pure Handler needs.
 type HandlerConfig struct {
 	ServerDUID []byte
@@ -88,6 +29,10 @@ type HandlerConfig struct {
 	Burst                      int
 	// MaxBindingsPerDUID: 0 is DefaultMaxBindingsPerDUID.
 	MaxBindingsPerDUID int
+	// Source is where leasequeries read the bindings (the server's
+	// database, so that every server of a site answers for all); nil: the
+	// Handler's own table.
+	Source bindingSource
 }
 
 // Handler is the server's message logic without sockets or disk: it owns
@@ -380,9 +325,6 @@ func (h *Handler) update(now time.Time, ia iaAddress, ev *Event) error {
 		nb.Expires = now.Add(nb.Valid)
 	}
 	old := h.tab.lookup(ia.Addr)
-	if old != 0 && ia.Valid != 0 && h.tab.slot(old).flags&slotHasExt != 0 {
-		ev.PrevFQDN = h.tab.ext[old].fqdn
-	}
 	if ia.Valid != 0 && (old == 0 || !h.tab.sameDUID(old, nb.DUID)) && h.tab.count(nb.DUID) >= h.cfg.MaxBindingsPerDUID {
 		return fmt.Errorf("%w: %x holds %d", ErrTooManyBindings, nb.DUID, h.cfg.MaxBindingsPerDUID)
 	}
@@ -573,44 +515,6 @@ func (h *Handler) Load(now time.Time, bs []Binding) []Event {
 	return evs
 }
 
-// snapshotBindings yields every binding as a snapshot record: its address,
-// expiry (Unix ns, 0: never) and codec bytes, valid during the call. It
-// holds the lock for snapChunk slots at a time, never longer, so it is not
-// a point-in-time view: each binding is as it was when its chunk was read
-// (store.go, compactMemory, says why that is enough for a snapshot).
-func (h *Handler) snapshotBindings(yield func(addr [16]byte, exp int64, rec []byte) bool) {
-	const snapChunk = 256
-	var buf []byte
-	type item struct {
-		addr     [16]byte
-		exp      int64
-		off, end int
-	}
-	items := make([]item, 0, snapChunk)
-	for start := 0; ; start += snapChunk {
-		buf, items = buf[:0], items[:0]
-		h.mu.Lock()
-		n := h.tab.slots.n
-		for i := start; i < min(start+snapChunk, n); i++ {
-			if s := h.tab.slots.at(i); s.flags&slotUsed != 0 {
-				b := h.tab.view(uint32(i + 1))
-				off := len(buf)
-				buf = appendBinding(buf, &b)
-				items = append(items, item{addr: s.addr, exp: s.expires, off: off, end: len(buf)})
-			}
-		}
-		h.mu.Unlock()
-		for _, it := range items {
-			if !yield(it.addr, it.exp, buf[it.off:it.end]) {
-				return
-			}
-		}
-		if start+snapChunk >= n {
-			return
-		}
-	}
-}
-
 // Len returns how many bindings there are.
 func (h *Handler) Len() int {
 	h.mu.Lock()
@@ -628,125 +532,4 @@ func (h *Handler) Bindings() []Binding {
 	}
 	slices.SortFunc(out, func(a, b Binding) int { return a.Addr.Compare(b.Addr) })
 	return out
-}
-
-// expEntry is a binding's expiry in the heap: no pointers and 24 bytes
-// (not time.Time and netip.Addr, 48 bytes with two pointers), so that a
-// heap of a million entries is half the memory, and the garbage collector
-// does not scan it. A binding's address is always a 16-byte IPv6 address
-// without zone (an IA Address option's, RFC 8415 §21.6), which As16 and
-// AddrFrom16 carry unchanged.
-type expEntry struct {
-	at   int64 // Binding.Expires, Unix ns
-	addr [16]byte
-}
-
-// expHeap is a min-heap of expiries by time, stored in fixed-size chunks
-// (table.go): growing it never copies the entries made so far (a slice
-// grown by append copies all of them, and touches as much fresh memory,
-// each time it grows by a quarter: 15 ms with the readers held up at
-// 100,000 bindings on a VM where page faults are slow).
-type expHeap struct{ c chunked[expEntry] }
-
-func (e *expHeap) len() int { return e.c.n }
-
-func (e *expHeap) less(i, j int) bool { return e.c.at(i).at < e.c.at(j).at }
-
-func (e *expHeap) swap(i, j int) { a, b := e.c.at(i), e.c.at(j); *a, *b = *b, *a }
-
-// top is the earliest entry; the heap must not be empty.
-func (e *expHeap) top() expEntry { return *e.c.at(0) }
-
-// reset empties the heap.
-func (e *expHeap) reset() { e.c.truncate(0) }
-
-func (e *expHeap) push(x expEntry) {
-	e.c.grow()
-	*e.c.at(e.c.n - 1) = x
-	for j := e.c.n - 1; j > 0; {
-		i := (j - 1) / 2
-		if !e.less(j, i) {
-			break
-		}
-		e.swap(i, j)
-		j = i
-	}
-}
-
-// pop removes and returns the earliest entry; the heap must not be empty.
-func (e *expHeap) pop() expEntry {
-	n := e.c.n - 1
-	e.swap(0, n)
-	for i := 0; ; {
-		j := 2*i + 1
-		if j >= n {
-			break
-		}
-		if j+1 < n && e.less(j+1, j) {
-			j++
-		}
-		if !e.less(j, i) {
-			break
-		}
-		e.swap(i, j)
-		i = j
-	}
-	x := *e.c.at(n)
-	e.c.truncate(n)
-	return x
-}
-
-// limiter is a token bucket per key. rate 0 disables it.
-type limiter[K comparable] struct {
-	mu    sync.Mutex
-	rate  float64
-	burst float64
-	m     map[K]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newLimiter[K comparable](rate float64, burst int) limiter[K] {
-	b := float64(burst)
-	if b <= 0 {
-		b = max(1, 2*rate)
-	}
-	return limiter[K]{rate: rate, burst: b, m: make(map[K]*bucket)}
-}
-
-func (l *limiter[K]) allow(k K, now time.Time) bool {
-	if l.rate <= 0 {
-		return true
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.m[k]
-	if b == nil {
-		if len(l.m) >= 1<<16 {
-			l.prune(now)
-		}
-		b = &bucket{tokens: l.burst, last: now}
-		l.m[k] = b
-	}
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = min(l.burst, b.tokens+dt*l.rate)
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// prune forgets the buckets that have refilled: they behave like new ones.
-func (l *limiter[K]) prune(now time.Time) {
-	for k, b := range l.m {
-		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
-			delete(l.m, k)
-		}
-	}
 }

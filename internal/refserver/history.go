@@ -9,14 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
+
+// HistoryCap is how many history records the database keeps unless
+// Config.HistoryMax says otherwise; older ones are pruned as new ones are
+// written.
+const HistoryCap = 100000
 
 // History retention defaults: the newest DefaultHistoryMax records are
 // kept, whatever their age (HistoryMaxAge 0).
@@ -71,64 +72,6 @@ func (q *HistoryQuery) match(r *HistoryRecord) bool {
 	return true
 }
 
-// needles are byte strings every stored record (codecV1, codec.go) q
-// selects contains, so most records are skipped without being decoded:
-// the address's length byte and 16 bytes, the DUID's bytes. match decides.
-func (q *HistoryQuery) needles() [][]byte {
-	var ns [][]byte
-	if q.Address.IsValid() {
-		a16 := q.Address.As16()
-		ns = append(ns, append([]byte{16}, a16[:]...))
-	}
-	if len(q.ClientID) > 0 {
-		ns = append(ns, q.ClientID)
-	}
-	return ns
-}
-
-// query returns the records q selects, oldest first, from the history in
-// memory; the writer adds to it after its commits are synced, and never
-// waits for a query to do so.
-func (s *store) query(q HistoryQuery) ([]HistoryRecord, error) {
-	s.hmu.Lock()
-	s.absorb() // what the writer could not add while another query ran
-	s.hmu.Unlock()
-	s.hmu.RLock()
-	defer s.hmu.RUnlock()
-	return queryHist(&s.hist, q)
-}
-
-func queryHist(r *histRing, q HistoryQuery) ([]HistoryRecord, error) {
-	rs := []HistoryRecord{}
-	ns := q.needles()
-	var sinceNs, untilNs int64
-	if !q.Since.IsZero() {
-		sinceNs = q.Since.UnixNano()
-	}
-	if !q.Until.IsZero() {
-		untilNs = q.Until.UnixNano()
-	}
-next:
-	for _, h := range r.all() {
-		if (sinceNs != 0 && h.t < sinceNs) || (untilNs != 0 && h.t > untilNs) {
-			continue
-		}
-		for _, n := range ns {
-			if !bytes.Contains(h.rec, n) {
-				continue next // cannot match: skip the decoding
-			}
-		}
-		rec, err := decodeHistory(h.rec)
-		if err != nil {
-			return nil, fmt.Errorf("history record %d: %w", h.seq, err)
-		}
-		if q.match(&rec) {
-			rs = append(rs, rec)
-		}
-	}
-	return rs, nil
-}
-
 // Holding is who held an address over a span of time.
 type Holding struct {
 	HistoryRecord           // the last register/refresh/move of the holder before the time asked
@@ -173,32 +116,53 @@ func HolderAt(records []HistoryRecord, addr netip.Addr, t time.Time) (h Holding,
 }
 
 // QueryHistory returns the history records q selects, oldest first, from
-// the running server's database. It is safe to call while Run runs and
-// never blocks it.
+// the running server's database (every server's records when servers share
+// one). It is safe to call while Run runs.
 func (s *Server) QueryHistory(q HistoryQuery) ([]HistoryRecord, error) {
-	st := s.running.Load()
+	st := s.store()
 	if st == nil {
 		return nil, errors.New("refserver: not running")
 	}
-	return st.query(q)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return st.history(ctx, q)
 }
 
-// ReadHistoryQuery reads the database at path (snapshot and log
-// segments; an old bbolt file too) and returns the records q selects. A
-// running server holds the database's lock: this waits up to two seconds
-// and fails; ask the server's control socket instead.
-func ReadHistoryQuery(path string, q HistoryQuery) ([]HistoryRecord, error) {
-	lock, err := lockDB(path, unix.LOCK_SH, 2*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("read database %s (is the server running? ask its control socket): %w", path, err)
+// ReadHistoryQuery reads the database db (an SQLite file, a PostgreSQL URL,
+// or an old-format file not yet imported) and returns the records q
+// selects. A running server need not stop: SQLite's WAL lets a reader in
+// beside it. passwordFile is for PostgreSQL, as Config.DBPasswordFile.
+func ReadHistoryQuery(db string, q HistoryQuery) ([]HistoryRecord, error) {
+	return ReadHistoryDB(context.Background(), db, "", q)
+}
+
+// ReadHistoryDB is ReadHistoryQuery with a context and a password file.
+func ReadHistoryDB(ctx context.Context, db, passwordFile string, q HistoryQuery) ([]HistoryRecord, error) {
+	if !isPostgres(db) && isLegacy(db) {
+		old, err := readLegacy(db)
+		if err != nil {
+			return nil, err
+		}
+		rs := []HistoryRecord{}
+		for _, r := range old.history {
+			if q.match(&r) {
+				rs = append(rs, r)
+			}
+		}
+		return rs, nil
 	}
-	defer lock.Close()
-	r, err := replay(path, retention{max: math.MaxUint64}, slog.New(slog.DiscardHandler), false)
+	st, err := openStorage(ctx, db, storeOptions{readOnly: true, passwordFile: passwordFile, log: discardLogger{}})
 	if err != nil {
 		return nil, err
 	}
-	return queryHist(&r.st.hist, q)
+	defer st.close()
+	return st.history(ctx, q)
 }
+
+type discardLogger struct{}
+
+func (discardLogger) Info(string, ...any) {}
+func (discardLogger) Warn(string, ...any) {}
 
 // controlRequest is one line a client writes on the control socket.
 type controlRequest struct {
@@ -283,3 +247,6 @@ func QueryControl(ctx context.Context, path string, q HistoryQuery) ([]HistoryRe
 	}
 	return rep.Records, nil
 }
+
+// ReadHistory reads every history record of the database db.
+func ReadHistory(db string) ([]HistoryRecord, error) { return ReadHistoryQuery(db, HistoryQuery{}) }

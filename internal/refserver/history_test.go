@@ -68,39 +68,30 @@ func TestHolderAt(t *testing.T) {
 
 // The history keeps at most HistoryMax records and none older than
 // HistoryMaxAge; a query over the control socket answers from it.
-func TestHistoryRetentionAndControl(t *testing.T) {
-	st, err := openStore(filepath.Join(t.TempDir(), "db"), retention{max: 5, maxAge: time.Hour}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
+func TestHistoryRetentionAndControl(t *testing.T) { forBackends(t, testHistoryRetentionAndControl) }
+
+func testHistoryRetentionAndControl(t *testing.T, db string) {
+	st := openTest(t, db, retention{max: 5, maxAge: time.Hour})
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	ev := func(i int, at time.Time) Event {
 		return Event{Kind: EventRegister, Time: at, Binding: Binding{
 			DUID: []byte{0, 4, byte(i)}, Addr: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)}), Valid: time.Hour}}
 	}
 	for i := range 8 {
-		if err := st.apply([]Event{ev(i, t0.Add(time.Duration(i)*time.Minute))}); err != nil {
-			t.Fatal(err)
-		}
+		mustCommit(t, st, ev(i, t0.Add(time.Duration(i)*time.Minute)))
 	}
-	all, err := st.query(HistoryQuery{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := mustHistory(t, st, HistoryQuery{})
 	if len(all) != 5 || all[0].DUID[2] != 3 {
 		t.Fatalf("after 8 records with max 5: %d records, first of client %v", len(all), all[0].DUID)
 	}
 	// Two hours later: everything before now-1h goes.
-	if err := st.apply([]Event{ev(9, t0.Add(2*time.Hour))}); err != nil {
-		t.Fatal(err)
-	}
-	if all, _ = st.query(HistoryQuery{}); len(all) != 1 {
+	mustCommit(t, st, ev(9, t0.Add(2*time.Hour)))
+	if all = mustHistory(t, st, HistoryQuery{}); len(all) != 1 {
 		t.Fatalf("after the age limit: %d records, want 1: %+v", len(all), all)
 	}
 
 	s := &Server{}
-	s.running.Store(st)
+	s.st.Store(&storageRef{st})
 	sock := filepath.Join(t.TempDir(), "control.sock")
 	ln, err := ctlsock.Listen(sock, "")
 	if err != nil {
@@ -133,11 +124,7 @@ func TestHistoryRetentionAndControl(t *testing.T) {
 // (DefaultHistoryMax records): the length of the read transaction, which
 // runs beside the writer.
 func BenchmarkHistoryQuery(b *testing.B) {
-	st, err := openStore(filepath.Join(b.TempDir(), "db"), retention{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.close()
+	st := openTest(b, filepath.Join(b.TempDir(), "db"), retention{})
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	const n, batch = DefaultHistoryMax, 5000
 	for i := 0; i < n; i += batch {
@@ -148,14 +135,12 @@ func BenchmarkHistoryQuery(b *testing.B) {
 				DUID: []byte{0, 4, byte(k >> 8), byte(k)}, Iface: "eth0", Valid: time.Hour,
 				Addr: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 13: byte(k >> 16), 14: byte(k >> 8), 15: byte(k)})}}
 		}
-		if err := st.apply(evs); err != nil {
-			b.Fatal(err)
-		}
+		mustCommit(b, st, evs...)
 	}
 	q := HistoryQuery{Address: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: 1, 15: 2})}
 	b.ResetTimer()
 	for b.Loop() {
-		rs, err := st.query(q)
+		rs, err := st.history(context.Background(), q)
 		if err != nil || len(rs) != 1 {
 			b.Fatal(len(rs), err)
 		}
@@ -173,17 +158,11 @@ func FuzzControlRequest(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	st, err := openStore(filepath.Join(f.TempDir(), "db"), retention{}, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer st.close()
+	st := openTest(f, filepath.Join(f.TempDir(), "db"), retention{})
 	ev := Event{Kind: EventRegister, Time: time.Now(), Binding: Binding{DUID: []byte{0, 4, 1}, Addr: netip.MustParseAddr("2001:db8::1"), Valid: time.Hour}}
-	if err := st.apply([]Event{ev}); err != nil {
-		f.Fatal(err)
-	}
+	mustCommit(f, st, ev)
 	s := &Server{log: slog.New(slog.DiscardHandler)}
-	s.running.Store(st)
+	s.st.Store(&storageRef{st})
 	f.Fuzz(func(t *testing.T, req []byte) {
 		c1, c2 := net.Pipe()
 		done := make(chan struct{})

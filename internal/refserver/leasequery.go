@@ -2,6 +2,7 @@ package refserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -112,11 +113,21 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 	if q.err != nil {
 		return fail(StatusMalformedQuery, q.err.Error())
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !q.LinkAddr.IsUnspecified() && !h.knownLinkLocked(q.LinkAddr) &&
+	src := h.source()
+	ctx, cancel := context.WithTimeout(context.Background(), leasequeryTimeout)
+	defer cancel()
+	dbFail := func(err error) lqResult {
+		return fail(StatusUnspecFail, "database unavailable: "+err.Error())
+	}
+	if !q.LinkAddr.IsUnspecified() &&
 		(q.Type == QueryByAddress || q.Type == QueryByClientID || (bulk && q.Type == QueryByLinkAddress)) {
-		return fail(StatusNotConfigured, "unknown link-address")
+		known, err := h.knownLink(ctx, src, q.LinkAddr)
+		if err != nil {
+			return dbFail(err)
+		}
+		if !known {
+			return fail(StatusNotConfigured, "unknown link-address")
+		}
 	}
 	var found []*Binding
 	switch q.Type {
@@ -130,14 +141,19 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 			return fail(StatusMalformedQuery, err.Error())
 		}
 		// RFC 5007 §4.1.2.5: with a link-address, the query is on that link.
-		if r := h.tab.lookup(ia.Addr); r != 0 {
-			bd := h.tab.get(r)
-			if !bd.expired(now) && (q.LinkAddr.IsUnspecified() || h.onLinkLocked(&bd, q.LinkAddr)) {
-				// Return the client's data on that link: all its addresses there.
-				for or := range h.tab.ofDUID(bd.DUID) {
-					if ob := h.tab.get(or); sameLink(&ob, &bd) && !ob.expired(now) {
-						found = append(found, &ob)
-					}
+		bd, ok, err := src.byAddr(ctx, ia.Addr)
+		if err != nil {
+			return dbFail(err)
+		}
+		if ok && !bd.expired(now) && (q.LinkAddr.IsUnspecified() || h.onLink(&bd, q.LinkAddr)) {
+			// Return the client's data on that link: all its addresses there.
+			bs, err := src.byDUID(ctx, bd.DUID)
+			if err != nil {
+				return dbFail(err)
+			}
+			for _, ob := range bs {
+				if sameLink(&ob, &bd) && !ob.expired(now) {
+					found = append(found, &ob)
 				}
 			}
 		}
@@ -146,12 +162,15 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 		if !ok || len(o.Data) == 0 {
 			return fail(StatusMalformedQuery, "QUERY_BY_CLIENTID without Client ID")
 		}
-		for r := range h.tab.ofDUID(o.Data) {
-			bd := h.tab.get(r)
+		bs, err := src.byDUID(ctx, o.Data)
+		if err != nil {
+			return dbFail(err)
+		}
+		for _, bd := range bs {
 			if bd.expired(now) {
 				continue
 			}
-			if !q.LinkAddr.IsUnspecified() && !h.onLinkLocked(&bd, q.LinkAddr) {
+			if !q.LinkAddr.IsUnspecified() && !h.onLink(&bd, q.LinkAddr) {
 				continue
 			}
 			found = append(found, &bd)
@@ -162,8 +181,12 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 		}
 		// RFC 5460 §6.1: every binding on the link; 0::0 here asks for
 		// every binding the server holds.
-		for r := range h.tab.all {
-			if bd := h.tab.get(r); !bd.expired(now) && (q.LinkAddr.IsUnspecified() || h.onLinkLocked(&bd, q.LinkAddr)) {
+		bs, err := src.all(ctx)
+		if err != nil {
+			return dbFail(err)
+		}
+		for _, bd := range bs {
+			if !bd.expired(now) && (q.LinkAddr.IsUnspecified() || h.onLink(&bd, q.LinkAddr)) {
 				found = append(found, &bd)
 			}
 		}
@@ -174,7 +197,7 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 	if !bulk && q.Type == QueryByClientID && q.LinkAddr.IsUnspecified() && len(groups) > 1 {
 		res := lqResult{}
 		for _, g := range groups {
-			res.links = append(res.links, h.linkAddressLocked(g[0]))
+			res.links = append(res.links, h.linkAddress(g[0]))
 		}
 		return res
 	}
@@ -194,30 +217,73 @@ func (h *Handler) runQuery(now time.Time, q lqQuery, requestor netip.Addr, bulk 
 	return res
 }
 
-// knownLinkLocked reports whether link-address identifies a link the server
-// knows: a Prefixes key, inside a configured prefix, or a relay link of a binding.
-func (h *Handler) knownLinkLocked(la netip.Addr) bool {
+// knownLink reports whether link-address identifies a link the server
+// knows: a Prefixes key, inside a configured prefix, or a relay link of a
+// binding (or the /64 of one).
+func (h *Handler) knownLink(ctx context.Context, src bindingSource, la netip.Addr) (bool, error) {
 	if _, ok := h.cfg.Prefixes[la.String()]; ok {
-		return true
+		return true, nil
 	}
 	for _, ps := range h.cfg.Prefixes {
 		if containsAddr(ps, la) {
-			return true
+			return true, nil
 		}
 	}
-	p, _ := la.Prefix(64)
-	for r := range h.tab.all {
-		if h.tab.linkAddr(r) == la || p.Contains(h.tab.addr(r)) {
-			return true
-		}
-	}
-	return false
+	return src.linkKnown(ctx, la)
 }
 
-// linkAddressLocked returns an address that identifies b's link in a
+// leasequeryTimeout bounds a leasequery's reads from the database.
+const leasequeryTimeout = 2 * time.Second
+
+// source is where leasequeries read bindings: the database when the
+// server set one (HandlerConfig.Source), else the Handler's own table.
+func (h *Handler) source() bindingSource {
+	if h.cfg.Source != nil {
+		return h.cfg.Source
+	}
+	return memSource{h}
+}
+
+// memSource reads the Handler's table (a Handler without a server).
+type memSource struct{ h *Handler }
+
+func (m memSource) byAddr(_ context.Context, a netip.Addr) (Binding, bool, error) {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	if r := m.h.tab.lookup(a); r != 0 {
+		return m.h.tab.get(r), true, nil
+	}
+	return Binding{}, false, nil
+}
+
+func (m memSource) byDUID(_ context.Context, duid []byte) ([]Binding, error) {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	var out []Binding
+	for r := range m.h.tab.ofDUID(duid) {
+		out = append(out, m.h.tab.get(r))
+	}
+	return out, nil
+}
+
+func (m memSource) all(context.Context) ([]Binding, error) { return m.h.Bindings(), nil }
+
+func (m memSource) linkKnown(_ context.Context, la netip.Addr) (bool, error) {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	p, _ := la.Prefix(64)
+	for r := range m.h.tab.all {
+		if m.h.tab.linkAddr(r) == la || p.Contains(m.h.tab.addr(r)) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// linkAddress returns an address that identifies b's link in a
 // query: the relay's link-address, else the network address of the
 // interface prefix that holds b's address (else of its /64).
-func (h *Handler) linkAddressLocked(b *Binding) netip.Addr {
+func (h *Handler) linkAddress(b *Binding) netip.Addr {
 	if b.LinkAddr.IsValid() && !b.LinkAddr.IsUnspecified() {
 		return b.LinkAddr
 	}
@@ -230,9 +296,9 @@ func (h *Handler) linkAddressLocked(b *Binding) netip.Addr {
 	return p.Addr()
 }
 
-// onLinkLocked reports whether b is on the link identified by la.
-func (h *Handler) onLinkLocked(b *Binding, la netip.Addr) bool {
-	if b.LinkAddr == la || h.linkAddressLocked(b) == la {
+// onLink reports whether b is on the link identified by la.
+func (h *Handler) onLink(b *Binding, la netip.Addr) bool {
+	if b.LinkAddr == la || h.linkAddress(b) == la {
 		return true
 	}
 	if ps, ok := h.cfg.Prefixes[la.String()]; ok {

@@ -49,7 +49,7 @@ type serverMetrics struct {
 var stageNames = [...]string{
 	"socket", // kernel receive → a reader took it (socket buffer, reader scheduling)
 	"queue",  // reader took it → its group commit started (handling, waiting for the previous commit)
-	"commit", // its group commit (append, fdatasync)
+	"commit", // its group commit (one transaction)
 	"send",   // commit done → its batch's replies sent (sender hand-off, sendmmsg)
 	"total",  // kernel receive → sent
 }

@@ -8,15 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 
 	"github.com/addrreg/addrreg/scheduler"
 )
@@ -38,8 +36,8 @@ type Server struct {
 	// Read-only after New.
 	hot map[string]*atomic.Uint64
 
-	st      *store
-	pc      *ipv6.PacketConn
+	st      atomic.Pointer[storageRef] // set while Run runs
+	pc      PacketConn
 	jobs    chan job
 	queued  atomic.Int64 // jobs queued or being committed
 	shedLog atomic.Int64 // unix seconds of the last "shedding load" log line
@@ -49,12 +47,10 @@ type Server struct {
 	ifNames map[int]string
 	onLink  map[string]onLinkEntry
 
-	cancelRun context.CancelFunc
-	dbOnce    sync.Once
-	dbErr     error // set by the writer before it ends; read after
-
-	running atomic.Pointer[store] // set while Run runs (history.go)
-	metrics serverMetrics         // metrics.go
+	metrics serverMetrics // metrics.go
+	// dbDown is set while commits fail: leasequeries then answer at once
+	// that the database is unavailable instead of holding up a reader.
+	dbDown atomic.Bool
 
 	tmu     sync.Mutex
 	timer   scheduler.Timer
@@ -62,27 +58,52 @@ type Server struct {
 	wake    chan struct{}
 }
 
-type onLinkEntry struct {
-	prefixes []netip.Prefix
-	at       time.Time
+// errDBDown: the writer's last commit failed.
+var errDBDown = errors.New("database unavailable (commits failing)")
+
+// downSource is the database for leasequeries, failing fast while down.
+type downSource struct {
+	bindingSource
+	down *atomic.Bool
 }
 
-// job is what one message (or one expiry run) gives the writer: events to
-// commit, and the reply to send once they are durable.
-type job struct {
-	ev      Event   // committed unless its Kind is EventNone
-	evs     []Event // more events (the expirer's)
-	reply   []byte  // sent after the commit; nil: nothing to send
-	to      netip.AddrPort
-	zone    string  // for a link-local destination
-	ifIndex int     // unrelayed: out the receiving interface (RFC 9686 §4.3)
-	log     bool    // log ev after every send of the batch: logging must not delay replies
-	buf     *[]byte // the reply's buffer, back to the pool once sent
-	done    func()  // called once committed and sent (benchmarks wait on it)
-	// rx is when the kernel received the message and read when a reader
-	// took it (Unix ns; 0 when unknown): the start of its stages
-	// (metrics.go).
-	rx, read int64
+func (d downSource) byAddr(ctx context.Context, a netip.Addr) (Binding, bool, error) {
+	if d.down.Load() {
+		return Binding{}, false, errDBDown
+	}
+	return d.bindingSource.byAddr(ctx, a)
+}
+
+func (d downSource) byDUID(ctx context.Context, duid []byte) ([]Binding, error) {
+	if d.down.Load() {
+		return nil, errDBDown
+	}
+	return d.bindingSource.byDUID(ctx, duid)
+}
+
+func (d downSource) all(ctx context.Context) ([]Binding, error) {
+	if d.down.Load() {
+		return nil, errDBDown
+	}
+	return d.bindingSource.all(ctx)
+}
+
+func (d downSource) linkKnown(ctx context.Context, la netip.Addr) (bool, error) {
+	if d.down.Load() {
+		return false, errDBDown
+	}
+	return d.bindingSource.linkKnown(ctx, la)
+}
+
+// storageRef holds the storage in an atomic.Pointer.
+type storageRef struct{ storage }
+
+// store returns the database while Run runs, else nil.
+func (s *Server) store() storage {
+	if r := s.st.Load(); r != nil {
+		return r.storage
+	}
+	return nil
 }
 
 const (
@@ -155,8 +176,29 @@ func (s *Server) handlerConfig(duid []byte) HandlerConfig {
 	}
 }
 
-// Bindings returns a snapshot of the current bindings, ordered by address.
-func (s *Server) Bindings() []Binding { return s.h.Load().Bindings() }
+// maxPerDUID is the per-DUID limit the database enforces.
+func (s *Server) maxPerDUID() int {
+	if s.cfg.MaxBindingsPerDUID > 0 {
+		return s.cfg.MaxBindingsPerDUID
+	}
+	return DefaultMaxBindingsPerDUID
+}
+
+// Bindings returns the current bindings, ordered by address: from the
+// database while Run runs (every server's, when servers share one), else
+// what the server last knew.
+func (s *Server) Bindings() []Binding {
+	if st := s.store(); st != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		bs, err := st.bindings(ctx)
+		if err == nil {
+			return bs
+		}
+		s.log.Warn("read bindings", "reason", ErrDatabase.Name, "err", err)
+	}
+	return s.h.Load().Bindings()
+}
 
 // Counters returns how many messages were received ("received") and sent
 // ("sent"), how many of each event happened (keys "register", "refresh",
@@ -209,69 +251,77 @@ func (s *Server) countN(key string, n int) {
 // Run is called once per Server. For an in-process server in a network
 // namespace, call it inside topo's Node.Do: the socket and the interface
 // look-ups of the read loop happen on the calling thread.
-func (s *Server) Run(ctx context.Context) (err error) {
+func (s *Server) Run(ctx context.Context) error { return s.run(ctx, nil) }
+
+// Serve is Run on pc instead of [::]:547: no multicast membership and no
+// Bulk Leasequery listener (TCP). Tests run the whole pipeline on a
+// loopback socket with it, without root.
+func (s *Server) Serve(ctx context.Context, pc PacketConn) error {
+	if pc == nil {
+		return errors.New("refserver: Serve without a socket")
+	}
+	return s.run(ctx, pc)
+}
+
+// run opens the database, then (pc nil) the sockets, and serves.
+func (s *Server) run(ctx context.Context, pc PacketConn) (err error) {
 	// Cancelled also when the read loop fails, so the expirer stops.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.cancelRun = cancel
-	segSize := walSize
-	if s.cfg.SegmentMB > 0 {
-		segSize = int64(s.cfg.SegmentMB) << 20
-	}
-	st, err := openStoreSize(s.cfg.DBPath, retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge}, s.log, segSize)
+	st, err := openStorage(ctx, s.cfg.DBPath, storeOptions{
+		passwordFile: s.cfg.DBPasswordFile, log: s.log,
+		ret: retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge},
+	})
 	if err != nil {
 		return err
 	}
-	s.st = st
-	s.running.Store(st)
 	defer func() {
+		s.st.Store(nil)
 		if cerr := st.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close database: %w", cerr)
 		}
 	}()
-	duid, err := st.serverDUID(s.newDUID)
+	duid, err := st.serverDUID(ctx, s.newDUID)
 	if err != nil {
-		return err
+		return fmt.Errorf("database %s: %w", RedactDB(s.cfg.DBPath), err)
 	}
-	h := NewHandler(s.handlerConfig(duid))
-	bs, err := st.load()
+	bs, err := st.bindings(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("database %s: %w", RedactDB(s.cfg.DBPath), err)
 	}
-	now := s.clock.Now()
-	if evs := h.Load(now, bs); len(evs) > 0 {
-		for _, e := range evs {
-			s.logEvent(e)
-		}
-		if err := st.apply(evs); err != nil {
-			return fmt.Errorf("drop expired bindings: %w", err)
-		}
-		s.committed(evs)
-	}
-	// Compactions take the bindings from memory from now on.
-	st.setSource(h.snapshotBindings)
-
+	hc := s.handlerConfig(duid)
+	hc.Source = downSource{st, &s.dbDown}
+	// The database enforces the per-DUID limit (in the commit, across
+	// servers); the Handler's table only caches what this server saw.
+	hc.MaxBindingsPerDUID = math.MaxInt32
+	h := NewHandler(hc)
+	// Expired ones stay in the database until the first expiry run, at once.
+	h.Load(s.clock.Now(), bs)
 	s.h.Store(h)
+	s.st.Store(&storageRef{st})
 
-	pc, err := s.listen()
-	if err != nil {
-		return err
+	if pc == nil {
+		upc, err := s.listen()
+		if err != nil {
+			return err
+		}
+		defer upc.Close()
+		pc = upc
+		bulk, err := s.listenBulk()
+		if err != nil {
+			return err
+		}
+		bulkDone := make(chan struct{})
+		go func() {
+			defer close(bulkDone)
+			bulk.serve()
+		}()
+		defer func() {
+			bulk.close()
+			<-bulkDone
+		}()
 	}
 	s.pc = pc
-	defer pc.Close()
-	bulk, err := s.listenBulk()
-	if err != nil {
-		return err
-	}
-	bulkDone := make(chan struct{})
-	go func() {
-		defer close(bulkDone)
-		bulk.serve()
-	}()
-	defer func() {
-		bulk.close()
-		<-bulkDone
-	}()
 
 	// Room for every message admitted (MaxQueue), and the expirer's runs.
 	s.jobs = make(chan job, s.cfg.MaxQueue+64)
@@ -292,7 +342,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 
 	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
 	defer stop()
-	s.log.Info("listening", "addr", "[::]:547", "interfaces", s.cfg.Interfaces, "db", s.cfg.DBPath,
+	s.poke() // expire what expired while the server was down
+	s.log.Info("listening", "addr", "[::]:547", "interfaces", s.cfg.Interfaces, "db", RedactDB(s.cfg.DBPath),
 		"bindings", h.Len(), "server_duid", hex.EncodeToString(duid), "addr_reg", s.cfg.AddrReg)
 	rerr := s.readLoop(ctx)
 	cancel()
@@ -305,550 +356,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.tmu.Unlock()
 	close(s.jobs)
 	writerDone.Wait()
-	s.log.Info("stopped", "bindings", h.Len())
-	if s.dbErr != nil {
-		return fmt.Errorf("database: %w", s.dbErr)
-	}
+	s.log.Info("stopped")
 	return rerr
-}
-
-func (s *Server) listen() (*ipv6.PacketConn, error) {
-	c, err := net.ListenPacket("udp6", "[::]:547")
-	if err != nil {
-		return nil, fmt.Errorf("listen on [::]:547: %w", err)
-	}
-	setRcvBuf(c, 4<<20)
-	if cfg := s.cfg; cfg.MaxWait > 0 {
-		// Receive timestamps (SCM_TIMESTAMPNS) tell how long each
-		// datagram waited (Config.MaxWait).
-		if err := setSockopt(c, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("enable SO_TIMESTAMPNS on [::]:547: %w", err)
-		}
-	}
-	pc := ipv6.NewPacketConn(c)
-	if err := pc.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("enable IPV6_RECVPKTINFO: %w", err)
-	}
-	group := &net.UDPAddr{IP: net.IP(AllDHCPRelayAgentsAndServers.AsSlice())}
-	for _, name := range s.cfg.Interfaces {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("interface %s: %w", name, err)
-		}
-		if err := pc.JoinGroup(ifi, group); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("join ff02::1:2 on %s: %w", name, err)
-		}
-		s.ifmu.Lock()
-		s.ifNames[ifi.Index] = name
-		s.ifmu.Unlock()
-	}
-	return pc, nil
-}
-
-// readLoop runs cfg.Readers readers on the socket and returns when the
-// first of them ends. The calling goroutine is one of them; the others run
-// on threads in the calling thread's network namespace, as the interface
-// look-ups they make must (see Run).
-func (s *Server) readLoop(ctx context.Context) error {
-	n := s.cfg.Readers
-	var ns *netnsHandle
-	if n > 1 {
-		var err error
-		if ns, err = currentNetns(); err != nil {
-			s.log.Warn("one reader only", "err", err)
-			n = 1
-		} else {
-			defer ns.close()
-		}
-	}
-	ctx, stop := context.WithCancel(ctx) // the first reader to end stops the others
-	defer stop()
-	errs := make(chan error, n)
-	for i := 1; i < n; i++ {
-		go func() {
-			if !ns.isProcess() {
-				// This thread is moved into another namespace: it
-				// ends with the goroutine (no UnlockOSThread).
-				runtime.LockOSThread()
-				if err := ns.enter(); err != nil {
-					s.log.Warn("reader not started", "err", err)
-					errs <- nil
-					return
-				}
-			}
-			errs <- s.reader(ctx)
-		}()
-	}
-	err := s.reader(ctx)
-	stop()
-	_ = s.pc.SetReadDeadline(time.Now())
-	for i := 1; i < n; i++ {
-		if e := <-errs; err == nil {
-			err = e
-		}
-	}
-	return err
-}
-
-// reader takes datagrams off the socket readBatch at a time (recvmmsg)
-// and handles them.
-func (s *Server) reader(ctx context.Context) error {
-	msgs := make([]ipv6.Message, readBatch)
-	for i := range msgs {
-		// One byte more than accepted, so an oversized datagram shows
-		// (it arrives truncated to MaxMessageSize+1).
-		msgs[i].Buffers = [][]byte{make([]byte, MaxMessageSize+1)}
-		msgs[i].OOB = append(ipv6.NewControlMessage(ipv6.FlagDst|ipv6.FlagInterface), make([]byte, unix.CmsgSpace(16))...)
-	}
-	maxWait := s.cfg.MaxWait
-	for {
-		for i := range msgs {
-			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
-		}
-		n, err := s.pc.ReadBatch(msgs, 0)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("read from [::]:547: %w", err)
-		}
-		now := time.Now()
-		for _, m := range msgs[:n] {
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok {
-				continue
-			}
-			sa, _ := netip.AddrFromSlice(ua.IP)
-			pkt := Packet{Data: m.Buffers[0][:m.N], Src: netip.AddrPortFrom(sa.WithZone(ua.Zone), uint16(ua.Port))}
-			cm := parseCmsgs(m.OOB[:m.NN])
-			if cm.ifIndex != 0 {
-				pkt.IfIndex = cm.ifIndex
-				pkt.Iface = s.ifName(cm.ifIndex)
-				pkt.Dst = cm.dst
-			}
-			if maxWait > 0 && cm.rx != 0 && now.UnixNano()-cm.rx > int64(maxWait) {
-				s.count("received")
-				s.shed("waited longer than --max-wait in the socket", "max_wait", maxWait)
-				continue
-			}
-			s.handle(pkt, cm.rx, now.UnixNano())
-		}
-	}
-}
-
-// cmsgs is what a datagram's control messages say: the destination
-// address and receiving interface (IPV6_PKTINFO, RFC 3542 §6.1) and when
-// the kernel received it (SCM_TIMESTAMPNS, Unix ns; 0 when absent).
-type cmsgs struct {
-	dst     netip.Addr
-	ifIndex int
-	rx      int64
-}
-
-func parseCmsgs(oob []byte) cmsgs {
-	var c cmsgs
-	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-		if err != nil {
-			return c
-		}
-		switch {
-		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= 20:
-			c.dst, c.ifIndex = netip.AddrFrom16([16]byte(data[:16])), int(binary.NativeEndian.Uint32(data[16:20]))
-		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= 16:
-			c.rx = int64(binary.NativeEndian.Uint64(data))*1e9 + int64(binary.NativeEndian.Uint64(data[8:]))
-		}
-		oob = rest
-	}
-	return c
-}
-
-// handle runs one packet through the Handler and queues or sends the result.
-// rx and read are when the kernel received it and a reader took it (Unix ns).
-func (s *Server) handle(pkt Packet, rx, read int64) {
-	s.count("received")
-	// Shed load before doing any work when the writer is behind: a
-	// bounded wait instead of a queue that grows for hundreds of ms.
-	if s.queued.Load() >= int64(s.cfg.MaxQueue) {
-		s.shed("commit queue full", "queue", s.cfg.MaxQueue)
-		return
-	}
-	h := s.h.Load()
-	bp := s.bufs.Get().(*[]byte)
-	queued := false
-	defer func() {
-		if !queued {
-			s.bufs.Put(bp)
-		}
-		// A parser bug must cost one packet, not the server. The fuzz
-		// targets run the Handler without this net.
-		if r := recover(); r != nil {
-			s.count(ErrMalformed.Name)
-			s.log.Error("panic handling packet", "iface", pkt.Iface, "addr", pkt.Src.Addr(), "reason", ErrMalformed.Name, "panic", fmt.Sprint(r))
-		}
-	}()
-	reply, dst, ev, reason := h.HandleInto(*bp, s.clock.Now(), pkt)
-	if reason != nil {
-		s.count("reject", ev.Reason)
-		s.logReject(ev, reason)
-		switch ev.Reason {
-		case ErrRateSource.Name, ErrRateDUID.Name, ErrTruncated.Name, ErrOversized.Name, ErrMalformed.Name,
-			ErrUnsupported.Name, ErrWrongType.Name, ErrUnknownInterface.Name:
-			// Counted only: a flood, or the ordinary DHCPv6 traffic of a
-			// LAN (Solicit, Renew …), must not fill the history.
-		default:
-			s.enqueue(job{ev: ev})
-		}
-		return
-	}
-	s.count(ev.Kind.String())
-	j := job{ev: ev, reply: reply, to: dst}
-	if reply != nil {
-		if !ev.Relayed {
-			j.ifIndex = pkt.IfIndex
-		}
-		if dst.Addr().IsLinkLocalUnicast() {
-			j.zone = pkt.Iface
-		}
-	}
-	if !ev.Durable() {
-		s.logEvent(ev)
-		if reply != nil {
-			s.sendNow(j)
-		}
-		return
-	}
-	j.log, j.buf, queued = true, bp, true
-	j.rx, j.read = rx, read
-	s.enqueue(j)
-	if !ev.Binding.Expires.IsZero() {
-		s.tmu.Lock()
-		early := s.armedAt.IsZero() || ev.Binding.Expires.Before(s.armedAt)
-		s.tmu.Unlock()
-		if early {
-			s.arm()
-		}
-	}
-}
-
-// shed counts a message dropped for overload, and says so at most once a second.
-func (s *Server) shed(why string, attrs ...any) {
-	s.count(ErrOverloaded.Name)
-	if now := time.Now().Unix(); s.shedLog.Swap(now) != now {
-		s.log.Warn("shedding load: "+why, append(attrs, "reason", ErrOverloaded.Name)...)
-	}
-}
-
-// sendNow sends a reply that waits for no commit.
-func (s *Server) sendNow(j job) {
-	var cm *ipv6.ControlMessage
-	if j.ifIndex != 0 {
-		cm = &ipv6.ControlMessage{IfIndex: j.ifIndex}
-	}
-	ua := &net.UDPAddr{IP: j.to.Addr().AsSlice(), Port: int(j.to.Port()), Zone: j.zone}
-	if _, err := s.pc.WriteTo(j.reply, cm, ua); err != nil {
-		s.sendFailed(j, err)
-		return
-	}
-	s.count("sent")
-}
-
-func (s *Server) sendFailed(j job, err error) {
-	s.count(ErrSend.Name)
-	s.log.Warn("send failed", "iface", j.ev.Binding.Iface, "addr", j.ev.Binding.Addr, "dst", j.to, "reason", ErrSend.Name, "err", err)
-}
-
-// enqueue hands j to the writer. The readers admit at most MaxQueue
-// messages (handle sheds the rest), so this waits only for the expirer.
-func (s *Server) enqueue(j job) {
-	s.queued.Add(1)
-	s.jobs <- j
-}
-
-// writer commits whatever is queued in one transaction (group commit: the
-// batch is what queued up during the previous commit, not what a timer
-// allowed), and hands the batch to the sender, which releases the replies
-// that waited for it, writeBatch per sendmmsg, while the writer commits the
-// next batch. It returns when jobs is closed and drained and the sender is
-// done.
-func (s *Server) writer() {
-	const maxBatch = 4096
-	// Three batches: one filling and committing, one being sent, one spare.
-	free := make(chan []job, 3)
-	for range cap(free) {
-		free <- make([]job, 0, maxBatch)
-	}
-	sendq := make(chan sendBatch, cap(free))
-	senderDone := make(chan struct{})
-	go func() {
-		defer close(senderDone)
-		s.sender(sendq, free)
-	}()
-	defer func() {
-		close(sendq)
-		<-senderDone
-	}()
-	var evs []Event
-	for j := range s.jobs {
-		batch := append(<-free, j)
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case j, ok := <-s.jobs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, j)
-			default:
-				break drain
-			}
-		}
-		evs = evs[:0]
-		for _, j := range batch {
-			if j.ev.Kind != EventNone {
-				evs = append(evs, j.ev)
-			}
-			evs = append(evs, j.evs...)
-		}
-		t0 := time.Now()
-		err := s.commit(evs)
-		t1 := time.Now()
-		if s.log.Enabled(context.Background(), slog.LevelDebug) {
-			s.log.Debug("commit", "jobs", len(batch), "events", len(evs), "took", t1.Sub(t0))
-		}
-		if err != nil {
-			// Nothing is acknowledged that is not on disk, and memory
-			// now holds what the disk does not: stop, so that a restart
-			// reloads the truth from the database.
-			s.count(ErrDatabase.Name)
-			s.log.Error("database commit failed: stopping", "events", len(evs), "reason", ErrDatabase.Name, "err", err)
-			s.dbOnce.Do(func() {
-				s.dbErr = err
-				s.cancelRun()
-			})
-		}
-		if err == nil {
-			s.committed(evs)
-		}
-		clear(evs)
-		sendq <- sendBatch{jobs: batch, failed: err != nil, start: t0.UnixNano(), end: t1.UnixNano()}
-	}
-}
-
-// committed hands committed binding events to Config.OnCommit.
-func (s *Server) committed(evs []Event) {
-	if s.cfg.OnCommit != nil && len(evs) > 0 {
-		s.cfg.OnCommit(evs)
-	}
-}
-
-// sendBatch is a committed batch (or, failed, one that is not) for the sender.
-type sendBatch struct {
-	jobs   []job
-	failed bool
-	// start and end are when its commit started and ended (Unix ns).
-	start, end int64
-}
-
-// sender sends the replies of committed batches, logs their events,
-// releases their jobs and gives the batch back to the writer.
-func (s *Server) sender(sendq <-chan sendBatch, free chan<- []job) {
-	w := newReplyWriter()
-	for b := range sendq {
-		if !b.failed {
-			for _, j := range b.jobs {
-				if j.reply != nil {
-					w.add(s, j)
-				}
-			}
-			w.flush(s)
-			s.metrics.observeStages(b)
-			for _, j := range b.jobs {
-				if j.log {
-					s.logEvent(j.ev)
-				}
-			}
-		}
-		s.release(b.jobs)
-		free <- b.jobs[:0]
-	}
-}
-
-// release returns the batch's reply buffers and queue places.
-func (s *Server) release(batch []job) {
-	for i, j := range batch {
-		if j.done != nil {
-			j.done()
-		}
-		if j.buf != nil {
-			*j.buf = j.reply[:0]
-			s.bufs.Put(j.buf)
-		}
-		batch[i] = job{}
-	}
-	s.queued.Add(-int64(len(batch)))
-}
-
-// replyWriter sends replies writeBatch at a time through sendmmsg, reusing
-// its message headers and addresses.
-type replyWriter struct {
-	msgs  []ipv6.Message
-	jobs  []job
-	addrs [writeBatch]net.UDPAddr
-	ips   [writeBatch][16]byte
-	bufs  [writeBatch][1][]byte
-}
-
-func newReplyWriter() *replyWriter {
-	return &replyWriter{msgs: make([]ipv6.Message, 0, writeBatch), jobs: make([]job, 0, writeBatch)}
-}
-
-func (w *replyWriter) add(s *Server, j job) {
-	k := len(w.msgs)
-	w.ips[k] = j.to.Addr().As16()
-	w.addrs[k] = net.UDPAddr{IP: w.ips[k][:], Port: int(j.to.Port()), Zone: j.zone}
-	w.bufs[k][0] = j.reply
-	m := ipv6.Message{Buffers: w.bufs[k][:], Addr: &w.addrs[k]}
-	if j.ifIndex != 0 {
-		m.OOB = (&ipv6.ControlMessage{IfIndex: j.ifIndex}).Marshal()
-	}
-	w.msgs = append(w.msgs, m)
-	w.jobs = append(w.jobs, j)
-	if len(w.msgs) == writeBatch {
-		w.flush(s)
-	}
-}
-
-func (w *replyWriter) flush(s *Server) {
-	for sent := 0; sent < len(w.msgs); {
-		n, err := s.pc.WriteBatch(w.msgs[sent:], 0)
-		if err != nil || n == 0 {
-			// The first datagram of the rest failed: report it, go on.
-			s.sendFailed(w.jobs[sent], err)
-			n = 1
-		} else {
-			s.countN("sent", n)
-		}
-		sent += n
-	}
-	clear(w.jobs)
-	clear(w.bufs[:])
-	w.msgs, w.jobs = w.msgs[:0], w.jobs[:0]
-}
-
-// commit applies evs, retrying a failed transaction a few times (a full
-// disk may free up; a failed append is overwritten by the next).
-func (s *Server) commit(evs []Event) error {
-	defer s.metrics.observeCommit(time.Now())
-	var err error
-	for i, wait := 0, 50*time.Millisecond; i < 3; i, wait = i+1, wait*4 {
-		if err = s.st.apply(evs); err == nil {
-			return nil
-		}
-		time.Sleep(wait)
-	}
-	return err
-}
-
-// expirer removes expired bindings when the timer says so.
-func (s *Server) expirer(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		}
-		evs := s.h.Load().Expire(s.clock.Now())
-		for _, e := range evs {
-			s.count(e.Kind.String())
-			s.logEvent(e)
-		}
-		if len(evs) > 0 {
-			s.enqueue(job{evs: evs})
-		}
-		s.tmu.Lock()
-		s.armedAt = time.Time{}
-		s.tmu.Unlock()
-		s.arm()
-	}
-}
-
-// arm sets the one expiry timer to the earliest expiry.
-func (s *Server) arm() {
-	at, ok := s.h.Load().NextExpiry()
-	s.tmu.Lock()
-	defer s.tmu.Unlock()
-	if !ok || (!s.armedAt.IsZero() && !at.Before(s.armedAt)) {
-		return
-	}
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	s.armedAt = at
-	s.timer = s.clock.AfterFunc(at.Sub(s.clock.Now()), func() {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	})
-}
-
-func (s *Server) ifName(idx int) string {
-	s.ifmu.Lock()
-	defer s.ifmu.Unlock()
-	if n, ok := s.ifNames[idx]; ok {
-		return n
-	}
-	name := ""
-	if ifi, err := net.InterfaceByIndex(idx); err == nil {
-		name = ifi.Name
-	}
-	s.ifNames[idx] = name
-	return name
-}
-
-// ifacePrefixes returns the global prefixes of an interface's own
-// addresses, cached for a second.
-func (s *Server) ifacePrefixes(name string) []netip.Prefix {
-	now := time.Now()
-	s.ifmu.Lock()
-	e, ok := s.onLink[name]
-	s.ifmu.Unlock()
-	if ok && now.Sub(e.at) < time.Second {
-		return e.prefixes
-	}
-	var ps []netip.Prefix
-	if ifi, err := net.InterfaceByName(name); err == nil {
-		addrs, _ := ifi.Addrs()
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, _ := netip.AddrFromSlice(ipn.IP)
-			ones, bits := ipn.Mask.Size()
-			if bits != 128 || !ip.Is6() || ip.Is4In6() || !ip.IsGlobalUnicast() {
-				continue
-			}
-			if ones == 128 {
-				ones = 64 // a /128 (nodad host address) stands for its /64 link
-			}
-			p, _ := ip.Prefix(ones)
-			ps = append(ps, p)
-		}
-	}
-	s.ifmu.Lock()
-	s.onLink[name] = onLinkEntry{prefixes: ps, at: now}
-	s.ifmu.Unlock()
-	return ps
 }
 
 // newDUID makes a DUID-LLT (RFC 8415 §11.2) from the first interface with a
@@ -912,41 +421,4 @@ func (s *Server) logReject(e Event, reason error) {
 
 // History returns the database's history records, oldest first. It is for
 // tests and only valid while Run is running.
-func (s *Server) History() ([]HistoryRecord, error) {
-	if s.st == nil {
-		return nil, errors.New("refserver: not running")
-	}
-	return s.st.history()
-}
-
-func setSockopt(c net.PacketConn, level, opt, v int) error {
-	uc, ok := c.(*net.UDPConn)
-	if !ok {
-		return errors.New("not a UDP socket")
-	}
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, v) }); err != nil {
-		return err
-	}
-	return serr
-}
-
-// setRcvBuf makes the socket's receive buffer n bytes, above rmem_max when
-// allowed (SO_RCVBUFFORCE needs CAP_NET_ADMIN), so a burst of registrations
-// waits in the kernel instead of being dropped while a commit is running.
-func setRcvBuf(c net.PacketConn, n int) {
-	uc, ok := c.(*net.UDPConn)
-	if !ok {
-		return
-	}
-	_ = uc.SetReadBuffer(n)
-	if rc, err := uc.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
-		})
-	}
-}
+func (s *Server) History() ([]HistoryRecord, error) { return s.QueryHistory(HistoryQuery{}) }

@@ -383,3 +383,11 @@ func (c *chunked[T]) truncate(n int) {
 		c.chunks = c.chunks[:keep]
 	}
 }
+
+// unixNano is t in Unix nanoseconds, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}

@@ -1,0 +1,572 @@
+package refserver
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3", pure Go
+)
+
+// sqliteStore is the embedded default: one file, WAL journal,
+// synchronous=FULL (a commit is on disk before it returns: an acknowledged
+// registration survives a power cut), one writer connection, a pool of
+// readers beside it (WAL lets them read while the writer commits).
+type sqliteStore struct {
+	sqlReads // the readers
+	path     string
+	w        *sql.DB // the one writer connection
+	ret      retention
+	// The checkpointer copies the WAL into the database file beside the
+	// writer, so that no commit waits for a checkpoint (the writer's
+	// wal_autocheckpoint is off).
+	ckpt     *sql.DB
+	stopCkpt context.CancelFunc
+	ckptDone chan struct{}
+	stmts    struct {
+		expire, current, count, upsert, del, hist, pruneSeq, pruneAge *sql.Stmt
+		// chunk rows at a time: one statement instead of chunk.
+		currentN, countN, upsertN, histN *sql.Stmt
+	}
+}
+
+func sqliteDSN(path string, write bool) string {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)"
+	if write {
+		return dsn + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-32768)&_pragma=temp_store(memory)&_txlock=immediate"
+	}
+	return dsn + "&_pragma=query_only(1)"
+}
+
+// openSQLite opens (or creates) the SQLite database at path, imports an
+// old-format database found there, and applies the migrations it lacks.
+func openSQLite(ctx context.Context, path string, o storeOptions) (_ *sqliteStore, err error) {
+	if !o.readOnly {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("create database directory for %s: %w", path, err)
+		}
+		if err := importLegacy(ctx, path, o); err != nil {
+			return nil, err
+		}
+	} else if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	s := &sqliteStore{path: path, ret: o.ret}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if !o.readOnly {
+		if s.w, err = sql.Open("sqlite3", sqliteDSN(path, true)); err != nil {
+			return nil, fmt.Errorf("database %s: %w", path, err)
+		}
+		s.w.SetMaxOpenConns(1)
+		s.w.SetConnMaxIdleTime(0)
+		if err := checkSQLite(ctx, s.w, path); err != nil {
+			return nil, err
+		}
+		if _, err := migrate(ctx, s.w, "sqlite", path, ""); err != nil {
+			return nil, err
+		}
+	}
+	if s.db, err = sql.Open("sqlite3", sqliteDSN(path, false)); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	s.db.SetMaxOpenConns(4)
+	if o.readOnly {
+		if err := checkSQLite(ctx, s.db, path); err != nil {
+			return nil, err
+		}
+		var v int
+		if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v); err != nil {
+			return nil, fmt.Errorf("database %s: read schema version: %w", path, err)
+		}
+		if v > SchemaVersion {
+			return nil, fmt.Errorf("database %s: %w: schema version %d, this program knows up to %d", path, ErrSchemaNewer, v, SchemaVersion)
+		}
+		return s, nil
+	}
+	if err := s.prepare(ctx); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	if s.ckpt, err = sql.Open("sqlite3", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=synchronous(full)"); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	s.ckpt.SetMaxOpenConns(1)
+	cctx, cancel := context.WithCancel(context.Background())
+	s.stopCkpt, s.ckptDone = cancel, make(chan struct{})
+	go s.checkpointer(cctx, o.log)
+	return s, nil
+}
+
+// checkpointInterval is how often the checkpointer runs.
+const checkpointInterval = time.Second
+
+// checkpointer runs PASSIVE checkpoints until ctx ends: they copy what
+// the WAL holds into the database file without waiting for (or holding
+// up) the writer or the readers, and let the WAL be reused from its
+// start.
+func (s *sqliteStore) checkpointer(ctx context.Context, log logger) {
+	defer close(s.ckptDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := s.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+		if err != nil && ctx.Err() == nil && !failing {
+			log.Warn("database: checkpoint failed", "db", s.path, "err", err)
+		}
+		failing = err != nil
+	}
+}
+
+// checkSQLite refuses a file that is not an SQLite database, or one that
+// holds tables but not ours.
+func checkSQLite(ctx context.Context, db *sql.DB, path string) error {
+	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'`)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("database %s: %w", path, ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("database %s is not an SQLite database (or is corrupt): %w", path, err)
+	}
+	defer rows.Close()
+	var tables []string
+	ours := false
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return fmt.Errorf("database %s: %w", path, err)
+		}
+		tables = append(tables, n)
+		ours = ours || n == "schema_version"
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("database %s is not an SQLite database (or is corrupt): %w", path, err)
+	}
+	if len(tables) > 0 && !ours {
+		return fmt.Errorf("database %s is an SQLite database of something else (tables %s), not addrreg-refserver's", path, strings.Join(tables, ", "))
+	}
+	return nil
+}
+
+// chunk is how many rows one of the writer's multi-row statements takes.
+const chunk = 64
+
+// placeholders is n groups of k placeholders, "(?, ?), (?, ?)", or for k
+// 1 "?, ?"; the nullIf-th of a group (1-based) is NULLIF(?, 0).
+func placeholders(n, k int, nullIf ...int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if k > 1 {
+			b.WriteByte('(')
+		}
+		for j := range k {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			if len(nullIf) > 0 && j+1 == nullIf[0] {
+				b.WriteString("NULLIF(?, 0)")
+			} else {
+				b.WriteByte('?')
+			}
+		}
+		if k > 1 {
+			b.WriteByte(')')
+		}
+	}
+	return b.String()
+}
+
+const (
+	sqliteUpsertValues  = `($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12)`
+	sqliteHistoryValues = `($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+	sqliteUpsert        = `INSERT INTO bindings (addr, prefix64, duid, iface, link_addr, link_layer, fqdn, first_ns, last_ns, expires_ns, preferred_s, valid_s)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12)
+		ON CONFLICT (addr) DO UPDATE SET prefix64 = excluded.prefix64, duid = excluded.duid, iface = excluded.iface,
+		link_addr = excluded.link_addr, link_layer = excluded.link_layer, fqdn = excluded.fqdn, first_ns = excluded.first_ns,
+		last_ns = excluded.last_ns, expires_ns = excluded.expires_ns, preferred_s = excluded.preferred_s, valid_s = excluded.valid_s`
+	sqliteHistory = `INSERT INTO history (` + historyCols + `) VALUES ` + sqliteHistoryValues
+)
+
+func (s *sqliteStore) prepare(ctx context.Context) error {
+	p := func(dst **sql.Stmt, q string) error {
+		st, err := s.w.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		*dst = st
+		return nil
+	}
+	return errors.Join(
+		p(&s.stmts.expire, `DELETE FROM bindings WHERE expires_ns IS NOT NULL AND expires_ns <= $1 RETURNING `+bindingCols),
+		p(&s.stmts.current, `SELECT `+bindingCols+` FROM bindings WHERE addr = $1`),
+		p(&s.stmts.count, `SELECT COUNT(*) FROM bindings WHERE duid = $1`),
+		p(&s.stmts.upsert, sqliteUpsert),
+		p(&s.stmts.del, `DELETE FROM bindings WHERE addr = $1`),
+		p(&s.stmts.hist, sqliteHistory),
+		p(&s.stmts.pruneSeq, pruneBySeq),
+		p(&s.stmts.pruneAge, pruneByAge),
+		p(&s.stmts.currentN, `SELECT `+bindingCols+` FROM bindings WHERE addr IN (`+placeholders(chunk, 1)+`)`),
+		p(&s.stmts.countN, `SELECT duid, COUNT(*) FROM bindings WHERE duid IN (`+placeholders(chunk, 1)+`) GROUP BY duid`),
+		p(&s.stmts.upsertN, strings.Replace(sqliteUpsert, sqliteUpsertValues, placeholders(chunk, 12, 10), 1)),
+		p(&s.stmts.histN, strings.Replace(sqliteHistory, sqliteHistoryValues, placeholders(chunk, 12), 1)),
+	)
+}
+
+func (s *sqliteStore) close() error {
+	var errs []error
+	if s.stopCkpt != nil {
+		s.stopCkpt()
+		<-s.ckptDone
+		errs = append(errs, s.ckpt.Close())
+	}
+	for _, st := range []*sql.Stmt{s.stmts.expire, s.stmts.current, s.stmts.count, s.stmts.upsert, s.stmts.del, s.stmts.hist,
+		s.stmts.pruneSeq, s.stmts.pruneAge, s.stmts.currentN, s.stmts.countN, s.stmts.upsertN, s.stmts.histN} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *sqliteStore) serverDUID(ctx context.Context, gen func() []byte) ([]byte, error) {
+	return metaDUID(ctx, s.w, gen)
+}
+
+func (s *sqliteStore) commit(ctx context.Context, evs []Event, expireAt time.Time, max int) ([]Event, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: begin: %w", s.path, err)
+	}
+	defer tx.Rollback()
+	expired, err := commitTx(ctx, tx, sqliteTx{s}, evs, expireAt, max, s.ret)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", s.path, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("database %s: commit: %w", s.path, err)
+	}
+	return expired, nil
+}
+
+// sqliteTx writes row by row with prepared statements: in-process, a
+// statement costs microseconds.
+type sqliteTx struct{ s *sqliteStore }
+
+func (t sqliteTx) expire(ctx context.Context, tx *sql.Tx, ns int64) ([]Binding, error) {
+	rows, err := tx.StmtContext(ctx, t.s.stmts.expire).QueryContext(ctx, ns)
+	if err != nil {
+		return nil, fmt.Errorf("expire: %w", err)
+	}
+	defer rows.Close()
+	var out []Binding
+	for rows.Next() {
+		b, err := scanBinding(rows)
+		if err != nil {
+			return nil, fmt.Errorf("expire: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func (t sqliteTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string]Binding, error) {
+	m := make(map[string]Binding, len(addrs))
+	err := t.query(ctx, tx, t.s.stmts.currentN, t.s.stmts.current, len(addrs), func(i int) []any { return []any{addrs[i]} },
+		func(r scanner) error {
+			b, err := scanBinding(r)
+			if err == nil {
+				m[b.Addr.String()] = b
+			}
+			return err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("read bindings: %w", err)
+	}
+	return m, nil
+}
+
+func (t sqliteTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error) {
+	m := make(map[string]int, len(duids))
+	// The one-row statement counts without naming the DUID: ask per DUID.
+	k := 0
+	err := t.query(ctx, tx, t.s.stmts.countN, nil, len(duids)/chunk*chunk, func(i int) []any { return []any{duids[i]} },
+		func(r scanner) error {
+			var d string
+			var n int
+			err := r.Scan(&d, &n)
+			m[d] = n
+			return err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("count bindings: %w", err)
+	}
+	one := tx.StmtContext(ctx, t.s.stmts.count)
+	for k = len(duids) / chunk * chunk; k < len(duids); k++ {
+		var n int
+		if err := one.QueryRowContext(ctx, duids[k]).Scan(&n); err != nil {
+			return nil, fmt.Errorf("count bindings of %s: %w", duids[k], err)
+		}
+		m[duids[k]] = n
+	}
+	return m, nil
+}
+
+// query runs many over n rows' arguments chunk at a time and one (if
+// set) over the rest, calling scan for each result row.
+func (t sqliteTx) query(ctx context.Context, tx *sql.Tx, many, one *sql.Stmt, n int, args func(i int) []any, scan func(scanner) error) error {
+	run := func(st *sql.Stmt, a []any) error {
+		rows, err := tx.StmtContext(ctx, st).QueryContext(ctx, a...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+	i := 0
+	if many != nil {
+		a := make([]any, 0, chunk*2)
+		for ; i+chunk <= n; i += chunk {
+			a = a[:0]
+			for j := i; j < i+chunk; j++ {
+				a = append(a, args(j)...)
+			}
+			if err := run(many, a); err != nil {
+				return err
+			}
+		}
+	}
+	for ; one != nil && i < n; i++ {
+		if err := run(one, args(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// exec runs many over n rows' arguments chunk at a time (when set) and
+// one over the rest.
+func (t sqliteTx) exec(ctx context.Context, tx *sql.Tx, many, one *sql.Stmt, n int, args func(i int, a []any) []any) error {
+	i := 0
+	if many != nil {
+		st := tx.StmtContext(ctx, many)
+		a := make([]any, 0, chunk*12)
+		for ; i+chunk <= n; i += chunk {
+			a = a[:0]
+			for j := i; j < i+chunk; j++ {
+				a = args(j, a)
+			}
+			if _, err := st.ExecContext(ctx, a...); err != nil {
+				return err
+			}
+		}
+	}
+	a := make([]any, 0, 12)
+	for ; i < n; i++ {
+		if _, err := one.ExecContext(ctx, args(i, a[:0])...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t sqliteTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error {
+	if len(dels) > 0 {
+		del := tx.StmtContext(ctx, t.s.stmts.del)
+		for _, a := range dels {
+			if _, err := del.ExecContext(ctx, a); err != nil {
+				return fmt.Errorf("delete binding %s: %w", a, err)
+			}
+		}
+	}
+	if len(ups) > 0 {
+		up, err := t.stmt(ctx, tx, t.s.stmts.upsert, sqliteUpsert)
+		if err != nil {
+			return err
+		}
+		err = t.exec(ctx, tx, t.s.stmts.upsertN, up, len(ups), func(i int, a []any) []any {
+			r := &ups[i]
+			return append(a, r.addr, r.prefix64, r.duid, r.iface, r.linkAddr, r.linkLayer, r.fqdn,
+				r.first, r.last, r.expires, r.preferred, r.valid)
+		})
+		if err != nil {
+			return fmt.Errorf("write bindings: %w", err)
+		}
+	}
+	if len(hist) > 0 {
+		hi, err := t.stmt(ctx, tx, t.s.stmts.hist, sqliteHistory)
+		if err != nil {
+			return err
+		}
+		err = t.exec(ctx, tx, t.s.stmts.histN, hi, len(hist), func(i int, a []any) []any {
+			h := &hist[i]
+			return append(a, h.time, h.event, h.duid, h.prevDUID, h.addr, h.iface, h.linkAddr, h.linkLayer,
+				h.fqdn, h.preferred, h.valid, h.reason)
+		})
+		if err != nil {
+			return fmt.Errorf("write history: %w", err)
+		}
+	}
+	return nil
+}
+
+// stmt is st in tx, or q prepared in tx when there is no st (the import).
+func (t sqliteTx) stmt(ctx context.Context, tx *sql.Tx, st *sql.Stmt, q string) (*sql.Stmt, error) {
+	if st != nil {
+		return tx.StmtContext(ctx, st), nil
+	}
+	return tx.PrepareContext(ctx, q)
+}
+
+func (t sqliteTx) prune(ctx context.Context, tx *sql.Tx, ret retention, now int64) error {
+	return pruneHistory(ctx, tx.StmtContext(ctx, t.s.stmts.pruneSeq).ExecContext, tx.StmtContext(ctx, t.s.stmts.pruneAge).ExecContext, ret, now)
+}
+
+const (
+	pruneBySeq = `DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - $1`
+	pruneByAge = `DELETE FROM history WHERE time_ns < $1`
+)
+
+type execFunc func(ctx context.Context, args ...any) (sql.Result, error)
+
+// pruneHistory keeps the newest ret.max records (0: HistoryCap) and none
+// older than ret.maxAge.
+func pruneHistory(ctx context.Context, bySeq, byAge execFunc, ret retention, now int64) error {
+	limit := ret.max
+	if limit == 0 {
+		limit = HistoryCap
+	}
+	if limit < math.MaxInt64 {
+		if _, err := bySeq(ctx, int64(limit)); err != nil {
+			return fmt.Errorf("prune history: %w", err)
+		}
+	}
+	if ret.maxAge > 0 {
+		if _, err := byAge(ctx, now-int64(ret.maxAge)); err != nil {
+			return fmt.Errorf("prune history: %w", err)
+		}
+	}
+	return nil
+}
+
+// OldFormatSuffix is added to the database path to name the directory
+// where an imported old-format database is kept (its files under their
+// own names).
+const OldFormatSuffix = ".old-format"
+
+// importLegacy imports the old-format database at path (legacy.go), if
+// that is what is there, into a new SQLite database that then takes its
+// place; the old files are kept in path+OldFormatSuffix. A crash before
+// the new file is renamed into place leaves the old one there, imported
+// again at the next start; after it, leftovers are removed.
+func importLegacy(ctx context.Context, path string, o storeOptions) error {
+	aside := path + OldFormatSuffix
+	if !isLegacy(path) {
+		if _, err := os.Stat(aside); err == nil {
+			// Renamed into place, leftovers not yet removed.
+			removeLegacyLeftovers(path)
+		}
+		return nil
+	}
+	old, err := readLegacy(path)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".importing"
+	for _, f := range []string{tmp, tmp + "-wal", tmp + "-shm"} {
+		_ = os.Remove(f)
+	}
+	_ = os.RemoveAll(aside)
+	db, err := sql.Open("sqlite3", sqliteDSN(tmp, true))
+	if err != nil {
+		return fmt.Errorf("import %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	err = func() error {
+		if _, err := migrate(ctx, db, "sqlite", tmp, ""); err != nil {
+			return err
+		}
+		if err := importLegacyInto(ctx, db, sqliteTx{&sqliteStore{}}, old); err != nil {
+			return err
+		}
+		// One file again, so that the rename moves everything.
+		_, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+		return err
+	}()
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("import old database %s: %w", path, err)
+	}
+	if err := os.Mkdir(aside, 0o750); err != nil {
+		return fmt.Errorf("import old database %s: %w", path, err)
+	}
+	for _, f := range old.files {
+		if err := os.Link(f, filepath.Join(aside, filepath.Base(f))); err != nil {
+			return fmt.Errorf("import old database %s: keep %s: %w", path, f, err)
+		}
+	}
+	if err := syncDir(aside); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("import old database %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	removeLegacyLeftovers(path)
+	o.log.Warn("database: imported the old-format database into SQLite; the old files are kept aside",
+		"db", path, "bindings", len(old.bindings), "history", len(old.history), "old_files", aside)
+	return nil
+}
+
+func removeLegacyLeftovers(path string) {
+	segs, _ := filepath.Glob(path + ".wal.*")
+	for _, f := range append(segs, path+".lock", path+".importing-wal", path+".importing-shm") {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
