@@ -52,7 +52,8 @@
 //   - stats.go: the per-port counters, Stats and the JSON stats socket.
 //
 // Tests: `go test ./internal/shield/` (the end-to-end tests need root and build
-// cmd/dhcp6-shield); `go test -run '^$' -fuzz FuzzClassify -fuzztime 5m
+// cmd/dhcp6-shield; the classifier, VLAN, forwarding and Run tests on fake
+// ports do not); `go test -run '^$' -fuzz FuzzClassify -fuzztime 5m
 // ./internal/shield/`; `go test -run '^$' -bench . -benchtime=1x ./internal/shield/`
 // for the classifier and the forwarding throughput against a Linux bridge.
 package shield
