@@ -42,6 +42,13 @@ type Monitor interface {
 	Lookup(ifindex int, ip netip.Addr) (netmon.Addr, bool, error)
 }
 
+// NameSource reports the name to send in the Client FQDN option (RFC 4704)
+// each time it changes ("": none): cmd/addrregd's follows the host's name
+// (internal/hostname). Next blocks until the next change or ctx's end.
+type NameSource interface {
+	Next(ctx context.Context) (string, error)
+}
+
 // Registrar is what the agent needs of the registrar.
 type Registrar interface {
 	Probe(ctx context.Context, ifindex int, linkLocal netip.Addr) (bool, error)
@@ -89,6 +96,13 @@ type Config struct {
 	// Retry is the backoff after a failed exchange or discovery; the zero
 	// value means scheduler.DefaultRetry (30 s doubling to 1 h).
 	Retry scheduler.Retry
+	// FQDN is the name every ADDR-REG-INFORM carries in a Client FQDN
+	// option (RFC 9686 §4.2, RFC 4704) from the start; empty: none.
+	FQDN string
+	// HostNames, if set, reports each new name to send (the host was
+	// renamed): every registered address is registered again with it,
+	// paced like any burst (Rate), and later exchanges carry it.
+	HostNames NameSource
 	// StatePath is the state file (statefile.go); empty: none.
 	StatePath string
 	Clock     scheduler.Clock
