@@ -133,7 +133,7 @@ type addr struct {
 	// the one the exchange in flight carries: a registered address whose
 	// name is not the machine's is registered again (consider).
 	name, naming string
-	note  addrNote // what status reports (status.go)
+	note         addrNote // what status reports (status.go)
 }
 
 // deregRec is one address's deregistrations in flight.
