@@ -29,34 +29,44 @@ const (
 
 // imageFiles is a built image: rootfs.img, vmlinuz, initrd.img, manifest.
 type imageFiles struct {
+	suite  string // the Debian release: bookworm, trixie
 	dir    string
 	rootfs string
 }
 
-// builtImage returns the image `make image` built: the one in
-// ADDRREG_IMAGE_DIR (make test sets it), else one it builds now.
-func builtImage(t *testing.T) imageFiles {
+// suites are the Debian releases the test boots, as make image builds them
+// (IMAGE_SUITES): each in a directory of its name under the image directory.
+var suites = []string{"bookworm", "trixie"}
+
+// builtImages returns the images `make image` built, by suite: those in
+// ADDRREG_IMAGE_DIR (make test sets it), else ones it builds now.
+func builtImages(t *testing.T) map[string]imageFiles {
 	t.Helper()
 	dir := os.Getenv("ADDRREG_IMAGE_DIR")
 	if dir == "" {
 		dir = t.TempDir()
 		start := time.Now()
-		cmd := exec.Command("make", "-C", moduleRoot(t), "image", "IMAGE_DIR="+dir)
+		cmd := exec.Command("make", "-C", moduleRoot(t), "image", "IMAGE_DIR="+dir, "IMAGE_SUITES="+strings.Join(suites, " "))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("make image: %v\n%s", err, out)
 		}
 		t.Logf("make image: %v", time.Since(start).Round(100*time.Millisecond))
 	}
-	img := imageFiles{dir: dir, rootfs: filepath.Join(dir, "rootfs.img")}
-	for _, f := range []string{"rootfs.img", "vmlinuz", "initrd.img", "manifest"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Fatalf("image in %s incomplete (make image): %v", dir, err)
+	imgs := map[string]imageFiles{}
+	for _, suite := range suites {
+		d := filepath.Join(dir, suite)
+		img := imageFiles{suite: suite, dir: d, rootfs: filepath.Join(d, "rootfs.img")}
+		for _, f := range []string{"rootfs.img", "vmlinuz", "initrd.img", "manifest"} {
+			if _, err := os.Stat(filepath.Join(d, f)); err != nil {
+				t.Fatalf("%s image in %s incomplete (make image): %v", suite, d, err)
+			}
 		}
+		if b, err := os.ReadFile(filepath.Join(d, "manifest")); err == nil {
+			t.Logf("%s image manifest:\n%s", suite, b)
+		}
+		imgs[suite] = img
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "manifest")); err == nil {
-		t.Logf("image manifest:\n%s", b)
-	}
-	return img
+	return imgs
 }
 
 func moduleRoot(t *testing.T) string {

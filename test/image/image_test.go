@@ -39,6 +39,7 @@ type network struct {
 	n       *topo.Net
 	server  *topo.Node
 	srvBin  string
+	srv     *topo.Proc // addrreg-refserver: its log has a line per registration, with the name
 	informs *topo.Proc
 	kea     *topo.Proc
 	keaDir  string // its lease file, leases6.csv
@@ -64,7 +65,7 @@ func newNetwork(t *testing.T) *network {
 	informs.WaitOutput(t, "listening on", 15*time.Second)
 	srv := server.Start(t, "refserver", srvBin, "-i", "eth0", "--db", filepath.Join(t.TempDir(), "bindings.db"))
 	srv.WaitOutput(t, "msg=listening", 15*time.Second)
-	return &network{n: n, server: server, srvBin: srvBin, informs: informs, kea: kea, keaDir: keaDir}
+	return &network{n: n, server: server, srvBin: srvBin, srv: srv, informs: informs, kea: kea, keaDir: keaDir}
 }
 
 // startKea runs Debian's kea-dhcp6 (2.2) in nd's namespace, serving IA_NA
@@ -311,38 +312,52 @@ func eui64(t *testing.T, mac string) netip.Addr {
 	return netip.AddrFrom16(a)
 }
 
-// TestBootedImage boots the image `make image` builds, under QEMU, on a
-// link with radvd (M and O flags), Kea serving IA_NA and the reference
-// server, four guests at once, each with its own MAC: one per way of
-// configuring the NIC (the kernel's own SLAAC as built, systemd-networkd,
-// NetworkManager, chosen on the kernel command line) and one with
+// TestBootedImage boots the images `make image` builds, Debian 12
+// (bookworm) and Debian 13 (trixie), under QEMU, on a link with radvd (M
+// and O flags), Kea serving IA_NA and the reference server, seven guests at
+// once, each with its own MAC and host name (systemd.hostname= on the
+// kernel command line): per release, one per way of configuring the NIC
+// (the kernel's own SLAAC as built, systemd-networkd, NetworkManager,
+// chosen on the kernel command line), and on bookworm one with
 // ADDRREGD_OPTS="--enable=false" written into its /etc/default/addrregd.
 // Each enabled guest registers the stable and temporary addresses its
-// manager configured, under its own DUID, never the address its manager
-// obtained by DHCPv6, and its registrations are released on the server when
-// its connection is taken down. The disabled one sends no ADDR-REG-INFORM.
+// manager configured, under its own DUID and with its host name, never the
+// address its manager obtained by DHCPv6; renamed with hostnamectl, it
+// registers them again with the new name (the packaged unit lets the
+// rename reach the daemon); its registrations are released on the server
+// when its connection is taken down. The disabled one sends no
+// ADDR-REG-INFORM.
 func TestBootedImage(t *testing.T) {
 	topo.RequireRoot(t)
 	start := time.Now()
-	img := builtImage(t)
-	if got := debugfs(t, img.rootfs, "-R", "stat /etc/machine-id"); !regexp.MustCompile(`Size: 0\b`).MatchString(got) {
-		t.Errorf("the image's /etc/machine-id is not empty: every guest would share one machine ID and DUID:\n%s", got)
+	imgs := builtImages(t)
+	for _, img := range imgs {
+		if got := debugfs(t, img.rootfs, "-R", "stat /etc/machine-id"); !regexp.MustCompile(`Size: 0\b`).MatchString(got) {
+			t.Errorf("the %s image's /etc/machine-id is not empty: every guest would share one machine ID and DUID:\n%s", img.suite, got)
+		}
 	}
-	disabled := withDefault(t, img, "--enable=false")
-	t.Logf("image ready (built or found, plus the disabled variant): %v", time.Since(start).Round(100*time.Millisecond))
+	bookworm, trixie := imgs["bookworm"], imgs["trixie"]
+	disabled := withDefault(t, bookworm, "--enable=false")
+	t.Logf("images ready (built or found, plus the disabled variant): %v", time.Since(start).Round(100*time.Millisecond))
 
 	nw := newNetwork(t)
 	type run struct {
-		name, mac, rootfs string
-		mgr               manager
-		enabled           bool
-		report            bootReport
+		name, mac string
+		img       imageFiles
+		rootfs    string
+		mgr       manager
+		enabled   bool
+		report    bootReport
 	}
+	// Names short enough for the tap ("tap-" + name, 15 octets at most).
 	runs := []*run{
-		{name: "kernel", mac: "52:54:00:ad:d0:01", rootfs: img.rootfs, mgr: kernelSLAAC, enabled: true},
-		{name: "networkd", mac: "52:54:00:ad:d0:02", rootfs: img.rootfs, mgr: networkd, enabled: true},
-		{name: "nm", mac: "52:54:00:ad:d0:04", rootfs: img.rootfs, mgr: networkManager, enabled: true},
-		{name: "off", mac: "52:54:00:ad:d0:03", rootfs: disabled, mgr: kernelSLAAC},
+		{name: "bw-kernel", mac: "52:54:00:ad:d0:01", img: bookworm, rootfs: bookworm.rootfs, mgr: kernelSLAAC, enabled: true},
+		{name: "bw-networkd", mac: "52:54:00:ad:d0:02", img: bookworm, rootfs: bookworm.rootfs, mgr: networkd, enabled: true},
+		{name: "bw-nm", mac: "52:54:00:ad:d0:04", img: bookworm, rootfs: bookworm.rootfs, mgr: networkManager, enabled: true},
+		{name: "bw-off", mac: "52:54:00:ad:d0:03", img: bookworm, rootfs: disabled, mgr: kernelSLAAC},
+		{name: "tx-kernel", mac: "52:54:00:ad:d1:01", img: trixie, rootfs: trixie.rootfs, mgr: kernelSLAAC, enabled: true},
+		{name: "tx-networkd", mac: "52:54:00:ad:d1:02", img: trixie, rootfs: trixie.rootfs, mgr: networkd, enabled: true},
+		{name: "tx-nm", mac: "52:54:00:ad:d1:04", img: trixie, rootfs: trixie.rootfs, mgr: networkManager, enabled: true},
 	}
 	// The enabled guests tell the disabled one how long registration takes
 	// here, so its quiet period is measured against a positive control.
@@ -371,7 +386,7 @@ func TestBootedImage(t *testing.T) {
 				if r.enabled {
 					defer registered.Do(enabledWG.Done)
 				}
-				g := boot(t, nw.n, img, r.rootfs, r.name, r.mac, r.mgr.cmdline)
+				g := boot(t, nw.n, r.img, r.rootfs, r.name, r.mac, r.mgr.cmdline)
 				rep := &r.report
 				checkService(t, g, rep)
 				checkManager(t, g, r.mgr)
@@ -424,6 +439,7 @@ func TestBootedImage(t *testing.T) {
 				t.Logf("%s: control channel %v, addrregd active %v, %d addresses registered %v after QEMU start (QEMU used %v of CPU): %v",
 					r.name, rep.ready.Round(100*time.Millisecond), rep.active.Round(100*time.Millisecond), len(rep.addrs),
 					rep.registered.Round(100*time.Millisecond), g.cpuTime().Round(100*time.Millisecond), rep.addrs)
+				checkHostName(t, nw, g, "addrreg-"+r.name, ba.slaac)
 				checkStableIID(t, g, r.mgr, r.mac, ba.slaac)
 				if r.mgr.dhcpv6 {
 					checkNANotRegistered(t, nw, g, ba.na)
@@ -448,6 +464,48 @@ func TestBootedImage(t *testing.T) {
 		duids[r.report.duid] = r.name
 	}
 	t.Logf("%d boots, %d DUIDs: %v; total %v", len(duids), len(duids), duids, time.Since(start).Round(100*time.Millisecond))
+}
+
+// imageHostName is the host name build-image.sh writes to the image's
+// /etc/hostname: every guest boots with it.
+const imageHostName = "addrreg-guest"
+
+// checkHostName asserts that every registration carries the guest's host
+// name (addrregd's default, the Client FQDN option) as the server recorded
+// it, then renames the guest the way an administrator does (hostnamectl
+// set-hostname: its static and kernel name) and waits until the server has
+// every address again under the new name: the packaged unit must let a
+// rename reach the daemon (no ProtectHostname=, which would freeze its copy
+// of the name).
+func checkHostName(t *testing.T, nw *network, g *guest, renamed string, slaac []guestAddr) {
+	t.Helper()
+	if got := g.must("hostname"); got != imageHostName {
+		t.Fatalf("%s: host name %q, want the image's %s", g.name, got, imageHostName)
+	}
+	registeredAs := func(log, ip, name string) bool {
+		re := regexp.MustCompile(`(?m)\baddr=` + regexp.QuoteMeta(ip) + ` .*\bfqdn=` + regexp.QuoteMeta(name) + `( |$)`)
+		return re.MatchString(log)
+	}
+	wait := func(name string, from int) {
+		t.Helper()
+		until(t, serviceTimeout, g.name+": the server has every address registered as "+name, func() (bool, string) {
+			log := nw.srv.Output()[from:]
+			var missing []string
+			for _, a := range slaac {
+				if !registeredAs(log, a.Local, name) {
+					missing = append(missing, a.Local)
+				}
+			}
+			return len(missing) == 0, "not yet: " + strings.Join(missing, " ")
+		})
+	}
+	wait(imageHostName, 0)
+	from := len(nw.srv.Output())
+	at := time.Now()
+	g.must("hostnamectl set-hostname " + renamed)
+	wait(renamed, from)
+	t.Logf("%s: registered as %s; after hostnamectl set-hostname %s, every address again under the new name within %v (%d addresses)",
+		g.name, imageHostName, renamed, time.Since(at).Round(100*time.Millisecond), len(slaac))
 }
 
 // checkManager asserts that the boot runs the manager it asked for, and
