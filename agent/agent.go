@@ -20,7 +20,9 @@
 // Per interface (discovery.go): unknown → probing → supported / unsupported
 // (and down). Per address (addresses.go): pending → registering →
 // registered (or failed, retried after a backoff: retry.go); deregistering
-// when it goes away. What the server holds is kept in a state file
+// when it goes away. Every exchange carries the host's name (Config.FQDN);
+// a rename (Config.HostNames) registers every registered address again
+// (hostNameChanged, addresses.go). What the server holds is kept in a state file
 // (statefile.go) across restarts; status.go answers what the daemon shows.
 package agent
 
