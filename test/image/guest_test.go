@@ -159,8 +159,11 @@ func boot(t *testing.T, n *topo.Net, img imageFiles, rootfs, name, mac, extra st
 	// Quiet: under TCG every console character costs; the console still
 	// shows warnings, errors and the initramfs's progress. A guest starved
 	// of CPU on a busy machine must not fail its boot on systemd's 90 s
-	// start timeouts or journald's 3 min watchdog.
-	cmdline := "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet loglevel=4 systemd.show_status=0 mitigations=off panic=-1 " +
+	// start timeouts or journald's 3 min watchdog, nor panic in the
+	// kernel's IO-APIC timer check ("IO-APIC + timer doesn't work!", seen
+	// with trixie's 6.12 on a loaded machine): no_timer_check, as virtual
+	// machines' kernel command lines commonly have.
+	cmdline := "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet loglevel=4 systemd.show_status=0 mitigations=off panic=-1 no_timer_check " +
 		"systemd.default_timeout_start_sec=900 systemd.default_device_timeout_sec=900 systemd.service_watchdogs=0 " + extra
 	g.booted = time.Now()
 	g.qemu = n.Switch().Start(t, "qemu-"+name, "qemu-system-x86_64", "-accel", "tcg", "-m", "384", "-smp", "1",
