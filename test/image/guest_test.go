@@ -34,9 +34,15 @@ type imageFiles struct {
 	rootfs string
 }
 
-// suites are the Debian releases the test boots, as make image builds them
-// (IMAGE_SUITES): each in a directory of its name under the image directory.
-var suites = []string{"bookworm", "trixie"}
+// imageSuites are the Debian releases the test boots, as make image builds
+// them (IMAGE_SUITES, which make test passes on as ADDRREG_IMAGE_SUITES):
+// each in a directory of its name under the image directory. Default: both.
+func imageSuites() []string {
+	if s := strings.Fields(os.Getenv("ADDRREG_IMAGE_SUITES")); len(s) > 0 {
+		return s
+	}
+	return []string{"bookworm", "trixie"}
+}
 
 // builtImages returns the images `make image` built, by suite: those in
 // ADDRREG_IMAGE_DIR (make test sets it), else ones it builds now.
@@ -46,14 +52,14 @@ func builtImages(t *testing.T) map[string]imageFiles {
 	if dir == "" {
 		dir = t.TempDir()
 		start := time.Now()
-		cmd := exec.Command("make", "-C", moduleRoot(t), "image", "IMAGE_DIR="+dir, "IMAGE_SUITES="+strings.Join(suites, " "))
+		cmd := exec.Command("make", "-C", moduleRoot(t), "image", "IMAGE_DIR="+dir, "IMAGE_SUITES="+strings.Join(imageSuites(), " "))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("make image: %v\n%s", err, out)
 		}
 		t.Logf("make image: %v", time.Since(start).Round(100*time.Millisecond))
 	}
 	imgs := map[string]imageFiles{}
-	for _, suite := range suites {
+	for _, suite := range imageSuites() {
 		d := filepath.Join(dir, suite)
 		img := imageFiles{suite: suite, dir: d, rootfs: filepath.Join(d, "rootfs.img")}
 		for _, f := range []string{"rootfs.img", "vmlinuz", "initrd.img", "manifest"} {

@@ -206,6 +206,7 @@ func checkService(t *testing.T, g *guest, r *bootReport) {
 // three; the kernel command line picks one per boot.
 type manager struct {
 	name    string
+	short   string // in guest names: kernel, networkd, nm
 	cmdline string // appended to the kernel command line
 	// dhcpv6 is set for a manager that runs a DHCPv6 client when the RA's
 	// M flag is set: its IA_NA address must never be registered.
@@ -227,12 +228,12 @@ type manager struct {
 var (
 	// With the kernel's SLAAC there is no connection: taking the
 	// interface down is what ifdown and `networkctl down` do.
-	kernelSLAAC = manager{name: "kernel", linkDown: true, down: func(t *testing.T, g *guest) string {
+	kernelSLAAC = manager{name: "kernel", short: "kernel", linkDown: true, down: func(t *testing.T, g *guest) string {
 		return g.must("ip link set dev eth0 down && echo 'ip link set dev eth0 down'")
 	}, up: func(t *testing.T, g *guest) string {
 		return g.must("ip link set dev eth0 up && echo 'ip link set dev eth0 up'")
 	}}
-	networkd = manager{name: "networkd", dhcpv6: true, linkDown: true,
+	networkd = manager{name: "networkd", short: "networkd", dhcpv6: true, linkDown: true,
 		cmdline: "systemd.mask=addrreg-image-link.service systemd.wants=systemd-networkd.service",
 		down: func(t *testing.T, g *guest) string {
 			return g.must("networkctl down eth0 && echo 'networkctl down eth0'")
@@ -240,7 +241,7 @@ var (
 		up: func(t *testing.T, g *guest) string {
 			return g.must("networkctl up eth0 && echo 'networkctl up eth0'")
 		}}
-	networkManager = manager{name: "NetworkManager", dhcpv6: true,
+	networkManager = manager{name: "NetworkManager", short: "nm", dhcpv6: true,
 		cmdline: "systemd.mask=addrreg-image-link.service systemd.wants=NetworkManager.service",
 		down: func(t *testing.T, g *guest) string {
 			// The default wired connection NetworkManager made for eth0
@@ -315,8 +316,8 @@ func eui64(t *testing.T, mac string) netip.Addr {
 // TestBootedImage boots the images `make image` builds, Debian 12
 // (bookworm) and Debian 13 (trixie), under QEMU, on a link with radvd (M
 // and O flags), Kea serving IA_NA and the reference server, seven guests at
-// once, each with its own MAC and host name (systemd.hostname= on the
-// kernel command line): per release, one per way of configuring the NIC
+// once (ADDRREG_IMAGE_SUITES=bookworm: four), each with its own MAC: per
+// release, one per way of configuring the NIC
 // (the kernel's own SLAAC as built, systemd-networkd, NetworkManager,
 // chosen on the kernel command line), and on bookworm one with
 // ADDRREGD_OPTS="--enable=false" written into its /etc/default/addrregd.
@@ -336,10 +337,6 @@ func TestBootedImage(t *testing.T) {
 			t.Errorf("the %s image's /etc/machine-id is not empty: every guest would share one machine ID and DUID:\n%s", img.suite, got)
 		}
 	}
-	bookworm, trixie := imgs["bookworm"], imgs["trixie"]
-	disabled := withDefault(t, bookworm, "--enable=false")
-	t.Logf("images ready (built or found, plus the disabled variant): %v", time.Since(start).Round(100*time.Millisecond))
-
 	nw := newNetwork(t)
 	type run struct {
 		name, mac string
@@ -349,16 +346,26 @@ func TestBootedImage(t *testing.T) {
 		enabled   bool
 		report    bootReport
 	}
-	// Names short enough for the tap ("tap-" + name, 15 octets at most).
-	runs := []*run{
-		{name: "bw-kernel", mac: "52:54:00:ad:d0:01", img: bookworm, rootfs: bookworm.rootfs, mgr: kernelSLAAC, enabled: true},
-		{name: "bw-networkd", mac: "52:54:00:ad:d0:02", img: bookworm, rootfs: bookworm.rootfs, mgr: networkd, enabled: true},
-		{name: "bw-nm", mac: "52:54:00:ad:d0:04", img: bookworm, rootfs: bookworm.rootfs, mgr: networkManager, enabled: true},
-		{name: "bw-off", mac: "52:54:00:ad:d0:03", img: bookworm, rootfs: disabled, mgr: kernelSLAAC},
-		{name: "tx-kernel", mac: "52:54:00:ad:d1:01", img: trixie, rootfs: trixie.rootfs, mgr: kernelSLAAC, enabled: true},
-		{name: "tx-networkd", mac: "52:54:00:ad:d1:02", img: trixie, rootfs: trixie.rootfs, mgr: networkd, enabled: true},
-		{name: "tx-nm", mac: "52:54:00:ad:d1:04", img: trixie, rootfs: trixie.rootfs, mgr: networkManager, enabled: true},
+	// Per release, a guest per manager; on the first (bookworm), one with
+	// --enable=false too. Names short enough for the tap ("tap-" + name,
+	// 15 octets at most): bw-kernel, tx-networkd …
+	var runs []*run
+	for i, suite := range imageSuites() {
+		img := imgs[suite]
+		short := map[string]string{"bookworm": "bw", "trixie": "tx"}[suite]
+		if short == "" {
+			short = suite[:min(2, len(suite))]
+		}
+		for j, mgr := range []manager{kernelSLAAC, networkd, networkManager} {
+			runs = append(runs, &run{name: short + "-" + mgr.short, mac: fmt.Sprintf("52:54:00:ad:d%d:0%d", i, j+1),
+				img: img, rootfs: img.rootfs, mgr: mgr, enabled: true})
+		}
+		if i == 0 {
+			disabled := withDefault(t, img, "--enable=false")
+			runs = append(runs, &run{name: short + "-off", mac: fmt.Sprintf("52:54:00:ad:d%d:09", i), img: img, rootfs: disabled, mgr: kernelSLAAC})
+		}
 	}
+	t.Logf("images ready (built or found, plus the disabled variant): %v; %d guests", time.Since(start).Round(100*time.Millisecond), len(runs))
 	// The enabled guests tell the disabled one how long registration takes
 	// here, so its quiet period is measured against a positive control.
 	var registeredMu sync.Mutex
