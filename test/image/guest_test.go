@@ -269,14 +269,20 @@ func (g *guest) earlyPanic() string {
 		return "" // QEMU still runs: not a panic
 	}
 	b, _ := os.ReadFile(g.console)
-	c := string(b)
+	return panicBeforeInit(string(b))
+}
+
+// panicBeforeInit returns the kernel panic on console c (from the Oops
+// that caused it, if any, to the panic line) when nothing shows that init
+// had started; "" otherwise.
+func panicBeforeInit(c string) string {
 	i := strings.Index(c, "Kernel panic - not syncing")
 	if i < 0 || strings.Contains(c[:i], "Run /sbin/init") || strings.Contains(c[:i], "systemd[1]") {
 		return ""
 	}
-	start := max(strings.LastIndex(c[:i], "\n[    0."), 0)
+	start := max(strings.LastIndex(c[:i], "\n")+1, 0)
 	if j := strings.Index(c, "Oops:"); j >= 0 && j < i {
-		start = j
+		start = max(strings.LastIndex(c[:j], "\n")+1, 0)
 	}
 	end := strings.Index(c[i:], "\n")
 	if end < 0 {
