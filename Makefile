@@ -37,9 +37,11 @@ DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-se
               build-essential debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file \
               debootstrap e2fsprogs zstd qemu-system-x86 qemu-utils \
               postgresql bind9 bind9-dnsutils
-# make image: where the bookworm test image goes, and the package(s) it
-# installs (default: the addrregd package make deb just built).
+# make image: the Debian releases the test images are built from (one
+# directory each under IMAGE_DIR), and the package(s) they install
+# (default: the addrregd package make deb just built).
 IMAGE_DIR  ?= build/image
+IMAGE_SUITES ?= bookworm trixie
 IMAGE_DEBS ?=
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
@@ -98,7 +100,7 @@ test: deps image ## install what the tests need, then run unit and end-to-end te
 		[ "$$(sysctl -n $$k)" -ge "$$v" ] || sysctl -qw $$k=$$v; done
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	ADDRREG_IMAGE_DIR=$(abspath $(IMAGE_DIR)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	ADDRREG_IMAGE_DIR=$(abspath $(IMAGE_DIR)) ADDRREG_IMAGE_SUITES='$(IMAGE_SUITES)' $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@# Every benchmark once, on its quick workload: a benchmark that breaks fails the build.
 	ADDRREG_BENCH_QUICK=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) ./...
 
@@ -155,10 +157,20 @@ deb: ## Debian packages for this machine's architecture into dist/ (dpkg-buildpa
 dist: ## packages and a static tarball for each of ARCHES (amd64 arm64) into dist/
 	./packaging/build-deb.sh $(VERSION) $(ARCHES)
 
-image: deb ## build the Debian bookworm test image with the package installed (IMAGE_DIR, as root)
+image: deb ## build the Debian test images (bookworm, trixie) with the package installed (IMAGE_DIR/SUITE, as root)
 	@[ "$$(id -u)" = 0 ] || { echo "make image needs root: debootstrap and chroot" >&2; exit 1; }
+	@# One build per release, side by side (build-image.sh locks per suite);
+	@# each one's output goes to IMAGE_DIR/SUITE.log, shown if it fails.
 	@debs="$(IMAGE_DEBS)"; debs=$${debs:-$$(ls -t dist/addrregd_*_$$(dpkg --print-architecture).deb | head -n1)}; \
-	./test/image/build-image.sh --out $(IMAGE_DIR) $$(for d in $$debs; do printf -- '--deb %s ' "$$d"; done)
+	mkdir -p $(IMAGE_DIR); pids=(); \
+	for s in $(IMAGE_SUITES); do \
+		SUITE=$$s ./test/image/build-image.sh --out $(IMAGE_DIR)/$$s $$(for d in $$debs; do printf -- '--deb %s ' "$$d"; done) \
+			>$(IMAGE_DIR)/$$s.log 2>&1 & pids+=($$!); \
+	done; \
+	rc=0; i=0; for s in $(IMAGE_SUITES); do \
+		if wait $${pids[$$i]}; then grep '^build-image:' $(IMAGE_DIR)/$$s.log | sed "s/^/$$s: /"; \
+		else echo "make image: $$s failed:" >&2; tail -n 40 $(IMAGE_DIR)/$$s.log >&2; rc=1; fi; i=$$((i+1)); \
+	done; exit $$rc
 
 clean: ## remove build output
 	rm -rf $(BIN) build dist

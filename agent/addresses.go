@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"slices"
 
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
@@ -125,6 +127,12 @@ func (m *machine) consider(ifc *iface, ad *addr) {
 		// Its retry is scheduled (retry.go) and will carry the current
 		// lifetimes: a lifetime change must not bring it forward.
 	case Registered:
+		if ad.name != m.fqdn {
+			// The host was renamed since (hostNameChanged): the server
+			// must hear the new name, a new exchange now.
+			m.enqueue(k)
+			return
+		}
 		// The event may have waited in netmon's queue: count the
 		// lifetime down to now before comparing.
 		valid := ad.cur.Valid
@@ -224,6 +232,29 @@ func (m *machine) clockJumped() {
 	m.info("clock jumped (suspend/resume or time set): refreshing registrations", "addresses", n)
 }
 
+// hostNameChanged: the name to send is now name (the host was renamed).
+// Every registered address is registered again with it, now, through the
+// pacing queue (consider sees its old name); one being registered is
+// looked at again when its exchange ends (again). Pending and failed ones
+// carry the new name when their exchange starts.
+func (m *machine) hostNameChanged(name string) {
+	if name == m.fqdn {
+		return
+	}
+	old := m.fqdn
+	m.fqdn = name
+	n := 0
+	for _, ifc := range m.sortedIfaces() {
+		for _, ip := range sortedAddrs(ifc) {
+			if ad := ifc.addrs[ip]; (ad.phase == Registered || ad.phase == Registering) && m.eligible(ifc, ad) {
+				m.consider(ifc, ad)
+				n++
+			}
+		}
+	}
+	m.info("host name changed: registering again", "old", old, "new", name, "addresses", n)
+}
+
 // registered reports whether k's address is registered (its deadline is a
 // refresh, not a retry).
 func (m *machine) registered(k key) bool {
@@ -239,10 +270,10 @@ func (m *machine) startRegistration(k key) {
 	ifc := m.ifaces[k.ifindex]
 	ad := ifc.addrs[k.addr]
 	m.deadlines.Remove(k)
-	ad.phase, ad.gen, ad.running = Registering, m.nextGen(), true
+	ad.phase, ad.gen, ad.running, ad.naming = Registering, m.nextGen(), true, m.fqdn
 	m.inflight++
 	m.counters.Registrations++
-	m.emit(effExchange{k: k, gen: ad.gen, ifname: ifc.name, last: ad.cur})
+	m.emit(effExchange{k: k, gen: ad.gen, ifname: ifc.name, last: ad.cur, fqdn: m.fqdn})
 }
 
 func (m *machine) startDeregistration(k key, noWait bool) {
@@ -258,7 +289,7 @@ func (m *machine) startDeregistration(k key, noWait bool) {
 	m.deadlines.Remove(k)
 	m.inflight++
 	m.counters.Deregistrations++
-	m.emit(effExchange{k: k, gen: m.nextGen(), ifname: m.ifname(k.ifindex), dereg: true, noWait: noWait})
+	m.emit(effExchange{k: k, gen: m.nextGen(), ifname: m.ifname(k.ifindex), dereg: true, noWait: noWait, fqdn: m.fqdn})
 }
 
 func (m *machine) handleResult(r exchangeResult) {
@@ -311,7 +342,7 @@ func (m *machine) handleResult(r exchangeResult) {
 		ad.phase = Failed
 		m.scheduleRetry(ifc, ad)
 	case r.err == nil && r.res.Replied:
-		ad.phase, ad.hasReg, ad.failures = Registered, true, 0
+		ad.phase, ad.hasReg, ad.failures, ad.name = Registered, true, 0, ad.naming
 		// The server counts the lifetimes from when the last
 		// transmission carried them.
 		at := r.res.LastSent
@@ -355,4 +386,25 @@ func (m *machine) logResult(r exchangeResult) {
 	default:
 		m.warn("registration failed", append(attrs, "err", r.err)...)
 	}
+}
+
+// sortedIfaces lists the interfaces by index, for work done in a stable
+// order (the pacing queue's).
+func (m *machine) sortedIfaces() []*iface {
+	out := make([]*iface, 0, len(m.ifaces))
+	for _, ifc := range m.ifaces {
+		out = append(out, ifc)
+	}
+	slices.SortFunc(out, func(a, b *iface) int { return a.index - b.index })
+	return out
+}
+
+// sortedAddrs lists ifc's addresses in order.
+func sortedAddrs(ifc *iface) []netip.Addr {
+	out := make([]netip.Addr, 0, len(ifc.addrs))
+	for ip := range ifc.addrs {
+		out = append(out, ip)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

@@ -20,7 +20,9 @@
 // Per interface (discovery.go): unknown → probing → supported / unsupported
 // (and down). Per address (addresses.go): pending → registering →
 // registered (or failed, retried after a backoff: retry.go); deregistering
-// when it goes away. What the server holds is kept in a state file
+// when it goes away. Every exchange carries the host's name (Config.FQDN);
+// a rename (Config.HostNames) registers every registered address again
+// (hostNameChanged, addresses.go). What the server holds is kept in a state file
 // (statefile.go) across restarts; status.go answers what the daemon shows.
 package agent
 
@@ -40,6 +42,13 @@ import (
 type Monitor interface {
 	Next(ctx context.Context) (netmon.Event, error)
 	Lookup(ifindex int, ip netip.Addr) (netmon.Addr, bool, error)
+}
+
+// NameSource reports the name to send in the Client FQDN option (RFC 4704)
+// each time it changes ("": none): cmd/addrregd's follows the host's name
+// (internal/hostname). Next blocks until the next change or ctx's end.
+type NameSource interface {
+	Next(ctx context.Context) (string, error)
 }
 
 // Registrar is what the agent needs of the registrar.
@@ -89,6 +98,13 @@ type Config struct {
 	// Retry is the backoff after a failed exchange or discovery; the zero
 	// value means scheduler.DefaultRetry (30 s doubling to 1 h).
 	Retry scheduler.Retry
+	// FQDN is the name every ADDR-REG-INFORM carries in a Client FQDN
+	// option (RFC 9686 §4.2, RFC 4704) from the start; empty: none.
+	FQDN string
+	// HostNames, if set, reports each new name to send (the host was
+	// renamed): every registered address is registered again with it,
+	// paced like any burst (Rate), and later exchanges carry it.
+	HostNames NameSource
 	// StatePath is the state file (statefile.go); empty: none.
 	StatePath string
 	Clock     scheduler.Clock

@@ -95,6 +95,7 @@ type sent struct {
 	pref, valid  time.Duration
 	deregistered bool
 	at           time.Time // the fake clock's time of the send
+	fqdn         string    // the Client FQDN it carried ("": none)
 }
 
 // fakeReg is the registrar: scripted answers, and a record of what was
@@ -150,7 +151,7 @@ func (r *fakeReg) exchange(t registrar.Target) (registrar.Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ok {
-		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister, r.now()})
+		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister, r.now(), t.FQDN})
 	}
 	if !ok {
 		return registrar.Result{}, registrar.ErrAddressGone
@@ -175,7 +176,7 @@ func (r *fakeReg) blocked(t registrar.Target) registrar.Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ok && !t.Deregister {
-		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister, r.now()})
+		r.sends = append(r.sends, sent{t.Addr, p, v, t.Deregister, r.now(), t.FQDN})
 	}
 	return registrar.Result{Sends: 1}
 }

@@ -26,6 +26,7 @@ type Agent struct {
 	results   chan exchangeResult
 	tick      chan struct{}
 	hup       chan struct{}
+	names     chan string // from Config.HostNames
 	statusReq chan chan Status
 
 	// Owned by Run's goroutine.
@@ -47,6 +48,7 @@ func New(cfg Config, mon Monitor, reg Registrar) *Agent {
 		results:   make(chan exchangeResult),
 		tick:      make(chan struct{}, 1),
 		hup:       make(chan struct{}, 1),
+		names:     make(chan string),
 		statusReq: make(chan chan Status),
 		cancels:   map[int]context.CancelFunc{},
 	}
@@ -130,6 +132,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
+	if a.cfg.HostNames != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.watchNames(loopCtx)
+		}()
+	}
+
 	log.Info("agent started", "enable", a.cfg.Enable, "require_ra_flags", a.cfg.RequireRAFlags,
 		"deregister", a.cfg.Deregister, "deregister_on_stop", a.cfg.DeregisterOnStop)
 	a.perform(loopCtx, a.m.step(a.clock.Now(), evTimer{})) // the first heartbeat
@@ -156,6 +166,8 @@ loop:
 			ev = evTimer{}
 		case <-a.hup:
 			ev = evRediscover{}
+		case name := <-a.names:
+			ev = evHostName{name}
 		case c := <-a.statusReq:
 			servers, _ := a.reg.(ServerSource)
 			c <- a.m.report(servers)
@@ -199,6 +211,7 @@ func (a *Agent) stop(loopCtx context.Context, cancelLoop context.CancelFunc, lat
 			a.perform(loopCtx, a.m.step(a.clock.Now(), evResult(r)))
 		case <-a.probes:
 		case <-a.events:
+		case <-a.names:
 		case <-a.tick:
 		case <-timeout.C:
 			a.perform(loopCtx, a.m.step(a.clock.Now(), evAbandon{}))
@@ -223,7 +236,28 @@ func (a *Agent) stop(loopCtx context.Context, cancelLoop context.CancelFunc, lat
 			a.perform(loopCtx, a.m.step(a.clock.Now(), evResult(r)))
 		case <-a.probes:
 		case <-a.events:
+		case <-a.names:
 		case <-a.tick:
+		}
+	}
+}
+
+// watchNames moves Config.HostNames' names onto the owner's channel until
+// loopCtx ends. A source that fails is not fatal: the name sent stays
+// the last one.
+func (a *Agent) watchNames(loopCtx context.Context) {
+	for {
+		name, err := a.cfg.HostNames.Next(loopCtx)
+		if err != nil {
+			if loopCtx.Err() == nil {
+				a.cfg.Logger.Warn("host name no longer followed: registrations keep the last name", "err", err)
+			}
+			return
+		}
+		select {
+		case a.names <- name:
+		case <-loopCtx.Done():
+			return
 		}
 	}
 }
@@ -330,9 +364,9 @@ func (a *Agent) spawn(loopCtx context.Context, gen int, work func(ctx context.Co
 func (a *Agent) target(x effExchange) registrar.Target {
 	if x.dereg {
 		zero := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
-		return registrar.Target{Ifindex: x.k.ifindex, Ifname: x.ifname, Addr: x.k.addr, Lifetimes: zero, Deregister: true, NoWait: x.noWait}
+		return registrar.Target{Ifindex: x.k.ifindex, Ifname: x.ifname, Addr: x.k.addr, Lifetimes: zero, Deregister: true, NoWait: x.noWait, FQDN: x.fqdn}
 	}
-	return registrar.Target{Ifindex: x.k.ifindex, Ifname: x.ifname, Addr: x.k.addr, Lifetimes: a.currentLifetimes(x.k, x.last)}
+	return registrar.Target{Ifindex: x.k.ifindex, Ifname: x.ifname, Addr: x.k.addr, Lifetimes: a.currentLifetimes(x.k, x.last), FQDN: x.fqdn}
 }
 
 // currentLifetimes reads the address's current lifetimes from the kernel at each

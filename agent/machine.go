@@ -52,6 +52,9 @@ type machine struct {
 	counters  Counters  // status.go
 	stopping  bool
 	stopList  []key // deregistrations still to send while stopping
+	// fqdn is the name every exchange carries (Config.FQDN, then each
+	// evHostName); empty: none.
+	fqdn string
 	// fatal ends Run: a component failed beyond retry (the registrar's
 	// socket is closed).
 	fatal error
@@ -126,7 +129,11 @@ type addr struct {
 	paused bool
 	// until: the latest the server may keep a binding from us (stateLife).
 	until stateLife
-	note  addrNote // what status reports (status.go)
+	// name is the host name the last replied-to exchange carried, naming
+	// the one the exchange in flight carries: a registered address whose
+	// name is not the machine's is registered again (consider).
+	name, naming string
+	note         addrNote // what status reports (status.go)
 }
 
 // deregRec is one address's deregistrations in flight.
@@ -153,6 +160,8 @@ type (
 	evStop struct{}
 	// evAbandon: StopTimeout ran out; what is in flight is given up.
 	evAbandon struct{}
+	// evHostName: the name to send changed (the host was renamed).
+	evHostName struct{ name string }
 )
 
 func (evNetmon) isEvent()     {}
@@ -162,6 +171,7 @@ func (evTimer) isEvent()      {}
 func (evRediscover) isEvent() {}
 func (evStop) isEvent()       {}
 func (evAbandon) isEvent()    {}
+func (evHostName) isEvent()   {}
 
 type probeResult struct {
 	ifindex, gen int
@@ -198,6 +208,7 @@ type (
 		dereg  bool
 		noWait bool        // send once, wait for no reply
 		last   netmon.Addr // netmon's last word on the address
+		fqdn   string      // the Client FQDN to send; empty: none
 	}
 	// effTimer arms the loop's one timer for at; zero stops it.
 	effTimer struct{ at time.Time }
@@ -234,6 +245,7 @@ func newMachine(cfg Config, now time.Time, stale []savedAddr) *machine {
 		stale:     map[string][]savedAddr{},
 		removed:   map[string]bool{},
 		forgotten: map[key]bool{},
+		fqdn:      cfg.FQDN,
 	}
 	for _, sa := range stale {
 		m.stale[sa.Iface] = append(m.stale[sa.Iface], sa)
@@ -275,6 +287,10 @@ func (m *machine) step(now time.Time, ev event) []effect {
 		m.stop()
 	case evAbandon:
 		m.abandon()
+	case evHostName:
+		if !m.stopping {
+			m.hostNameChanged(ev.name)
+		}
 	}
 	if changed && !m.stopping {
 		m.stateChanged()

@@ -18,7 +18,8 @@ import (
 // the network and the server can do (links going down and up, renamed,
 // removed; RA flags coming and going; addresses added, updated, made
 // tentative, removed or expiring; probes and exchanges answered, lost,
-// refused or left hanging; the clock moving, jumping; SIGHUP; a stop) are
+// refused or left hanging; the clock moving, jumping; SIGHUP; the host
+// renamed; a stop) are
 // stepped through the synchronous harness, and after every step the
 // invariants below must hold. The kernel and the server are modelled
 // here, so the checks compare the machine with what really is, not with
@@ -46,6 +47,10 @@ import (
 //     than §4.6's min(now + interval, NextAddrRegRefreshTime);
 //   - nothing lost: every registrable address of a link the machine
 //     follows is known to it;
+//   - name: a registered address whose exchange told the server another
+//     host name than the current one is queued, running or paused (a
+//     rename re-registers every registered address), and the server's
+//     binding carries the name the machine believes it told;
 //   - owed: every deregistration owed is queued or due; none is owed on a
 //     link that is down, and none waits for a link that is up with
 //     registration support (claimStale took them), nor after the bound of
@@ -109,6 +114,7 @@ type binding struct {
 	// excused: the address went tentative or DAD-failed since; the agent
 	// then deliberately stops following it (addresses.go, handleAddr).
 	excused bool
+	name    string // the Client FQDN of the send that made or refreshed it
 }
 
 type propRun struct {
@@ -387,6 +393,10 @@ func (p *propRun) step() {
 		// The server keeps its bindings: the agent owes their
 		// deregistration until a link of that name is back (linkGone).
 		p.send(netmon.LinkRemoved, l, netmon.Addr{})
+	case 18: // the host is renamed (Config.HostNames)
+		name := []string{"", "host", "host.example.com"}[p.c.intn(3)]
+		p.logf("host name %q", name)
+		p.h.deliver(evHostName{name})
 	case 17: // renamed to a name the agent is told to leave alone, and back
 		if !l.exists || l.up {
 			return // Linux renames only a down interface
@@ -467,7 +477,7 @@ func (p *propRun) releaseOne() {
 			r.res = registrar.Result{Sends: 1}
 			p.h.reg.mu.Lock()
 			p.late[len(p.h.reg.sends)] = true
-			p.h.reg.sends = append(p.h.reg.sends, sent{addr: x.k.addr, deregistered: true, at: p.h.clk.Now()})
+			p.h.reg.sends = append(p.h.reg.sends, sent{addr: x.k.addr, deregistered: true, at: p.h.clk.Now(), fqdn: x.fqdn})
 			p.h.reg.mu.Unlock()
 		}
 	} else {
@@ -479,7 +489,7 @@ func (p *propRun) releaseOne() {
 			r.res = registrar.Result{Replied: true, Sends: 2, Preferred: pref, Valid: valid, LastSent: p.h.clk.Now()}
 			p.h.reg.mu.Lock()
 			p.late[len(p.h.reg.sends)] = true
-			p.h.reg.sends = append(p.h.reg.sends, sent{addr: x.k.addr, pref: pref, valid: valid, at: p.h.clk.Now()})
+			p.h.reg.sends = append(p.h.reg.sends, sent{addr: x.k.addr, pref: pref, valid: valid, at: p.h.clk.Now(), fqdn: x.fqdn})
 			p.h.reg.mu.Unlock()
 		default:
 			r.res, r.err = registrar.Result{Sends: 3}, registrar.ErrExchangeFailed
@@ -526,9 +536,9 @@ func (p *propRun) fold() {
 		case s.deregistered || s.valid == 0:
 			delete(p.server, s.addr)
 		case s.valid == netmon.Infinite:
-			p.server[s.addr] = binding{ifindex: l.index, since: s.at}
+			p.server[s.addr] = binding{ifindex: l.index, since: s.at, name: s.fqdn}
 		default:
-			p.server[s.addr] = binding{ifindex: l.index, since: s.at, expires: s.at.Add(s.valid)}
+			p.server[s.addr] = binding{ifindex: l.index, since: s.at, expires: s.at.Add(s.valid), name: s.fqdn}
 		}
 	}
 	p.seen = len(sends)
@@ -612,6 +622,14 @@ func (p *propRun) checkInvariants() {
 				(ad.phase == Registered && !ad.reg.Periodic())
 			if !waiting {
 				p.fail("%v (%v): eligible but nothing will ever happen to it", k, ad.phase)
+			}
+			if ad.phase == Registered && !ad.paused && !m.queued[k] {
+				if ad.name != m.fqdn {
+					p.fail("%v: registered with host name %q, the host's is %q, and no exchange is coming", k, ad.name, m.fqdn)
+				}
+				if b, ok := p.server[ip]; ok && !b.excused && b.ifindex == l.index && b.name != ad.name {
+					p.fail("%v: the server's binding carries the name %q, the machine believes %q", k, b.name, ad.name)
+				}
 			}
 			if ad.phase == Registered && !ad.reg.Periodic() && !ad.paused && !m.queued[k] {
 				_, valid := ad.cur.Remaining(now)

@@ -24,6 +24,9 @@ type Status struct {
 	Queued   int      `json:"queued"`
 	InFlight int      `json:"in_flight"`
 	Counters Counters `json:"counters"`
+	// FQDN is the name registrations carry in their Client FQDN option
+	// (the host's, followed as it changes, or --fqdn); empty: none.
+	FQDN string `json:"fqdn,omitempty"`
 }
 
 // Counters count the agent's exchanges and probes since it started.
@@ -277,7 +280,7 @@ func refreshReason(ad *addr) RefreshReason {
 // report builds the status; servers, if not nil, names the server that
 // answered on each link. It changes nothing.
 func (m *machine) report(servers ServerSource) Status {
-	s := Status{Queued: len(m.queue), InFlight: m.inflight, Counters: m.counters}
+	s := Status{Queued: len(m.queue), InFlight: m.inflight, Counters: m.counters, FQDN: m.fqdn}
 	s.Counters.Probes = map[string]uint64{"supported": 0, "unsupported": 0, "error": 0}
 	for k, v := range m.counters.Probes {
 		s.Counters.Probes[k] = v

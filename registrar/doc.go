@@ -32,15 +32,18 @@
 // # Wire decisions
 //
 // ADDR-REG-INFORM carries, in this order: Client Identifier, Elapsed Time,
-// exactly one IA Address, and Client FQDN when configured. Elapsed Time is
+// exactly one IA Address, and Client FQDN when there is a name to send. Elapsed Time is
 // there because RFC 8415 §21.9 says a client MUST include it in its messages
 // and RFC 9686 §4.2 allows other options: 0 in the first transmission,
 // updated in every retransmission, like the IA Address lifetimes, which are
 // read afresh (Target.Lifetimes) for each transmission. Lifetimes are whole
 // seconds, truncated; 0xffffffff and above is infinity. No Server ID, no ORO.
-// The Client FQDN flags are all clear (S=0, O=0, N=0): the client does not ask
-// the server to publish AAAA records for it; a dotted name is sent fully
-// qualified, a single label as a partial name (RFC 4704 §4.2).
+// The Client FQDN flags are S=1, O=0, N=0, as systemd-networkd and
+// NetworkManager set them in DHCPv6: the client updates no DNS itself and
+// asks the server to (whether it does is the server's policy); a dotted
+// name is sent fully qualified, a single label as a partial name (RFC 4704
+// §4.2) for the server to complete. The name is Config.FQDN, or the
+// Target's own (Target.FQDN): addrregd sends the host's current name.
 //
 // Information-Request carries Client Identifier, Elapsed Time and an ORO of
 // INF_MAX_RT (83, which RFC 8415 §18.2.6 requires) and

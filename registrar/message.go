@@ -48,11 +48,17 @@ const (
 var probeORO = []uint16{optInfMaxRT, optAddrRegEnable}
 
 // fqdnFlags is the flags octet of the Client FQDN option (RFC 4704 §4.1):
-// all clear. S=0: the registrar asks the server to do no AAAA update on its
-// behalf (registration is not authentication, RFC 9686 §7, so a client should
-// not get DNS names because it registered); N=0 leaves the server free to
-// maintain the PTR record, which is what a registration server is for.
-const fqdnFlags = 0
+// S=1, O=0, N=0, as systemd-networkd and NetworkManager send it in DHCPv6
+// (their default): the client does no DNS update itself and asks the
+// server to do the AAAA one (and, N=0, leaves it the PTR). What the server
+// does is its policy (RFC 4704 §5: it may override S, saying so with O):
+// registration is not authentication (RFC 9686 §7), so a server that
+// publishes names must decide which it trusts.
+const fqdnFlags = fqdnFlagS
+
+// fqdnFlagS is the Client FQDN's S bit: the server should do the AAAA
+// update (RFC 4704 §4.1; O is 0x02, N 0x04).
+const fqdnFlagS = 0x01
 
 // xid is a DHCPv6 transaction ID.
 type xid [3]byte

@@ -46,7 +46,7 @@ func TestAppendInform(t *testing.T) {
 		udp      = "0222 0223"                                            // 546 → 547
 		clientID = "0001 000a 0003 0001 020000000010"                     // option 1, DUID-LL
 		iaAddr   = "0005 0018 20010db8000100000000000000000010"           // option 5, 24 octets
-		fqdn     = "0027 0013 00 04686f7374 076578616d706c65 03636f6d 00" // option 39, flags 0
+		fqdn     = "0027 0013 01 04686f7374 076578616d706c65 03636f6d 00" // option 39, flags S
 	)
 	for _, tc := range []struct {
 		name string
@@ -114,9 +114,9 @@ func TestEncodeFQDN(t *testing.T) {
 	for _, tc := range []struct {
 		name, want string // want "" = error
 	}{
-		{"host.example.com", "00 04686f7374 076578616d706c65 03636f6d 00"},
-		{"host.example.com.", "00 04686f7374 076578616d706c65 03636f6d 00"},
-		{"host", "00 04686f7374"}, // partial: no root label
+		{"host.example.com", "01 04686f7374 076578616d706c65 03636f6d 00"}, // S=1
+		{"host.example.com.", "01 04686f7374 076578616d706c65 03636f6d 00"},
+		{"host", "01 04686f7374"}, // partial: no root label
 		{"", ""},
 		{".", ""},
 		{"a..b", ""},

@@ -41,8 +41,8 @@ type Config struct {
 	// ClientID is the Client Identifier sent in every message.
 	ClientID dhcpv6.DUID
 	// FQDN, if set, is sent as a Client FQDN option (39) in every
-	// ADDR-REG-INFORM (RFC 9686 §4.2, encoding: see encodeFQDN; flags all
-	// clear, see fqdnFlags).
+	// ADDR-REG-INFORM whose Target has no FQDN of its own (RFC 9686 §4.2,
+	// encoding: see encodeFQDN; flags: see fqdnFlags).
 	FQDN string
 	// Retrans drives ADDR-REG-INFORM retransmission; the zero value means
 	// scheduler.DefaultRegistration (IRT 1 s, MRC 3).
@@ -84,6 +84,10 @@ type Target struct {
 	// NoWait, with Deregister: send once and return without waiting for a
 	// reply (a stopping daemon deregistering many addresses in its budget).
 	NoWait bool
+	// FQDN, if set, is the name this exchange's Client FQDN option
+	// carries instead of Config.FQDN: a caller that follows the host's
+	// name as it changes (addrregd) sets it per exchange.
+	FQDN string
 }
 
 // Result describes one finished (or abandoned) exchange.
@@ -434,6 +438,14 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		return Result{}, fmt.Errorf("register %s on ifindex %d: invalid target (need an IPv6 global unicast address, an interface and Lifetimes)", t.Addr, t.Ifindex)
 	}
 	addr := t.Addr.WithZone("")
+	fqdn := r.fqdn
+	if t.FQDN != "" {
+		b, err := encodeFQDN(t.FQDN)
+		if err != nil {
+			return Result{}, fmt.Errorf("register %s on ifindex %d: FQDN %q: %w", t.Addr, t.Ifindex, t.FQDN, err)
+		}
+		fqdn = b
+	}
 	ex := r.open()
 	defer r.done(ex)
 	ex.what, ex.iface, ex.addr = "ADDR-REG-INFORM", r.ifaceNamed(t.Ifindex, t.Ifname), addr
@@ -449,7 +461,7 @@ func (r *Registrar) Register(ctx context.Context, t Target) (Result, error) {
 		}
 		buf = appendInform(buf[:0], &inform{
 			xid: ex.xid, clientID: r.clientID, elapsed: elapsed, addr: addr,
-			preferred: pref, valid: valid, fqdn: r.fqdn,
+			preferred: pref, valid: valid, fqdn: fqdn,
 		})
 		if err := r.conn.send(buf, t.Ifindex, addr); err != nil {
 			return r.sendErr(err)

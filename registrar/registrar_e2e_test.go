@@ -333,7 +333,7 @@ func TestE2ERegisterReply(t *testing.T) {
 			t.Errorf("exchange %d: IA Address lifetimes %v/%v, want %v/%v", i, ia.PreferredLifetime, ia.ValidLifetime, wantP, wantV)
 		}
 		fq := m.Msg.Options.FQDN()
-		if fq == nil || fq.Flags != 0 || fq.DomainName.String() != "[host.example.com]" {
+		if fq == nil || fq.Flags != 1 || fq.DomainName.String() != "[host.example.com]" { // S=1
 			t.Errorf("exchange %d: Client FQDN %v", i, fq)
 		}
 	}

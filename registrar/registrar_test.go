@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/insomniacslk/dhcp/dhcpv6"
 
 	"github.com/addrreg/addrreg/scheduler"
 )
@@ -37,6 +38,7 @@ type sent struct {
 	ifindex int
 	src     netip.Addr
 	m       message
+	raw     []byte // the datagram as sent, UDP header included
 }
 
 type inbound struct {
@@ -71,7 +73,7 @@ func (c *fakeConn) send(b []byte, ifindex int, src netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	s := sent{at: c.clock.Now(), ifindex: ifindex, src: src, m: m}
+	s := sent{at: c.clock.Now(), ifindex: ifindex, src: src, m: m, raw: own}
 	c.mu.Lock()
 	c.sent = append(c.sent, s)
 	hook := c.onSend
@@ -551,5 +553,48 @@ func TestDeregisterSendsOnce(t *testing.T) {
 	res, err = r.Register(context.Background(), Target{Ifindex: 3, Addr: testAddr, Lifetimes: zero, Deregister: true, NoWait: true})
 	if err != nil || res.Sends != 1 || len(c.sends()) != 2 {
 		t.Fatalf("NoWait deregistration = %+v, %v; want one more send and no wait", res, err)
+	}
+}
+
+// The Client FQDN option: Config.FQDN by default, the Target's own name
+// instead when it has one (addrregd follows the host's name), none when
+// neither is set; a Target name that cannot be encoded fails the exchange
+// before anything is sent.
+func TestTargetFQDN(t *testing.T) {
+	zero := func() (time.Duration, time.Duration, bool) { return 0, 0, true }
+	for _, tc := range []struct {
+		cfg, target string
+		want        string // "": no option
+		flags       uint8
+	}{
+		{cfg: "host.example.com", want: "[host.example.com]", flags: 1},
+		{cfg: "host.example.com", target: "renamed", want: "[renamed]", flags: 1},
+		{target: "renamed.example.org.", want: "[renamed.example.org]", flags: 1},
+		{},
+	} {
+		r, c, _ := fakeRegistrar(t, Config{FQDN: tc.cfg}, 0.5)
+		_, err := r.Register(context.Background(), Target{Ifindex: 3, Addr: testAddr, Lifetimes: zero, Deregister: true, NoWait: true, FQDN: tc.target})
+		if err != nil {
+			t.Fatalf("%+v: Register: %v", tc, err)
+		}
+		s := c.sends()
+		if len(s) != 1 {
+			t.Fatalf("%+v: %d sends", tc, len(s))
+		}
+		msg, err := dhcpv6.MessageFromBytes(s[0].raw[udpHdrLen:])
+		if err != nil {
+			t.Fatalf("%+v: %v", tc, err)
+		}
+		fq := msg.Options.FQDN()
+		switch {
+		case tc.want == "" && fq != nil:
+			t.Errorf("%+v: Client FQDN %v, want none", tc, fq)
+		case tc.want != "" && (fq == nil || fq.DomainName.String() != tc.want || fq.Flags != tc.flags):
+			t.Errorf("%+v: Client FQDN %v, want %s with flags %#x", tc, fq, tc.want, tc.flags)
+		}
+	}
+	r, c, _ := fakeRegistrar(t, Config{}, 0.5)
+	if _, err := r.Register(context.Background(), Target{Ifindex: 3, Addr: testAddr, Lifetimes: zero, FQDN: "a..b"}); err == nil || len(c.sends()) != 0 {
+		t.Errorf("Register with FQDN a..b: %v, %d sends; want an error and nothing sent", err, len(c.sends()))
 	}
 }

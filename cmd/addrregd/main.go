@@ -30,6 +30,7 @@ import (
 	"github.com/addrreg/addrreg/agent"
 	"github.com/addrreg/addrreg/internal/ctlsock"
 	"github.com/addrreg/addrreg/internal/daemonlog"
+	"github.com/addrreg/addrreg/internal/hostname"
 	"github.com/addrreg/addrreg/internal/metricserver"
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
@@ -63,6 +64,8 @@ type options struct {
 	duid                   string
 	machineID              string
 	fqdn                   string
+	fqdnSet                bool // --fqdn given, even empty
+	sendHostname           bool
 	rate                   float64
 	burst                  int
 	watchRAs               bool
@@ -145,7 +148,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, *pflag.FlagSet, erro
 	fs.BoolVar(&o.requireRAFlags, "require-ra-flags", true, "register and refresh only on interfaces where an RA with M or O set is in effect")
 	fs.StringVar(&o.duid, "duid", "", "client DUID in hex (default: DUID-UUID derived from /etc/machine-id)")
 	fs.StringVar(&o.machineID, "machine-id", "/etc/machine-id", "file the default DUID is derived from")
-	fs.StringVar(&o.fqdn, "fqdn", "", "send this name in a Client FQDN option")
+	fs.BoolVar(&o.sendHostname, "send-hostname", true, "send the host's name in a Client FQDN option, following it when it changes (false: send no name)")
+	fs.StringVar(&o.fqdn, "fqdn", "", "send this name in the Client FQDN option instead of the host's")
 	fs.Float64Var(&o.rate, "rate", 100, "start at most this many exchanges per second")
 	fs.IntVar(&o.burst, "burst", 10, "exchanges that may start at once")
 	fs.BoolVar(&o.registerTemporary, "register-temporary", true, "also register RFC 8981 temporary addresses (false keeps them off the server: RFC 9686 §6)")
@@ -162,6 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, *pflag.FlagSet, erro
 	if fs.NArg() > 0 {
 		return o, fs, fmt.Errorf("unexpected argument %q: addrregd takes only flags", fs.Arg(0))
 	}
+	o.fqdnSet = fs.Changed("fqdn")
 	return o, fs, validate(o)
 }
 
@@ -226,13 +231,23 @@ func validate(o *options) error {
 			return fmt.Errorf("--duid: %w", err)
 		}
 	}
-	if o.fqdn != "" {
+	if o.fqdnSet {
+		switch {
+		case o.fqdn == "":
+			return errors.New("--fqdn: empty name (--send-hostname=false sends no name)")
+		case !o.sendHostname:
+			return errors.New("--fqdn and --send-hostname=false: give one (--fqdn sends that name, --send-hostname=false none)")
+		}
 		if err := registrar.ValidateFQDN(o.fqdn); err != nil {
 			return fmt.Errorf("--fqdn: %w", err)
 		}
 	}
 	return nil
 }
+
+// followHostname: the name sent is the host's, followed as it changes
+// (the default), not a fixed --fqdn or none.
+func (o *options) followHostname() bool { return o.sendHostname && !o.fqdnSet }
 
 func parsePrefixes(flag string, ss []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
@@ -250,7 +265,6 @@ func configure(o *options) (agent.Config, registrar.Config, error) {
 	var err error
 	regCfg := registrar.Config{
 		Retrans: scheduler.Retrans{IRT: o.irt, MRT: o.mrt, MRD: o.mrd, MRC: o.mrc},
-		FQDN:    o.fqdn,
 	}
 	if o.duid != "" {
 		regCfg.ClientID, err = agent.ParseDUID(o.duid)
@@ -281,6 +295,7 @@ func configure(o *options) (agent.Config, registrar.Config, error) {
 		Burst:            o.burst,
 		Retry:            scheduler.Retry{First: o.retryFirst, Max: o.retryMax},
 		StatePath:        o.stateFile,
+		FQDN:             o.fqdn, // the host's, if followed: serve
 	}
 	return cfg, regCfg, nil
 }
@@ -308,6 +323,21 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 	if err != nil {
 		return fmt.Errorf("open DHCPv6 sockets: %w", err)
 	}
+	if o.followHostname() {
+		w, err := hostname.New(hostname.Options{})
+		if err != nil {
+			return fmt.Errorf("follow the host name: %w", err)
+		}
+		// Closed after the agent has stopped (its reader ends with Run).
+		defer w.Close()
+		names := hostNames{w: w, log: log}
+		cfg.FQDN, cfg.HostNames = names.sendable(w.Current()), names
+		how := "woken by the kernel (poll on " + hostname.ProcPath + ")"
+		if w.Polling() {
+			how = fmt.Sprintf("read every %v (%s cannot be opened)", hostname.DefaultInterval, hostname.ProcPath)
+		}
+		log.Info("following the host name", "hostname", w.Current(), "fqdn", cfg.FQDN, "changes", how)
+	}
 	mon := netmon.New(netmon.Options{WatchRAs: o.watchRAs, Include: o.includePfx, Exclude: o.excludePfx, Logger: log.With("part", "netmon")})
 	sd := newNotifier(log)
 	if sd.on {
@@ -316,7 +346,7 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 	ag := agent.New(cfg, mon, reg)
 	duid := fmt.Sprintf("%x", regCfg.ClientID.ToBytes())
 	log.Info("addrregd starting", "version", version, "duid", duid,
-		"interfaces", o.interfaces, "enable", o.enable, "register_temporary", o.registerTemporary)
+		"interfaces", o.interfaces, "enable", o.enable, "register_temporary", o.registerTemporary, "fqdn", cfg.FQDN)
 
 	// The registrar and netmon outlive the agent: deregistration on stop
 	// needs both after the agent's context has ended.

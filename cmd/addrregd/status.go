@@ -128,6 +128,11 @@ func printStatus(w io.Writer, doc statusDoc) {
 	if !doc.Daemon.RegisterTemporary {
 		fmt.Fprintln(w, "  temporary addresses are not registered (--register-temporary=false)")
 	}
+	if doc.FQDN != "" {
+		fmt.Fprintf(w, "  registering with the name %s (Client FQDN)\n", doc.FQDN)
+	} else {
+		fmt.Fprintln(w, "  registering with no name")
+	}
 	fmt.Fprintf(w, "  queued %d, in flight %d\n", doc.Queued, doc.InFlight)
 	if len(doc.Interfaces) == 0 {
 		fmt.Fprintln(w, "\nno interfaces")

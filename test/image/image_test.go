@@ -39,6 +39,7 @@ type network struct {
 	n       *topo.Net
 	server  *topo.Node
 	srvBin  string
+	srv     *topo.Proc // addrreg-refserver: its log has a line per registration, with the name
 	informs *topo.Proc
 	kea     *topo.Proc
 	keaDir  string // its lease file, leases6.csv
@@ -64,7 +65,7 @@ func newNetwork(t *testing.T) *network {
 	informs.WaitOutput(t, "listening on", 15*time.Second)
 	srv := server.Start(t, "refserver", srvBin, "-i", "eth0", "--db", filepath.Join(t.TempDir(), "bindings.db"))
 	srv.WaitOutput(t, "msg=listening", 15*time.Second)
-	return &network{n: n, server: server, srvBin: srvBin, informs: informs, kea: kea, keaDir: keaDir}
+	return &network{n: n, server: server, srvBin: srvBin, srv: srv, informs: informs, kea: kea, keaDir: keaDir}
 }
 
 // startKea runs Debian's kea-dhcp6 (2.2) in nd's namespace, serving IA_NA
@@ -205,6 +206,7 @@ func checkService(t *testing.T, g *guest, r *bootReport) {
 // three; the kernel command line picks one per boot.
 type manager struct {
 	name    string
+	short   string // in guest names: kernel, networkd, nm
 	cmdline string // appended to the kernel command line
 	// dhcpv6 is set for a manager that runs a DHCPv6 client when the RA's
 	// M flag is set: its IA_NA address must never be registered.
@@ -226,12 +228,12 @@ type manager struct {
 var (
 	// With the kernel's SLAAC there is no connection: taking the
 	// interface down is what ifdown and `networkctl down` do.
-	kernelSLAAC = manager{name: "kernel", linkDown: true, down: func(t *testing.T, g *guest) string {
+	kernelSLAAC = manager{name: "kernel", short: "kernel", linkDown: true, down: func(t *testing.T, g *guest) string {
 		return g.must("ip link set dev eth0 down && echo 'ip link set dev eth0 down'")
 	}, up: func(t *testing.T, g *guest) string {
 		return g.must("ip link set dev eth0 up && echo 'ip link set dev eth0 up'")
 	}}
-	networkd = manager{name: "networkd", dhcpv6: true, linkDown: true,
+	networkd = manager{name: "networkd", short: "networkd", dhcpv6: true, linkDown: true,
 		cmdline: "systemd.mask=addrreg-image-link.service systemd.wants=systemd-networkd.service",
 		down: func(t *testing.T, g *guest) string {
 			return g.must("networkctl down eth0 && echo 'networkctl down eth0'")
@@ -239,7 +241,7 @@ var (
 		up: func(t *testing.T, g *guest) string {
 			return g.must("networkctl up eth0 && echo 'networkctl up eth0'")
 		}}
-	networkManager = manager{name: "NetworkManager", dhcpv6: true,
+	networkManager = manager{name: "NetworkManager", short: "nm", dhcpv6: true,
 		cmdline: "systemd.mask=addrreg-image-link.service systemd.wants=NetworkManager.service",
 		down: func(t *testing.T, g *guest) string {
 			// The default wired connection NetworkManager made for eth0
@@ -311,39 +313,59 @@ func eui64(t *testing.T, mac string) netip.Addr {
 	return netip.AddrFrom16(a)
 }
 
-// TestBootedImage boots the image `make image` builds, under QEMU, on a
-// link with radvd (M and O flags), Kea serving IA_NA and the reference
-// server, four guests at once, each with its own MAC: one per way of
-// configuring the NIC (the kernel's own SLAAC as built, systemd-networkd,
-// NetworkManager, chosen on the kernel command line) and one with
+// TestBootedImage boots the images `make image` builds, Debian 12
+// (bookworm) and Debian 13 (trixie), under QEMU, on a link with radvd (M
+// and O flags), Kea serving IA_NA and the reference server, seven guests at
+// once (ADDRREG_IMAGE_SUITES=bookworm: four), each with its own MAC: per
+// release, one per way of configuring the NIC
+// (the kernel's own SLAAC as built, systemd-networkd, NetworkManager,
+// chosen on the kernel command line), and on bookworm one with
 // ADDRREGD_OPTS="--enable=false" written into its /etc/default/addrregd.
 // Each enabled guest registers the stable and temporary addresses its
-// manager configured, under its own DUID, never the address its manager
-// obtained by DHCPv6, and its registrations are released on the server when
-// its connection is taken down. The disabled one sends no ADDR-REG-INFORM.
+// manager configured, under its own DUID and with its host name, never the
+// address its manager obtained by DHCPv6; renamed with hostnamectl, it
+// registers them again with the new name (the packaged unit lets the
+// rename reach the daemon); its registrations are released on the server
+// when its connection is taken down. The disabled one sends no
+// ADDR-REG-INFORM.
 func TestBootedImage(t *testing.T) {
 	topo.RequireRoot(t)
 	start := time.Now()
-	img := builtImage(t)
-	if got := debugfs(t, img.rootfs, "-R", "stat /etc/machine-id"); !regexp.MustCompile(`Size: 0\b`).MatchString(got) {
-		t.Errorf("the image's /etc/machine-id is not empty: every guest would share one machine ID and DUID:\n%s", got)
+	imgs := builtImages(t)
+	for _, img := range imgs {
+		if got := debugfs(t, img.rootfs, "-R", "stat /etc/machine-id"); !regexp.MustCompile(`Size: 0\b`).MatchString(got) {
+			t.Errorf("the %s image's /etc/machine-id is not empty: every guest would share one machine ID and DUID:\n%s", img.suite, got)
+		}
 	}
-	disabled := withDefault(t, img, "--enable=false")
-	t.Logf("image ready (built or found, plus the disabled variant): %v", time.Since(start).Round(100*time.Millisecond))
-
 	nw := newNetwork(t)
 	type run struct {
-		name, mac, rootfs string
-		mgr               manager
-		enabled           bool
-		report            bootReport
+		name, mac string
+		img       imageFiles
+		rootfs    string
+		mgr       manager
+		enabled   bool
+		report    bootReport
 	}
-	runs := []*run{
-		{name: "kernel", mac: "52:54:00:ad:d0:01", rootfs: img.rootfs, mgr: kernelSLAAC, enabled: true},
-		{name: "networkd", mac: "52:54:00:ad:d0:02", rootfs: img.rootfs, mgr: networkd, enabled: true},
-		{name: "nm", mac: "52:54:00:ad:d0:04", rootfs: img.rootfs, mgr: networkManager, enabled: true},
-		{name: "off", mac: "52:54:00:ad:d0:03", rootfs: disabled, mgr: kernelSLAAC},
+	// Per release, a guest per manager; on the first (bookworm), one with
+	// --enable=false too. Names short enough for the tap ("tap-" + name,
+	// 15 octets at most): bw-kernel, tx-networkd …
+	var runs []*run
+	for i, suite := range imageSuites() {
+		img := imgs[suite]
+		short := map[string]string{"bookworm": "bw", "trixie": "tx"}[suite]
+		if short == "" {
+			short = suite[:min(2, len(suite))]
+		}
+		for j, mgr := range []manager{kernelSLAAC, networkd, networkManager} {
+			runs = append(runs, &run{name: short + "-" + mgr.short, mac: fmt.Sprintf("52:54:00:ad:d%d:0%d", i, j+1),
+				img: img, rootfs: img.rootfs, mgr: mgr, enabled: true})
+		}
+		if i == 0 {
+			disabled := withDefault(t, img, "--enable=false")
+			runs = append(runs, &run{name: short + "-off", mac: fmt.Sprintf("52:54:00:ad:d%d:09", i), img: img, rootfs: disabled, mgr: kernelSLAAC})
+		}
 	}
+	t.Logf("images ready (built or found, plus the disabled variant): %v; %d guests", time.Since(start).Round(100*time.Millisecond), len(runs))
 	// The enabled guests tell the disabled one how long registration takes
 	// here, so its quiet period is measured against a positive control.
 	var registeredMu sync.Mutex
@@ -371,7 +393,7 @@ func TestBootedImage(t *testing.T) {
 				if r.enabled {
 					defer registered.Do(enabledWG.Done)
 				}
-				g := boot(t, nw.n, img, r.rootfs, r.name, r.mac, r.mgr.cmdline)
+				g := boot(t, nw.n, r.img, r.rootfs, r.name, r.mac, r.mgr.cmdline)
 				rep := &r.report
 				checkService(t, g, rep)
 				checkManager(t, g, r.mgr)
@@ -389,11 +411,15 @@ func TestBootedImage(t *testing.T) {
 						out, _ := g.run("journalctl -b -o cat -u addrregd")
 						return strings.Contains(out, "RA with M or O flag seen"), out
 					})
+					seen := time.Now()
 					<-enabledDone
 					registeredMu.Lock()
 					quiet := min(2*slowest+10*time.Second, 3*time.Minute)
 					registeredMu.Unlock()
-					time.Sleep(quiet)
+					// Quiet for that long since the RA: the wait for
+					// the enabled guests counts.
+					time.Sleep(time.Until(seen.Add(quiet)))
+					t.Logf("off: no ADDR-REG-INFORM for %v after the RA with M or O was seen", time.Since(seen).Round(100*time.Millisecond))
 					if n := nw.informsFrom(r.mac); n != 0 {
 						t.Errorf("off: %d ADDR-REG-INFORMs from the guest with --enable=false; want none", n)
 					}
@@ -424,11 +450,17 @@ func TestBootedImage(t *testing.T) {
 				t.Logf("%s: control channel %v, addrregd active %v, %d addresses registered %v after QEMU start (QEMU used %v of CPU): %v",
 					r.name, rep.ready.Round(100*time.Millisecond), rep.active.Round(100*time.Millisecond), len(rep.addrs),
 					rep.registered.Round(100*time.Millisecond), g.cpuTime().Round(100*time.Millisecond), rep.addrs)
+				checkHostName(t, nw, g, "addrreg-"+r.name, ba.slaac)
 				checkStableIID(t, g, r.mgr, r.mac, ba.slaac)
 				if r.mgr.dhcpv6 {
 					checkNANotRegistered(t, nw, g, ba.na)
 				}
 				checkDown(t, nw, g, r.mgr, rep.duid, ba.slaac)
+				// Where the boot's time went (under TCG, on this
+				// machine's load): for whoever makes the suite faster.
+				if out, _ := g.run("systemd-analyze time; systemd-analyze blame | head -n 6"); out != "" {
+					t.Logf("%s: %s", r.name, out)
+				}
 			})
 		}()
 	}
@@ -450,6 +482,63 @@ func TestBootedImage(t *testing.T) {
 	t.Logf("%d boots, %d DUIDs: %v; total %v", len(duids), len(duids), duids, time.Since(start).Round(100*time.Millisecond))
 }
 
+// imageHostName is the host name build-image.sh writes to the image's
+// /etc/hostname: every guest boots with it.
+const imageHostName = "addrreg-guest"
+
+// checkHostName asserts that every registration carries the guest's host
+// name (addrregd's default, the Client FQDN option) as the server recorded
+// it, then renames the guest the way an administrator does (hostnamectl
+// set-hostname: its static and kernel name) and waits until the server has
+// every address again under the new name: the packaged unit must let a
+// rename reach the daemon (no ProtectHostname=, which would freeze its copy
+// of the name).
+func checkHostName(t *testing.T, nw *network, g *guest, renamed string, slaac []guestAddr) {
+	t.Helper()
+	if got := g.must("hostname"); got != imageHostName {
+		t.Fatalf("%s: host name %q, want the image's %s", g.name, got, imageHostName)
+	}
+	// registeredAt is when the server logged ip registered as name (its
+	// log's time= of the last such line); zero if it did not.
+	registeredAt := func(log, ip, name string) time.Time {
+		re := regexp.MustCompile(`(?m)^\s*time=(\S+) .*\baddr=` + regexp.QuoteMeta(ip) + ` .*\bfqdn=` + regexp.QuoteMeta(name) + `( |$)`)
+		var at time.Time
+		for _, m := range re.FindAllStringSubmatch(log, -1) {
+			if t, err := time.Parse(time.RFC3339Nano, m[1]); err == nil && t.After(at) {
+				at = t
+			}
+		}
+		return at
+	}
+	wait := func(name string, from int) time.Time {
+		t.Helper()
+		var last time.Time
+		until(t, serviceTimeout, g.name+": the server has every address registered as "+name, func() (bool, string) {
+			log := nw.srv.Output()[from:]
+			var missing []string
+			last = time.Time{}
+			for _, a := range slaac {
+				at := registeredAt(log, a.Local, name)
+				if at.IsZero() {
+					missing = append(missing, a.Local)
+				} else if at.After(last) {
+					last = at
+				}
+			}
+			return len(missing) == 0, "not yet: " + strings.Join(missing, " ")
+		})
+		return last
+	}
+	wait(imageHostName, 0)
+	from := len(nw.srv.Output())
+	start := time.Now()
+	g.must("hostnamectl set-hostname " + renamed)
+	done := time.Now()
+	last := wait(renamed, from)
+	t.Logf("%s: registered as %s; hostnamectl set-hostname %s took %v, and the server had every address (%d) under the new name %v after it returned",
+		g.name, imageHostName, renamed, done.Sub(start).Round(100*time.Millisecond), len(slaac), last.Sub(done).Round(100*time.Millisecond))
+}
+
 // checkManager asserts that the boot runs the manager it asked for, and
 // logs that manager's version.
 func checkManager(t *testing.T, g *guest, m manager) {
@@ -462,9 +551,17 @@ func checkManager(t *testing.T, g *guest, m manager) {
 		unit = "NetworkManager"
 	}
 	for _, u := range []string{"systemd-networkd", "NetworkManager"} {
-		out, _ := g.run("systemctl is-active " + u)
-		if want := map[bool]string{true: "active", false: "inactive"}[u == unit]; out != want {
-			t.Fatalf("%s: %s is %q, want %s (kernel command line: %q)", g.name, u, out, want, m.cmdline)
+		if u == unit {
+			// A guest starved of CPU may still be starting it
+			// ("activating": NetworkManager is Type=dbus).
+			until(t, serviceTimeout, g.name+": "+u+" active", func() (bool, string) {
+				out, _ := g.run("systemctl is-active " + u)
+				return out == "active", fmt.Sprintf("%q (kernel command line: %q)", out, m.cmdline)
+			})
+			continue
+		}
+		if out, _ := g.run("systemctl is-active " + u); out != "inactive" {
+			t.Fatalf("%s: %s is %q, want inactive (kernel command line: %q)", g.name, u, out, m.cmdline)
 		}
 	}
 	// networkd handles RAs in user space and turns the kernel's off;
