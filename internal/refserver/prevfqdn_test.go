@@ -1,6 +1,7 @@
 package refserver
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -20,19 +21,29 @@ func TestPrevFQDN(t *testing.T) {
 			valid      time.Duration
 			kind       EventKind
 			fqdn, prev string
+			soon       bool // within a second of the last: not taken for the same INFORM from another server
 		}{
-			{duidA, "h1", time.Hour, EventRegister, "h1", ""},
-			{duidA, "h1", time.Hour, EventRefresh, "h1", "h1"},
-			{duidA, "h2", time.Hour, EventRefresh, "h2", "h1"},
-			{duidB, "h3", time.Hour, EventMove, "h3", "h2"},
-			{duidB, "", time.Hour, EventRefresh, "", "h3"},
-			{duidB, "h4", time.Hour, EventRefresh, "h4", ""},
-			{duidB, "", 0, EventDeregister, "h4", ""}, // the binding removed, with its name
+			{duidA, "h1", time.Hour, EventRegister, "h1", "", false},
+			{duidA, "h1", time.Hour, EventRefresh, "h1", "h1", false},
+			{duidA, "h2", time.Hour, EventRefresh, "h2", "h1", false},
+			{duidA, "h2b", time.Hour, EventRefresh, "h2b", "h2", true}, // a rename, re-registered at once
+			{duidA, "h2", time.Hour, EventRefresh, "h2", "h2b", true},
+			{duidB, "h3", time.Hour, EventMove, "h3", "h2", false},
+			{duidB, "", time.Hour, EventRefresh, "", "h3", false},
+			{duidB, "h4", time.Hour, EventRefresh, "h4", "", false},
+			{duidB, "", 0, EventDeregister, "h4", "", false}, // the binding removed, with its name
 		} {
-			at = at.Add(time.Minute)
+			if tc.soon {
+				at = at.Add(100 * time.Millisecond)
+			} else {
+				at = at.Add(time.Minute)
+			}
 			ev := regEvent(tc.duid, a, at, tc.valid)
 			ev.Binding.FQDN = tc.name
 			got := mustCommit(t, st, ev)[0]
+			if stored, _, _ := st.byAddr(context.Background(), ev.Binding.Addr); tc.valid != 0 && stored.FQDN != tc.fqdn {
+				t.Errorf("%x %q: the database holds fqdn %q", tc.duid, tc.name, stored.FQDN)
+			}
 			if got.Kind != tc.kind || got.Binding.FQDN != tc.fqdn || got.PrevFQDN != tc.prev {
 				t.Errorf("%x %q: %v fqdn %q prev %q; want %v %q %q", tc.duid, tc.name, got.Kind, got.Binding.FQDN, got.PrevFQDN, tc.kind, tc.fqdn, tc.prev)
 			}

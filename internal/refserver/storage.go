@@ -1,6 +1,7 @@
 package refserver
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"embed"
@@ -660,7 +661,8 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 func sameInform(old, nb *Binding) bool {
 	d := nb.Last.Sub(old.Last).Abs() // the other server may have handled it first, committed it last
 	return d < time.Second && string(old.DUID) == string(nb.DUID) &&
-		old.Preferred == nb.Preferred && old.Valid == nb.Valid && old.Iface == nb.Iface && old.LinkAddr == nb.LinkAddr
+		old.Preferred == nb.Preferred && old.Valid == nb.Valid && old.Iface == nb.Iface && old.LinkAddr == nb.LinkAddr &&
+		old.FQDN == nb.FQDN && bytes.Equal(old.LinkLayer, nb.LinkLayer) // a renamed host's INFORM is news
 }
 
 // importLegacyInto writes an old database's contents (legacy.go) into a
