@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv6"
+
 	"github.com/addrreg/addrreg/test/bindtest"
 	"github.com/addrreg/addrreg/test/topo"
 )
@@ -363,4 +365,62 @@ func grepLines(out string, subs ...string) string {
 		}
 	}
 	return b.String()
+}
+
+// fqdnFlags returns the flags octet of the Client FQDN option in the first
+// ADDR-REG-INFORM the sniffer saw for addr.
+func fqdnFlags(t *testing.T, l *lab, addr netip.Addr) uint8 {
+	t.Helper()
+	ps := l.sniff.WaitInforms(t, addr, 1, 10*time.Second)
+	o, ok := ps[0].Msg.Options.GetOne(dhcpv6.OptionFQDN).(*dhcpv6.OptFQDN)
+	if !ok {
+		t.Fatalf("ADDR-REG-INFORM for %s has no Client FQDN option: %v", addr, ps[0].Msg)
+	}
+	return o.Flags
+}
+
+// TestE2EKea3DDNSClientFlags: the guide's file without
+// ddns-override-client-update, i.e. Kea's default, which follows the
+// Client FQDN's S flag (RFC 4704): S=0 gets the PTR only, S=1 the AAAA
+// too. addrregd sends a single label, which Kea completes with
+// ddns-qualifying-suffix.
+func TestE2EKea3DDNSClientFlags(t *testing.T) {
+	kea3Bin(t)
+	kea3D2Bin(t)
+	bindtest.Require(t)
+	l := newLab(t, labOpts{noServer: true})
+	const name = "h2." + kea3Zone
+	l.server.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
+	l.server.MustExec(t, "ip", "-6", "addr", "add", kea3DNSAddr+"/64", "dev", "eth0", "nodad")
+	dns := bindtest.Start(t, l.server, bindtest.Zones{Forward: []string{kea3Zone}, Reverse: []string{kea3ReverseZon}})
+	d2 := startKeaD2(t, l.server, dns)
+	conf := keaConfWith(t, kea3DDNSConf, "Dhcp6", func(c map[string]any) { delete(c, "ddns-override-client-update") })
+	kea, leases := startKea3Conf(t, l.server, conf)
+	ip := addrOf(l.globals(t, 1)[0])
+	l.startAgent(t, "--fqdn", "h2")
+	line, f := waitRegisteredLease(t, leases, ip, 30*time.Second)
+	t.Logf("Kea lease: %s", line)
+	flags := fqdnFlags(t, l, ip)
+	s := flags&0x01 != 0
+	t.Logf("addrregd's Client FQDN flags: %#02x (S=%v)", flags, s)
+	if f["hostname"] != name {
+		t.Errorf("lease hostname %q, want %q (the label completed with ddns-qualifying-suffix)", f["hostname"], name)
+	}
+	if want := map[bool]string{false: "0", true: "1"}[s]; f["fqdn_fwd"] != want || f["fqdn_rev"] != "1" {
+		t.Errorf("lease fqdn_fwd %s fqdn_rev %s, want %s and 1 (S=%v)", f["fqdn_fwd"], f["fqdn_rev"], want, s)
+	}
+	ptr := dns.WaitFor(t, 20*time.Second, func(got []string) bool { return len(got) > 0 }, "-x", ip.String())
+	t.Logf("PTR of %s: %q", ip, ptr)
+	if !slices.Equal(ptr, []string{name}) {
+		t.Errorf("PTR of %s = %q, want %s", ip, ptr, name)
+	}
+	// The forward update, when there is one, goes first (kea-dhcp-ddns does
+	// forward then reverse): with the PTR in place it is done.
+	aaaa := dns.Lookup(t, "AAAA", name)
+	t.Logf("AAAA %s: %q", name, aaaa)
+	if s != slices.Equal(aaaa, []string{ip.String()}) || (!s && len(aaaa) != 0) {
+		t.Errorf("AAAA %s = %q with S=%v; want %s", name, aaaa, s, map[bool]string{false: "none", true: ip.String()}[s])
+	}
+	t.Logf("kea-dhcp-ddns log:\n%s", d2.Output())
+	checkKea3Log(t, kea)
 }
