@@ -33,9 +33,9 @@ const (
 	kea3DDNSConf = "../doc/examples/kea-dhcp6-addrreg-ddns.json"
 	kea3D2Conf   = "../doc/examples/kea-dhcp-ddns-addrreg.json"
 	// The DNS server kea3D2Conf sends its updates to, and its zones.
-	kea3DNSAddr    = "2001:db8:1::53"
-	kea3Zone       = "example.net."
-	kea3ReverseZon = "8.b.d.0.1.0.0.2.ip6.arpa."
+	kea3DNSAddr = "2001:db8:1::53"
+	kea3Zone    = "example.net."
+	kea3RevZone = "8.b.d.0.1.0.0.2.ip6.arpa."
 )
 
 // kea3D2Bin returns KEA3_D2_BIN or skips the test, saying why.
@@ -101,7 +101,7 @@ func TestKea3DDNSExamples(t *testing.T) {
 		{"Dhcp6 dhcp-ddns.server-ip = DhcpDdns ip-address", jget(dhcp6, "dhcp-ddns", "server-ip"), jget(dd, "ip-address")},
 		{"Dhcp6 dhcp-ddns.server-port = DhcpDdns port", jget(dhcp6, "dhcp-ddns", "server-port"), jget(dd, "port")},
 		{"DhcpDdns forward zone", jget(dd, "forward-ddns", "ddns-domains", 0, "name"), kea3Zone},
-		{"DhcpDdns reverse zone", jget(dd, "reverse-ddns", "ddns-domains", 0, "name"), kea3ReverseZon},
+		{"DhcpDdns reverse zone", jget(dd, "reverse-ddns", "ddns-domains", 0, "name"), kea3RevZone},
 		{"DhcpDdns forward DNS server", jget(dd, "forward-ddns", "ddns-domains", 0, "dns-servers", 0, "ip-address"), kea3DNSAddr},
 		{"DhcpDdns reverse DNS server", jget(dd, "reverse-ddns", "ddns-domains", 0, "dns-servers", 0, "ip-address"), kea3DNSAddr},
 		{"DhcpDdns forward key", jget(dd, "forward-ddns", "ddns-domains", 0, "key-name"), jget(dd, "tsig-keys", 0, "name")},
@@ -217,7 +217,7 @@ func TestE2EKea3DDNS(t *testing.T) {
 	const name = "h1." + kea3Zone
 	l.server.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
 	l.server.MustExec(t, "ip", "-6", "addr", "add", kea3DNSAddr+"/64", "dev", "eth0", "nodad")
-	dns := bindtest.Start(t, l.server, bindtest.Zones{Forward: []string{kea3Zone}, Reverse: []string{kea3ReverseZon}})
+	dns := bindtest.Start(t, l.server, bindtest.Zones{Forward: []string{kea3Zone}, Reverse: []string{kea3RevZone}})
 	d2 := startKeaD2(t, l.server, dns)
 	// The guide's file, with Kea's DNS-related debug messages logged.
 	var env []string
@@ -428,7 +428,7 @@ func TestE2EKea3DDNSClientFlags(t *testing.T) {
 	const name = "h2." + kea3Zone
 	l.server.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
 	l.server.MustExec(t, "ip", "-6", "addr", "add", kea3DNSAddr+"/64", "dev", "eth0", "nodad")
-	dns := bindtest.Start(t, l.server, bindtest.Zones{Forward: []string{kea3Zone}, Reverse: []string{kea3ReverseZon}})
+	dns := bindtest.Start(t, l.server, bindtest.Zones{Forward: []string{kea3Zone}, Reverse: []string{kea3RevZone}})
 	d2 := startKeaD2(t, l.server, dns)
 	var env []string
 	conf := keaConfWith(t, kea3DDNSConf, "Dhcp6", func(c map[string]any) {
