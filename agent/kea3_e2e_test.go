@@ -266,9 +266,40 @@ func TestE2EKea3LeasequeryMissesRegistrations(t *testing.T) {
 // Dhcp6 map (comment lines dropped) into a temporary file.
 func kea3ConfWith(t *testing.T, edit func(map[string]any)) string {
 	t.Helper()
-	b, err := os.ReadFile(kea3Conf)
+	return keaConfWith(t, kea3Conf, "Dhcp6", edit)
+}
+
+// keaConfWith writes the Kea configuration file conf with edit applied to
+// its top-level map named top (comment lines dropped) into a temporary file.
+func keaConfWith(t *testing.T, conf, top string, edit func(map[string]any)) string {
+	t.Helper()
+	c, err := readKeaJSON(conf)
 	if err != nil {
 		t.Fatal(err)
+	}
+	m, ok := c[top].(map[string]any)
+	if !ok {
+		t.Fatalf("%s: no %q map", conf, top)
+	}
+	edit(m)
+	out, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), filepath.Base(conf))
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// readKeaJSON reads a Kea configuration file as the examples write them:
+// JSON with whole-line "//" comments, which Kea accepts and encoding/json
+// does not.
+func readKeaJSON(path string) (map[string]any, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read Kea configuration: %w", err)
 	}
 	var keep []string
 	for _, line := range strings.Split(string(b), "\n") {
@@ -276,18 +307,9 @@ func kea3ConfWith(t *testing.T, edit func(map[string]any)) string {
 			keep = append(keep, line)
 		}
 	}
-	var c map[string]map[string]any
+	var c map[string]any
 	if err := json.Unmarshal([]byte(strings.Join(keep, "\n")), &c); err != nil {
-		t.Fatalf("%s: %v", kea3Conf, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	edit(c["Dhcp6"])
-	out, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kea-dhcp6.json")
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return c, nil
 }
