@@ -21,6 +21,7 @@ var notCommands = map[string]string{
 	"time":        "a word (Go's time package, log attributes), not /usr/bin/time",
 	"view":        "a word in the demo's text, not vim's view",
 	"policy-rc.d": "the file make deps writes (and removes) itself",
+	"sqlite3":     "the database/sql driver's name (ncruces/go-sqlite3, pure Go), not the sqlite3 shell",
 }
 
 // baseline is what a CI machine has before `make deps`: a minimal Debian
