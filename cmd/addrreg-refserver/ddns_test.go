@@ -63,8 +63,13 @@ func TestDDNSConfig(t *testing.T) {
 	}
 	c := ops.ddns
 	if c == nil || c.Server != "[2001:db8::53]:53" || c.ForwardZones[0] != "example.net." || c.ReverseZones[0] != "8.b.d.0.1.0.0.2.ip6.arpa." ||
-		c.Key.Name != "addrreg." || c.TTL != 5*time.Minute || c.Journal == nil {
-		t.Errorf("ddns config %+v", c)
+		c.Key.Name != "addrreg." || c.TTL != 5*time.Minute || c.Journal != nil {
+		t.Errorf("ddns config %+v (want no journal: the database's, opened at start)", c)
+	}
+	_, ops, err = serverConfig([]string{"-i", "eth0", "--ddns-server", "2001:db8::53", "--ddns-forward-zone", "example.net",
+		"--ddns-journal", filepath.Join(dir, "j.json")}, io.Discard)
+	if _, ok := ops.ddns.Journal.(*ddns.FileJournal); err != nil || !ok {
+		t.Errorf("--ddns-journal: journal %T, %v; want a file", ops.ddns.Journal, err)
 	}
 	if _, ops, err := serverConfig([]string{"-i", "eth0"}, io.Discard); err != nil || ops.ddns != nil {
 		t.Errorf("without --ddns-server: %+v, %v; want off", ops.ddns, err)

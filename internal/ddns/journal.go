@@ -8,19 +8,48 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Journal keeps the pending DNS work across restarts. The Updater calls
 // it from its one goroutine: Load once when it starts, then Apply with the
-// entries that changed (put) and the addresses whose work is done (del),
-// batched. A failed Apply is retried with the same and newer changes.
+// entries that changed (put), the addresses whose work is done (del) and
+// what the finished work did (done, oldest first), batched. A failed Apply
+// is retried with the same and newer changes.
 //
-// The server's database can implement it (one table keyed by address,
-// Apply as one transaction); FileJournal is a file.
+// The server's database implements it (refserver.DNSJournal: a table
+// keyed by address, the outcomes in its history, Apply as one
+// transaction); FileJournal is a file, and keeps no outcomes.
 type Journal interface {
 	Load() ([]Pending, error)
-	Apply(put []Pending, del []netip.Addr) error
+	Apply(put []Pending, del []netip.Addr, done []Outcome) error
 }
+
+// Outcome is what one finished update did to one record.
+type Outcome struct {
+	Time time.Time
+	Addr netip.Addr
+	// Record is "AAAA" or "PTR".
+	Record string
+	// Name is the AAAA record's owner name, or the name the PTR points
+	// to ("" for a PTR removed).
+	Name string
+	DUID []byte // the client the name is registered to
+	// Result: OutcomeAdded, OutcomeRemoved, OutcomeConflict (the name is
+	// held by another client: not taken), OutcomeFailed (the first
+	// failure of a pending update; it is retried, and its success is
+	// recorded in turn).
+	Result string
+	Err    string // OutcomeFailed: why
+}
+
+// The results of an Outcome.
+const (
+	OutcomeAdded    = "added"
+	OutcomeRemoved  = "removed"
+	OutcomeConflict = "conflict"
+	OutcomeFailed   = "failed"
+)
 
 // FileJournal is a Journal in one JSON file, replaced atomically (write a
 // temporary file, fsync, rename, fsync the directory) on every Apply. It
@@ -71,8 +100,9 @@ func (j *FileJournal) Load() ([]Pending, error) {
 	return f.Pending, nil
 }
 
-// Apply records put and forgets del, and writes the file.
-func (j *FileJournal) Apply(put []Pending, del []netip.Addr) error {
+// Apply records put and forgets del, and writes the file; done is not
+// kept.
+func (j *FileJournal) Apply(put []Pending, del []netip.Addr, _ []Outcome) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for _, a := range del {

@@ -78,7 +78,15 @@ type Updater struct {
 	lastFlush time.Time
 	downUntil time.Time // the server did not answer: wait for it
 	failures  int       // consecutive exchanges without an answer
+	// done: the outcomes not yet in the journal (at most maxOutcomes);
+	// attempt: the record the update under way is about.
+	done    []Outcome
+	attempt Outcome
 }
+
+// maxOutcomes bounds the outcomes kept while the journal cannot be
+// written; the oldest go first.
+const maxOutcomes = 4096
 
 // entry is a Pending with its retry state.
 type entry struct {
@@ -307,6 +315,9 @@ func (u *Updater) process(ctx context.Context, i int, now time.Time) {
 		u.order = slices.Delete(u.order, i, i+1)
 	}
 	if err == nil {
+		if e.failures > 0 {
+			u.log.Info("DNS update done after failures", "addr", e.Addr, "failures", e.failures)
+		}
 		delete(u.pending, e.Addr)
 		u.size.Add(-1)
 		u.dirty[e.Addr] = true
@@ -315,6 +326,13 @@ func (u *Updater) process(ctx context.Context, i int, now time.Time) {
 	}
 	u.order = append(u.order, e.Addr)
 	e.failures++
+	if e.failures == 1 {
+		// Recorded once: a retry that fails again adds nothing new, a
+		// success is recorded in turn.
+		o := u.attempt
+		o.Result, o.Err = OutcomeFailed, err.Error()
+		u.note(o)
+	}
 	e.retryAt = now.Add(u.cfg.Retry.Delay(e.failures, 0, u.cfg.Rand))
 	var rc rcodeError
 	if !errors.As(err, &rc) {
@@ -327,15 +345,27 @@ func (u *Updater) process(ctx context.Context, i int, now time.Time) {
 	u.log.Warn("DNS update failed: will retry", "addr", e.Addr, "err", err, "retry_in", e.retryAt.Sub(now).Round(time.Millisecond))
 }
 
-// flush writes the changed entries to the journal: always when forced,
-// else once enough changed or FlushEvery passed.
+// note keeps an outcome for the journal.
+func (u *Updater) note(o Outcome) {
+	if u.cfg.Journal == nil {
+		return
+	}
+	o.Time = u.clock.Now()
+	if len(u.done) >= maxOutcomes {
+		u.done = slices.Delete(u.done, 0, len(u.done)-maxOutcomes+1)
+	}
+	u.done = append(u.done, o)
+}
+
+// flush writes the changed entries and the outcomes to the journal:
+// always when forced, else once enough changed or FlushEvery passed.
 func (u *Updater) flush(force bool) {
 	j := u.cfg.Journal
-	if j == nil || len(u.dirty) == 0 {
+	if j == nil || len(u.dirty) == 0 && len(u.done) == 0 {
 		return
 	}
 	now := u.clock.Now()
-	if !force && len(u.dirty) < 1024 && now.Sub(u.lastFlush) < u.cfg.FlushEvery {
+	if !force && len(u.dirty)+len(u.done) < 1024 && now.Sub(u.lastFlush) < u.cfg.FlushEvery {
 		return
 	}
 	var put []Pending
@@ -348,12 +378,14 @@ func (u *Updater) flush(force bool) {
 		}
 	}
 	u.lastFlush = now
-	if err := j.Apply(put, del); err != nil {
+	if err := j.Apply(put, del, u.done); err != nil {
 		u.m.journal.Inc()
 		u.log.Error("DNS journal not written: pending updates would not survive a restart", "err", err)
 		return
 	}
 	clear(u.dirty)
+	clear(u.done)
+	u.done = u.done[:0]
 }
 
 // rcodeError is an answer that says the update was not done and may be
@@ -375,6 +407,7 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 		if z == "" {
 			continue
 		}
+		u.attempt = Outcome{Addr: p.Addr, Record: "AAAA", Name: d.Name, DUID: d.DUID}
 		r, err := u.send(ctx, removeAddr(z, d, p.Addr), "AAAA", "remove")
 		if err != nil {
 			return err
@@ -389,6 +422,7 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 				return rcodeError{r, "remove DHCID of " + d.Name}
 			}
 			u.log.Info("DNS AAAA removed", "addr", p.Addr, "fqdn", d.Name, "duid", hex.EncodeToString(d.DUID))
+			u.note(Outcome{Addr: p.Addr, Record: "AAAA", Name: d.Name, DUID: d.DUID, Result: OutcomeRemoved})
 		case dns.RcodeNXRrset:
 			// Not this client's name (or already gone): nothing to remove.
 			u.log.Debug("DNS AAAA not removed: name not held by this client", "addr", p.Addr, "fqdn", d.Name)
@@ -400,12 +434,14 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 	rz := zoneOf(u.cfg.ReverseZones, rev)
 	if p.Want == nil {
 		if rz != "" {
+			u.attempt = Outcome{Addr: p.Addr, Record: "PTR"}
 			if r, err := u.send(ctx, deletePTR(rz, rev), "PTR", "remove"); err != nil {
 				return err
 			} else if r != dns.RcodeSuccess {
 				return rcodeError{r, "remove PTR " + rev}
 			}
 			u.log.Info("DNS PTR removed", "addr", p.Addr, "ptr", rev)
+			u.note(Outcome{Addr: p.Addr, Record: "PTR", Result: OutcomeRemoved})
 		}
 		return nil
 	}
@@ -414,6 +450,7 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 	if z == "" {
 		return nil
 	}
+	u.attempt = Outcome{Addr: p.Addr, Record: "AAAA", Name: w.Name, DUID: w.DUID}
 	r, err := u.send(ctx, addNew(z, w, p.Addr), "AAAA", "add")
 	if err != nil {
 		return err
@@ -426,10 +463,12 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 	switch r {
 	case dns.RcodeSuccess:
 		u.log.Info("DNS AAAA added", "addr", p.Addr, "fqdn", w.Name, "ttl", w.TTL, "duid", hex.EncodeToString(w.DUID))
+		u.note(Outcome{Addr: p.Addr, Record: "AAAA", Name: w.Name, DUID: w.DUID, Result: OutcomeAdded})
 	case dns.RcodeNXRrset:
 		// RFC 4703 §5.3.2: the name exists without this client's DHCID.
 		u.m.conflicts.Inc()
 		u.log.Warn("DNS name held by another client: not taken", "addr", p.Addr, "fqdn", w.Name, "duid", hex.EncodeToString(w.DUID))
+		u.attempt.Record = "PTR"
 		if rz != "" {
 			if r, err := u.send(ctx, deletePTR(rz, rev), "PTR", "remove"); err != nil {
 				return err
@@ -437,17 +476,20 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 				return rcodeError{r, "remove PTR " + rev}
 			}
 		}
+		u.note(Outcome{Addr: p.Addr, Record: "AAAA", Name: w.Name, DUID: w.DUID, Result: OutcomeConflict})
 		return nil
 	default:
 		return rcodeError{r, "add AAAA " + w.Name}
 	}
 	if rz != "" {
+		u.attempt.Record = "PTR"
 		if r, err := u.send(ctx, setPTR(rz, rev, w.Name, w.TTL), "PTR", "add"); err != nil {
 			return err
 		} else if r != dns.RcodeSuccess {
 			return rcodeError{r, "add PTR " + rev}
 		}
 		u.log.Info("DNS PTR added", "addr", p.Addr, "ptr", rev, "fqdn", w.Name)
+		u.note(Outcome{Addr: p.Addr, Record: "PTR", Name: w.Name, DUID: w.DUID, Result: OutcomeAdded})
 	}
 	return nil
 }

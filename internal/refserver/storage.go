@@ -55,6 +55,11 @@ type storage interface {
 	nextExpiry(ctx context.Context) (time.Time, bool, error)
 	history(ctx context.Context, q HistoryQuery) ([]HistoryRecord, error)
 	close() error
+	// For the DNS journal (dnsjournal.go): the pool that writes, the
+	// commit's writer, the history's retention.
+	writeDB() *sql.DB
+	txw() txWriter
+	retention() retention
 }
 
 // bindingSource is what leasequery reads (leasequery.go): the Handler's

@@ -1,0 +1,19 @@
+-- 0002: the DNS updates not yet done (internal/ddns's journal), per
+-- server and address. A server loads and sends only the rows it wrote
+-- (instance: '' with SQLite, the host name with PostgreSQL), so servers
+-- sharing a database never take each other's work. The work is what
+-- ddns.Pending holds: the records the address should have (want_*: an
+-- AAAA under want_name and a PTR to it; want_name '' for none, the PTR
+-- goes too) and the names whose AAAA for the address must go (drops: a
+-- JSON array of {"name", "duid" (hex)}). Outcomes go to history (event
+-- 'dns', fqdn the name, reason "RECORD RESULT").
+CREATE TABLE ddns_pending (
+	instance  TEXT NOT NULL,
+	addr      TEXT NOT NULL,
+	want_name TEXT NOT NULL DEFAULT '',
+	want_duid TEXT NOT NULL DEFAULT '',
+	want_ttl  INTEGER NOT NULL DEFAULT 0,
+	drops     TEXT NOT NULL DEFAULT '[]',
+	since_ns  INTEGER NOT NULL,
+	PRIMARY KEY (instance, addr)
+) WITHOUT ROWID;
