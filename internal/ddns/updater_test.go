@@ -168,11 +168,13 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 // TestBackoff: a server that does not answer is tried again after 1 s,
 // 2 s, 4 s, 8 s, then every 8 s (the cap), on the fake clock; once it
-// answers, the pending work is done and the journal emptied.
+// answers, the pending work is done and the journal emptied. The journal
+// is given the outcomes: the first failure (once, however often it is
+// retried), then the records added.
 func TestBackoff(t *testing.T) {
 	clock := scheduler.NewFakeClock(t0)
 	f := &fakeDNS{down: true, clock: clock}
-	j := NewFileJournal(filepath.Join(t.TempDir(), "j.json"))
+	j := &recJournal{FileJournal: NewFileJournal(filepath.Join(t.TempDir(), "j.json"))}
 	u, err := New(Config{
 		Server: "[2001:db8::53]:53", ForwardZones: []string{"example.net"}, ReverseZones: []string{"8.b.d.0.1.0.0.2.ip6.arpa"},
 		Clock: clock, Logger: quiet(), Dial: f.dial, Journal: j,
@@ -225,6 +227,37 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("no-answer AAAA adds = %v, want 7", got)
 	}
 	waitFor(t, func() bool { ps, _ := j.Load(); return len(ps) == 0 })
+	var got []string
+	for _, o := range j.outcomes() {
+		got = append(got, o.Addr.String()+" "+o.Record+" "+o.Name+" "+o.Result)
+		if o.Result == OutcomeFailed && o.Err == "" || string(o.DUID) != string(dA) {
+			t.Errorf("outcome %+v", o)
+		}
+	}
+	want := []string{"2001:db8:1::1 AAAA h1.example.net. failed", "2001:db8:1::1 AAAA h1.example.net. added", "2001:db8:1::1 PTR h1.example.net. added"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("outcomes (-want +got):\n%s", d)
+	}
+}
+
+// recJournal is a FileJournal that keeps the outcomes it is given.
+type recJournal struct {
+	*FileJournal
+	mu   sync.Mutex
+	done []Outcome
+}
+
+func (j *recJournal) Apply(put []Pending, del []netip.Addr, done []Outcome) error {
+	j.mu.Lock()
+	j.done = append(j.done, done...)
+	j.mu.Unlock()
+	return j.FileJournal.Apply(put, del, done)
+}
+
+func (j *recJournal) outcomes() []Outcome {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]Outcome(nil), j.done...)
 }
 
 // TestEnqueueNeverBlocks: with no worker running, Enqueue returns at once
