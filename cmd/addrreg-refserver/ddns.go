@@ -91,7 +91,7 @@ func (f *ddnsFlags) config() (*ddns.Config, error) {
 	return cfg, nil
 }
 
-// oldJournalPath is where a server before 0.3 kept its DNS journal by
+// oldJournalPath is where an older server kept its DNS journal by
 // default (--ddns-journal unset).
 func oldJournalPath(dbPath string) string {
 	if strings.HasPrefix(dbPath, "postgres://") || strings.HasPrefix(dbPath, "postgresql://") {

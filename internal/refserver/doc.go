@@ -82,7 +82,7 @@
 //
 // # Schema
 //
-// Schema version 1 (SchemaVersion; the migrations are numbered SQL files,
+// Schema version 2 (SchemaVersion; the migrations are numbered SQL files,
 // migrations/sqlite/NNNN_name.sql and migrations/postgres/NNNN_name.sql,
 // embedded and applied at start in order, each in a transaction with its
 // row in schema_version; a database of a newer version is refused). The
@@ -94,12 +94,31 @@
 //	          link_addr TEXT ('' unrelayed), link_layer TEXT, fqdn TEXT,
 //	          first_ns, last_ns, expires_ns (NULL: never), preferred_s, valid_s)
 //	history  (seq (INTEGER PRIMARY KEY / identity), time_ns, event (register,
-//	          refresh, move, deregister, expire, reject), duid, prev_duid, addr,
-//	          iface, link_addr, link_layer, fqdn, preferred_s, valid_s, reason)
+//	          refresh, move, deregister, expire, reject, dns), duid, prev_duid,
+//	          addr, iface, link_addr, link_layer, fqdn, preferred_s, valid_s,
+//	          reason)
 //	meta     (key TEXT PRIMARY KEY, value TEXT): "server-duid"
+//	ddns_pending (instance TEXT, addr TEXT, PRIMARY KEY (instance, addr),
+//	          want_name TEXT ('' none), want_duid TEXT, want_ttl (seconds),
+//	          drops TEXT (JSON [{"name", "duid"}]), since_ns)
 //	schema_version (version, name, applied_ns)
 //
-// A new table (say, pending DNS updates) is a new migration file per
-// dialect, 0002_….sql, and SchemaVersion follows. The operators' queries
-// are doc/examples/*.sql.
+// 0001_init creates bindings, history and meta; 0002_ddns_pending the DNS
+// journal (dnsjournal.go, DNSJournal): the work the DNS updater
+// (internal/ddns) has not yet done, ddns.Pending per address — the
+// records the address should have (an AAAA under want_name and a PTR to
+// it; none: the PTR goes) and the names whose AAAA for it must go. A
+// server loads, sends and deletes only the rows of its instance (empty with
+// SQLite; with PostgreSQL the host name, DefaultDNSInstance), so servers
+// sharing a database never take or overwrite each other's work. What an
+// update did is a history record of event "dns": fqdn the record's name,
+// duid its client's, reason "AAAA added", "PTR removed", "AAAA conflict"
+// or "AAAA failed: …" (the first failure of an update that is retried).
+// The journal has a connection of its own, opened before Run and closed
+// after the updater, and writes after the commit (at once when the
+// updater is idle, about once a second while it is busy): a crash may lose
+// the DNS updates of the changes committed in that last second.
+//
+// A new table is a new migration file per dialect, NNNN_….sql, and
+// SchemaVersion follows. The operators' queries are doc/examples/*.sql.
 package refserver

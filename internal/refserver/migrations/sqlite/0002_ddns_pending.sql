@@ -1,6 +1,6 @@
 -- 0002: the DNS updates not yet done (internal/ddns's journal), per
 -- server and address. A server loads and sends only the rows it wrote
--- (instance: '' with SQLite, the host name with PostgreSQL), so servers
+-- (instance: empty with SQLite, the host name with PostgreSQL), so servers
 -- sharing a database never take each other's work. The work is what
 -- ddns.Pending holds: the records the address should have (want_*: an
 -- AAAA under want_name and a PTR to it; want_name '' for none, the PTR
