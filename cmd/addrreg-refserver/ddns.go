@@ -112,9 +112,9 @@ func openDNSJournal(ctx context.Context, cfg refserver.Config) (*refserver.DNSJo
 	if _, err := os.Stat(old); err != nil {
 		return j, nil
 	}
-	ps, err := ddns.NewFileJournal(old).Load()
+	ps, _, err := ddns.NewFileJournal(old).Load()
 	if err == nil {
-		err = j.Apply(ps, nil, nil)
+		err = j.Apply(ddns.Batch{Put: ps})
 	}
 	if err == nil {
 		err = os.Rename(old, old+".imported")
@@ -131,29 +131,7 @@ func openDNSJournal(ctx context.Context, cfg refserver.Config) (*refserver.DNSJo
 
 // ddnsChange is what a committed event changes in DNS; false for events
 // that change no binding.
-func ddnsChange(e refserver.Event) (ddns.Change, bool) {
-	b := e.Binding
-	// The server keeps the labels of an FQDN option joined by commas
-	// (one name in practice).
-	first := func(s string) string { n, _, _ := strings.Cut(s, ","); return n }
-	c := ddns.Change{Addr: b.Addr}
-	switch e.Kind {
-	case refserver.EventRegister, refserver.EventRefresh, refserver.EventMove:
-		c.Name, c.DUID, c.Valid = first(b.FQDN), b.DUID, b.Valid
-		c.PrevName, c.PrevDUID = first(e.PrevFQDN), b.DUID
-		if e.Kind == refserver.EventMove {
-			c.PrevDUID = e.PrevDUID
-		}
-	case refserver.EventDeregister, refserver.EventExpire:
-		c.PrevName, c.PrevDUID = first(b.FQDN), b.DUID
-		if e.PrevDUID != nil { // deregistered by another client
-			c.PrevDUID = e.PrevDUID
-		}
-	default:
-		return c, false
-	}
-	return c, true
-}
+func ddnsChange(e refserver.Event) (ddns.Change, bool) { return refserver.DNSChange(e) }
 
 // enqueueEvents is refserver.Config.OnCommit for an updater.
 func enqueueEvents(u *ddns.Updater) func([]refserver.Event) {

@@ -109,7 +109,7 @@ func TestDNSJournalImport(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "bindings.db")
 	a := netip.MustParseAddr("2001:db8::7")
 	p := ddns.Pending{Addr: a, Want: &ddns.Owner{Name: "h.example.net.", DUID: []byte{1}, TTL: 60}, Since: time.Unix(1e9, 0).UTC()}
-	if err := ddns.NewFileJournal(db+".ddns").Apply([]ddns.Pending{p}, nil, nil); err != nil {
+	if err := ddns.NewFileJournal(db + ".ddns").Apply(ddns.Batch{Put: []ddns.Pending{p}}); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 { // the second start finds nothing to import
@@ -117,7 +117,7 @@ func TestDNSJournalImport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := j.Load()
+		got, _, err := j.Load()
 		j.Close()
 		if err != nil {
 			t.Fatal(err)

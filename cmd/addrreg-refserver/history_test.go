@@ -72,11 +72,11 @@ func TestHistoryShowsDNS(t *testing.T) {
 	}
 	a := netip.MustParseAddr("2001:db8::10")
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	err = j.Apply(nil, []netip.Addr{a}, []ddns.Outcome{
+	err = j.Apply(ddns.Batch{Del: []netip.Addr{a}, Done: []ddns.Outcome{
 		{Time: at, Addr: a, Record: "AAAA", Name: "h1.example.net.", DUID: []byte{0, 4, 0xaa}, Result: ddns.OutcomeAdded},
 		{Time: at.Add(time.Second), Addr: a, Record: "PTR", Name: "h1.example.net.", DUID: []byte{0, 4, 0xaa}, Result: ddns.OutcomeAdded},
 		{Time: at.Add(2 * time.Second), Addr: a, Record: "AAAA", Name: "h2.example.net.", DUID: []byte{0, 4, 0xbb}, Result: ddns.OutcomeConflict},
-	})
+	}})
 	if cerr := j.Close(); err == nil {
 		err = cerr
 	}

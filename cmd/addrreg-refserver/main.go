@@ -116,6 +116,7 @@ func runServer(args []string, stderr io.Writer) error {
 			}
 			defer j.Close()
 			ops.ddns.Journal = j
+			cfg.DNSJournal = j // commits write their DNS changes to it
 		}
 		if ops.updater, err = ddns.New(*ops.ddns); err != nil {
 			return usageError{err}

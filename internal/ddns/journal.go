@@ -12,17 +12,33 @@ import (
 )
 
 // Journal keeps the pending DNS work across restarts. The Updater calls
-// it from its one goroutine: Load once when it starts, then Apply with the
-// entries that changed (put), the addresses whose work is done (del) and
-// what the finished work did (done, oldest first), batched. A failed Apply
-// is retried with the same and newer changes.
+// it from its one goroutine: Load once when it starts, then Apply with
+// what changed since the last Apply, batched. A failed Apply is retried
+// with the same and newer changes.
+//
+// Load returns the pending work, and the changes the server wrote to the
+// journal itself (with their Seq) that no Apply has taken yet: a server
+// that writes a change in the transaction that commits it loses none in
+// a crash. The Updater merges them as if enqueued, and lists every Seq
+// it has merged or ignored, from Load or Enqueue, in a later Batch.Taken.
 //
 // The server's database implements it (refserver.DNSJournal: a table
-// keyed by address, the outcomes in its history, Apply as one
-// transaction); FileJournal is a file, and keeps no outcomes.
+// keyed by address, the changes written by the commit, the outcomes in
+// its history, Apply as one transaction); FileJournal is a file, and
+// keeps neither changes nor outcomes.
 type Journal interface {
-	Load() ([]Pending, error)
-	Apply(put []Pending, del []netip.Addr, done []Outcome) error
+	Load() ([]Pending, []Change, error)
+	Apply(b Batch) error
+}
+
+// Batch is what one Apply writes.
+type Batch struct {
+	Put  []Pending    // the entries that changed
+	Del  []netip.Addr // the addresses whose work is done
+	Done []Outcome    // what the finished work did, oldest first
+	// Taken: the Seq of the changes now merged into Put (or done, or
+	// ignored), which the journal may forget.
+	Taken []int64
 }
 
 // Outcome is what one finished update did to one record.
@@ -73,8 +89,14 @@ type journalFile struct {
 
 const journalVersion = 1
 
-// Load reads the file; a missing file is an empty journal.
-func (j *FileJournal) Load() ([]Pending, error) {
+// Load reads the file; a missing file is an empty journal. It holds no
+// changes.
+func (j *FileJournal) Load() ([]Pending, []Change, error) {
+	ps, err := j.load()
+	return ps, nil, err
+}
+
+func (j *FileJournal) load() ([]Pending, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	b, err := os.ReadFile(j.path)
@@ -100,15 +122,15 @@ func (j *FileJournal) Load() ([]Pending, error) {
 	return f.Pending, nil
 }
 
-// Apply records put and forgets del, and writes the file; done is not
-// kept.
-func (j *FileJournal) Apply(put []Pending, del []netip.Addr, _ []Outcome) error {
+// Apply records b.Put and forgets b.Del, and writes the file; b.Done is
+// not kept.
+func (j *FileJournal) Apply(b Batch) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for _, a := range del {
+	for _, a := range b.Del {
 		delete(j.m, a)
 	}
-	for _, p := range put {
+	for _, p := range b.Put {
 		j.m[p.Addr] = p
 	}
 	ps := make([]Pending, 0, len(j.m))

@@ -68,8 +68,10 @@ type Updater struct {
 
 	mu     sync.Mutex
 	intake []Change
-	wake   chan struct{}
-	size   atomic.Int64 // len(intake) + len(pending)
+	// ignored: the Seq of changes Enqueue did not queue (Journal).
+	ignored []int64
+	wake    chan struct{}
+	size    atomic.Int64 // len(intake) + len(pending)
 
 	// Owned by Run.
 	pending   map[netip.Addr]*entry
@@ -82,6 +84,9 @@ type Updater struct {
 	// attempt: the record the update under way is about.
 	done    []Outcome
 	attempt Outcome
+	// taken: the Seq of the changes merged or ignored since the last
+	// Apply.
+	taken []int64
 }
 
 // maxOutcomes bounds the outcomes kept while the journal cannot be
@@ -166,14 +171,16 @@ func (u *Updater) Enqueue(c Change) {
 	if c.Name == "" && name != "" {
 		u.log.Debug("DNS: name not in a forward zone, or not a host name: nothing published", "addr", c.Addr, "fqdn", name)
 	}
-	if c.Name == "" && c.PrevName == "" {
+	if c.Name == "" && c.PrevName == "" || c.Name == c.PrevName && string(c.DUID) == string(c.PrevDUID) {
+		// Nothing to publish, or a refresh: the records stand.
+		u.ignore(c.Seq)
 		return
-	}
-	if c.Name == c.PrevName && string(c.DUID) == string(c.PrevDUID) {
-		return // a refresh: the records stand
 	}
 	u.mu.Lock()
 	if u.size.Load() >= int64(u.cfg.MaxPending) {
+		if c.Seq != 0 {
+			u.ignored = append(u.ignored, c.Seq)
+		}
 		u.mu.Unlock()
 		u.m.dropped.Inc()
 		u.log.Warn("DNS update queue full: change dropped", "addr", c.Addr, "fqdn", c.Name, "max", u.cfg.MaxPending)
@@ -181,6 +188,17 @@ func (u *Updater) Enqueue(c Change) {
 	}
 	u.intake = append(u.intake, c)
 	u.size.Add(1)
+	u.mu.Unlock()
+	u.signal()
+}
+
+// ignore notes that the change numbered seq (if any) needs no work.
+func (u *Updater) ignore(seq int64) {
+	if seq == 0 {
+		return
+	}
+	u.mu.Lock()
+	u.ignored = append(u.ignored, seq)
 	u.mu.Unlock()
 	u.signal()
 }
@@ -202,10 +220,15 @@ func (u *Updater) Pending() int { return int(u.size.Load()) }
 // without the work it held.
 func (u *Updater) Run(ctx context.Context) error {
 	if j := u.cfg.Journal; j != nil {
-		ps, err := j.Load()
+		ps, cs, err := j.Load()
 		if err != nil {
 			u.m.journal.Inc()
 			u.log.Error("DNS journal unreadable: the updates pending before the restart are lost", "err", err)
+		}
+		// The changes committed but not taken before the restart:
+		// merged (take) after the work loaded below.
+		for _, c := range cs {
+			u.Enqueue(c)
 		}
 		for _, p := range ps {
 			if _, ok := u.pending[p.Addr]; !ok && p.Addr.IsValid() {
@@ -214,8 +237,8 @@ func (u *Updater) Run(ctx context.Context) error {
 			}
 			u.pending[p.Addr] = &entry{Pending: p}
 		}
-		if len(ps) > 0 {
-			u.log.Info("DNS updates pending from before the restart", "count", len(ps))
+		if len(ps)+len(cs) > 0 {
+			u.log.Info("DNS updates pending from before the restart", "count", len(ps), "changes", len(cs))
 		}
 	}
 	var timer scheduler.Timer
@@ -257,6 +280,8 @@ func (u *Updater) take() {
 	u.mu.Lock()
 	in := u.intake
 	u.intake = nil
+	u.taken = append(u.taken, u.ignored...)
+	u.ignored = u.ignored[:0]
 	u.mu.Unlock()
 	if len(in) == 0 {
 		return
@@ -277,6 +302,9 @@ func (u *Updater) take() {
 		}
 		e.Pending = merge(e.Pending, c, ttlFor(u.cfg.TTL, c.Valid), now)
 		u.dirty[c.Addr] = true
+		if c.Seq != 0 {
+			u.taken = append(u.taken, c.Seq)
+		}
 	}
 }
 
@@ -361,7 +389,7 @@ func (u *Updater) note(o Outcome) {
 // always when forced, else once enough changed or FlushEvery passed.
 func (u *Updater) flush(force bool) {
 	j := u.cfg.Journal
-	if j == nil || len(u.dirty) == 0 && len(u.done) == 0 {
+	if j == nil || len(u.dirty) == 0 && len(u.done) == 0 && len(u.taken) == 0 {
 		return
 	}
 	now := u.clock.Now()
@@ -378,7 +406,7 @@ func (u *Updater) flush(force bool) {
 		}
 	}
 	u.lastFlush = now
-	if err := j.Apply(put, del, u.done); err != nil {
+	if err := j.Apply(Batch{Put: put, Del: del, Done: u.done, Taken: u.taken}); err != nil {
 		u.m.journal.Inc()
 		u.log.Error("DNS journal not written: pending updates would not survive a restart", "err", err)
 		return
@@ -386,6 +414,7 @@ func (u *Updater) flush(force bool) {
 	clear(u.dirty)
 	clear(u.done)
 	u.done = u.done[:0]
+	u.taken = u.taken[:0]
 }
 
 // rcodeError is an answer that says the update was not done and may be

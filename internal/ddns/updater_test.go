@@ -209,7 +209,7 @@ func TestBackoff(t *testing.T) {
 	if u.Pending() != 1 {
 		t.Fatalf("pending = %d, want 1", u.Pending())
 	}
-	if ps, err := j.Load(); err != nil || len(ps) != 1 || ps[0].Want.Name != "h1.example.net." {
+	if ps, _, err := j.Load(); err != nil || len(ps) != 1 || ps[0].Want.Name != "h1.example.net." {
 		t.Fatalf("journal: %+v, %v; want h1's pending work", ps, err)
 	}
 
@@ -226,7 +226,7 @@ func TestBackoff(t *testing.T) {
 	if got := testutil.ToFloat64(u.m.updates.WithLabelValues("AAAA", "add", resultNoAnswer)); got != 7 {
 		t.Errorf("no-answer AAAA adds = %v, want 7", got)
 	}
-	waitFor(t, func() bool { ps, _ := j.Load(); return len(ps) == 0 })
+	waitFor(t, func() bool { ps, _, _ := j.Load(); return len(ps) == 0 })
 	var got []string
 	for _, o := range j.outcomes() {
 		got = append(got, o.Addr.String()+" "+o.Record+" "+o.Name+" "+o.Result)
@@ -247,11 +247,11 @@ type recJournal struct {
 	done []Outcome
 }
 
-func (j *recJournal) Apply(put []Pending, del []netip.Addr, done []Outcome) error {
+func (j *recJournal) Apply(b Batch) error {
 	j.mu.Lock()
-	j.done = append(j.done, done...)
+	j.done = append(j.done, b.Done...)
 	j.mu.Unlock()
-	return j.FileJournal.Apply(put, del, done)
+	return j.FileJournal.Apply(b)
 }
 
 func (j *recJournal) outcomes() []Outcome {
@@ -364,7 +364,7 @@ func TestBadJournal(t *testing.T) {
 	if got := testutil.ToFloat64(u.m.journal); got != 1 {
 		t.Errorf("journal errors = %v, want 1", got)
 	}
-	if ps, err := NewFileJournal(path).Load(); err != nil || len(ps) != 0 {
+	if ps, _, err := NewFileJournal(path).Load(); err != nil || len(ps) != 0 {
 		t.Errorf("journal after the work: %v, %v; want a valid empty one", ps, err)
 	}
 }

@@ -33,22 +33,22 @@ func TestDNSJournal(t *testing.T) {
 			Drop: []ddns.Owner{{Name: "h0.example.net.", DUID: duidB}}, Since: st0}
 		p2 := ddns.Pending{Addr: a2, Drop: []ddns.Owner{{Name: "h2.example.net.", DUID: duidA}}, Since: st0.Add(time.Second)}
 		j := openJournal(t, db, "a")
-		if err := j.Apply([]ddns.Pending{p2, p1}, nil, nil); err != nil {
+		if err := j.Apply(ddns.Batch{Put: []ddns.Pending{p2, p1}}); err != nil {
 			t.Fatal(err)
 		}
 		p1.Want.TTL = 600 // a later change of a1's work
-		if err := j.Apply([]ddns.Pending{p1}, nil, nil); err != nil {
+		if err := j.Apply(ddns.Batch{Put: []ddns.Pending{p1}}); err != nil {
 			t.Fatal(err)
 		}
 		// Another server of the site has its own rows.
 		jb := openJournal(t, db, "b")
-		if err := jb.Apply([]ddns.Pending{{Addr: a1, Since: st0}}, nil, nil); err != nil {
+		if err := jb.Apply(ddns.Batch{Put: []ddns.Pending{{Addr: a1, Since: st0}}}); err != nil {
 			t.Fatal(err)
 		}
 		j.Close()
 
 		j = openJournal(t, db, "a")
-		got, err := j.Load()
+		got, _, err := j.Load()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,13 +59,13 @@ func TestDNSJournal(t *testing.T) {
 			{Time: st0.Add(2 * time.Second), Addr: a1, Record: "AAAA", Name: "h1.example.net.", DUID: duidA, Result: ddns.OutcomeAdded},
 			{Time: st0.Add(3 * time.Second), Addr: a1, Record: "PTR", Name: "h1.example.net.", DUID: duidA, Result: ddns.OutcomeFailed, Err: "add PTR: REFUSED"},
 		}
-		if err := j.Apply(nil, []netip.Addr{a1}, done); err != nil {
+		if err := j.Apply(ddns.Batch{Del: []netip.Addr{a1}, Done: done}); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := j.Load(); err != nil || len(got) != 1 || got[0].Addr != a2 {
+		if got, _, err := j.Load(); err != nil || len(got) != 1 || got[0].Addr != a2 {
 			t.Errorf("after a1 is done: %+v, %v; want a2's work", got, err)
 		}
-		if got, err := jb.Load(); err != nil || len(got) != 1 || got[0].Addr != a1 || got[0].Want != nil {
+		if got, _, err := jb.Load(); err != nil || len(got) != 1 || got[0].Addr != a1 || got[0].Want != nil {
 			t.Errorf("instance b: %+v, %v; want its own a1 row", got, err)
 		}
 		st := openTest(t, db, retention{})
@@ -119,7 +119,7 @@ func TestMigrate0002(t *testing.T) {
 		}
 		raw.Close()
 		j := openJournal(t, db, "")
-		if err := j.Apply([]ddns.Pending{{Addr: netip.MustParseAddr("2001:db8::1"), Since: st0}}, nil, nil); err != nil {
+		if err := j.Apply(ddns.Batch{Put: []ddns.Pending{{Addr: netip.MustParseAddr("2001:db8::1"), Since: st0}}}); err != nil {
 			t.Fatal(err)
 		}
 		st := openTest(t, db, retention{})
@@ -133,6 +133,72 @@ func TestMigrate0002(t *testing.T) {
 		}
 		if h := mustHistory(t, st, HistoryQuery{}); len(h) != 1 || h[0].Event != "register" {
 			t.Errorf("history after migration: %+v", h)
+		}
+	})
+}
+
+// TestDNSIntake: with a DNS journal, a commit writes the DNS changes of
+// its events in its own transaction (a refresh that keeps the name
+// writes none); a journal opened after a crash returns them, not those
+// committed after it was opened, and forgets them once taken.
+func TestDNSIntake(t *testing.T) {
+	forBackends(t, func(t *testing.T, db string) {
+		ctx := context.Background()
+		j0 := openJournal(t, db, "x") // creates the schema
+		j0.Close()
+		inst := "x"
+		st, err := openStorage(ctx, db, storeOptions{log: discardLogger{}, dnsInstance: &inst})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg := regEvent(duidA, "2001:db8::1", st0, time.Hour)
+		reg.Binding.FQDN = "h1"
+		ref := reg
+		ref.Time = st0.Add(time.Minute)
+		ref.Binding.Last = ref.Time
+		ref.Binding.Expires = ref.Time.Add(time.Hour)
+		plain := regEvent(duidB, "2001:db8::2", st0, time.Hour) // no name: nothing for DNS
+		dereg := regEvent(duidA, "2001:db8::1", st0.Add(2*time.Minute), 0)
+		evs := mustCommit(t, st, reg, ref, plain, dereg)
+		if evs[0].DNSSeq == 0 || evs[1].DNSSeq != 0 || evs[2].DNSSeq != 0 || evs[3].DNSSeq <= evs[0].DNSSeq {
+			t.Errorf("DNSSeq %d %d %d %d; want the register's and the deregister's, increasing", evs[0].DNSSeq, evs[1].DNSSeq, evs[2].DNSSeq, evs[3].DNSSeq)
+		}
+		st.close() // a crash: the updater never journaled them
+
+		j := openJournal(t, db, "x")
+		if got, _, err := openJournal(t, db, "y").Load(); err != nil || len(got) != 0 {
+			t.Errorf("another instance: %v, %v", got, err)
+		}
+		// Committed after the journal was opened: this process's, not the Load's.
+		st2, err := openStorage(ctx, db, storeOptions{log: discardLogger{}, dnsInstance: &inst})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st2.close()
+		st = st2
+		late := regEvent(duidA, "2001:db8::4", st0.Add(3*time.Minute), time.Hour)
+		late.Binding.FQDN = "h4"
+		if l := mustCommit(t, st, late); l[0].DNSSeq == 0 {
+			t.Fatal("no DNSSeq for a later registration")
+		}
+		_, cs, err := j.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a1 := netip.MustParseAddr("2001:db8::1")
+		want := []ddns.Change{
+			{Addr: a1, Name: "h1", DUID: duidA, Valid: time.Hour, PrevDUID: duidA, Seq: evs[0].DNSSeq},
+			{Addr: a1, PrevName: "h1", PrevDUID: duidA, DUID: []byte{}, Seq: evs[3].DNSSeq},
+		}
+		if d := cmp.Diff(want, cs, bindingCmp); d != "" {
+			t.Errorf("changes after the crash (-want +got):\n%s", d)
+		}
+		if err := j.Apply(ddns.Batch{Put: []ddns.Pending{{Addr: a1, Since: st0}}, Taken: []int64{evs[0].DNSSeq, evs[3].DNSSeq}}); err != nil {
+			t.Fatal(err)
+		}
+		j.Close()
+		if ps, cs, err := openJournal(t, db, "x").Load(); err != nil || len(ps) != 1 || len(cs) != 1 || cs[0].Name != "h4" {
+			t.Errorf("after Apply: %+v, %+v, %v; want the pending row and h4's change", ps, cs, err)
 		}
 	})
 }

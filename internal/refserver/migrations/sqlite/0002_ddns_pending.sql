@@ -17,3 +17,21 @@ CREATE TABLE ddns_pending (
 	since_ns  INTEGER NOT NULL,
 	PRIMARY KEY (instance, addr)
 ) WITHOUT ROWID;
+
+-- The binding changes a commit hands the DNS updater, written in the
+-- commit's transaction (so a crash loses none), until the updater has
+-- merged them into ddns_pending (and deletes them in that transaction).
+-- seq: the change's number, increasing per instance. name/duid: the
+-- name now registered ('' none); prev_name/prev_duid: the name published
+-- before; valid_s: the binding's valid lifetime.
+CREATE TABLE ddns_intake (
+	instance  TEXT NOT NULL,
+	seq       INTEGER NOT NULL,
+	addr      TEXT NOT NULL,
+	name      TEXT NOT NULL DEFAULT '',
+	duid      TEXT NOT NULL DEFAULT '',
+	valid_s   INTEGER NOT NULL DEFAULT 0,
+	prev_name TEXT NOT NULL DEFAULT '',
+	prev_duid TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (instance, seq)
+) WITHOUT ROWID;
