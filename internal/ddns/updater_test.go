@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -379,5 +380,78 @@ func BenchmarkEnqueue(b *testing.B) {
 	c := Change{Addr: a1, Name: "host-name", DUID: dA, Valid: time.Hour}
 	for b.Loop() {
 		u.Enqueue(c)
+	}
+}
+
+// changesJournal is a journal holding changes a server committed before a
+// crash; it records the Batches it is given.
+type changesJournal struct {
+	changes []Change
+	mu      sync.Mutex
+	batches []Batch
+}
+
+func (j *changesJournal) Load() ([]Pending, []Change, error) { return nil, j.changes, nil }
+
+func (j *changesJournal) Apply(b Batch) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	b.Taken = append([]int64(nil), b.Taken...)
+	j.batches = append(j.batches, b)
+	return nil
+}
+
+func (j *changesJournal) taken() []int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []int64
+	for _, b := range j.batches {
+		out = append(out, b.Taken...)
+	}
+	return out
+}
+
+// TestJournalChanges: the changes a journal returns are done like
+// enqueued ones, and every Seq, of a change merged or ignored (a name
+// outside the zones, a refresh), from the journal or Enqueue, is taken.
+func TestJournalChanges(t *testing.T) {
+	clock := scheduler.NewFakeClock(t0)
+	f := &fakeDNS{clock: clock}
+	j := &changesJournal{changes: []Change{
+		{Addr: a1, Name: "h1", DUID: dA, Valid: time.Hour, Seq: 1},
+		{Addr: a1, Name: "h2", DUID: dA, PrevName: "h1", PrevDUID: dA, Valid: time.Hour, Seq: 2}, // a rename: merged
+		{Addr: netip.MustParseAddr("2001:db8:1::2"), Name: "x.example.com", DUID: dA, Seq: 3},    // outside the zones
+	}}
+	u, err := New(Config{Server: "[2001:db8::53]:53", ForwardZones: []string{"example.net"}, Clock: clock, Logger: quiet(), Dial: f.dial, Journal: j})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		f.wg.Wait()
+	}()
+	u.Enqueue(Change{Addr: a1, Name: "h1", DUID: dA, PrevName: "h1", PrevDUID: dA, Seq: 4}) // a refresh
+	waitFor(t, func() bool { return len(j.taken()) == 4 && u.Pending() == 0 })
+	got := j.taken()
+	slices.Sort(got)
+	if !slices.Equal(got, []int64{1, 2, 3, 4}) {
+		t.Errorf("taken %v, want 1 2 3 4", got)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var names []string
+	for _, m := range f.msgs {
+		for _, rr := range m.Ns {
+			names = append(names, rr.Header().Name)
+		}
+	}
+	if !slices.Contains(names, "h2.example.net.") || slices.Contains(names, "x.example.com.") {
+		t.Errorf("updates to %v; want h2.example.net., nothing outside the zones", names)
 	}
 }
