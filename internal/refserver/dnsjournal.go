@@ -20,6 +20,14 @@ import (
 // and server instance, and what finished updates did in the history
 // (event "dns"). Each Apply is one transaction.
 //
+// With Config.DNSJournal set, each commit also writes the DNS changes of
+// its events to ddns_intake in its own transaction (a few rows: only
+// registrations, moves, renames and removals of named bindings), so a
+// change committed is never lost to a crash before the updater has merged
+// it; the updater's Apply deletes the changes it has merged (Batch.Taken)
+// in the transaction that writes their result to ddns_pending, and Load
+// returns those it had not.
+//
 // Servers that share a PostgreSQL database each keep their own rows
 // (instance, by default the host name): a server loads, sends and deletes
 // only what it queued, so two servers never fight over one row. The
@@ -27,11 +35,8 @@ import (
 // each in its own order, as before; an address's last change wins only
 // within one server.
 //
-// The journal is written by the updater, after the commit that queued
-// the work (about once a second while it is busy, at once when it is
-// idle): a crash in between loses those changes' DNS updates, not the
-// bindings. It has a connection of its own, so it outlives the server's
-// Run and writes what is pending when the updater stops.
+// It has a connection of its own, so it outlives the server's Run and
+// writes what is pending when the updater stops.
 type DNSJournal struct {
 	st       storage
 	instance string

@@ -101,6 +101,8 @@
 //	ddns_pending (instance TEXT, addr TEXT, PRIMARY KEY (instance, addr),
 //	          want_name TEXT ('' none), want_duid TEXT, want_ttl (seconds),
 //	          drops TEXT (JSON [{"name", "duid"}]), since_ns)
+//	ddns_intake (instance TEXT, seq, PRIMARY KEY (instance, seq), addr,
+//	          name, duid, valid_s, prev_name, prev_duid)
 //	schema_version (version, name, applied_ns)
 //
 // 0001_init creates bindings, history and meta; 0002_ddns_pending the DNS
@@ -115,9 +117,14 @@
 // duid its client's, reason "AAAA added", "PTR removed", "AAAA conflict"
 // or "AAAA failed: …" (the first failure of an update that is retried).
 // The journal has a connection of its own, opened before Run and closed
-// after the updater, and writes after the commit (at once when the
-// updater is idle, about once a second while it is busy): a crash may lose
-// the DNS updates of the changes committed in that last second.
+// after the updater. The commit writes the DNS change of each event that
+// has one (ddns.Change: the name now and before, DNSChange) to
+// ddns_intake in its transaction, numbered (seq, Event.DNSSeq); the
+// updater merges it into its queue, and its next journal write (at once
+// when idle, about once a second while busy) stores the merged work in
+// ddns_pending and deletes the change, in one transaction. A crash loses
+// no DNS update: at start the journal returns the pending rows and the
+// changes not yet merged.
 //
 // A new table is a new migration file per dialect, NNNN_….sql, and
 // SchemaVersion follows. The operators' queries are doc/examples/*.sql.
