@@ -689,10 +689,11 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 
 // sameInform reports whether nb is what old already records, registered
 // less than a second before: the same ADDR-REG-INFORM handled by two
-// servers of one link, or a retransmission.
+// servers of one link, or a retransmission. A new name is a new
+// registration (a renamed host registers again at once).
 func sameInform(old, nb *Binding) bool {
 	d := nb.Last.Sub(old.Last).Abs() // the other server may have handled it first, committed it last
-	return d < time.Second && string(old.DUID) == string(nb.DUID) &&
+	return d < time.Second && string(old.DUID) == string(nb.DUID) && old.FQDN == nb.FQDN &&
 		old.Preferred == nb.Preferred && old.Valid == nb.Valid && old.Iface == nb.Iface && old.LinkAddr == nb.LinkAddr
 }
 
