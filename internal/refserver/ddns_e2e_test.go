@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
+	_ "github.com/jackc/pgx/v5/stdlib"       // database/sql driver "pgx"
 	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3"
 
 	"github.com/addrreg/addrreg/internal/refserver"
 	"github.com/addrreg/addrreg/test/bindtest"
 	"github.com/addrreg/addrreg/test/dhcp6test"
+	"github.com/addrreg/addrreg/test/pgtest"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -45,12 +47,23 @@ func registerFQDN(t *testing.T, nd *topo.Node, addr netip.Addr, duid []byte, nam
 }
 
 // TestE2EDNSRestart: the DNS updates a stopped server had not done are
-// done when it starts again (its journal), and a binding that expired
-// while it was down loses its records when it starts.
+// done when it starts again (its journal, in the database), and a binding
+// that expired while it was down loses its records when it starts; the
+// history shows what the updates did. On SQLite and PostgreSQL.
 func TestE2EDNSRestart(t *testing.T) {
 	topo.RequireRoot(t)
 	bindtest.Require(t)
 	bin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
+	t.Run("sqlite", func(t *testing.T) { testDNSRestart(t, bin, filepath.Join(t.TempDir(), "bindings.db")) })
+	t.Run("postgres", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("PostgreSQL: not under -short")
+		}
+		testDNSRestart(t, bin, pgtest.Shared(t).NewDB(t))
+	})
+}
+
+func testDNSRestart(t *testing.T, bin, db string) {
 	n := topo.New(t)
 	srv, cli := n.Node("server"), n.Node("client")
 	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
@@ -59,7 +72,6 @@ func TestE2EDNSRestart(t *testing.T) {
 		cli.MustExec(t, "ip", "-6", "addr", "add", a.String()+"/64", "dev", "eth0", "nodad")
 	}
 	dns := bindtest.Start(t, srv, bindtest.Zones{Forward: []string{"example.net."}, Reverse: []string{"8.b.d.0.1.0.0.2.ip6.arpa."}})
-	db := filepath.Join(t.TempDir(), "bindings.db")
 	args := []string{"-i", "eth0", "--db", db, "--ddns-server", "[::1]:53", "--ddns-forward-zone", "example.net.",
 		"--ddns-reverse-zone", "8.b.d.0.1.0.0.2.ip6.arpa.", "--ddns-tsig-key-file", dns.KeyFile}
 	p := startServer(t, srv, bin, args...)
@@ -110,7 +122,7 @@ func TestE2EDNSRestart(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var got []string
-		recs, err := refserver.ReadHistory(db)
+		recs, err := refserver.ReadHistoryDB(t.Context(), db, "", refserver.HistoryQuery{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,7 +152,11 @@ func TestE2EDNSRestart(t *testing.T) {
 // pendingDNS reads the addresses in the database's DNS journal.
 func pendingDNS(t *testing.T, db string) []string {
 	t.Helper()
-	d, err := sql.Open("sqlite3", "file:"+db+"?mode=ro&_pragma=busy_timeout(5000)")
+	drv, dsn := "sqlite3", "file:"+db+"?mode=ro&_pragma=busy_timeout(5000)"
+	if strings.HasPrefix(db, "postgres") {
+		drv, dsn = "pgx", db
+	}
+	d, err := sql.Open(drv, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
