@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -32,13 +35,13 @@ func addDDNSFlags(fs *pflag.FlagSet) *ddnsFlags {
 		reverse: fs.StringArray("ddns-reverse-zone", nil, "ip6.arpa zone whose addresses get PTR records (repeatable)"),
 		keyFile: fs.String("ddns-tsig-key-file", "", "TSIG key to sign updates with, as tsig-keygen writes it (key \"NAME\" { algorithm …; secret \"…\"; };)"),
 		ttl:     fs.Duration("ddns-ttl", 0, "TTL of the records (0: a third of the binding's valid lifetime, between 10s and 1h)"),
-		journal: fs.String("ddns-journal", "", "file holding the DNS updates not yet done, across restarts (default: the --db path with .ddns appended; with PostgreSQL, ddns-pending.json in /var/lib/addrreg-refserver)"),
+		journal: fs.String("ddns-journal", "", "keep the DNS updates not yet done in this JSON file instead of the database (default: the database's table ddns_pending, DNS outcomes in the history)"),
 	}
 }
 
 // config returns the updater's configuration, nil when DNS updates are
 // off.
-func (f *ddnsFlags) config(dbPath string) (*ddns.Config, error) {
+func (f *ddnsFlags) config() (*ddns.Config, error) {
 	if *f.server == "" {
 		for _, n := range []string{"ddns-forward-zone", "ddns-reverse-zone", "ddns-tsig-key-file", "ddns-ttl", "ddns-journal"} {
 			if f.fs.Changed(n) {
@@ -81,44 +84,54 @@ func (f *ddnsFlags) config(dbPath string) (*ddns.Config, error) {
 	if *f.ttl < 0 || (*f.ttl > 0 && *f.ttl < time.Second) {
 		return nil, usagef("invalid --ddns-ttl %v: want 0 (from the lifetime) or at least 1s", *f.ttl)
 	}
-	path := *f.journal
-	switch {
-	case path != "":
-	case strings.HasPrefix(dbPath, "postgres://") || strings.HasPrefix(dbPath, "postgresql://"):
-		// No file to put it beside: the state directory.
-		path = filepath.Join(filepath.Dir(refserver.DefaultDBPath), "ddns-pending.json")
-	default:
-		path = dbPath + ".ddns"
+	if *f.journal != "" {
+		cfg.Journal = ddns.NewFileJournal(*f.journal)
 	}
-	cfg.Journal = ddns.NewFileJournal(path)
+	// Else the database (openDNSJournal).
 	return cfg, nil
+}
+
+// oldJournalPath is where an older server kept its DNS journal by
+// default (--ddns-journal unset).
+func oldJournalPath(dbPath string) string {
+	if strings.HasPrefix(dbPath, "postgres://") || strings.HasPrefix(dbPath, "postgresql://") {
+		return filepath.Join(filepath.Dir(refserver.DefaultDBPath), "ddns-pending.json")
+	}
+	return dbPath + ".ddns"
+}
+
+// openDNSJournal opens the DNS journal in the server's database, and
+// moves into it the work pending in the file an older server kept by
+// default (that file is then renamed NAME.imported).
+func openDNSJournal(ctx context.Context, cfg refserver.Config) (*refserver.DNSJournal, error) {
+	j, err := refserver.OpenDNSJournal(ctx, cfg, refserver.DefaultDNSInstance(cfg.DBPath))
+	if err != nil {
+		return nil, err
+	}
+	old := oldJournalPath(cfg.DBPath)
+	if _, err := os.Stat(old); err != nil {
+		return j, nil
+	}
+	ps, _, err := ddns.NewFileJournal(old).Load()
+	if err == nil {
+		err = j.Apply(ddns.Batch{Put: ps})
+	}
+	if err == nil {
+		err = os.Rename(old, old+".imported")
+	}
+	if err != nil {
+		j.Close()
+		return nil, fmt.Errorf("import the DNS journal %s into the database: %w", old, err)
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.Info("DNS journal file imported into the database", "file", old, "pending", len(ps), "kept_as", old+".imported")
+	}
+	return j, nil
 }
 
 // ddnsChange is what a committed event changes in DNS; false for events
 // that change no binding.
-func ddnsChange(e refserver.Event) (ddns.Change, bool) {
-	b := e.Binding
-	// The server keeps the labels of an FQDN option joined by commas
-	// (one name in practice).
-	first := func(s string) string { n, _, _ := strings.Cut(s, ","); return n }
-	c := ddns.Change{Addr: b.Addr}
-	switch e.Kind {
-	case refserver.EventRegister, refserver.EventRefresh, refserver.EventMove:
-		c.Name, c.DUID, c.Valid = first(b.FQDN), b.DUID, b.Valid
-		c.PrevName, c.PrevDUID = first(e.PrevFQDN), b.DUID
-		if e.Kind == refserver.EventMove {
-			c.PrevDUID = e.PrevDUID
-		}
-	case refserver.EventDeregister, refserver.EventExpire:
-		c.PrevName, c.PrevDUID = first(b.FQDN), b.DUID
-		if e.PrevDUID != nil { // deregistered by another client
-			c.PrevDUID = e.PrevDUID
-		}
-	default:
-		return c, false
-	}
-	return c, true
-}
+func ddnsChange(e refserver.Event) (ddns.Change, bool) { return refserver.DNSChange(e) }
 
 // enqueueEvents is refserver.Config.OnCommit for an updater.
 func enqueueEvents(u *ddns.Updater) func([]refserver.Event) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/netip"
 	"os"
@@ -63,8 +64,13 @@ func TestDDNSConfig(t *testing.T) {
 	}
 	c := ops.ddns
 	if c == nil || c.Server != "[2001:db8::53]:53" || c.ForwardZones[0] != "example.net." || c.ReverseZones[0] != "8.b.d.0.1.0.0.2.ip6.arpa." ||
-		c.Key.Name != "addrreg." || c.TTL != 5*time.Minute || c.Journal == nil {
-		t.Errorf("ddns config %+v", c)
+		c.Key.Name != "addrreg." || c.TTL != 5*time.Minute || c.Journal != nil {
+		t.Errorf("ddns config %+v (want no journal: the database's, opened at start)", c)
+	}
+	_, ops, err = serverConfig([]string{"-i", "eth0", "--ddns-server", "2001:db8::53", "--ddns-forward-zone", "example.net",
+		"--ddns-journal", filepath.Join(dir, "j.json")}, io.Discard)
+	if _, ok := ops.ddns.Journal.(*ddns.FileJournal); err != nil || !ok {
+		t.Errorf("--ddns-journal: journal %T, %v; want a file", ops.ddns.Journal, err)
 	}
 	if _, ops, err := serverConfig([]string{"-i", "eth0"}, io.Discard); err != nil || ops.ddns != nil {
 		t.Errorf("without --ddns-server: %+v, %v; want off", ops.ddns, err)
@@ -94,5 +100,36 @@ func TestDDNSChange(t *testing.T) {
 		if d := cmp.Diff(tc.want, got, cmpopts.EquateComparable(netip.Addr{})); d != "" {
 			t.Errorf("%v: (-want +got)\n%s", tc.ev.Kind, d)
 		}
+	}
+}
+
+// TestDNSJournalImport: the work pending in the file an older server kept
+// by default is moved into the database at start, the file kept aside.
+func TestDNSJournalImport(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "bindings.db")
+	a := netip.MustParseAddr("2001:db8::7")
+	p := ddns.Pending{Addr: a, Want: &ddns.Owner{Name: "h.example.net.", DUID: []byte{1}, TTL: 60}, Since: time.Unix(1e9, 0).UTC()}
+	if err := ddns.NewFileJournal(db + ".ddns").Apply(ddns.Batch{Put: []ddns.Pending{p}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second start finds nothing to import
+		j, err := openDNSJournal(context.Background(), refserver.Config{DBPath: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := j.Load()
+		j.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff([]ddns.Pending{p}, got, cmpopts.EquateComparable(netip.Addr{})); d != "" {
+			t.Errorf("imported (-want +got):\n%s", d)
+		}
+	}
+	if _, err := os.Stat(db + ".ddns.imported"); err != nil {
+		t.Errorf("old journal not kept aside: %v", err)
+	}
+	if _, err := os.Stat(db + ".ddns"); err == nil {
+		t.Error("old journal still in place")
 	}
 }

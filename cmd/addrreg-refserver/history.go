@@ -218,12 +218,14 @@ func printEvents(w io.Writer, recs []refserver.HistoryRecord) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tEVENT\tADDRESS\tDUID\tPREVIOUS DUID\tIFACE\tLINK-LAYER\tVALID\tREASON")
+	fmt.Fprintln(tw, "TIME\tEVENT\tADDRESS\tDUID\tPREVIOUS DUID\tIFACE\tLINK-LAYER\tVALID\tFQDN\tREASON")
 	for _, r := range recs {
 		valid := validText(r.Valid)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), r.Event, r.Addr,
+		// A dns event: FQDN is the record's name, REASON the record
+		// and what became of it ("AAAA added").
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), r.Event, r.Addr,
 			orDash(hex.EncodeToString(r.DUID)), orDash(hex.EncodeToString(r.PrevDUID)), orDash(r.Iface),
-			orDash(r.LinkLayer.String()), valid, orDash(r.Reason))
+			orDash(r.LinkLayer.String()), valid, orDash(r.FQDN), orDash(r.Reason))
 	}
 	tw.Flush()
 }

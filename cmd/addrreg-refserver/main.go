@@ -102,8 +102,22 @@ func runServer(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	if ops.ddns != nil {
 		ops.ddns.Logger = cfg.Logger.With("part", "ddns")
+		if ops.ddns.Journal == nil {
+			// The database, opened (and migrated) before the server
+			// opens it, closed after the updater has written it last.
+			j, err := openDNSJournal(ctx, cfg)
+			if err != nil {
+				cfg.Logger.Error("server failed", "err", err)
+				return err
+			}
+			defer j.Close()
+			ops.ddns.Journal = j
+			cfg.DNSJournal = j // commits write their DNS changes to it
+		}
 		if ops.updater, err = ddns.New(*ops.ddns); err != nil {
 			return usageError{err}
 		}
@@ -113,8 +127,6 @@ func runServer(args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if err := runWithOps(ctx, srv, ops, cfg.Logger); err != nil {
 		cfg.Logger.Error("server failed", "err", err)
 		return err
@@ -265,7 +277,7 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 		}
 	}
 
-	dnsCfg, err := dnsFlags.config(cfg.DBPath)
+	dnsCfg, err := dnsFlags.config()
 	if err != nil {
 		return zero, ops, err
 	}

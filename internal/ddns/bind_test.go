@@ -240,7 +240,7 @@ func TestBINDRestartWithPending(t *testing.T) {
 	s.WaitFor(t, 10*time.Second, sameSet(addr1.String()), "AAAA", "h1.example.net.")
 	s.WaitFor(t, 10*time.Second, sameSet("h1.example.net."), "-x", addr1.String())
 	waitPending(t, u2, 0)
-	ps, err := ddns.NewFileJournal(path).Load()
+	ps, _, err := ddns.NewFileJournal(path).Load()
 	if err != nil || len(ps) != 0 {
 		t.Errorf("journal after the work is done: %v, %v; want empty", ps, err)
 	}

@@ -23,6 +23,9 @@ type Change struct {
 	// (the binding's previous FQDN and holder), "" if none.
 	PrevName string
 	PrevDUID []byte
+	// Seq, when not 0, is the change's number in the Journal (which the
+	// server wrote it to when it committed it); see Journal.
+	Seq int64
 }
 
 // Owner is a name as registered by one client.

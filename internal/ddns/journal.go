@@ -8,19 +8,64 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Journal keeps the pending DNS work across restarts. The Updater calls
-// it from its one goroutine: Load once when it starts, then Apply with the
-// entries that changed (put) and the addresses whose work is done (del),
-// batched. A failed Apply is retried with the same and newer changes.
+// it from its one goroutine: Load once when it starts, then Apply with
+// what changed since the last Apply, batched. A failed Apply is retried
+// with the same and newer changes.
 //
-// The server's database can implement it (one table keyed by address,
-// Apply as one transaction); FileJournal is a file.
+// Load returns the pending work, and the changes the server wrote to the
+// journal itself (with their Seq) that no Apply has taken yet: a server
+// that writes a change in the transaction that commits it loses none in
+// a crash. The Updater merges them as if enqueued, and lists every Seq
+// it has merged or ignored, from Load or Enqueue, in a later Batch.Taken.
+//
+// The server's database implements it (refserver.DNSJournal: a table
+// keyed by address, the changes written by the commit, the outcomes in
+// its history, Apply as one transaction); FileJournal is a file, and
+// keeps neither changes nor outcomes.
 type Journal interface {
-	Load() ([]Pending, error)
-	Apply(put []Pending, del []netip.Addr) error
+	Load() ([]Pending, []Change, error)
+	Apply(b Batch) error
 }
+
+// Batch is what one Apply writes.
+type Batch struct {
+	Put  []Pending    // the entries that changed
+	Del  []netip.Addr // the addresses whose work is done
+	Done []Outcome    // what the finished work did, oldest first
+	// Taken: the Seq of the changes now merged into Put (or done, or
+	// ignored), which the journal may forget.
+	Taken []int64
+}
+
+// Outcome is what one finished update did to one record.
+type Outcome struct {
+	Time time.Time
+	Addr netip.Addr
+	// Record is "AAAA" or "PTR".
+	Record string
+	// Name is the AAAA record's owner name, or the name the PTR points
+	// to ("" for a PTR removed).
+	Name string
+	DUID []byte // the client the name is registered to
+	// Result: OutcomeAdded, OutcomeRemoved, OutcomeConflict (the name is
+	// held by another client: not taken), OutcomeFailed (the first
+	// failure of a pending update; it is retried, and its success is
+	// recorded in turn).
+	Result string
+	Err    string // OutcomeFailed: why
+}
+
+// The results of an Outcome.
+const (
+	OutcomeAdded    = "added"
+	OutcomeRemoved  = "removed"
+	OutcomeConflict = "conflict"
+	OutcomeFailed   = "failed"
+)
 
 // FileJournal is a Journal in one JSON file, replaced atomically (write a
 // temporary file, fsync, rename, fsync the directory) on every Apply. It
@@ -44,8 +89,14 @@ type journalFile struct {
 
 const journalVersion = 1
 
-// Load reads the file; a missing file is an empty journal.
-func (j *FileJournal) Load() ([]Pending, error) {
+// Load reads the file; a missing file is an empty journal. It holds no
+// changes.
+func (j *FileJournal) Load() ([]Pending, []Change, error) {
+	ps, err := j.load()
+	return ps, nil, err
+}
+
+func (j *FileJournal) load() ([]Pending, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	b, err := os.ReadFile(j.path)
@@ -71,14 +122,15 @@ func (j *FileJournal) Load() ([]Pending, error) {
 	return f.Pending, nil
 }
 
-// Apply records put and forgets del, and writes the file.
-func (j *FileJournal) Apply(put []Pending, del []netip.Addr) error {
+// Apply records b.Put and forgets b.Del, and writes the file; b.Done is
+// not kept.
+func (j *FileJournal) Apply(b Batch) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for _, a := range del {
+	for _, a := range b.Del {
 		delete(j.m, a)
 	}
-	for _, p := range put {
+	for _, p := range b.Put {
 		j.m[p.Addr] = p
 	}
 	ps := make([]Pending, 0, len(j.m))

@@ -68,8 +68,10 @@ type Updater struct {
 
 	mu     sync.Mutex
 	intake []Change
-	wake   chan struct{}
-	size   atomic.Int64 // len(intake) + len(pending)
+	// ignored: the Seq of changes Enqueue did not queue (Journal).
+	ignored []int64
+	wake    chan struct{}
+	size    atomic.Int64 // len(intake) + len(pending)
 
 	// Owned by Run.
 	pending   map[netip.Addr]*entry
@@ -78,7 +80,18 @@ type Updater struct {
 	lastFlush time.Time
 	downUntil time.Time // the server did not answer: wait for it
 	failures  int       // consecutive exchanges without an answer
+	// done: the outcomes not yet in the journal (at most maxOutcomes);
+	// attempt: the record the update under way is about.
+	done    []Outcome
+	attempt Outcome
+	// taken: the Seq of the changes merged or ignored since the last
+	// Apply.
+	taken []int64
 }
+
+// maxOutcomes bounds the outcomes kept while the journal cannot be
+// written; the oldest go first.
+const maxOutcomes = 4096
 
 // entry is a Pending with its retry state.
 type entry struct {
@@ -158,14 +171,16 @@ func (u *Updater) Enqueue(c Change) {
 	if c.Name == "" && name != "" {
 		u.log.Debug("DNS: name not in a forward zone, or not a host name: nothing published", "addr", c.Addr, "fqdn", name)
 	}
-	if c.Name == "" && c.PrevName == "" {
+	if c.Name == "" && c.PrevName == "" || c.Name == c.PrevName && string(c.DUID) == string(c.PrevDUID) {
+		// Nothing to publish, or a refresh: the records stand.
+		u.ignore(c.Seq)
 		return
-	}
-	if c.Name == c.PrevName && string(c.DUID) == string(c.PrevDUID) {
-		return // a refresh: the records stand
 	}
 	u.mu.Lock()
 	if u.size.Load() >= int64(u.cfg.MaxPending) {
+		if c.Seq != 0 {
+			u.ignored = append(u.ignored, c.Seq)
+		}
 		u.mu.Unlock()
 		u.m.dropped.Inc()
 		u.log.Warn("DNS update queue full: change dropped", "addr", c.Addr, "fqdn", c.Name, "max", u.cfg.MaxPending)
@@ -173,6 +188,17 @@ func (u *Updater) Enqueue(c Change) {
 	}
 	u.intake = append(u.intake, c)
 	u.size.Add(1)
+	u.mu.Unlock()
+	u.signal()
+}
+
+// ignore notes that the change numbered seq (if any) needs no work.
+func (u *Updater) ignore(seq int64) {
+	if seq == 0 {
+		return
+	}
+	u.mu.Lock()
+	u.ignored = append(u.ignored, seq)
 	u.mu.Unlock()
 	u.signal()
 }
@@ -194,10 +220,15 @@ func (u *Updater) Pending() int { return int(u.size.Load()) }
 // without the work it held.
 func (u *Updater) Run(ctx context.Context) error {
 	if j := u.cfg.Journal; j != nil {
-		ps, err := j.Load()
+		ps, cs, err := j.Load()
 		if err != nil {
 			u.m.journal.Inc()
 			u.log.Error("DNS journal unreadable: the updates pending before the restart are lost", "err", err)
+		}
+		// The changes committed but not taken before the restart:
+		// merged (take) after the work loaded below.
+		for _, c := range cs {
+			u.Enqueue(c)
 		}
 		for _, p := range ps {
 			if _, ok := u.pending[p.Addr]; !ok && p.Addr.IsValid() {
@@ -206,8 +237,8 @@ func (u *Updater) Run(ctx context.Context) error {
 			}
 			u.pending[p.Addr] = &entry{Pending: p}
 		}
-		if len(ps) > 0 {
-			u.log.Info("DNS updates pending from before the restart", "count", len(ps))
+		if len(ps)+len(cs) > 0 {
+			u.log.Info("DNS updates pending from before the restart", "count", len(ps), "changes", len(cs))
 		}
 	}
 	var timer scheduler.Timer
@@ -249,6 +280,8 @@ func (u *Updater) take() {
 	u.mu.Lock()
 	in := u.intake
 	u.intake = nil
+	u.taken = append(u.taken, u.ignored...)
+	u.ignored = u.ignored[:0]
 	u.mu.Unlock()
 	if len(in) == 0 {
 		return
@@ -269,6 +302,9 @@ func (u *Updater) take() {
 		}
 		e.Pending = merge(e.Pending, c, ttlFor(u.cfg.TTL, c.Valid), now)
 		u.dirty[c.Addr] = true
+		if c.Seq != 0 {
+			u.taken = append(u.taken, c.Seq)
+		}
 	}
 }
 
@@ -307,6 +343,9 @@ func (u *Updater) process(ctx context.Context, i int, now time.Time) {
 		u.order = slices.Delete(u.order, i, i+1)
 	}
 	if err == nil {
+		if e.failures > 0 {
+			u.log.Info("DNS update done after failures", "addr", e.Addr, "failures", e.failures)
+		}
 		delete(u.pending, e.Addr)
 		u.size.Add(-1)
 		u.dirty[e.Addr] = true
@@ -315,6 +354,13 @@ func (u *Updater) process(ctx context.Context, i int, now time.Time) {
 	}
 	u.order = append(u.order, e.Addr)
 	e.failures++
+	if e.failures == 1 {
+		// Recorded once: a retry that fails again adds nothing new, a
+		// success is recorded in turn.
+		o := u.attempt
+		o.Result, o.Err = OutcomeFailed, err.Error()
+		u.note(o)
+	}
 	e.retryAt = now.Add(u.cfg.Retry.Delay(e.failures, 0, u.cfg.Rand))
 	var rc rcodeError
 	if !errors.As(err, &rc) {
@@ -327,15 +373,27 @@ func (u *Updater) process(ctx context.Context, i int, now time.Time) {
 	u.log.Warn("DNS update failed: will retry", "addr", e.Addr, "err", err, "retry_in", e.retryAt.Sub(now).Round(time.Millisecond))
 }
 
-// flush writes the changed entries to the journal: always when forced,
-// else once enough changed or FlushEvery passed.
+// note keeps an outcome for the journal.
+func (u *Updater) note(o Outcome) {
+	if u.cfg.Journal == nil {
+		return
+	}
+	o.Time = u.clock.Now()
+	if len(u.done) >= maxOutcomes {
+		u.done = slices.Delete(u.done, 0, len(u.done)-maxOutcomes+1)
+	}
+	u.done = append(u.done, o)
+}
+
+// flush writes the changed entries and the outcomes to the journal:
+// always when forced, else once enough changed or FlushEvery passed.
 func (u *Updater) flush(force bool) {
 	j := u.cfg.Journal
-	if j == nil || len(u.dirty) == 0 {
+	if j == nil || len(u.dirty) == 0 && len(u.done) == 0 && len(u.taken) == 0 {
 		return
 	}
 	now := u.clock.Now()
-	if !force && len(u.dirty) < 1024 && now.Sub(u.lastFlush) < u.cfg.FlushEvery {
+	if !force && len(u.dirty)+len(u.done) < 1024 && now.Sub(u.lastFlush) < u.cfg.FlushEvery {
 		return
 	}
 	var put []Pending
@@ -348,12 +406,15 @@ func (u *Updater) flush(force bool) {
 		}
 	}
 	u.lastFlush = now
-	if err := j.Apply(put, del); err != nil {
+	if err := j.Apply(Batch{Put: put, Del: del, Done: u.done, Taken: u.taken}); err != nil {
 		u.m.journal.Inc()
 		u.log.Error("DNS journal not written: pending updates would not survive a restart", "err", err)
 		return
 	}
 	clear(u.dirty)
+	clear(u.done)
+	u.done = u.done[:0]
+	u.taken = u.taken[:0]
 }
 
 // rcodeError is an answer that says the update was not done and may be
@@ -375,6 +436,7 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 		if z == "" {
 			continue
 		}
+		u.attempt = Outcome{Addr: p.Addr, Record: "AAAA", Name: d.Name, DUID: d.DUID}
 		r, err := u.send(ctx, removeAddr(z, d, p.Addr), "AAAA", "remove")
 		if err != nil {
 			return err
@@ -389,6 +451,7 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 				return rcodeError{r, "remove DHCID of " + d.Name}
 			}
 			u.log.Info("DNS AAAA removed", "addr", p.Addr, "fqdn", d.Name, "duid", hex.EncodeToString(d.DUID))
+			u.note(Outcome{Addr: p.Addr, Record: "AAAA", Name: d.Name, DUID: d.DUID, Result: OutcomeRemoved})
 		case dns.RcodeNXRrset:
 			// Not this client's name (or already gone): nothing to remove.
 			u.log.Debug("DNS AAAA not removed: name not held by this client", "addr", p.Addr, "fqdn", d.Name)
@@ -400,12 +463,14 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 	rz := zoneOf(u.cfg.ReverseZones, rev)
 	if p.Want == nil {
 		if rz != "" {
+			u.attempt = Outcome{Addr: p.Addr, Record: "PTR"}
 			if r, err := u.send(ctx, deletePTR(rz, rev), "PTR", "remove"); err != nil {
 				return err
 			} else if r != dns.RcodeSuccess {
 				return rcodeError{r, "remove PTR " + rev}
 			}
 			u.log.Info("DNS PTR removed", "addr", p.Addr, "ptr", rev)
+			u.note(Outcome{Addr: p.Addr, Record: "PTR", Result: OutcomeRemoved})
 		}
 		return nil
 	}
@@ -414,6 +479,7 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 	if z == "" {
 		return nil
 	}
+	u.attempt = Outcome{Addr: p.Addr, Record: "AAAA", Name: w.Name, DUID: w.DUID}
 	r, err := u.send(ctx, addNew(z, w, p.Addr), "AAAA", "add")
 	if err != nil {
 		return err
@@ -426,10 +492,12 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 	switch r {
 	case dns.RcodeSuccess:
 		u.log.Info("DNS AAAA added", "addr", p.Addr, "fqdn", w.Name, "ttl", w.TTL, "duid", hex.EncodeToString(w.DUID))
+		u.note(Outcome{Addr: p.Addr, Record: "AAAA", Name: w.Name, DUID: w.DUID, Result: OutcomeAdded})
 	case dns.RcodeNXRrset:
 		// RFC 4703 §5.3.2: the name exists without this client's DHCID.
 		u.m.conflicts.Inc()
 		u.log.Warn("DNS name held by another client: not taken", "addr", p.Addr, "fqdn", w.Name, "duid", hex.EncodeToString(w.DUID))
+		u.attempt.Record = "PTR"
 		if rz != "" {
 			if r, err := u.send(ctx, deletePTR(rz, rev), "PTR", "remove"); err != nil {
 				return err
@@ -437,17 +505,20 @@ func (u *Updater) do(ctx context.Context, p *Pending) error {
 				return rcodeError{r, "remove PTR " + rev}
 			}
 		}
+		u.note(Outcome{Addr: p.Addr, Record: "AAAA", Name: w.Name, DUID: w.DUID, Result: OutcomeConflict})
 		return nil
 	default:
 		return rcodeError{r, "add AAAA " + w.Name}
 	}
 	if rz != "" {
+		u.attempt.Record = "PTR"
 		if r, err := u.send(ctx, setPTR(rz, rev, w.Name, w.TTL), "PTR", "add"); err != nil {
 			return err
 		} else if r != dns.RcodeSuccess {
 			return rcodeError{r, "add PTR " + rev}
 		}
 		u.log.Info("DNS PTR added", "addr", p.Addr, "ptr", rev, "fqdn", w.Name)
+		u.note(Outcome{Addr: p.Addr, Record: "PTR", Name: w.Name, DUID: w.DUID, Result: OutcomeAdded})
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -168,11 +169,13 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 // TestBackoff: a server that does not answer is tried again after 1 s,
 // 2 s, 4 s, 8 s, then every 8 s (the cap), on the fake clock; once it
-// answers, the pending work is done and the journal emptied.
+// answers, the pending work is done and the journal emptied. The journal
+// is given the outcomes: the first failure (once, however often it is
+// retried), then the records added.
 func TestBackoff(t *testing.T) {
 	clock := scheduler.NewFakeClock(t0)
 	f := &fakeDNS{down: true, clock: clock}
-	j := NewFileJournal(filepath.Join(t.TempDir(), "j.json"))
+	j := &recJournal{FileJournal: NewFileJournal(filepath.Join(t.TempDir(), "j.json"))}
 	u, err := New(Config{
 		Server: "[2001:db8::53]:53", ForwardZones: []string{"example.net"}, ReverseZones: []string{"8.b.d.0.1.0.0.2.ip6.arpa"},
 		Clock: clock, Logger: quiet(), Dial: f.dial, Journal: j,
@@ -207,7 +210,7 @@ func TestBackoff(t *testing.T) {
 	if u.Pending() != 1 {
 		t.Fatalf("pending = %d, want 1", u.Pending())
 	}
-	if ps, err := j.Load(); err != nil || len(ps) != 1 || ps[0].Want.Name != "h1.example.net." {
+	if ps, _, err := j.Load(); err != nil || len(ps) != 1 || ps[0].Want.Name != "h1.example.net." {
 		t.Fatalf("journal: %+v, %v; want h1's pending work", ps, err)
 	}
 
@@ -224,7 +227,38 @@ func TestBackoff(t *testing.T) {
 	if got := testutil.ToFloat64(u.m.updates.WithLabelValues("AAAA", "add", resultNoAnswer)); got != 7 {
 		t.Errorf("no-answer AAAA adds = %v, want 7", got)
 	}
-	waitFor(t, func() bool { ps, _ := j.Load(); return len(ps) == 0 })
+	waitFor(t, func() bool { ps, _, _ := j.Load(); return len(ps) == 0 })
+	var got []string
+	for _, o := range j.outcomes() {
+		got = append(got, o.Addr.String()+" "+o.Record+" "+o.Name+" "+o.Result)
+		if o.Result == OutcomeFailed && o.Err == "" || string(o.DUID) != string(dA) {
+			t.Errorf("outcome %+v", o)
+		}
+	}
+	want := []string{"2001:db8:1::1 AAAA h1.example.net. failed", "2001:db8:1::1 AAAA h1.example.net. added", "2001:db8:1::1 PTR h1.example.net. added"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("outcomes (-want +got):\n%s", d)
+	}
+}
+
+// recJournal is a FileJournal that keeps the outcomes it is given.
+type recJournal struct {
+	*FileJournal
+	mu   sync.Mutex
+	done []Outcome
+}
+
+func (j *recJournal) Apply(b Batch) error {
+	j.mu.Lock()
+	j.done = append(j.done, b.Done...)
+	j.mu.Unlock()
+	return j.FileJournal.Apply(b)
+}
+
+func (j *recJournal) outcomes() []Outcome {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]Outcome(nil), j.done...)
 }
 
 // TestEnqueueNeverBlocks: with no worker running, Enqueue returns at once
@@ -331,7 +365,7 @@ func TestBadJournal(t *testing.T) {
 	if got := testutil.ToFloat64(u.m.journal); got != 1 {
 		t.Errorf("journal errors = %v, want 1", got)
 	}
-	if ps, err := NewFileJournal(path).Load(); err != nil || len(ps) != 0 {
+	if ps, _, err := NewFileJournal(path).Load(); err != nil || len(ps) != 0 {
 		t.Errorf("journal after the work: %v, %v; want a valid empty one", ps, err)
 	}
 }
@@ -346,5 +380,78 @@ func BenchmarkEnqueue(b *testing.B) {
 	c := Change{Addr: a1, Name: "host-name", DUID: dA, Valid: time.Hour}
 	for b.Loop() {
 		u.Enqueue(c)
+	}
+}
+
+// changesJournal is a journal holding changes a server committed before a
+// crash; it records the Batches it is given.
+type changesJournal struct {
+	changes []Change
+	mu      sync.Mutex
+	batches []Batch
+}
+
+func (j *changesJournal) Load() ([]Pending, []Change, error) { return nil, j.changes, nil }
+
+func (j *changesJournal) Apply(b Batch) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	b.Taken = append([]int64(nil), b.Taken...)
+	j.batches = append(j.batches, b)
+	return nil
+}
+
+func (j *changesJournal) taken() []int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []int64
+	for _, b := range j.batches {
+		out = append(out, b.Taken...)
+	}
+	return out
+}
+
+// TestJournalChanges: the changes a journal returns are done like
+// enqueued ones, and every Seq, of a change merged or ignored (a name
+// outside the zones, a refresh), from the journal or Enqueue, is taken.
+func TestJournalChanges(t *testing.T) {
+	clock := scheduler.NewFakeClock(t0)
+	f := &fakeDNS{clock: clock}
+	j := &changesJournal{changes: []Change{
+		{Addr: a1, Name: "h1", DUID: dA, Valid: time.Hour, Seq: 1},
+		{Addr: a1, Name: "h2", DUID: dA, PrevName: "h1", PrevDUID: dA, Valid: time.Hour, Seq: 2}, // a rename: merged
+		{Addr: netip.MustParseAddr("2001:db8:1::2"), Name: "x.example.com", DUID: dA, Seq: 3},    // outside the zones
+	}}
+	u, err := New(Config{Server: "[2001:db8::53]:53", ForwardZones: []string{"example.net"}, Clock: clock, Logger: quiet(), Dial: f.dial, Journal: j})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		f.wg.Wait()
+	}()
+	u.Enqueue(Change{Addr: a1, Name: "h1", DUID: dA, PrevName: "h1", PrevDUID: dA, Seq: 4}) // a refresh
+	waitFor(t, func() bool { return len(j.taken()) == 4 && u.Pending() == 0 })
+	got := j.taken()
+	slices.Sort(got)
+	if !slices.Equal(got, []int64{1, 2, 3, 4}) {
+		t.Errorf("taken %v, want 1 2 3 4", got)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var names []string
+	for _, m := range f.msgs {
+		for _, rr := range m.Ns {
+			names = append(names, rr.Header().Name)
+		}
+	}
+	if !slices.Contains(names, "h2.example.net.") || slices.Contains(names, "x.example.com.") {
+		t.Errorf("updates to %v; want h2.example.net., nothing outside the zones", names)
 	}
 }

@@ -108,8 +108,10 @@ func (s *Server) writer() {
 					batch[i].reply = nil // over the limit: the database said no
 				}
 			}
-			s.committed(evs)
+			// Expiries first: one found by a registration of its
+			// address (commitTx) happened before it.
 			s.committed(expired)
+			s.committed(evs)
 			if len(expired) > 0 {
 				batch = append(batch, job{evs: expired})
 				s.queued.Add(1) // released with the batch

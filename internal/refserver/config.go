@@ -77,8 +77,15 @@ type Config struct {
 	// commits them, after each successful commit (expiries included,
 	// those of bindings found expired at start too), until Run returns.
 	// It must not block, nor keep evs: the DNS updater (internal/ddns)
-	// copies what it needs into its own queue.
+	// copies what it needs into its own queue. Expiries come first: a
+	// binding found expired by a registration of its address is handed
+	// on before that registration.
 	OnCommit func(evs []Event)
+	// DNSJournal, if set, is the DNS updater's journal (OpenDNSJournal):
+	// each commit writes the DNS changes of its events (DNSChange) to it
+	// in the same transaction, numbered in Event.DNSSeq, so that a crash
+	// before the updater has journaled them loses none.
+	DNSJournal *DNSJournal
 }
 
 // DefaultConfig returns the command's defaults: registration offered, the

@@ -1,6 +1,7 @@
 package refserver_test
 
 import (
+	"database/sql"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,9 +12,13 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
+	_ "github.com/jackc/pgx/v5/stdlib"       // database/sql driver "pgx"
+	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3"
 
+	"github.com/addrreg/addrreg/internal/refserver"
 	"github.com/addrreg/addrreg/test/bindtest"
 	"github.com/addrreg/addrreg/test/dhcp6test"
+	"github.com/addrreg/addrreg/test/pgtest"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -42,12 +47,23 @@ func registerFQDN(t *testing.T, nd *topo.Node, addr netip.Addr, duid []byte, nam
 }
 
 // TestE2EDNSRestart: the DNS updates a stopped server had not done are
-// done when it starts again (its journal), and a binding that expired
-// while it was down loses its records when it starts.
+// done when it starts again (its journal, in the database), and a binding
+// that expired while it was down loses its records when it starts; the
+// history shows what the updates did. On SQLite and PostgreSQL.
 func TestE2EDNSRestart(t *testing.T) {
 	topo.RequireRoot(t)
 	bindtest.Require(t)
 	bin := topo.BuildBinary(t, "./cmd/addrreg-refserver")
+	t.Run("sqlite", func(t *testing.T) { testDNSRestart(t, bin, filepath.Join(t.TempDir(), "bindings.db")) })
+	t.Run("postgres", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("PostgreSQL: not under -short")
+		}
+		testDNSRestart(t, bin, pgtest.Shared(t).NewDB(t))
+	})
+}
+
+func testDNSRestart(t *testing.T, bin, db string) {
 	n := topo.New(t)
 	srv, cli := n.Node("server"), n.Node("client")
 	srv.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
@@ -56,7 +72,6 @@ func TestE2EDNSRestart(t *testing.T) {
 		cli.MustExec(t, "ip", "-6", "addr", "add", a.String()+"/64", "dev", "eth0", "nodad")
 	}
 	dns := bindtest.Start(t, srv, bindtest.Zones{Forward: []string{"example.net."}, Reverse: []string{"8.b.d.0.1.0.0.2.ip6.arpa."}})
-	db := filepath.Join(t.TempDir(), "bindings.db")
 	args := []string{"-i", "eth0", "--db", db, "--ddns-server", "[::1]:53", "--ddns-forward-zone", "example.net.",
 		"--ddns-reverse-zone", "8.b.d.0.1.0.0.2.ip6.arpa.", "--ddns-tsig-key-file", dns.KeyFile}
 	p := startServer(t, srv, bin, args...)
@@ -84,8 +99,8 @@ func TestE2EDNSRestart(t *testing.T) {
 	if err := p.Wait(t, 10*time.Second); err != nil {
 		t.Fatalf("exit: %v", err)
 	}
-	if b, err := os.ReadFile(db + ".ddns"); err != nil || !strings.Contains(string(b), a2.String()) {
-		t.Fatalf("journal after stop: %v\n%s", err, b)
+	if got := pendingDNS(t, db); !slices.Contains(got, a2.String()) {
+		t.Fatalf("ddns_pending after stop: %v; want %s", got, a2)
 	}
 	// Start again once a3's binding has run out.
 	time.Sleep(time.Until(expired.Add(200 * time.Millisecond)))
@@ -101,6 +116,68 @@ func TestE2EDNSRestart(t *testing.T) {
 	if !strings.Contains(p2.Output(), "msg=expire") {
 		t.Errorf("the restarted server logged no expiry:\n%s", p2.Output())
 	}
+	// The outcomes are in the history: a1 added before the stop, a2
+	// failed while BIND was down and added after the restart, a3's
+	// records removed.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var got []string
+		recs, err := refserver.ReadHistoryDB(t.Context(), db, "", refserver.HistoryQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.Event == refserver.EventDNS {
+				res, _, _ := strings.Cut(r.Reason, ":")
+				got = append(got, r.Addr.String()+" "+res+" "+r.FQDN)
+			}
+		}
+		want := []string{a1.String() + " AAAA added h1.example.net.", a1.String() + " PTR added h1.example.net.",
+			a2.String() + " AAAA failed h1.example.net.", a2.String() + " AAAA added h1.example.net.", a2.String() + " PTR added h1.example.net.",
+			a3.String() + " AAAA removed h1.example.net.", a3.String() + " PTR removed "}
+		if slices.ContainsFunc(want, func(w string) bool { return !slices.Contains(got, w) }) {
+			if time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			t.Errorf("dns history %q, want (among others) %q", got, want)
+		}
+		break
+	}
+	if got := pendingDNS(t, db); len(got) != 0 {
+		t.Errorf("ddns_pending once done: %v", got)
+	}
+}
+
+// pendingDNS reads the addresses in the database's DNS journal.
+func pendingDNS(t *testing.T, db string) []string {
+	t.Helper()
+	drv, dsn := "sqlite3", "file:"+db+"?mode=ro&_pragma=busy_timeout(5000)"
+	if strings.HasPrefix(db, "postgres") {
+		drv, dsn = "pgx", db
+	}
+	d, err := sql.Open(drv, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	rows, err := d.Query(`SELECT addr FROM ddns_pending`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // TestE2EDNSNeverDelaysReplies: with a DNS server that never answers (an

@@ -82,7 +82,7 @@
 //
 // # Schema
 //
-// Schema version 1 (SchemaVersion; the migrations are numbered SQL files,
+// Schema version 2 (SchemaVersion; the migrations are numbered SQL files,
 // migrations/sqlite/NNNN_name.sql and migrations/postgres/NNNN_name.sql,
 // embedded and applied at start in order, each in a transaction with its
 // row in schema_version; a database of a newer version is refused). The
@@ -94,12 +94,38 @@
 //	          link_addr TEXT ('' unrelayed), link_layer TEXT, fqdn TEXT,
 //	          first_ns, last_ns, expires_ns (NULL: never), preferred_s, valid_s)
 //	history  (seq (INTEGER PRIMARY KEY / identity), time_ns, event (register,
-//	          refresh, move, deregister, expire, reject), duid, prev_duid, addr,
-//	          iface, link_addr, link_layer, fqdn, preferred_s, valid_s, reason)
+//	          refresh, move, deregister, expire, reject, dns), duid, prev_duid,
+//	          addr, iface, link_addr, link_layer, fqdn, preferred_s, valid_s,
+//	          reason)
 //	meta     (key TEXT PRIMARY KEY, value TEXT): "server-duid"
+//	ddns_pending (instance TEXT, addr TEXT, PRIMARY KEY (instance, addr),
+//	          want_name TEXT ('' none), want_duid TEXT, want_ttl (seconds),
+//	          drops TEXT (JSON [{"name", "duid"}]), since_ns)
+//	ddns_intake (instance TEXT, seq, PRIMARY KEY (instance, seq), addr,
+//	          name, duid, valid_s, prev_name, prev_duid)
 //	schema_version (version, name, applied_ns)
 //
-// A new table (say, pending DNS updates) is a new migration file per
-// dialect, 0002_….sql, and SchemaVersion follows. The operators' queries
-// are doc/examples/*.sql.
+// 0001_init creates bindings, history and meta; 0002_ddns_pending the DNS
+// journal (dnsjournal.go, DNSJournal): the work the DNS updater
+// (internal/ddns) has not yet done, ddns.Pending per address — the
+// records the address should have (an AAAA under want_name and a PTR to
+// it; none: the PTR goes) and the names whose AAAA for it must go. A
+// server loads, sends and deletes only the rows of its instance (empty with
+// SQLite; with PostgreSQL the host name, DefaultDNSInstance), so servers
+// sharing a database never take or overwrite each other's work. What an
+// update did is a history record of event "dns": fqdn the record's name,
+// duid its client's, reason "AAAA added", "PTR removed", "AAAA conflict"
+// or "AAAA failed: …" (the first failure of an update that is retried).
+// The journal has a connection of its own, opened before Run and closed
+// after the updater. The commit writes the DNS change of each event that
+// has one (ddns.Change: the name now and before, DNSChange) to
+// ddns_intake in its transaction, numbered (seq, Event.DNSSeq); the
+// updater merges it into its queue, and its next journal write (at once
+// when idle, about once a second while busy) stores the merged work in
+// ddns_pending and deletes the change, in one transaction. A crash loses
+// no DNS update: at start the journal returns the pending rows and the
+// changes not yet merged.
+//
+// A new table is a new migration file per dialect, NNNN_….sql, and
+// SchemaVersion follows. The operators' queries are doc/examples/*.sql.
 package refserver

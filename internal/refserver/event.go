@@ -53,6 +53,9 @@ type Event struct {
 	Reason   string // reject: the Reason name
 	Status   uint16 // leasequery: the status code returned
 	Time     time.Time
+	// DNSSeq, when not 0, numbers the DNS change (DNSChange) the commit
+	// wrote for e to the DNS journal in its transaction (Config.DNSJournal).
+	DNSSeq int64
 }
 
 // Durable reports whether e changes the bindings and must be committed

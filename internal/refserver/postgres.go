@@ -24,6 +24,7 @@ type postgresStore struct {
 	sqlReads
 	where string // the URL without its password, for messages
 	ret   retention
+	dns   *dnsIntake // nil: commits write no DNS changes
 }
 
 // siteLock is the advisory lock key of a site's commits ("addrreg" in ASCII, 0x61646472726567).
@@ -74,6 +75,11 @@ func openPostgres(ctx context.Context, url string, o storeOptions) (_ *postgresS
 	if _, err := migrate(ctx, s.db, "postgres", where, siteLock); err != nil {
 		return nil, err
 	}
+	if o.dnsInstance != nil {
+		if s.dns, err = initDNSIntake(ctx, s.db, *o.dnsInstance); err != nil {
+			return nil, fmt.Errorf("database %s: %w", where, err)
+		}
+	}
 	return s, nil
 }
 
@@ -100,7 +106,7 @@ func (s *postgresStore) commit(ctx context.Context, evs []Event, expireAt time.T
 	if _, err := tx.ExecContext(ctx, siteLock); err != nil {
 		return nil, fmt.Errorf("database %s: lock: %w", s.where, err)
 	}
-	expired, err := commitTx(ctx, tx, pgTx{}, evs, expireAt, max, s.ret)
+	expired, err := commitTx(ctx, tx, pgTx{}, evs, expireAt, max, s.ret, s.dns)
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", s.where, err)
 	}

@@ -268,10 +268,14 @@ func (s *Server) run(ctx context.Context, pc PacketConn) (err error) {
 	// Cancelled also when the read loop fails, so the expirer stops.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := openStorage(ctx, s.cfg.DBPath, storeOptions{
+	o := storeOptions{
 		passwordFile: s.cfg.DBPasswordFile, log: s.log,
 		ret: retention{max: s.cfg.HistoryMax, maxAge: s.cfg.HistoryMaxAge},
-	})
+	}
+	if j := s.cfg.DNSJournal; j != nil {
+		o.dnsInstance = &j.instance
+	}
+	st, err := openStorage(ctx, s.cfg.DBPath, o)
 	if err != nil {
 		return err
 	}

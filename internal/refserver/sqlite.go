@@ -24,6 +24,7 @@ type sqliteStore struct {
 	path     string
 	w        *sql.DB // the one writer connection
 	ret      retention
+	dns      *dnsIntake // nil: commits write no DNS changes
 	// The checkpointer copies the WAL into the database file beside the
 	// writer, so that no commit waits for a checkpoint (the writer's
 	// wal_autocheckpoint is off).
@@ -96,6 +97,11 @@ func openSQLite(ctx context.Context, path string, o storeOptions) (_ *sqliteStor
 	}
 	if err := s.prepare(ctx); err != nil {
 		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	if o.dnsInstance != nil {
+		if s.dns, err = initDNSIntake(ctx, s.w, *o.dnsInstance); err != nil {
+			return nil, fmt.Errorf("database %s: %w", path, err)
+		}
 	}
 	if s.ckpt, err = sql.Open("sqlite3", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=synchronous(full)"); err != nil {
 		return nil, fmt.Errorf("database %s: %w", path, err)
@@ -262,7 +268,7 @@ func (s *sqliteStore) commit(ctx context.Context, evs []Event, expireAt time.Tim
 		return nil, fmt.Errorf("database %s: begin: %w", s.path, err)
 	}
 	defer tx.Rollback()
-	expired, err := commitTx(ctx, tx, sqliteTx{s}, evs, expireAt, max, s.ret)
+	expired, err := commitTx(ctx, tx, sqliteTx{s}, evs, expireAt, max, s.ret, s.dns)
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", s.path, err)
 	}

@@ -56,6 +56,11 @@ type storage interface {
 	nextExpiry(ctx context.Context) (time.Time, bool, error)
 	history(ctx context.Context, q HistoryQuery) ([]HistoryRecord, error)
 	close() error
+	// For the DNS journal (dnsjournal.go): the pool that writes, the
+	// commit's writer, the history's retention.
+	writeDB() *sql.DB
+	txw() txWriter
+	retention() retention
 }
 
 // bindingSource is what leasequery reads (leasequery.go): the Handler's
@@ -198,7 +203,10 @@ type storeOptions struct {
 	passwordFile string // PostgreSQL: a file holding the password
 	ret          retention
 	readOnly     bool // a reader (history --db): no migration, no import
-	log          logger
+	// dnsInstance, when set, makes commits write the DNS changes of their
+	// events to ddns_intake for that instance (Config.DNSJournal).
+	dnsInstance *string
+	log         logger
 }
 
 type logger interface {
@@ -473,12 +481,18 @@ type txWriter interface {
 	counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error)
 	write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error
 	prune(ctx context.Context, tx *sql.Tx, ret retention, now int64) error
+	// intake writes the DNS changes of a commit (dnsjournal.go).
+	intake(ctx context.Context, tx *sql.Tx, instance string, rows []intakeRow) error
 }
 
 // commitTx is the commit both backends share: it decides every event from
 // the rows the transaction reads (see storage.commit) and writes the
 // result with w.
-func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt time.Time, limit int, ret retention) ([]Event, error) {
+//
+// With dns set, the DNS changes of the committed events (expiries first:
+// the order in which the server hands them on) go to ddns_intake in the
+// same transaction, each event's DNSSeq naming its row.
+func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt time.Time, limit int, ret retention, dns *dnsIntake) ([]Event, error) {
 	var hist []historyRow
 	var expired []Event
 	if !expireAt.IsZero() {
@@ -642,6 +656,25 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 	if err := w.write(ctx, tx, ups, dels, hist); err != nil {
 		return nil, err
 	}
+	if dns != nil {
+		var rows []intakeRow
+		for _, list := range [][]Event{expired, evs} {
+			for i := range list {
+				list[i].DNSSeq = 0
+				if !list[i].Durable() {
+					continue
+				}
+				if r, ok := dns.intakeOf(&list[i]); ok {
+					rows = append(rows, r)
+				}
+			}
+		}
+		if len(rows) > 0 {
+			if err := w.intake(ctx, tx, dns.instance, rows); err != nil {
+				return nil, fmt.Errorf("write DNS intake: %w", err)
+			}
+		}
+	}
 	if len(hist) > 0 {
 		// The age limit counts from the newest record written.
 		newest := hist[0].time
@@ -657,7 +690,8 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 
 // sameInform reports whether nb is what old already records, registered
 // less than a second before: the same ADDR-REG-INFORM handled by two
-// servers of one link, or a retransmission.
+// servers of one link, or a retransmission. A new name is a new
+// registration (a renamed host registers again at once).
 func sameInform(old, nb *Binding) bool {
 	d := nb.Last.Sub(old.Last).Abs() // the other server may have handled it first, committed it last
 	return d < time.Second && string(old.DUID) == string(nb.DUID) &&

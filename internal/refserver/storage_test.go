@@ -442,3 +442,26 @@ func TestStorageSameInformOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestStorageRenameWithinASecond: a host renamed registers its addresses
+// again at once; within a second of the last registration that is a
+// refresh with the new name (and the old one as PrevFQDN, for DNS), not
+// the same INFORM again.
+func TestStorageRenameWithinASecond(t *testing.T) {
+	forBackends(t, func(t *testing.T, db string) {
+		st := openTest(t, db, retention{})
+		a := "2001:db8::1"
+		e := regEvent(duidA, a, st0, time.Hour)
+		e.Binding.FQDN = "h1"
+		mustCommit(t, st, e)
+		e = regEvent(duidA, a, st0.Add(300*time.Millisecond), time.Hour)
+		e.Binding.FQDN = "h2"
+		evs := mustCommit(t, st, e)
+		if evs[0].Kind != EventRefresh || evs[0].Binding.FQDN != "h2" || evs[0].PrevFQDN != "h1" {
+			t.Errorf("renamed: %v fqdn %q prev %q; want refresh h2, prev h1", evs[0].Kind, evs[0].Binding.FQDN, evs[0].PrevFQDN)
+		}
+		if b, ok, err := st.byAddr(context.Background(), netip.MustParseAddr(a)); err != nil || !ok || b.FQDN != "h2" {
+			t.Errorf("binding %+v, %v, %v; want FQDN h2", b, ok, err)
+		}
+	})
+}
