@@ -66,6 +66,7 @@ room_pids() {
 finish() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
+	[ -z "${child:-}" ] || kill -9 "$child" 2>/dev/null || true
 	pids=$(room_pids)
 	[ -z "$pids" ] || { echo "ci-clean: killing processes left in the room: $pids" >&2; kill -9 $pids 2>/dev/null || true; }
 	if [ -n "$keep" ]; then
@@ -141,8 +142,13 @@ start=$(date +%s)
 set +e
 unshare --mount --propagation private -- bash -c "$mounts && exec chroot '$root' env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin CI=true ${goenv[*]} \
-	bash -c 'cd /src/addrreg && bash .ci/run'" >"$log" 2>&1
+	bash -c 'cd /src/addrreg && bash .ci/run'" >"$log" 2>&1 &
+# In the background and waited for: a signal ends the rehearsal at once
+# (its trap kills what runs in the room), not when the run ends.
+child=$!
+wait "$child"
 rc=$?
+child=
 set -e
 secs=$(($(date +%s) - start))
 tail -n 30 "$log"
