@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/addrreg/addrreg/internal/atomicfile"
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/scheduler"
 )
@@ -187,7 +188,7 @@ func readState(path string) ([]savedAddr, error) {
 }
 
 // tmpPattern names the temporary files next to path.
-func tmpPattern(path string) string { return "." + filepath.Base(path) + ".tmp*" }
+func tmpPattern(path string) string { return atomicfile.TempPattern(path) }
 
 // writeState replaces the file at path with addrs, atomically.
 func writeState(path string, addrs []savedAddr) (err error) {
@@ -199,40 +200,8 @@ func writeState(path string, addrs []savedAddr) (err error) {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	b = append(b, '\n')
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	f, err := os.CreateTemp(dir, tmpPattern(path)) // mode 0600
-	if err != nil {
+	if err := atomicfile.Write(path, b); err != nil {
 		return fmt.Errorf("state file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return fmt.Errorf("write %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", f.Name(), path, err)
-	}
-	// The rename is durable once the directory is.
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
 }
