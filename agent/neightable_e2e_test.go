@@ -88,9 +88,15 @@ func startNeighFlood(t *testing.T, inj *raInjector, sources int, round time.Dura
 			for i := range sources {
 				src := netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: 0x02, 9: 0xf1, 14: byte(i >> 8), 15: byte(i)})
 				mac := net.HardwareAddr{0x02, 0xf1, byte(r >> 8), byte(r), byte(i >> 8), byte(i)}
+				// The O flag as the real router sends it: the kernel's
+				// M/O flags are the last RA's (IF_RA_OTHERCONF), and the
+				// router's own RAs cannot get out of a full table, so
+				// forged RAs without it would pause registration (no
+				// RA flags) instead of letting sends be refused.
 				err := inj.sendRA(src, 255, &ndp.RouterAdvertisement{
-					CurrentHopLimit: 64,
-					Options:         []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: mac}},
+					CurrentHopLimit:    64,
+					OtherConfiguration: true,
+					Options:            []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: mac}},
 				})
 				f.mu.Lock()
 				f.sent++
