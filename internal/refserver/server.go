@@ -360,7 +360,7 @@ func (s *Server) run(ctx context.Context, pc PacketConn) (err error) {
 	s.tmu.Unlock()
 	close(s.jobs)
 	writerDone.Wait()
-	s.log.Info("stopped")
+	s.log.Info("stopped", "bindings", h.Len())
 	return rerr
 }
 

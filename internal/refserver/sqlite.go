@@ -38,8 +38,15 @@ type sqliteStore struct {
 	}
 }
 
+// sqliteURI is path as an SQLite URI filename: "%", "?" and "#" in it are
+// escaped, or SQLite would read "%12" in "/tmp/loss=10%12/x.db" as a
+// byte and "?" as the start of the parameters.
+func sqliteURI(path string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+}
+
 func sqliteDSN(path string, write bool) string {
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)"
+	dsn := sqliteURI(path) + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)"
 	if write {
 		return dsn + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-32768)&_pragma=temp_store(memory)&_txlock=immediate"
 	}
@@ -103,7 +110,7 @@ func openSQLite(ctx context.Context, path string, o storeOptions) (_ *sqliteStor
 			return nil, fmt.Errorf("database %s: %w", path, err)
 		}
 	}
-	if s.ckpt, err = sql.Open("sqlite3", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=synchronous(full)"); err != nil {
+	if s.ckpt, err = sql.Open("sqlite3", sqliteURI(path)+"?_pragma=busy_timeout(10000)&_pragma=synchronous(full)"); err != nil {
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	s.ckpt.SetMaxOpenConns(1)

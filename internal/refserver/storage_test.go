@@ -465,3 +465,24 @@ func TestStorageRenameWithinASecond(t *testing.T) {
 		}
 	})
 }
+
+// TestSQLiteOddPath: a database path with the characters an SQLite URI
+// gives a meaning ("%", "?", "#") is the file of that name: a benchmark's
+// directory "loss=10%1255…" failed to open before.
+func TestSQLiteOddPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "loss=10%12 a?b#c")
+	path := filepath.Join(dir, "bindings.db")
+	st := openTest(t, path, retention{})
+	mustCommit(t, st, regEvent(duidA, "2001:db8::1", st0, time.Hour))
+	if err := st.close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("no database at %q: %v", path, err)
+	}
+	st = openTest(t, path, retention{})
+	bs, err := st.bindings(context.Background())
+	if err != nil || len(bs) != 1 {
+		t.Errorf("bindings read back: %v, %v", bs, err)
+	}
+}
