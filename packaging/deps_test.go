@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -79,7 +78,11 @@ func TestDepsProvideCommands(t *testing.T) {
 	}
 
 	words := commandWords(t, top)
-	goroot := runtime.GOROOT()
+	gr, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	goroot := strings.TrimSpace(string(gr))
 	home, _ := os.UserHomeDir()
 	checked := 0
 	for _, w := range words {
