@@ -156,6 +156,17 @@ func keaCheck(t *testing.T, env []string, bin, conf string) {
 
 var tsigSecretRE = regexp.MustCompile(`secret "([^"]+)"`)
 
+// startKeaDNS gives the server node the guide's addresses (Kea's and the
+// DNS server's) and starts BIND 9 with the guide's zones and kea-dhcp-ddns
+// sending to it.
+func startKeaDNS(t *testing.T, nd *topo.Node) (*bindtest.Server, *topo.Proc) {
+	t.Helper()
+	nd.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
+	nd.MustExec(t, "ip", "-6", "addr", "add", kea3DNSAddr+"/64", "dev", "eth0", "nodad")
+	dns := bindtest.Start(t, nd, bindtest.Zones{Forward: []string{kea3Zone}, Reverse: []string{kea3RevZone}})
+	return dns, startKeaD2(t, nd, dns)
+}
+
 // startKeaD2 runs kea-dhcp-ddns in nd with the guide's file, its key
 // replaced by the test DNS server's (name and secret).
 func startKeaD2(t *testing.T, nd *topo.Node, dns *bindtest.Server) *topo.Proc {
@@ -215,10 +226,7 @@ func TestE2EKea3DDNS(t *testing.T) {
 	bindtest.Require(t)
 	l := newLab(t, labOpts{tempaddr: true, noServer: true})
 	const name = "h1." + kea3Zone
-	l.server.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
-	l.server.MustExec(t, "ip", "-6", "addr", "add", kea3DNSAddr+"/64", "dev", "eth0", "nodad")
-	dns := bindtest.Start(t, l.server, bindtest.Zones{Forward: []string{kea3Zone}, Reverse: []string{kea3RevZone}})
-	d2 := startKeaD2(t, l.server, dns)
+	_, d2 := startKeaDNS(t, l.server)
 	// The guide's file, with Kea's DNS-related debug messages logged.
 	var env []string
 	conf := keaConfWith(t, kea3DDNSConf, "Dhcp6", func(c map[string]any) {
@@ -426,10 +434,7 @@ func TestE2EKea3DDNSClientFlags(t *testing.T) {
 	bindtest.Require(t)
 	l := newLab(t, labOpts{noServer: true})
 	const name = "h2." + kea3Zone
-	l.server.MustExec(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad")
-	l.server.MustExec(t, "ip", "-6", "addr", "add", kea3DNSAddr+"/64", "dev", "eth0", "nodad")
-	dns := bindtest.Start(t, l.server, bindtest.Zones{Forward: []string{kea3Zone}, Reverse: []string{kea3RevZone}})
-	d2 := startKeaD2(t, l.server, dns)
+	dns, d2 := startKeaDNS(t, l.server)
 	var env []string
 	conf := keaConfWith(t, kea3DDNSConf, "Dhcp6", func(c map[string]any) {
 		env = noLFC(t, c)
