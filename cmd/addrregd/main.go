@@ -386,6 +386,9 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 		if err != nil {
 			log.Error("control socket unavailable: 'addrregd status' will not answer", "path", o.controlSocket, "err", err)
 		} else {
+			if ln.Activated && o.controlGroup != "" {
+				log.Warn("--control-group not applied: the socket is systemd's, its group addrregd.socket's SocketGroup=", "path", o.controlSocket)
+			}
 			info := daemonInfo{Version: version, PID: os.Getpid(), DUID: duid, Started: time.Now(),
 				RegisterTemporary: o.registerTemporary, Enable: o.enable}
 			aux.Go(func() { serveControl(agentCtx, ln, ag, info, log.With("part", "control")) })
