@@ -98,6 +98,9 @@ func builtDist(t *testing.T) (string, string) {
 }
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == sandboxFlag {
+		os.Exit(sandboxExec(os.Args[2:])) // sandbox_test.go
+	}
 	code := m.Run()
 	if dist.dir != "" {
 		os.RemoveAll(filepath.Dir(dist.dir))

@@ -58,7 +58,7 @@ func TestDDNSConfig(t *testing.T) {
 	}
 	_, ops, err := serverConfig([]string{"-i", "eth0", "--db", filepath.Join(dir, "b.db"), "--ddns-server", "2001:db8::53",
 		"--ddns-forward-zone", "Example.NET", "--ddns-reverse-zone", "8.b.d.0.1.0.0.2.ip6.arpa", "--ddns-tsig-key-file", key,
-		"--ddns-ttl", "5m"}, io.Discard)
+		"--ddns-ttl", "5m"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,11 +68,11 @@ func TestDDNSConfig(t *testing.T) {
 		t.Errorf("ddns config %+v (want no journal: the database's, opened at start)", c)
 	}
 	_, ops, err = serverConfig([]string{"-i", "eth0", "--ddns-server", "2001:db8::53", "--ddns-forward-zone", "example.net",
-		"--ddns-journal", filepath.Join(dir, "j.json")}, io.Discard)
+		"--ddns-journal", filepath.Join(dir, "j.json")}, io.Discard, io.Discard)
 	if _, ok := ops.ddns.Journal.(*ddns.FileJournal); err != nil || !ok {
 		t.Errorf("--ddns-journal: journal %T, %v; want a file", ops.ddns.Journal, err)
 	}
-	if _, ops, err := serverConfig([]string{"-i", "eth0"}, io.Discard); err != nil || ops.ddns != nil {
+	if _, ops, err := serverConfig([]string{"-i", "eth0"}, io.Discard, io.Discard); err != nil || ops.ddns != nil {
 		t.Errorf("without --ddns-server: %+v, %v; want off", ops.ddns, err)
 	}
 }

@@ -22,7 +22,7 @@ import (
 // what a client held, from the server's history.
 func runHistory(args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("addrreg-refserver history", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	addr := fs.String("address", "", "the address: its events, or with --at who held it then")
 	at := fs.String("at", "", "with --address: the moment asked about (RFC 3339, \"2006-01-02 15:04[:05]\", or \"15:04[:05]\" today, local time)")
 	cid := fs.String("client-id", "", "the client's DUID in hex (colons allowed): its events")
@@ -33,7 +33,8 @@ func runHistory(args []string, stdout, stderr io.Writer) error {
 	dbPw := fs.String("db-password-file", "", "with a PostgreSQL --db: file holding the password")
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T] [--until T] [--json]\n")
+		fmt.Fprintf(stdout, "Usage: addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T] [--until T] [--json]\n\n"+
+			"Who held an address when, or what a client held, from the server's history.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -2,6 +2,7 @@
 // server (RFC 9686) with RFC 5007 leasequery, and its leasequery requestor.
 //
 //	addrreg-refserver -i eth0 [--prefix eth0=2001:db8:1::/64] [--db PATH] …
+//	addrreg-refserver --check -i eth0 [--config FILE] …
 //	addrreg-refserver query --address 2001:db8:1::10 [--server ADDR] [--json]
 //	addrreg-refserver query --client-id 000100…      [--server ADDR] [--json] [--bulk]
 //	addrreg-refserver query --bulk --link-address 2001:db8:2::1 [--server ADDR] [--json]
@@ -11,8 +12,9 @@
 // query asks over UDP (RFC 5007) and, when the answer is too large for a
 // datagram or --bulk is given, over TCP (Bulk Leasequery, RFC 5460).
 //
-// Exit status: 0 on success and after SIGTERM/SIGINT, 1 on a runtime
-// failure, 2 on a bad flag or configuration.
+// Exit status: 0 on success and after SIGTERM/SIGINT (and for --check,
+// --help, --version), 1 on a runtime failure, 2 on a bad flag or
+// configuration (--check: one it rejects).
 //
 // Its interface is the command line (flags, output, exit status), not Go:
 // the packages it is built from are listed with their status in README.md.
@@ -42,6 +44,9 @@ import (
 	"github.com/addrreg/addrreg/internal/refserver"
 )
 
+// version is set by the Makefile with -ldflags -X main.version=….
+var version = "dev"
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -62,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case len(args) > 0 && args[0] == "history":
 		err = runHistory(args[1:], stdout, stderr)
 	default:
-		err = runServer(args, stderr)
+		err = runServer(args, stdout, stderr)
 	}
 	switch {
 	case err == nil:
@@ -70,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, pflag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "addrreg-refserver: %v\n", err)
+		fmt.Fprintf(stderr, "addrreg-refserver: %v\nRun 'addrreg-refserver --help' for usage.\n", err)
 		return 2
 	default:
 		fmt.Fprintf(stderr, "addrreg-refserver: %v\n", err)
@@ -97,10 +102,19 @@ type fileConfig struct {
 	LogLevel        string              `json:"log_level"`
 }
 
-func runServer(args []string, stderr io.Writer) error {
-	cfg, ops, err := serverConfig(args, stderr)
+func runServer(args []string, stdout, stderr io.Writer) error {
+	cfg, ops, err := serverConfig(args, stdout, stderr)
 	if err != nil {
 		return err
+	}
+	if ops.showVersion {
+		fmt.Fprintf(stdout, "addrreg-refserver %s\n", version)
+		return nil
+	}
+	if ops.check {
+		fmt.Fprintf(stdout, "addrreg-refserver: configuration OK: interfaces %s, db %s, address registration %t, DNS updates %t\n",
+			strings.Join(cfg.Interfaces, ","), refserver.RedactDB(cfg.DBPath), cfg.AddrReg, ops.ddns != nil)
+		return nil
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -135,11 +149,13 @@ func runServer(args []string, stderr io.Writer) error {
 }
 
 // serverConfig parses the server's flags and --config file.
-func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, error) {
+// --help writes the synopsis and the flags to stdout; --version returns
+// with ops.showVersion set and nothing else checked.
+func serverConfig(args []string, stdout, stderr io.Writer) (refserver.Config, opsFlags, error) {
 	var zero refserver.Config
 	var ops opsFlags
 	fs := pflag.NewFlagSet("addrreg-refserver", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	def := refserver.DefaultConfig()
 	ifaces := fs.StringArrayP("interface", "i", nil, "interface to listen on (repeatable)")
 	prefixes := fs.StringArray("prefix", nil, "IFACE=PREFIX or RELAY-LINK-ADDRESS=PREFIX appropriate to that link (repeatable)")
@@ -165,9 +181,13 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 	histAge := fs.Duration("history-max-age", 0, "history records older than this are pruned (0: no age limit)")
 	fs.StringVar(&ops.controlSocket, "control-socket", refserver.DefaultControlSocket, "unix socket (root only) that answers 'history' (empty: none)")
 	dnsFlags := addDDNSFlags(fs)
-	fs.StringVar(&ops.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (default: off)")
+	fs.BoolVar(&ops.check, "check", false, "check the flags and the --config file, print \"configuration OK\" and exit (0, or 2 and what is wrong); opens no socket and no database")
+	fs.BoolVar(&ops.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&ops.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. [::1]:9548, 127.0.0.1:9548 or :9548 (default: off)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: addrreg-refserver -i IFACE [flags]\n       addrreg-refserver query --address A | --client-id HEX | --bulk --link-address L [--server ADDR] [--json] [--bulk]\n       addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T --until T] [--json]\n")
+		fmt.Fprintf(stdout, "Usage: addrreg-refserver -i IFACE [flags]\n       addrreg-refserver --check -i IFACE [flags]\n       addrreg-refserver query --address A | --client-id HEX | --bulk --link-address L [--server ADDR] [--json] [--bulk]\n       addrreg-refserver history --address A [--at TIME] | --client-id HEX [--since T --until T] [--json]\n\n"+
+			"The reference DHCPv6 address-registration server (RFC 9686) with leasequery (RFC 5007, 5460).\n"+
+			"Exit status: 0; 1 on a runtime failure; 2 on a bad flag or configuration.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -175,6 +195,9 @@ func serverConfig(args []string, stderr io.Writer) (refserver.Config, opsFlags, 
 			return zero, ops, err
 		}
 		return zero, ops, usageError{err}
+	}
+	if ops.showVersion {
+		return zero, ops, nil
 	}
 	if fs.NArg() > 0 {
 		return zero, ops, usagef("unexpected argument %q", fs.Arg(0))
@@ -385,7 +408,13 @@ func parseSelector(cmd, addr, cid string) (netip.Addr, []byte, error) {
 
 func runQuery(args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("addrreg-refserver query", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: addrreg-refserver query --address A | --client-id HEX | --bulk --link-address L [--server ADDR] [--json] [--bulk]\n\n"+
+			"Asks a server by leasequery (RFC 5007; over TCP, RFC 5460, with --bulk or when the answer is too large).\n"+
+			"Exit status: 0; 1 when the query fails or the server answers with an error status; 2 on a bad flag.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	addr := fs.String("address", "", "QUERY_BY_ADDRESS: the registered address")
 	cid := fs.String("client-id", "", "QUERY_BY_CLIENTID: the client's DUID in hex (colons allowed)")
 	server := fs.String("server", "::1", "server address, ADDR or [ADDR]:PORT (link-local needs %zone)")

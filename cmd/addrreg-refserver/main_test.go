@@ -89,7 +89,7 @@ func TestServerConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	cfg, _, err := serverConfig([]string{"--config", file, "-i", "eth1", "--prefix", "eth1=2001:db8:3::1/64", "--no-addr-reg", "--rate-duid", "9"}, &stderr)
+	cfg, _, err := serverConfig([]string{"--config", file, "-i", "eth1", "--prefix", "eth1=2001:db8:3::1/64", "--no-addr-reg", "--rate-duid", "9"}, io.Discard, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,10 +110,10 @@ func TestServerConfig(t *testing.T) {
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
-	if _, _, err := serverConfig(nil, &stderr); err == nil || !strings.Contains(err.Error(), "-i IFACE") {
+	if _, _, err := serverConfig(nil, io.Discard, &stderr); err == nil || !strings.Contains(err.Error(), "-i IFACE") {
 		t.Errorf("no interface: err = %v, want a usage error asking for -i", err)
 	}
-	cfg, _, err = serverConfig([]string{"-i", "eth0"}, &stderr)
+	cfg, _, err = serverConfig([]string{"-i", "eth0"}, io.Discard, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +152,40 @@ func TestDatabaseRefusedExits1(t *testing.T) {
 		code := run([]string{"-i", "lo", "--db", tc.db, "--control-socket", ""}, io.Discard, &stderr)
 		if code != 1 || !strings.Contains(stderr.String(), tc.want) || (tc.secret != "" && strings.Contains(stderr.String(), tc.secret)) {
 			t.Errorf("--db %s: exit %d, stderr:\n%s\nwant exit 1 and %q", tc.db, code, stderr.String(), tc.want)
+		}
+	}
+}
+
+// TestCLIConvention: the convention the three commands share (--help on
+// stdout with a synopsis, --version, --check, exit 2 naming the flag).
+func TestCLIConvention(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.json")
+	if err := os.WriteFile(cfg, []byte(`{"interfaces": ["eth0"], "rate": -1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args       []string
+		code       int
+		stdout     string // prefix
+		stderrHas  string
+		stderrNone bool
+	}{
+		{[]string{"--help"}, 0, "Usage: addrreg-refserver -i IFACE [flags]\n", "", true},
+		{[]string{"query", "--help"}, 0, "Usage: addrreg-refserver query ", "", true},
+		{[]string{"history", "--help"}, 0, "Usage: addrreg-refserver history ", "", true},
+		{[]string{"--version"}, 0, "addrreg-refserver " + version + "\n", "", true},
+		{[]string{"--check", "-i", "eth0", "--db", "/nonexistent/dir/b.db"}, 0,
+			"addrreg-refserver: configuration OK: interfaces eth0, db /nonexistent/dir/b.db", "", true},
+		{[]string{"--check", "--config", cfg}, 2, "", "--rate", false},
+		{[]string{"--check"}, 2, "", "-i IFACE", false},
+		{[]string{"--check", "-i", "eth0", "--ddns-ttl", "5m"}, 2, "", "--ddns-", false},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(tc.args, &stdout, &stderr)
+		if code != tc.code || !strings.HasPrefix(stdout.String(), tc.stdout) || !strings.Contains(stderr.String(), tc.stderrHas) ||
+			(tc.stderrNone && stderr.Len() > 0) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit %d, stdout starting %q, stderr naming %q",
+				tc.args, code, stdout.String(), stderr.String(), tc.code, tc.stdout, tc.stderrHas)
 		}
 	}
 }

@@ -18,6 +18,8 @@ import (
 type opsFlags struct {
 	controlSocket string // "" none
 	metricsListen string // "" none
+	check         bool   // --check: validate and exit
+	showVersion   bool   // --version
 	// ddns: DNS updates (--ddns-*), nil when off; updater is made from it.
 	ddns    *ddns.Config
 	updater *ddns.Updater

@@ -73,6 +73,7 @@ type options struct {
 	level                  slog.Level // parsed from logLevel by validate
 	logLevel               string
 	showVersion            bool
+	check                  bool
 	registerTemporary      bool
 	controlSocket          string
 	controlGroup           string
@@ -89,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	o, fs, err := parseFlags(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
-		fmt.Fprintf(stdout, "Usage: addrregd [flags]\n       addrregd status [--json] [-i IFACE] [--control-socket PATH]\n\naddrregd registers this host's self-generated IPv6 addresses with DHCPv6 servers (RFC 9686).\n'addrregd status' asks the running daemon what it knows (exit 3: none running; 'addrregd status --help').\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(stdout, "Usage: addrregd [flags]\n       addrregd --check [flags]\n       addrregd status [--json] [-i IFACE] [--control-socket PATH]\n\naddrregd registers this host's self-generated IPv6 addresses with DHCPv6 servers (RFC 9686).\n'addrregd status' asks the running daemon what it knows (exit 3: none running; 'addrregd status --help').\nExit status: 0; 1 on a runtime failure (or no /etc/machine-id to derive the DUID from);\n2 on a bad flag or configuration. --check stops after the checks, with the same status.\n\nFlags:\n%s", fs.FlagUsages())
 		return 0
 	}
 	if err != nil {
@@ -112,6 +113,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1 // the machine, not the command line, is at fault
 		}
 		return exitUsage
+	}
+	if o.check {
+		ifaces := "all"
+		if len(o.interfaces) > 0 {
+			ifaces = strings.Join(o.interfaces, ",")
+		}
+		fmt.Fprintf(stdout, "addrregd: configuration OK: duid %x, interfaces %s, enable %t\n", regCfg.ClientID.ToBytes(), ifaces, o.enable)
+		return 0
 	}
 	regCfg.Logger = log.With("part", "registrar")
 	cfg.Logger = log.With("part", "agent")
@@ -155,10 +164,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, *pflag.FlagSet, erro
 	fs.BoolVar(&o.registerTemporary, "register-temporary", true, "also register RFC 8981 temporary addresses (false keeps them off the server: RFC 9686 §6)")
 	fs.StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "unix socket 'addrregd status' reads (empty: none)")
 	fs.StringVar(&o.controlGroup, "control-group", "", "group that may read the control socket (default: root only)")
-	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. [::1]:9547 (default: off)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. [::1]:9547, 127.0.0.1:9547 or :9547 (default: off)")
 	fs.BoolVar(&o.watchRAs, "watch-ras", true, "also read RAs from the wire for M/O (needed when accept_ra = 0)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&o.check, "check", false, "check the flags and the DUID's source, print \"configuration OK\" and exit (0, else 1 or 2 as when starting)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, fs, err
@@ -376,6 +386,9 @@ func serve(o *options, cfg agent.Config, regCfg registrar.Config, log *slog.Logg
 		if err != nil {
 			log.Error("control socket unavailable: 'addrregd status' will not answer", "path", o.controlSocket, "err", err)
 		} else {
+			if ln.Activated && o.controlGroup != "" {
+				log.Warn("--control-group not applied: the socket is systemd's, its group addrregd.socket's SocketGroup=", "path", o.controlSocket)
+			}
 			info := daemonInfo{Version: version, PID: os.Getpid(), DUID: duid, Started: time.Now(),
 				RegisterTemporary: o.registerTemporary, Enable: o.enable}
 			aux.Go(func() { serveControl(agentCtx, ln, ag, info, log.With("part", "control")) })

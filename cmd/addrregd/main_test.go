@@ -76,3 +76,30 @@ func TestMissingMachineIDIsNotAUsageError(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want 1 and a hint to set --duid", code, errb.String())
 	}
 }
+
+// TestCLIConvention: the convention the three commands share (--help on
+// stdout with a synopsis, --version, --check, exit 2 naming the flag).
+func TestCLIConvention(t *testing.T) {
+	duid := "000400112233445566778899aabbccddeeff"
+	for _, tc := range []struct {
+		args       []string
+		code       int
+		stdout     string // prefix
+		stderrHas  string
+		stderrNone bool
+	}{
+		{[]string{"--help"}, 0, "Usage: addrregd [flags]\n       addrregd --check [flags]\n", "", true},
+		{[]string{"--version"}, 0, "addrregd " + version + "\n", "", true},
+		{[]string{"--check", "--duid", duid, "-i", "eth0"}, 0, "addrregd: configuration OK: duid " + duid + ", interfaces eth0", "", true},
+		{[]string{"--check", "--duid", duid, "--metrics-listen", "[::1]"}, 2, "", "--metrics-listen", false},
+		{[]string{"--check", "--machine-id", "/nonexistent"}, 1, "", "--duid", false},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(tc.args, &stdout, &stderr)
+		if code != tc.code || !strings.HasPrefix(stdout.String(), tc.stdout) || !strings.Contains(stderr.String(), tc.stderrHas) ||
+			(tc.stderrNone && stderr.Len() > 0) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit %d, stdout starting %q, stderr naming %q",
+				tc.args, code, stdout.String(), stderr.String(), tc.code, tc.stdout, tc.stderrHas)
+		}
+	}
+}

@@ -4,9 +4,14 @@
 // dropped, counted per port and reason, and logged.
 //
 //	dhcp6-shield --trusted eth0 --port eth1 --port eth2 [--unknown-next-header drop|pass] [--stats /run/dhcp6-shield.sock]
+//	dhcp6-shield --check --trusted eth0 --port eth1 …
 //
 // The counters are served as JSON on the --stats unix socket and written to
 // the log on SIGUSR1. SIGTERM or SIGINT stops it (exit 0).
+//
+// Exit status: 0 on success, after SIGTERM/SIGINT, and for --check,
+// --help and --version; 1 on a runtime failure; 2 on a bad flag or
+// configuration (--check: a configuration it rejects).
 //
 // Its interface is the command line (flags, output, exit status), not Go:
 // the packages it is built from are listed with their status in README.md.
@@ -21,6 +26,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -31,32 +37,56 @@ import (
 	"github.com/addrreg/addrreg/internal/shield"
 )
 
+// version is set by the Makefile with -ldflags -X main.version=….
+var version = "dev"
+
+const synopsis = `Usage: dhcp6-shield --trusted IFACE --port IFACE [--port IFACE …] [flags]
+       dhcp6-shield --check --trusted IFACE --port IFACE … [flags]
+
+dhcp6-shield switches frames between the interfaces and drops DHCPv6
+messages meant for clients (UDP to port 546) and Relay-Replies arriving on
+untrusted ports (DHCPv6-Shield, RFC 7610). Exit status: 0; 1 on a runtime failure;
+2 on a bad flag or configuration.
+
+Flags:
+`
+
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 type options struct {
-	cfg     shield.SwitchConfig
-	stats   string
-	metrics string
-	level   slog.Level
+	cfg         shield.SwitchConfig
+	stats       string
+	metrics     string
+	level       slog.Level
+	check       bool
+	showVersion bool
 }
 
-// parse reads the command line; errors name the flag at fault.
-func parse(args []string, stderr io.Writer) (options, error) {
+// parse reads the command line; errors name the flag at fault. --help
+// writes the synopsis and the flags to stdout and returns pflag.ErrHelp.
+func parse(args []string, stdout io.Writer) (options, error) {
 	fs := pflag.NewFlagSet("dhcp6-shield", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
+	fs.SortFlags = false
+	fs.Usage = func() { fmt.Fprint(stdout, synopsis+fs.FlagUsages()) }
 	trusted := fs.StringArray("trusted", nil, "trusted `IFACE`, where DHCPv6 servers or relays are (RFC 7610 §4); repeatable")
 	ports := fs.StringArray("port", nil, "untrusted `IFACE`; repeatable")
 	unh := fs.String("unknown-next-header", "drop", "what to do with packets holding an unrecognised Next Header: drop or pass (RFC 7610 §5 rule 3)")
 	stats := fs.String("stats", "", "unix socket `PATH` that answers each connection with the counters as JSON")
-	metrics := fs.String("metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. [::1]:9549 (default: off)")
+	metrics := fs.String("metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. [::1]:9549, 127.0.0.1:9549 or :9549 (default: off)")
 	logRate := fs.Float64("log-rate", 10, "security log lines per second per port (after a burst of 20); counters are not limited")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	keep := fs.Bool("keep-offloads", false, "do not turn off VLAN, GRO/LRO and segmentation offloads on the ports")
 	var o options
+	fs.BoolVar(&o.check, "check", false, "check the flags and exit: 0 and \"configuration OK\", or 2 and what is wrong")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.showVersion {
+		return o, nil
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q: interfaces are given with --port and --trusted", fs.Arg(0))
@@ -110,14 +140,31 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-func run(args []string, stderr io.Writer) int {
-	o, err := parse(args, stderr)
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parse(args, stdout)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "dhcp6-shield: %v\n", err)
+		fmt.Fprintf(stderr, "dhcp6-shield: %v\nRun 'dhcp6-shield --help' for usage.\n", err)
 		return 2
+	}
+	if o.showVersion {
+		fmt.Fprintf(stdout, "dhcp6-shield %s\n", version)
+		return 0
+	}
+	if o.check {
+		var trusted, untrusted []string
+		for _, p := range o.cfg.Ports {
+			if p.Trusted {
+				trusted = append(trusted, p.Name)
+			} else {
+				untrusted = append(untrusted, p.Name)
+			}
+		}
+		fmt.Fprintf(stdout, "dhcp6-shield: configuration OK: trusted %s, untrusted %s, unknown next header: %s\n",
+			strings.Join(trusted, ","), strings.Join(untrusted, ","), o.cfg.Shield.UnknownNextHeader)
+		return 0
 	}
 	log, err := daemonlog.New(stderr, daemonlog.Options{Level: o.level})
 	if err != nil {

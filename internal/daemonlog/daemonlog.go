@@ -6,10 +6,11 @@
 // (the journal stamps every line).
 //
 // Whether stderr is the journal is decided as sd_journal_stream_fd(3)
-// documents it: systemd sets JOURNAL_STREAM to the device and inode of the
-// stream it connected, and only if stderr's fstat matches is it the journal.
-// An inherited JOURNAL_STREAM (a daemon started from a shell in a unit,
-// stderr redirected to a file) does not count.
+// documents it, by go-systemd's journal.StderrIsJournalStream: systemd sets
+// JOURNAL_STREAM to the device and inode of the stream it connected, and
+// only if stderr's fstat matches is it the journal. An inherited
+// JOURNAL_STREAM (a daemon started from a shell in a unit, stderr
+// redirected to a file) does not count.
 //
 // Error attributes are named "err" in every package; "reason" is a drop
 // or reject reason (a counter's label), never a Go error.
@@ -23,18 +24,17 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"github.com/coreos/go-systemd/v22/journal"
 )
 
 // Options says how to log.
 type Options struct {
 	Format string // "text" (default) or "json"
 	Level  slog.Level
-	// Journal: prefix priorities and drop timestamps. New sets it from
-	// IsJournal when the writer is an *os.File.
+	// Journal: prefix priorities and drop timestamps. New sets it when
+	// the writer is os.Stderr and stderr is the journal's stream.
 	Journal bool
 }
 
@@ -47,11 +47,14 @@ func ParseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// New returns a logger writing to w. When w is an *os.File that is the
-// journal's stream (IsJournal), o.Journal is turned on.
+// New returns a logger writing to w. When w is os.Stderr and stderr is the
+// journal's stream (journal.StderrIsJournalStream), o.Journal is turned on;
+// a malformed JOURNAL_STREAM counts as not the journal.
 func New(w io.Writer, o Options) (*slog.Logger, error) {
-	if f, ok := w.(*os.File); ok && IsJournal(f, os.Getenv("JOURNAL_STREAM")) {
-		o.Journal = true
+	if w == io.Writer(os.Stderr) {
+		if is, err := journal.StderrIsJournalStream(); err == nil && is {
+			o.Journal = true
+		}
 	}
 	hopts := &slog.HandlerOptions{Level: o.Level}
 	if o.Journal {
@@ -81,25 +84,6 @@ func New(w io.Writer, o Options) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log format must be text or json, not %q", o.Format)
 	}
 	return slog.New(jh), nil
-}
-
-// IsJournal reports whether f is the stream JOURNAL_STREAM ("DEV:INODE",
-// decimal) names.
-func IsJournal(f *os.File, journalStream string) bool {
-	devS, inoS, ok := strings.Cut(journalStream, ":")
-	if !ok {
-		return false
-	}
-	dev, err1 := strconv.ParseUint(devS, 10, 64)
-	ino, err2 := strconv.ParseUint(inoS, 10, 64)
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return false
-	}
-	return uint64(st.Dev) == dev && st.Ino == ino
 }
 
 // Priority is the syslog priority of a slog level (RFC 5424 §6.2.1):

@@ -12,7 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestIsJournal(t *testing.T) {
+// TestJournalDetected: New(os.Stderr, …) writes journal lines ("<6>…", no
+// time) exactly when fd 2 is the stream JOURNAL_STREAM names; a stream of
+// another inode or device, or a malformed variable, gets ordinary lines.
+func TestJournalDetected(t *testing.T) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
 	if err != nil {
 		t.Fatal(err)
@@ -22,6 +25,11 @@ func TestIsJournal(t *testing.T) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		t.Fatal(err)
 	}
+	saved, err := unix.Dup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(saved)
 	for _, tc := range []struct {
 		env  string
 		want bool
@@ -33,8 +41,32 @@ func TestIsJournal(t *testing.T) {
 		{"garbage", false},
 		{"1:x", false},
 	} {
-		if got := IsJournal(f, tc.env); got != tc.want {
-			t.Errorf("IsJournal(JOURNAL_STREAM=%q) = %v, want %v", tc.env, got, tc.want)
+		t.Setenv("JOURNAL_STREAM", tc.env)
+		if err := f.Truncate(0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Seek(0, 0); err != nil { // fd 2 shares the offset
+			t.Fatal(err)
+		}
+		if err := unix.Dup2(int(f.Fd()), 2); err != nil {
+			t.Fatal(err)
+		}
+		log, err := New(os.Stderr, Options{})
+		if err == nil {
+			log.Info("hello")
+		}
+		if err := unix.Dup2(saved, 2); err != nil {
+			t.Fatal(err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.HasPrefix(string(b), "<6>") && !strings.Contains(string(b), "time="); got != tc.want {
+			t.Errorf("JOURNAL_STREAM=%q: wrote %q, journal format %v, want %v", tc.env, b, got, tc.want)
 		}
 	}
 }

@@ -46,7 +46,7 @@
 //   - vlan.go: putting back the outer VLAN tag the kernel strips (SPEC §3);
 //     pure.
 //   - offload.go: turning off the ports' VLAN, receive and segmentation
-//     offloads with ethtool.
+//     offloads with the SIOCETHTOOL ioctl (as ethtool -K does).
 //   - droplog.go: the security log (RFC 7610 §5) and its per-port rate
 //     limiter.
 //   - stats.go: the per-port counters, Stats and the JSON stats socket.

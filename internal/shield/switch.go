@@ -31,8 +31,8 @@ type SwitchConfig struct {
 	// limited. Defaults 20 and 10.
 	LogBurst int
 	LogRate  float64
-	// KeepOffloads leaves the ports' offload settings alone (for tests on
-	// devices where ethtool is missing).
+	// KeepOffloads leaves the ports' offload settings alone (by default
+	// they are turned off: offload.go).
 	KeepOffloads bool
 	// MACAge is how long a learned MAC address stays; default 5 minutes.
 	MACAge time.Duration
