@@ -536,7 +536,11 @@ func TestProbeCollect(t *testing.T) {
 					// server answers.
 					watch.drain()
 					clock.Advance(tc.irt + tc.irt/2)
-					<-watch.ch
+					select {
+					case <-watch.ch:
+					case <-time.After(5 * time.Second):
+						t.Fatal("the probe did not read the clock after its retransmission timer fired")
+					}
 					clock.Advance(tc.after - tc.irt - tc.irt/2)
 				} else {
 					clock.Advance(tc.after)
