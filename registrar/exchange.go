@@ -1,5 +1,6 @@
 // Exchange bookkeeping and retransmission (RFC 8415 §15), shared by
-// Register and Probe.
+// Register and Probe; a send the kernel refuses counts as a lost
+// transmission (sendErr).
 
 package registrar
 
