@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/addrreg/addrreg/test/proctest"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -284,9 +285,9 @@ func benchIdle(b *testing.B, rate, burst string) {
 	}
 	time.Sleep(2 * time.Second) // let the last replies and logs settle
 	informsBefore := len(l.sniff.Informs(netip.Addr{}))
-	cpu0 := procCPU(b, pid)
+	cpu0 := proctest.CPU(b, pid)
 	time.Sleep(idle)
-	cpu1 := procCPU(b, pid)
+	cpu1 := proctest.CPU(b, pid)
 	rss, hwm := procMem(b, pid)
 	informsIdle := len(l.sniff.Informs(netip.Addr{})) - informsBefore
 
@@ -313,21 +314,6 @@ func benchIdle(b *testing.B, rate, burst string) {
 		want, registered.Sub(supported).Round(time.Millisecond), registered.Sub(start).Round(time.Millisecond), rate, bindings)
 	b.Logf("idle %v: VmRSS %.1f MiB (VmHWM %.1f MiB), CPU %v = %.3f CPU-s/min, %d ADDR-REG-INFORMs",
 		idle, float64(rss)/(1<<20), float64(hwm)/(1<<20), cpu1-cpu0, cpuPerMin, informsIdle)
-}
-
-// procCPU returns the user+system CPU time of pid (/proc/PID/stat fields 14
-// and 15, in clock ticks of 1/100 s on Linux).
-func procCPU(b *testing.B, pid int) time.Duration {
-	b.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Fields after the command name, which is in parentheses.
-	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // procMem returns VmRSS and VmHWM of pid in bytes.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/test/topo"
+	"go.uber.org/goleak"
 )
 
 // Real-kernel tests: each builds namespaces with test/topo and runs a
@@ -533,7 +533,7 @@ func equalSets(a, b map[string]string) bool {
 }
 
 // Every goroutine Run starts (the netlink reader, the RA listener, namespace
-// helpers) has stopped when it returns. Not parallel: it reads all stacks.
+// helpers) has stopped when it returns. Not parallel: goleak reads all stacks.
 func TestNetnsNoGoroutineLeak(t *testing.T) {
 	topo.RequireRoot(t)
 	n := topo.New(t)
@@ -544,6 +544,7 @@ func TestNetnsNoGoroutineLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Close()
+	ignore := goleak.IgnoreCurrent()
 	m := New(Options{Netns: ns, WatchRAs: true, Logger: testLogger(t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -563,24 +564,7 @@ func TestNetnsNoGoroutineLeak(t *testing.T) {
 		t.Errorf("Lookup(::1 on lo) = %t, %v", ok, err)
 	}
 	stopRun(t, cancel, done)
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		buf := make([]byte, 1<<20)
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		var leaked []string
-		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "netmon.(*Monitor)") || strings.Contains(g, "netmon.inNetns") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutines left after Run returned:\n%s", strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, ignore)
 }
 
 // The kernel keeps IF_RA_MANAGED across carrier down/up; the monitor does

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/addrreg/addrreg/scheduler"
@@ -79,7 +79,7 @@ func TestRunGivesUp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := runtime.NumGoroutine()
+			ignore := goleak.IgnoreCurrent()
 			k := &fakeKernel{dumps: [][]message{{link}}, subErr: tt.subErr, scripts: tt.scripts}
 			clk := scheduler.NewFakeClock(t0)
 			m := newMonitor(Options{Clock: clk, Logger: testLogger(t)}, k)
@@ -99,7 +99,7 @@ func TestRunGivesUp(t *testing.T) {
 			if waited < tt.minWait {
 				t.Errorf("gave up after %v of backoff, want at least %v", waited, tt.minWait)
 			}
-			checkGoroutines(t, before)
+			goleak.VerifyNone(t, ignore)
 		})
 	}
 }

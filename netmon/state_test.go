@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/addrreg/addrreg/scheduler"
@@ -378,7 +378,7 @@ func TestRunResync(t *testing.T) {
 			{},
 		},
 	}
-	before := runtime.NumGoroutine()
+	ignore := goleak.IgnoreCurrent()
 	m := newMonitor(Options{Logger: testLogger(t)}, k)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -415,20 +415,7 @@ func TestRunResync(t *testing.T) {
 	if st := m.Stats(); st.Resyncs != 1 {
 		t.Errorf("stats %+v, want 1 resync", st)
 	}
-	checkGoroutines(t, before)
-}
-
-func checkGoroutines(t *testing.T, before int) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("%d goroutines after Run returned, %d before:\n%s", runtime.NumGoroutine(), before, buf[:n])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, ignore)
 }
 
 // A wall-clock jump is reported and every lifetime is re-read.

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv6"
+	"go.uber.org/goleak"
 
 	"github.com/addrreg/addrreg/scheduler"
 )
@@ -110,12 +110,17 @@ func (c *fakeConn) sends() []sent {
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // fakeRegistrar returns a running Registrar over a fakeConn and a FakeClock,
-// with rand always u.
+// with rand always u. A *nowSignal in cfg.Clock is kept (its FakeClock is
+// returned); any other Clock is replaced.
 func fakeRegistrar(t *testing.T, cfg Config, u float64) (*Registrar, *fakeConn, *scheduler.FakeClock) {
 	t.Helper()
 	clock := scheduler.NewFakeClock(t0)
+	if w, ok := cfg.Clock.(*nowSignal); ok {
+		clock = w.FakeClock
+	} else {
+		cfg.Clock = clock
+	}
 	cfg.ClientID = testDUID
-	cfg.Clock = clock
 	cfg.Rand = func() float64 { return u }
 	r, err := newRegistrar(cfg)
 	if err != nil {
@@ -133,6 +138,38 @@ func fakeRegistrar(t *testing.T, cfg Config, u float64) (*Registrar, *fakeConn, 
 		}
 	})
 	return r, c, clock
+}
+
+// nowSignal is a FakeClock that signals every Now call on ch (dropped when
+// ch is full). The registrar reads the clock first thing when it acts on a
+// fired retransmission timer, so a test that drains ch, advances the clock and
+// then receives from ch knows the registrar has taken that timer up.
+type nowSignal struct {
+	*scheduler.FakeClock
+	ch chan struct{}
+}
+
+func newNowSignal() *nowSignal {
+	return &nowSignal{FakeClock: scheduler.NewFakeClock(t0), ch: make(chan struct{}, 64)}
+}
+
+func (c *nowSignal) Now() time.Time {
+	select {
+	case c.ch <- struct{}{}:
+	default:
+	}
+	return c.FakeClock.Now()
+}
+
+// drain empties ch.
+func (c *nowSignal) drain() {
+	for {
+		select {
+		case <-c.ch:
+		default:
+			return
+		}
+	}
 }
 
 // drive advances clock to each timer as soon as one is armed, until ctx ends.
@@ -332,7 +369,7 @@ func TestDispatch(t *testing.T) {
 // TestCancelAndShutdown: Register and Probe return at once when their
 // context ends; Run returns when its context ends and leaves no goroutine.
 func TestCancelAndShutdown(t *testing.T) {
-	before := runtime.NumGoroutine()
+	ignore := goleak.IgnoreCurrent()
 	clock := scheduler.NewFakeClock(t0)
 	runCtx, stop := context.WithCancel(context.Background())
 	r, _, done := runRegistrar(t, clock, runCtx)
@@ -375,14 +412,7 @@ func TestCancelAndShutdown(t *testing.T) {
 		Lifetimes: func() (time.Duration, time.Duration, bool) { return 0, 0, true }}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Register after Run = %v, want net.ErrClosed", err)
 	}
-	deadline := time.Now().Add(time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(time.Millisecond)
-	}
+	goleak.VerifyNone(t, ignore)
 }
 
 func TestNewConfig(t *testing.T) {
@@ -482,7 +512,8 @@ func TestProbeCollect(t *testing.T) {
 		{"retransmission due inside the window", 200 * time.Millisecond, 900 * time.Millisecond, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, c, clock := fakeRegistrar(t, Config{Discovery: scheduler.Retrans{IRT: tc.irt}, DiscoveryMaxDelay: -1}, 0.5)
+			watch := newNowSignal()
+			r, c, clock := fakeRegistrar(t, Config{Discovery: scheduler.Retrans{IRT: tc.irt}, DiscoveryMaxDelay: -1, Clock: watch}, 0.5)
 			var first sent
 			c.onSend = func(s sent) {
 				first = s
@@ -501,9 +532,15 @@ func TestProbeCollect(t *testing.T) {
 			if tc.after > 0 {
 				if tc.irt < tc.after {
 					// Let the probe act on its retransmission timer
-					// before the second server answers.
+					// (its next read of the clock) before the second
+					// server answers.
+					watch.drain()
 					clock.Advance(tc.irt + tc.irt/2)
-					time.Sleep(50 * time.Millisecond)
+					select {
+					case <-watch.ch:
+					case <-time.After(5 * time.Second):
+						t.Fatal("the probe did not read the clock after its retransmission timer fired")
+					}
 					clock.Advance(tc.after - tc.irt - tc.irt/2)
 				} else {
 					clock.Advance(tc.after)

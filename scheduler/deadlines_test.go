@@ -2,13 +2,13 @@ package scheduler
 
 import (
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 )
 
 type firing struct {
@@ -275,24 +275,8 @@ func TestDeadlinesProperty(t *testing.T) {
 	}
 }
 
-// checkGoroutines fails the test if it leaves goroutines behind.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(2 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				t.Errorf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
 func TestDeadlinesRealClock(t *testing.T) {
-	checkGoroutines(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	clk := RealClock()
 	ch := make(chan string, 10)
 	d := NewDeadlines(clk, func(now time.Time, due []string) {
@@ -321,19 +305,23 @@ func TestDeadlinesRealClock(t *testing.T) {
 
 // Close waits for a running fire and nothing fires after it returns.
 func TestDeadlinesCloseWaitsForFire(t *testing.T) {
-	checkGoroutines(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	started, release := make(chan struct{}), make(chan struct{})
 	var mu sync.Mutex
 	calls := 0
-	d := NewDeadlines(RealClock(), func(time.Time, []int) {
+	clk := NewFakeClock(t0)
+	d := NewDeadlines(clk, func(time.Time, []int) {
 		mu.Lock()
 		calls++
 		mu.Unlock()
 		close(started)
 		<-release
 	})
-	d.Set(1, time.Now())
-	d.Set(2, time.Now().Add(30*time.Millisecond))
+	d.Set(1, t0)
+	d.Set(2, t0.Add(30*time.Millisecond))
+	// The FakeClock runs fire in the goroutine that advances it.
+	advanced := make(chan struct{})
+	go func() { clk.Advance(0); close(advanced) }()
 	<-started
 	closed := make(chan struct{})
 	go func() { d.Close(); close(closed) }()
@@ -344,7 +332,8 @@ func TestDeadlinesCloseWaitsForFire(t *testing.T) {
 	}
 	close(release)
 	<-closed
-	time.Sleep(50 * time.Millisecond) // past key 2's deadline
+	<-advanced
+	clk.Advance(time.Hour) // past key 2's deadline
 	mu.Lock()
 	defer mu.Unlock()
 	if calls != 1 {
@@ -354,7 +343,7 @@ func TestDeadlinesCloseWaitsForFire(t *testing.T) {
 
 // Concurrent use from several goroutines under the race detector.
 func TestDeadlinesConcurrent(t *testing.T) {
-	checkGoroutines(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	var mu sync.Mutex
 	fired := map[int]int{}
 	d := NewDeadlines(RealClock(), func(_ time.Time, due []int) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 )
 
 func TestFakeClock(t *testing.T) {
@@ -56,7 +57,7 @@ func TestFakeClock(t *testing.T) {
 }
 
 func TestFakeClockBlockUntil(t *testing.T) {
-	checkGoroutines(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	clk := NewFakeClock(t0)
 	fired := make(chan struct{})
 	go clk.AfterFunc(time.Second, func() { close(fired) })

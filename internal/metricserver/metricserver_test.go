@@ -6,16 +6,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 )
 
 func TestServeAndStop(t *testing.T) {
-	before := runtime.NumGoroutine()
+	ignore := goleak.IgnoreCurrent()
 	d := prometheus.NewDesc("x_things_total", "Things.", []string{"kind"}, nil)
 	reg := prometheus.NewRegistry()
 	n := 0.0
@@ -50,12 +50,7 @@ func TestServeAndStop(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Error("still listening after ctx ended")
 	}
-	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines before, %d after Serve returned", before, runtime.NumGoroutine())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, ignore)
 	if err := CheckAddr("9547"); err == nil {
 		t.Error("CheckAddr accepted a bare port without colon")
 	}

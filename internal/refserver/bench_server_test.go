@@ -1,7 +1,6 @@
 package refserver_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/test/pgtest"
+	"github.com/addrreg/addrreg/test/proctest"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -91,7 +91,7 @@ func BenchmarkServerRelay(b *testing.B) {
 			for i, rate := range rates {
 				b.Run("rate="+strconv.Itoa(rate), func(b *testing.B) {
 					var before string
-					cpu0 := procCPU(b, p.Pid())
+					cpu0 := proctest.CPU(b, p.Pid())
 					if server == "refserver" {
 						before = srv.Scrape(b, benchMetrics)
 					}
@@ -116,7 +116,7 @@ func BenchmarkServerRelay(b *testing.B) {
 					b.ReportMetric(rep.P50, "p50-ms")
 					b.ReportMetric(rep.P99, "p99-ms")
 					b.ReportMetric(0, "ns/op")
-					cpu := procCPU(b, p.Pid()) - cpu0
+					cpu := proctest.CPU(b, p.Pid()) - cpu0
 					perMsg := float64(cpu.Microseconds()) / float64(max(rep.Replied, 1))
 					b.ReportMetric(perMsg, "server-CPU-µs/reply")
 					stages := ""
@@ -194,22 +194,6 @@ func stageQuantiles(before, after string) string {
 		out = append(out, fmt.Sprintf("%s %s/%s", stage, q(0.5), q(0.99)))
 	}
 	return strings.Join(out, ", ")
-}
-
-// procCPU is the CPU time (user and system) process pid has used.
-func procCPU(b *testing.B, pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	// After the command name in parentheses: state is field 3, utime 14, stime 15.
-	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("/proc/%d/stat: %q", pid, data)
-	}
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 func lastLines(s string, n int) string {

@@ -1,18 +1,17 @@
 package refserver_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/addrreg/addrreg/internal/refserver"
 	"github.com/addrreg/addrreg/scheduler"
 	"github.com/addrreg/addrreg/test/topo"
+	"go.uber.org/goleak"
 )
 
 // TestServerInProcess runs Server.Run inside a namespace on a FakeClock: a
@@ -42,6 +41,7 @@ func TestServerInProcess(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
+	ignore := goleak.IgnoreCurrent()
 	go func() { runErr <- srvNode.Do(func() error { return s.Run(ctx) }) }()
 	t.Cleanup(func() {
 		cancel()
@@ -49,19 +49,7 @@ func TestServerInProcess(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 		// No goroutine of the Server outlives Run.
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			if !bytes.Contains(buf, []byte("internal/refserver.(*Server)")) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("Server goroutines left after Run returned:\n%s", buf)
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		goleak.VerifyNone(t, ignore)
 	})
 
 	duid := testDUID(3)

@@ -13,11 +13,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
@@ -317,7 +317,7 @@ func TestShieldVLAN(t *testing.T) {
 // returns when its context ends and leaves no goroutine behind.
 func TestSwitchRunStops(t *testing.T) {
 	sn := newShieldNet(t, "a", "b")
-	before := runtime.NumGoroutine()
+	ignore := goleak.IgnoreCurrent()
 	sw, err := NewSwitch(SwitchConfig{Ports: []Port{{Name: "pa"}, {Name: "pb"}}, KeepOffloads: true})
 	if err != nil {
 		t.Fatal(err)
@@ -342,13 +342,7 @@ func TestSwitchRunStops(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Run did not return within 2 s of the end of its context")
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before {
-		t.Errorf("%d goroutines after Run returned, %d before", n, before)
-	}
+	goleak.VerifyNone(t, ignore)
 }
 
 // rawSocket opens a non-blocking AF_PACKET socket on eth0 of nd with

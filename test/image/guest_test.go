@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/addrreg/addrreg/test/proctest"
 	"github.com/addrreg/addrreg/test/topo"
 )
 
@@ -294,19 +295,11 @@ func panicBeforeInit(c string) string {
 // cpuTime is the CPU time QEMU has used so far (user + system): on a busy
 // machine a better measure of the guest's cost than the wall time.
 func (g *guest) cpuTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", g.qemu.Pid()))
+	d, err := proctest.ReadCPU(g.qemu.Pid())
 	if err != nil {
 		return 0
 	}
-	// Fields after the command name "(…)": state is field 3, utime 14, stime 15.
-	_, rest, _ := strings.Cut(string(b), ") ")
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+	return d
 }
 
 // next returns the next line from the control port.
