@@ -24,7 +24,7 @@ func (m *machine) eligible(ifc *iface, ad *addr) bool {
 
 func (m *machine) registerAll(ifc *iface) {
 	for _, ad := range ifc.addrs {
-		if ad.phase == Pending || ad.phase == Failed {
+		if ad.phase() == Pending || ad.phase() == Failed {
 			m.consider(ifc, ad)
 		}
 	}
@@ -38,16 +38,15 @@ func (m *machine) registerAll(ifc *iface) {
 // address goes before it is registered again.
 func (m *machine) quiesce(ifc *iface, ad *addr, forget bool) {
 	m.deadlines.Remove(key{ifc.index, ad.cur.IP})
-	if ad.running {
+	if ad.inFlight() {
 		m.emit(effCancel{ad.gen})
-		ad.running = false
-		ad.sent = true // its INFORM may be out: its result is now stale
+		ad.hold.transmitted() // its INFORM may be out: its result is now stale
 	}
 	ad.gen = m.nextGen()
 	if forget {
-		ad.hasReg, ad.sent = false, false
+		ad.hold = serverHold{}
 	}
-	ad.phase, ad.again, ad.failures, ad.paused = Pending, false, 0, false
+	ad.last, ad.run, ad.failures = notRegistered, idle, 0
 }
 
 func (m *machine) handleAddr(na netmon.Addr) {
@@ -78,8 +77,8 @@ func (m *machine) handleAddr(na netmon.Addr) {
 		if sa, owed := m.owed[k]; owed {
 			// Back before its deregistration went out: it never left,
 			// and the server still holds it.
-			ad.sent = true
-			ad.until.inherit(sa, m.now)
+			ad.hold.transmitted()
+			ad.limit.inherit(sa, m.now)
 			delete(m.owed, k)
 			m.deadlines.Remove(k) // a deregistration's retry
 			m.info("address re-added: deregistration cancelled", "iface", ifc.name, "addr", na.IP)
@@ -91,7 +90,7 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	if at.IsZero() {
 		at = m.now
 	}
-	ad.until.extend(at, na.Valid)
+	ad.limit.extend(at, na.Valid)
 	if !m.wanted(ifc.name) {
 		return
 	}
@@ -118,16 +117,16 @@ func (m *machine) consider(ifc *iface, ad *addr) {
 		return
 	}
 	k := key{ifc.index, ad.cur.IP}
-	switch ad.phase {
+	switch ad.phase() {
 	case Pending:
 		m.enqueue(k)
 	case Registering:
-		ad.again = true
+		ad.run = exchangingRecheck
 	case Failed:
 		// Its retry is scheduled (retry.go) and will carry the current
 		// lifetimes: a lifetime change must not bring it forward.
 	case Registered:
-		if ad.name != m.fqdn {
+		if ad.toldName != m.fqdn {
 			// The host was renamed since (hostNameChanged): the server
 			// must hear the new name, a new exchange now.
 			m.enqueue(k)
@@ -150,10 +149,6 @@ func (m *machine) consider(ifc *iface, ad *addr) {
 			"valid", valid, "told_server", ad.reg.Valid, "at", at)
 		m.deadlines.Set(k, at)
 	}
-}
-
-func static(na netmon.Addr) bool {
-	return na.Class == netmon.ClassStatic || na.Valid == netmon.Infinite
 }
 
 func (m *machine) handleAddrRemoved(na netmon.Addr) {
@@ -223,7 +218,7 @@ func (m *machine) clockJumped() {
 	n := 0
 	for _, ifc := range m.ifaces {
 		for ip, ad := range ifc.addrs {
-			if ad.phase == Registered || ad.phase == Failed {
+			if ad.phase() == Registered || ad.phase() == Failed {
 				m.enqueue(key{ifc.index, ip})
 				n++
 			}
@@ -246,7 +241,7 @@ func (m *machine) hostNameChanged(name string) {
 	n := 0
 	for _, ifc := range m.sortedIfaces() {
 		for _, ip := range sortedAddrs(ifc) {
-			if ad := ifc.addrs[ip]; (ad.phase == Registered || ad.phase == Registering) && m.eligible(ifc, ad) {
+			if ad := ifc.addrs[ip]; (ad.phase() == Registered || ad.phase() == Registering) && m.eligible(ifc, ad) {
 				m.consider(ifc, ad)
 				n++
 			}
@@ -263,14 +258,14 @@ func (m *machine) registered(k key) bool {
 		return false
 	}
 	ad, ok := ifc.addrs[k.addr]
-	return ok && ad.phase == Registered
+	return ok && ad.phase() == Registered
 }
 
 func (m *machine) startRegistration(k key) {
 	ifc := m.ifaces[k.ifindex]
 	ad := ifc.addrs[k.addr]
 	m.deadlines.Remove(k)
-	ad.phase, ad.gen, ad.running, ad.naming = Registering, m.nextGen(), true, m.fqdn
+	ad.last, ad.run, ad.gen, ad.sendingName = notRegistered, exchanging, m.nextGen(), m.fqdn
 	m.inflight++
 	m.counters.Registrations++
 	m.emit(effExchange{k: k, gen: ad.gen, ifname: ifc.name, last: ad.cur, fqdn: m.fqdn})
@@ -328,21 +323,25 @@ func (m *machine) handleResult(r exchangeResult) {
 	if !ok || ad.gen != r.gen {
 		return // forgotten or superseded while in flight
 	}
-	ad.running = false
-	ad.sent = ad.sent || r.res.Sends > 0
+	recheck := ad.run == exchangingRecheck
+	ad.run = idle
+	if r.res.Sends > 0 {
+		ad.hold.transmitted()
+	}
 	switch {
 	case errors.Is(r.err, context.Canceled):
-		ad.phase = Pending
+		ad.last = notRegistered
 	case errors.Is(r.err, registrar.ErrAddressGone):
 		// The lookup at a transmission did not find the address (or found
 		// it not registrable). If it really left, netmon's event quiesces
 		// it; if that was a blip netmon coalesced away, no event follows,
 		// so it must not sit pending with nothing due: retry like a
 		// failure.
-		ad.phase = Failed
+		ad.last = failed
 		m.scheduleRetry(ifc, ad)
 	case r.err == nil && r.res.Replied:
-		ad.phase, ad.hasReg, ad.failures, ad.name = Registered, true, 0, ad.naming
+		ad.last, ad.failures, ad.toldName = registered, 0, ad.sendingName
+		ad.hold.confirmed(r.res.Preferred)
 		// The server counts the lifetimes from when the last
 		// transmission carried them.
 		at := r.res.LastSent
@@ -350,19 +349,17 @@ func (m *machine) handleResult(r exchangeResult) {
 			at = m.now
 		}
 		ad.reg = m.cfg.Policy.Registered(at, r.res.Valid, static(ad.cur))
-		ad.told = r.res.Preferred
-		ad.until.extend(at, r.res.Valid)
+		ad.limit.extend(at, r.res.Valid)
 		if ad.reg.Periodic() {
 			m.deadlines.Set(r.k, ad.reg.Next)
 		}
 	default:
 		// No valid reply (or every send refused): what the server holds,
 		// if anything, is unknown; ad.reg keeps the last confirmed.
-		ad.phase = Failed
+		ad.last = failed
 		m.scheduleRetry(ifc, ad)
 	}
-	if ad.again {
-		ad.again = false
+	if recheck {
 		m.consider(ifc, ad)
 	}
 }

@@ -162,7 +162,7 @@ func (m *machine) handleLink(ev netmon.Event) {
 // removed, expires, or leaves the link, and a lapsed RA is none of these —
 // the addresses stay assigned and in use, and the server's bindings run
 // out at the lifetimes it was told. A refresh or retry that comes due
-// meanwhile is held (addr.paused) and runs when the condition is back.
+// meanwhile is held (pausedForRA) and runs when the condition is back.
 func (m *machine) raFlags(ifc *iface, mo bool, l netmon.Link) {
 	if mo == ifc.mo {
 		return
@@ -171,8 +171,8 @@ func (m *machine) raFlags(ifc *iface, mo bool, l netmon.Link) {
 	if mo {
 		m.info("RA with M or O flag seen", "iface", ifc.name, "managed", l.Managed, "other", l.Other)
 		for ip, ad := range ifc.addrs {
-			if ad.paused {
-				ad.paused = false
+			if ad.run == pausedForRA {
+				ad.run = idle
 				m.enqueue(key{ifc.index, ip})
 			}
 		}

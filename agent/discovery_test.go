@@ -122,8 +122,8 @@ func TestStepReturnsEffects(t *testing.T) {
 	if hasEffect[effExchange](effs) || hasEffect[effProbe](effs) {
 		t.Fatalf("effects %+v after the reply", effs)
 	}
-	if m.ifaces[2].addrs[a.IP].phase != Registered {
-		t.Fatalf("phase %v", m.ifaces[2].addrs[a.IP].phase)
+	if m.ifaces[2].addrs[a.IP].phase() != Registered {
+		t.Fatalf("phase %v", m.ifaces[2].addrs[a.IP].phase())
 	}
 	// Removed: a deregistration with zero lifetimes, sent once.
 	effs = m.step(t0.Add(2*time.Second), evNetmon{netmon.Event{Kind: netmon.AddrRemoved, Addr: a}})

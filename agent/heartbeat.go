@@ -36,7 +36,7 @@ func (m *machine) summarize() Summary {
 		}
 		for _, ad := range ifc.addrs {
 			s.Addresses++
-			if ad.phase == Registered {
+			if ad.phase() == Registered {
 				s.Registered++
 			}
 		}

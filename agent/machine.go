@@ -105,45 +105,11 @@ type iface struct {
 	addrs     map[netip.Addr]*addr
 }
 
-type addr struct {
-	cur   netmon.Addr
-	phase Phase
-	// reg is what the last exchange told the server, replied to
-	// (Registered) or not (Failed): the refresh rule times both, so a
-	// failed address is tried again when a registered one would be
-	// refreshed, not at every RA that re-announces it.
-	reg    scheduler.Reg
-	hasReg bool // the server holds a registration from us (a reply came)
-	// sent: an exchange since the address was (re)learnt got a
-	// transmission out, so the server may hold it even without a reply.
-	sent bool
-	// told is the preferred lifetime the last replied-to exchange carried
-	// (reg has the valid one), for the state file.
-	told     time.Duration
-	failures int  // consecutive failed exchanges (retry backoff)
-	gen      int  // of the exchange in flight; results of others are stale
-	running  bool // an exchange (gen) is in flight
-	again    bool // a trigger arrived during the exchange: look again when it ends
-	// paused: a refresh or retry came due while the link's RA condition
-	// had lapsed; it runs when an RA with M or O is back.
-	paused bool
-	// until: the latest the server may keep a binding from us (stateLife).
-	until stateLife
-	// name is the host name the last replied-to exchange carried, naming
-	// the one the exchange in flight carries: a registered address whose
-	// name is not the machine's is registered again (consider).
-	name, naming string
-	note         addrNote // what status reports (status.go)
-}
-
 // deregRec is one address's deregistrations in flight.
 type deregRec struct {
 	n  int
 	sa savedAddr // its state-file record
 }
-
-// held reports whether the server may hold a binding for ad from us.
-func (ad *addr) held() bool { return ad.hasReg || ad.sent || ad.phase == Registering }
 
 // Events: what the owner loop feeds the machine.
 type event interface{ isEvent() }
@@ -421,9 +387,12 @@ func (m *machine) stop() {
 	for _, ifc := range m.ifaces {
 		m.stopDiscovery(ifc)
 		for ip, ad := range ifc.addrs {
-			if ad.running {
+			if ad.inFlight() {
 				m.emit(effCancel{ad.gen})
-				ad.running = false
+				// Its INFORM may be out: the server may hold it (the
+				// snapshot keeps it).
+				ad.run = idle
+				ad.hold.transmitted()
 			}
 			if m.cfg.DeregisterOnStop && m.cfg.Enable && ifc.up && ad.held() {
 				dereg = append(dereg, key{ifc.index, ip})

@@ -37,14 +37,14 @@ func (m *machine) next(k key) action {
 	if !ok || !m.eligible(ifc, ad) {
 		return actNone
 	}
-	if ad.phase == Registering {
-		ad.again = true
+	if ad.inFlight() {
+		ad.run = exchangingRecheck
 		return actNone
 	}
 	if !m.raAllows(ifc) {
 		// The RA condition lapsed (discovery.go, raFlags): hold this
 		// registration, refresh or retry until it is back.
-		ad.paused = true
+		ad.run = pausedForRA
 		return actNone
 	}
 	if m.deregging[k].n > 0 {

@@ -607,31 +607,34 @@ func (p *propRun) checkInvariants() {
 		for ip, ad := range ifc.addrs {
 			k := key{ifc.index, ip}
 			x, running := h.xB[ad.gen]
-			if ad.running != (ad.phase == Registering) || ad.running != (running && !x.dereg && x.k == k) {
-				p.fail("%v: running=%t phase=%v, exchange for its generation: %t", k, ad.running, ad.phase, running)
+			if msg := ad.invalid(); msg != "" {
+				p.fail("%v: invalid state (%v, %v, %v): %s", k, ad.last, ad.run, ad.hold, msg)
 			}
-			if ad.paused && m.raAllows(ifc) {
+			if ad.inFlight() != (ad.phase() == Registering) || ad.inFlight() != (running && !x.dereg && x.k == k) {
+				p.fail("%v: running=%t phase=%v, exchange for its generation: %t", k, ad.inFlight(), ad.phase(), running)
+			}
+			if ad.run == pausedForRA && m.raAllows(ifc) {
 				p.fail("%v: paused while the RA condition holds", k)
 			}
 			if !m.eligible(ifc, ad) {
 				continue
 			}
 			_, due := m.deadlines.When(k)
-			waiting := ad.running || m.queued[k] || due || ad.paused ||
-				(ad.phase == Pending && m.deregging[k].n > 0) ||
-				(ad.phase == Registered && !ad.reg.Periodic())
+			waiting := ad.inFlight() || m.queued[k] || due || ad.run == pausedForRA ||
+				(ad.phase() == Pending && m.deregging[k].n > 0) ||
+				(ad.phase() == Registered && !ad.reg.Periodic())
 			if !waiting {
-				p.fail("%v (%v): eligible but nothing will ever happen to it", k, ad.phase)
+				p.fail("%v (%v): eligible but nothing will ever happen to it", k, ad.phase())
 			}
-			if ad.phase == Registered && !ad.paused && !m.queued[k] {
-				if ad.name != m.fqdn {
-					p.fail("%v: registered with host name %q, the host's is %q, and no exchange is coming", k, ad.name, m.fqdn)
+			if ad.phase() == Registered && ad.run != pausedForRA && !m.queued[k] {
+				if ad.toldName != m.fqdn {
+					p.fail("%v: registered with host name %q, the host's is %q, and no exchange is coming", k, ad.toldName, m.fqdn)
 				}
-				if b, ok := p.server[ip]; ok && !b.excused && b.ifindex == l.index && b.name != ad.name {
-					p.fail("%v: the server's binding carries the name %q, the machine believes %q", k, b.name, ad.name)
+				if b, ok := p.server[ip]; ok && !b.excused && b.ifindex == l.index && b.name != ad.toldName {
+					p.fail("%v: the server's binding carries the name %q, the machine believes %q", k, b.name, ad.toldName)
 				}
 			}
-			if ad.phase == Registered && !ad.reg.Periodic() && !ad.paused && !m.queued[k] {
+			if ad.phase() == Registered && !ad.reg.Periodic() && ad.run != pausedForRA && !m.queued[k] {
 				_, valid := ad.cur.Remaining(now)
 				if at, refresh := m.cfg.Policy.LifetimeChanged(ad.reg, now, valid, static(ad.cur)); refresh {
 					if when, ok := m.deadlines.When(k); !ok || when.After(at) {

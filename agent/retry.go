@@ -48,8 +48,8 @@ func (m *machine) retryDeregistration(k key, sa savedAddr) {
 		return
 	}
 	if ad, back := ifc.addrs[k.addr]; back {
-		ad.sent = true // back meanwhile: the server still holds it
-		ad.until.inherit(sa, m.now)
+		ad.hold.transmitted() // back meanwhile: the server still holds it
+		ad.limit.inherit(sa, m.now)
 		return
 	}
 	if !ifc.up {
@@ -66,7 +66,7 @@ func (m *machine) retryDeregistration(k key, sa savedAddr) {
 // deregistration was in flight (next held it back).
 func (m *machine) afterDeregistration(k key) {
 	if ifc, ok := m.ifaces[k.ifindex]; ok {
-		if ad, ok := ifc.addrs[k.addr]; ok && ad.phase == Pending {
+		if ad, ok := ifc.addrs[k.addr]; ok && ad.phase() == Pending {
 			m.consider(ifc, ad)
 		}
 	}

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/internal/atomicfile"
-	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/scheduler"
 )
 
@@ -71,7 +70,7 @@ type savedAddr struct {
 	// Preferred (seconds) is what the last replied-to exchange told the
 	// server. Valid (seconds) from At bounds the server's binding: the
 	// latest end of the address's valid lifetime while the server may have
-	// been told it (stateLife). Zero At: no bound known (kept until
+	// been told it (bindingLimit). Zero At: no bound known (kept until
 	// claimed).
 	Preferred uint32    `json:"preferred_lifetime"`
 	Valid     uint32    `json:"valid_lifetime"`
@@ -92,51 +91,6 @@ func (sa savedAddr) expires() (at time.Time, ok bool) {
 func (sa savedAddr) expired(now time.Time) bool {
 	at, ok := sa.expires()
 	return ok && !now.Before(at)
-}
-
-// stateLife bounds how long the server may keep a binding for an address
-// from us: until at + valid. An ADDR-REG-INFORM carries the address's
-// current lifetimes (RFC 9686 §4.2), and the server keeps the binding for
-// the valid lifetime it carried (RFC 9686 §4.3; SPEC.md): so the latest
-// end of the address's valid lifetime the kernel reported while we
-// followed it bounds every binding an INFORM of ours can have made,
-// replied to or not. The zero value knows nothing; valid
-// netmon.Infinite: never.
-type stateLife struct {
-	at    time.Time
-	valid time.Duration
-}
-
-// extend takes a valid lifetime seen (or told) at at into the bound.
-func (l *stateLife) extend(at time.Time, valid time.Duration) {
-	switch {
-	case l.at.IsZero(), valid == netmon.Infinite:
-	case l.valid == netmon.Infinite, !at.Add(valid).After(l.at.Add(l.valid)):
-		return
-	}
-	l.at, l.valid = at, valid
-}
-
-// inherit takes the bound of sa, a binding the server may hold from
-// before (the state file, an owed deregistration cancelled): none known
-// is none at all.
-func (l *stateLife) inherit(sa savedAddr, now time.Time) {
-	if sa.At.IsZero() || sa.Valid == scheduler.InfiniteSeconds {
-		l.extend(now, netmon.Infinite)
-		return
-	}
-	l.extend(sa.At, time.Duration(sa.Valid)*time.Second)
-}
-
-// seconds is the bound in the state file's form, rounded up.
-func (l stateLife) seconds() (at time.Time, valid uint32) {
-	if l.at.IsZero() {
-		return time.Time{}, 0
-	}
-	if l.valid == netmon.Infinite {
-		return l.at.UTC().Round(0), scheduler.InfiniteSeconds
-	}
-	return l.at.UTC().Round(0), scheduler.Seconds(l.valid + time.Second - 1)
 }
 
 // parseState parses and checks a state file's contents.
@@ -259,8 +213,8 @@ func (m *machine) claimStale(ifc *iface) {
 		if ad, ok := ifc.addrs[sa.Addr]; ok {
 			// Still there: registered like any other, and until then the
 			// server holds it from the last run.
-			ad.sent = true
-			ad.until.inherit(sa, m.now)
+			ad.hold.transmitted()
+			ad.limit.inherit(sa, m.now)
 			continue
 		}
 		if !m.cfg.Deregister || !m.cfg.Enable {
@@ -301,10 +255,10 @@ const relinkGrace = 15 * time.Second
 func (m *machine) savedOf(ifc *iface, ip netip.Addr, ad *addr) savedAddr {
 	sa := savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: ip}
 	if ad != nil {
-		if ad.hasReg {
-			sa.Preferred = scheduler.Seconds(ad.told)
+		if ad.hold.kind == holdRegistered {
+			sa.Preferred = scheduler.Seconds(ad.hold.preferred)
 		}
-		sa.At, sa.Valid = ad.until.seconds()
+		sa.At, sa.Valid = ad.limit.seconds()
 	}
 	return sa
 }

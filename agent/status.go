@@ -174,13 +174,6 @@ func parseEnum(names []string, s, what string) (int, error) {
 	return 0, errors.New("unknown " + what + " " + strconv.Quote(s) + ": want one of " + strings.Join(names, ", "))
 }
 
-// addrNote is what an address's status shows beyond its phase.
-type addrNote struct {
-	lastRegistered time.Time
-	told           *Lifetimes
-	lastErr        string
-}
-
 // ServerSource is implemented by a Registrar that remembers which server
 // answered on each interface (the real one does).
 type ServerSource interface {
@@ -269,7 +262,7 @@ func wireSeconds(d time.Duration) uint32 {
 // refreshReason says why ad's next refresh is scheduled.
 func refreshReason(ad *addr) RefreshReason {
 	switch {
-	case ad.phase == Failed:
+	case ad.phase() == Failed:
 		return ReasonRetryBackoff
 	case ad.reg.Periodic():
 		return ReasonStaticInterval
@@ -298,7 +291,7 @@ func (m *machine) report(servers ServerSource) Status {
 			}
 		}
 		for ip, ad := range ifc.addrs {
-			as := AddrStatus{Addr: ip, Kind: KindOf(ad.cur.Class), Phase: ad.phase,
+			as := AddrStatus{Addr: ip, Kind: KindOf(ad.cur.Class), Phase: ad.phase(),
 				LastRegistered: ad.note.lastRegistered, Told: ad.note.told, LastError: ad.note.lastErr}
 			if at, ok := m.deadlines.When(key{ifc.index, ip}); ok {
 				as.NextRefresh, as.RefreshReason = at, refreshReason(ad)
