@@ -18,7 +18,7 @@ import (
 // aside (raAllows: a lapse pauses an address, it does not make it
 // ineligible).
 func (m *machine) eligible(ifc *iface, ad *addr) bool {
-	return m.cfg.Enable && ifc.up && ifc.state == IfSupported && ad.cur.Registrable &&
+	return m.cfg.Enable && ifc.up && ifc.disc.state() == IfSupported && ad.cur.Registrable &&
 		!(m.cfg.SkipTemporary && ad.cur.Class == netmon.ClassTemporary)
 }
 

@@ -108,7 +108,7 @@ func (m *machine) handleLink(ev netmon.Event) {
 	if !m.wanted(ifc.name) {
 		// Left alone, but its addresses stay known: netmon does not report
 		// them again if it is renamed back. Coming back is a connection.
-		if ifc.up || ifc.state != IfUnknown {
+		if ifc.up || ifc.disc.state() != IfUnknown {
 			m.leaveLink(ifc, true)
 		}
 		ifc.up = false
@@ -121,7 +121,7 @@ func (m *machine) handleLink(ev netmon.Event) {
 	case !up && wasUp:
 		m.info("interface down", "iface", ifc.name)
 		m.leaveLink(ifc, true)
-		ifc.state, ifc.relinked = IfDown, true
+		ifc.disc.known, ifc.relinked = linkDown, true
 		// Deregistrations owed on the link wait for it to be back.
 		for k, sa := range m.owed {
 			if k.ifindex == ifc.index {
@@ -132,7 +132,7 @@ func (m *machine) handleLink(ev netmon.Event) {
 		}
 		return
 	case !up:
-		ifc.state, ifc.relinked = IfDown, true
+		ifc.disc.known, ifc.relinked = linkDown, true
 		return
 	case !wasUp || ev.Kind == netmon.LinkChanged:
 		// RFC 9686 §4.1: discover afresh on every (re)connection, with no
@@ -145,7 +145,7 @@ func (m *machine) handleLink(ev netmon.Event) {
 	m.raFlags(ifc, l.Managed || l.Other, l)
 	// A failed probe's retry keeps its backoff: link events (an RA
 	// changing the flags) do not bring it forward.
-	if ifc.state == IfDown || (ifc.state == IfUnknown && ifc.nextProbe.IsZero()) {
+	if st := ifc.disc.state(); st == IfDown || (st == IfUnknown && ifc.disc.next.IsZero()) {
 		m.startProbe(ifc)
 	}
 	m.registerAll(ifc)
@@ -192,7 +192,7 @@ func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || if
 // hold from them.
 func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
 	m.stopDiscovery(ifc)
-	ifc.state, ifc.probeFail = IfUnknown, 0 // its backoff too
+	ifc.disc.known, ifc.disc.failures = supportUnknown, 0 // its backoff too
 	for ip, ad := range ifc.addrs {
 		m.quiesce(ifc, ad, !keepAddrs)
 		if !keepAddrs {
@@ -203,13 +203,11 @@ func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
 
 // stopDiscovery cancels a running probe and a pending re-probe.
 func (m *machine) stopDiscovery(ifc *iface) {
-	if ifc.probing {
-		m.emit(effCancel{ifc.probeGen})
-		ifc.probing = false
+	if p := ifc.disc.running; p != nil {
+		m.emit(effCancel{p.gen})
+		ifc.disc.running = nil
 	}
-	ifc.nextProbe = time.Time{}
-	ifc.probeGen = m.nextGen()
-	ifc.probeFrom = netip.Addr{}
+	ifc.disc.next = time.Time{}
 }
 
 func (m *machine) startProbe(ifc *iface) {
@@ -219,21 +217,23 @@ func (m *machine) startProbe(ifc *iface) {
 	m.stopDiscovery(ifc)
 	if !ifc.linkLocal.IsValid() {
 		// Waiting for a DAD-complete link-local address: its arrival probes.
-		ifc.state = IfUnknown
+		ifc.disc.known = supportUnknown
 		return
 	}
-	ifc.state = IfProbing
-	ifc.probing, ifc.probeFrom = true, ifc.linkLocal
+	// Asked afresh: what a probe that ends without an answer (cancelled)
+	// leaves known is nothing.
+	ifc.disc.known = supportUnknown
+	ifc.disc.running = &probe{gen: m.nextGen(), from: ifc.linkLocal}
 	m.info("discovering registration support", "iface", ifc.name, "from", ifc.linkLocal)
-	m.emit(effProbe{ifindex: ifc.index, gen: ifc.probeGen, ifname: ifc.name, from: ifc.linkLocal})
+	m.emit(effProbe{ifindex: ifc.index, gen: ifc.disc.running.gen, ifname: ifc.name, from: ifc.linkLocal})
 }
 
 func (m *machine) handleProbe(pr probeResult) {
 	ifc, ok := m.ifaces[pr.ifindex]
-	if !ok || pr.gen != ifc.probeGen {
+	if !ok || ifc.disc.running == nil || pr.gen != ifc.disc.running.gen {
 		return
 	}
-	ifc.probing, ifc.probeFrom = false, netip.Addr{}
+	ifc.disc.running = nil
 	m.noteProbe(pr)
 	switch {
 	case pr.err != nil:
@@ -243,32 +243,32 @@ func (m *machine) handleProbe(pr probeResult) {
 		if m.fatalError(pr.err) {
 			return
 		}
-		ifc.probeFail++
-		d := m.cfg.Retry.Delay(ifc.probeFail, 0, m.cfg.Rand)
-		m.warn("discovery failed; trying again", "iface", ifc.name, "err", pr.err, "in", d, "failures", ifc.probeFail)
-		ifc.state = IfUnknown
-		ifc.nextProbe = m.now.Add(d)
+		ifc.disc.failures++
+		d := m.cfg.Retry.Delay(ifc.disc.failures, 0, m.cfg.Rand)
+		m.warn("discovery failed; trying again", "iface", ifc.name, "err", pr.err, "in", d, "failures", ifc.disc.failures)
+		ifc.disc.known = supportUnknown
+		ifc.disc.next = m.now.Add(d)
 	case pr.supported:
-		ifc.probeFail = 0
+		ifc.disc.failures = 0
 		m.info("registration supported on link", "iface", ifc.name)
-		ifc.state = IfSupported
+		ifc.disc.known = supported
 		m.claimStale(ifc)
 		m.registerAll(ifc)
 	default:
-		ifc.probeFail = 0
+		ifc.disc.failures = 0
 		m.info("registration not offered on link (no option 148): registering nothing", "iface", ifc.name)
-		ifc.state = IfUnsupported
-		ifc.nextProbe = m.now.Add(reprobeUnsupported)
+		ifc.disc.known = unsupported
+		ifc.disc.next = m.now.Add(reprobeUnsupported)
 	}
 }
 
 // reprobe runs discovery again when its retry is due.
 func (m *machine) reprobe(ifc *iface) {
-	ifc.nextProbe = time.Time{}
+	ifc.disc.next = time.Time{}
 	if !ifc.up {
 		return
 	}
-	if ifc.state == IfUnknown || ifc.state == IfUnsupported {
+	if st := ifc.disc.state(); st == IfUnknown || st == IfUnsupported {
 		m.startProbe(ifc)
 	}
 }
@@ -286,9 +286,9 @@ func (m *machine) linkLocalChanged(ifc *iface) {
 	}
 	switch {
 	case !ifc.up:
-	case ifc.state == IfProbing && ifc.probeFrom != ifc.linkLocal:
+	case ifc.disc.running != nil && ifc.disc.running.from != ifc.linkLocal:
 		m.startProbe(ifc) // from the new address, or wait for one
-	case ifc.state == IfUnknown && ifc.linkLocal.IsValid() && ifc.nextProbe.IsZero():
+	case ifc.disc.state() == IfUnknown && ifc.linkLocal.IsValid() && ifc.disc.next.IsZero():
 		m.startProbe(ifc)
 	}
 }

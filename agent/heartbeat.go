@@ -31,7 +31,7 @@ func (m *machine) summarize() Summary {
 			continue
 		}
 		s.Interfaces++
-		if ifc.state == IfSupported {
+		if ifc.disc.state() == IfSupported {
 			s.Supported++
 		}
 		for _, ad := range ifc.addrs {

@@ -82,29 +82,6 @@ type machine struct {
 // probe that failed is tried again after Config.Retry's backoff.
 const reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
 
-type iface struct {
-	index int
-	name  string
-	hw    string // hardware address: with the name, the link's identity in the state file
-	up    bool   // admin up and carrier
-	// relinked: this run saw the link down, or removed under this name
-	// (a replug); addresses that left meanwhile get relinkGrace to come
-	// back once it is up (claimStale).
-	relinked bool
-	// mo: netmon reports an RA with M or O in effect on the link (RFC 9686
-	// §4.1); with RequireRAFlags, nothing new starts while it is false.
-	mo        bool
-	state     IfState
-	probeGen  int
-	probing   bool                // a probe (probeGen) is running
-	probeFrom netip.Addr          // the link-local address the running probe uses
-	nextProbe time.Time           // when discovery runs again; zero: not scheduled
-	probeFail int                 // consecutive failed probes (retry backoff)
-	lls       map[netip.Addr]bool // DAD-complete link-local addresses
-	linkLocal netip.Addr          // the one discovery uses
-	addrs     map[netip.Addr]*addr
-}
-
 // deregRec is one address's deregistrations in flight.
 type deregRec struct {
 	n  int
@@ -285,7 +262,7 @@ func (m *machine) wakeUp() bool {
 		worked = true
 	}
 	for _, ifc := range m.ifaces {
-		if !ifc.nextProbe.IsZero() && !ifc.nextProbe.After(m.now) {
+		if !ifc.disc.next.IsZero() && !ifc.disc.next.After(m.now) {
 			m.reprobe(ifc)
 			worked = true
 		}
@@ -321,7 +298,7 @@ func (m *machine) wake() time.Time {
 			earlier(t)
 		}
 		for _, ifc := range m.ifaces {
-			earlier(ifc.nextProbe)
+			earlier(ifc.disc.next)
 		}
 		earlier(m.paceAt)
 		earlier(m.staleAt)

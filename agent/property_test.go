@@ -653,7 +653,7 @@ func (p *propRun) checkInvariants() {
 		}
 	}
 	for _, ifc := range m.ifaces {
-		if ifc.up && ifc.state == IfSupported && len(m.stale[ifc.name]) > 0 {
+		if ifc.up && ifc.disc.state() == IfSupported && len(m.stale[ifc.name]) > 0 {
 			p.fail("%s: supported, and %d deregistrations still wait for the link", ifc.name, len(m.stale[ifc.name]))
 		}
 	}

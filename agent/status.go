@@ -282,10 +282,10 @@ func (m *machine) report(servers ServerSource) Status {
 		if !m.wanted(ifc.name) {
 			continue
 		}
-		is := IfaceStatus{Name: ifc.name, Index: ifc.index, State: ifc.state, SeenMO: ifc.mo,
+		is := IfaceStatus{Name: ifc.name, Index: ifc.index, State: ifc.disc.state(), SeenMO: ifc.mo,
 			Addresses: make([]AddrStatus, 0, len(ifc.addrs))}
-		is.NextProbe = ifc.nextProbe
-		if servers != nil && ifc.state == IfSupported {
+		is.NextProbe = ifc.disc.next
+		if servers != nil && ifc.disc.state() == IfSupported {
 			if si, ok := servers.Server(ifc.index); ok {
 				is.Server = &ServerStatus{Address: si.Addr, DUID: si.DUID, Answered: si.At}
 			}
