@@ -74,12 +74,12 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	if !known {
 		ad = &addr{gen: m.nextGen()}
 		ifc.addrs[na.IP] = ad
-		if sa, owed := m.owed[k]; owed {
+		if sa, owed := m.deregDue[k]; owed {
 			// Back before its deregistration went out: it never left,
 			// and the server still holds it.
 			ad.hold.transmitted()
 			ad.limit.inherit(sa, m.now)
-			delete(m.owed, k)
+			delete(m.deregDue, k)
 			m.deadlines.Remove(k) // a deregistration's retry
 			m.info("address re-added: deregistration cancelled", "iface", ifc.name, "addr", na.IP)
 		}
@@ -183,7 +183,7 @@ func (m *machine) handleAddrRemoved(na netmon.Addr) {
 		return
 	}
 	k := key{ifc.index, na.IP}
-	m.owed[k] = sa
+	m.deregDue[k] = sa
 	m.enqueue(k)
 }
 
@@ -272,15 +272,15 @@ func (m *machine) startRegistration(k key) {
 }
 
 func (m *machine) startDeregistration(k key, noWait bool) {
-	d := m.deregging[k]
+	d := m.deregInFlight[k]
 	var ok bool
-	if d.sa, ok = m.owed[k]; !ok { // DeregisterOnStop: one still assigned
+	if d.rec, ok = m.deregDue[k]; !ok { // DeregisterOnStop: one still assigned
 		ifc := m.ifaces[k.ifindex]
-		d.sa = m.savedOf(ifc, k.addr, ifc.addrs[k.addr])
+		d.rec = m.savedOf(ifc, k.addr, ifc.addrs[k.addr])
 	}
-	d.n++
-	m.deregging[k] = d
-	delete(m.owed, k)
+	d.count++
+	m.deregInFlight[k] = d
+	delete(m.deregDue, k)
 	m.deadlines.Remove(k)
 	m.inflight++
 	m.counters.Deregistrations++
@@ -295,19 +295,19 @@ func (m *machine) handleResult(r exchangeResult) {
 		return
 	}
 	if r.dereg {
-		d := m.deregging[r.k]
-		if d.n--; d.n <= 0 {
-			delete(m.deregging, r.k)
+		d := m.deregInFlight[r.k]
+		if d.count--; d.count <= 0 {
+			delete(m.deregInFlight, r.k)
 			m.afterDeregistration(r.k)
 		} else {
-			m.deregging[r.k] = d
+			m.deregInFlight[r.k] = d
 		}
 		_, linked := m.ifaces[r.k.ifindex]
 		switch {
 		case r.err != nil && !errors.Is(r.err, context.Canceled):
-			m.retryDeregistration(r.k, d.sa)
+			m.retryDeregistration(r.k, d.rec)
 		case r.err == nil && !linked:
-			m.unstale(d.sa) // out before its link was removed (linkGone)
+			m.stale.remove(d.rec) // out before its link was removed (linkGone)
 		}
 		// Not forgotten: the address may have been re-added and be
 		// registered again by the time this arrives; an address that

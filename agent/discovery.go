@@ -68,22 +68,20 @@ func (m *machine) linkGone(ifc *iface) {
 			m.waitForLink(ifc, m.savedOf(ifc, ip, ad))
 		}
 	}
-	for k, sa := range m.owed {
+	for k, sa := range m.deregDue {
 		if k.ifindex == ifc.index {
-			delete(m.owed, k)
+			delete(m.deregDue, k)
 			m.deadlines.Remove(k)
 			m.waitForLink(ifc, sa)
 		}
 	}
-	// In flight: it may not get out (unstale forgets it if it did).
-	for k, d := range m.deregging {
+	// In flight: it may not get out (stale.remove forgets it if it did).
+	for k, d := range m.deregInFlight {
 		if k.ifindex == ifc.index {
-			m.waitForLink(ifc, d.sa)
+			m.waitForLink(ifc, d.rec)
 		}
 	}
-	if len(m.stale[ifc.name]) > 0 { // with those that left while it was down
-		m.removed[ifc.name] = true
-	}
+	m.stale.linkRemoved(ifc.name) // with those that left while it was down
 }
 
 func (m *machine) handleLink(ev netmon.Event) {
@@ -98,11 +96,10 @@ func (m *machine) handleLink(ev netmon.Event) {
 	if hw := l.HardwareAddr.String(); hw != "" {
 		ifc.hw = hw
 	}
-	if m.removed[ifc.name] {
+	if m.stale.takeReplug(ifc.name) {
 		// Re-created under a removed link's name (a replug; ip link add
 		// names a veth before it is renamed): its addresses get
 		// relinkGrace to come back, as after a link down.
-		delete(m.removed, ifc.name)
 		ifc.relinked = true
 	}
 	if !m.wanted(ifc.name) {
@@ -123,9 +120,9 @@ func (m *machine) handleLink(ev netmon.Event) {
 		m.leaveLink(ifc, true)
 		ifc.disc.known, ifc.relinked = linkDown, true
 		// Deregistrations owed on the link wait for it to be back.
-		for k, sa := range m.owed {
+		for k, sa := range m.deregDue {
 			if k.ifindex == ifc.index {
-				delete(m.owed, k)
+				delete(m.deregDue, k)
 				m.deadlines.Remove(k)
 				m.waitForLink(ifc, sa)
 			}

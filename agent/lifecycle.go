@@ -278,7 +278,7 @@ func (a *Agent) perform(loopCtx context.Context, effects []effect) {
 			a.armTimer(e.at)
 		case effSave:
 			if a.writer != nil {
-				a.writer.hand(e.snap)
+				a.writer.offer(e.snap)
 			}
 		case effHeartbeat:
 			if a.cfg.Heartbeat != nil {

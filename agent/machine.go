@@ -32,26 +32,30 @@ type machine struct {
 	// it reaches the front, so an entry can never carry a stale intent.
 	queue  []key
 	queued map[key]bool
-	// owed: addresses removed from their interface that are owed a
-	// deregistration (RFC 9686 §4.7), on a link that is up (one that is
+	// deregDue: addresses removed from their interface whose
+	// deregistration (RFC 9686 §4.7) is due, queued or at a deadline (a
+	// retry, the end of relinkGrace), on a link that is up (one that is
 	// down or removed keeps them in stale), each with its state-file
 	// record. Re-adding the address cancels it.
-	owed map[key]savedAddr
-	// deregging: deregistrations in flight (a re-added address waits for
-	// them), with the record the state file keeps until one gets out.
-	deregging map[key]deregRec
-	inflight  int
-	gen       int // generation counter for exchanges and probes, agent-wide
+	deregDue map[key]savedAddr
+	// deregInFlight: deregistrations in flight (a re-added address waits
+	// for them), with the record the state file keeps until one gets out.
+	deregInFlight map[key]deregFlight
+	inflight      int
+	gen           int // generation counter for exchanges and probes, agent-wide
 	// deadlines: each address's next refresh or retry, and each owed
 	// deregistration's retry.
-	deadlines scheduler.Heap[key]
-	paceAt    time.Time // the rate limiter's next token, while the queue waits for it
-	saveAt    time.Time // the state file's debounce; zero: nothing to save
-	beatAt    time.Time // the next heartbeat; zero without Config.Heartbeat
-	armedAt   time.Time // the wake-up the loop's timer is armed for; zero: none
-	counters  Counters  // status.go
-	stopping  bool
-	stopList  []key // deregistrations still to send while stopping
+	deadlines  scheduler.Heap[key]
+	paceAt     time.Time // the rate limiter's next token, while the queue waits for it
+	saveAt     time.Time // the state file's debounce; zero: nothing to save
+	beatAt     time.Time // the next heartbeat; zero without Config.Heartbeat
+	armedAt    time.Time // the wake-up the loop's timer is armed for; zero: none
+	counters   Counters  // status.go
+	stopping   bool
+	stopDeregs []key // deregistrations still to send while stopping
+	// stopDeregistered: deregistered while stopping; left out of the last
+	// write.
+	stopDeregistered map[key]bool
 	// fqdn is the name every exchange carries (Config.FQDN, then each
 	// evHostName); empty: none.
 	fqdn string
@@ -59,20 +63,8 @@ type machine struct {
 	// socket is closed).
 	fatal error
 
-	// The state file's side (statefile.go).
-	// stale: addresses from the file at start, and those removed while
-	// their link was down (waitForLink), by interface name, until
-	// discovery on that interface claims them (claimStale).
-	stale map[string][]savedAddr
-	// staleAt: the earliest moment a stale address's binding has surely
-	// run out on the server (dropStale); zero: none will.
-	staleAt time.Time
-	// removed: names of links removed (LinkRemoved) with deregistrations
-	// left waiting in stale: a link created under that name is a relink
-	// (relinkGrace), like one that was down.
-	removed map[string]bool
-	// forgotten: deregistered while stopping; left out of the last write.
-	forgotten map[key]bool
+	// stale: deregistrations that wait for their link (stale.go).
+	stale     staleAddrs
 	lastSaved []savedAddr // the last snapshot handed to the writer
 }
 
@@ -82,10 +74,10 @@ type machine struct {
 // probe that failed is tried again after Config.Retry's backoff.
 const reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
 
-// deregRec is one address's deregistrations in flight.
-type deregRec struct {
-	n  int
-	sa savedAddr // its state-file record
+// deregFlight is one address's deregistrations in flight.
+type deregFlight struct {
+	count int       // how many
+	rec   savedAddr // its state-file record
 }
 
 // Events: what the owner loop feeds the machine.
@@ -179,21 +171,16 @@ func (effLog) isEffect()       {}
 // at now. stale is what the state file held (statefile.go).
 func newMachine(cfg Config, now time.Time, stale []savedAddr) *machine {
 	m := &machine{
-		cfg:       cfg,
-		lim:       rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
-		ifaces:    map[int]*iface{},
-		queued:    map[key]bool{},
-		owed:      map[key]savedAddr{},
-		deregging: map[key]deregRec{},
-		stale:     map[string][]savedAddr{},
-		removed:   map[string]bool{},
-		forgotten: map[key]bool{},
-		fqdn:      cfg.FQDN,
+		cfg:              cfg,
+		lim:              rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
+		ifaces:           map[int]*iface{},
+		queued:           map[key]bool{},
+		deregDue:         map[key]savedAddr{},
+		deregInFlight:    map[key]deregFlight{},
+		stale:            newStaleAddrs(stale),
+		stopDeregistered: map[key]bool{},
+		fqdn:             cfg.FQDN,
 	}
-	for _, sa := range stale {
-		m.stale[sa.Iface] = append(m.stale[sa.Iface], sa)
-	}
-	m.staleChanged()
 	if cfg.Heartbeat != nil {
 		m.beatAt = now // a first beat at once
 	}
@@ -271,7 +258,7 @@ func (m *machine) wakeUp() bool {
 		m.paceAt = time.Time{} // pump, after this, starts what waited
 		worked = true
 	}
-	if !m.staleAt.IsZero() && !m.staleAt.After(m.now) {
+	if !m.stale.expiry.IsZero() && !m.stale.expiry.After(m.now) {
 		m.dropStale()
 		worked = true
 	}
@@ -301,7 +288,7 @@ func (m *machine) wake() time.Time {
 			earlier(ifc.disc.next)
 		}
 		earlier(m.paceAt)
-		earlier(m.staleAt)
+		earlier(m.stale.expiry)
 		earlier(m.saveAt)
 		earlier(m.beatAt)
 	}
@@ -358,7 +345,7 @@ func (m *machine) stop() {
 	}
 	m.stopping = true
 	var dereg []key
-	for k := range m.owed {
+	for k := range m.deregDue {
 		dereg = append(dereg, k)
 	}
 	for _, ifc := range m.ifaces {
@@ -387,14 +374,14 @@ func (m *machine) stop() {
 	if len(dereg) > 0 {
 		m.info("stopping: deregistering", "addresses", len(dereg))
 	}
-	m.stopList = dereg
+	m.stopDeregs = dereg
 	m.startStopDeregistrations()
 }
 
 func (m *machine) startStopDeregistrations() {
-	for len(m.stopList) > 0 && m.inflight < m.cfg.MaxInflight {
-		m.startDeregistration(m.stopList[0], true)
-		m.stopList = m.stopList[1:]
+	for len(m.stopDeregs) > 0 && m.inflight < m.cfg.MaxInflight {
+		m.startDeregistration(m.stopDeregs[0], true)
+		m.stopDeregs = m.stopDeregs[1:]
 	}
 }
 
@@ -405,19 +392,19 @@ func (m *machine) stoppedResult(r exchangeResult) {
 	}
 	m.logResult(r)
 	if r.dereg && r.err == nil {
-		m.forgotten[r.k] = true
+		m.stopDeregistered[r.k] = true
 	}
 	m.startStopDeregistrations()
 }
 
 // stopped reports whether the stop has nothing left to do.
-func (m *machine) stopped() bool { return m.stopping && len(m.stopList) == 0 && m.inflight == 0 }
+func (m *machine) stopped() bool { return m.stopping && len(m.stopDeregs) == 0 && m.inflight == 0 }
 
 // abandon gives up what is in flight or still to send when StopTimeout
 // ran out.
 func (m *machine) abandon() {
-	if m.inflight > 0 || len(m.stopList) > 0 {
-		m.warn("stopping: abandoning exchanges", "in_flight", m.inflight, "deregistrations_not_sent", len(m.stopList))
+	if m.inflight > 0 || len(m.stopDeregs) > 0 {
+		m.warn("stopping: abandoning exchanges", "in_flight", m.inflight, "deregistrations_not_sent", len(m.stopDeregs))
 	}
-	m.stopList, m.inflight = nil, 0
+	m.stopDeregs, m.inflight = nil, 0
 }

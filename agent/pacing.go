@@ -24,7 +24,7 @@ const (
 // next decides what the key at the front of the queue needs now.
 func (m *machine) next(k key) action {
 	ifc, ok := m.ifaces[k.ifindex]
-	if _, owed := m.owed[k]; owed {
+	if _, owed := m.deregDue[k]; owed {
 		if ok && !ifc.up {
 			return actNone // still owed: the link's return queues it (handleLink)
 		}
@@ -47,7 +47,7 @@ func (m *machine) next(k key) action {
 		ad.run = pausedForRA
 		return actNone
 	}
-	if m.deregging[k].n > 0 {
+	if m.deregInFlight[k].count > 0 {
 		// Removed and re-added while its deregistration is being sent:
 		// register after it (handleResult), not racing it on the wire.
 		return actNone

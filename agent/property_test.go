@@ -173,7 +173,7 @@ func newPropRun(t *testing.T, c chooser) *propRun {
 		for _, ip := range l.pool {
 			if p.c.intn(4) == 0 {
 				p.server[ip] = binding{ifindex: l.index, since: t0}
-				p.h.m.stale[l.name] = append(p.h.m.stale[l.name], savedAddr{Iface: l.name, HW: p.link(l).HardwareAddr.String(), Addr: ip})
+				p.h.m.stale.byIface[l.name] = append(p.h.m.stale.byIface[l.name], savedAddr{Iface: l.name, HW: p.link(l).HardwareAddr.String(), Addr: ip})
 			}
 		}
 	}
@@ -621,7 +621,7 @@ func (p *propRun) checkInvariants() {
 			}
 			_, due := m.deadlines.When(k)
 			waiting := ad.inFlight() || m.queued[k] || due || ad.run == pausedForRA ||
-				(ad.phase() == Pending && m.deregging[k].n > 0) ||
+				(ad.phase() == Pending && m.deregInFlight[k].count > 0) ||
 				(ad.phase() == Registered && !ad.reg.Periodic())
 			if !waiting {
 				p.fail("%v (%v): eligible but nothing will ever happen to it", k, ad.phase())
@@ -645,7 +645,7 @@ func (p *propRun) checkInvariants() {
 			}
 		}
 	}
-	for name, list := range m.stale {
+	for name, list := range m.stale.byIface {
 		for _, sa := range list {
 			if sa.expired(now) {
 				p.fail("%s %s: waits for its link after its binding ran out (%v)", name, sa.Addr, sa.At.Add(time.Duration(sa.Valid)*time.Second).Sub(t0))
@@ -653,11 +653,11 @@ func (p *propRun) checkInvariants() {
 		}
 	}
 	for _, ifc := range m.ifaces {
-		if ifc.up && ifc.disc.state() == IfSupported && len(m.stale[ifc.name]) > 0 {
-			p.fail("%s: supported, and %d deregistrations still wait for the link", ifc.name, len(m.stale[ifc.name]))
+		if ifc.up && ifc.disc.state() == IfSupported && len(m.stale.of(ifc.name)) > 0 {
+			p.fail("%s: supported, and %d deregistrations still wait for the link", ifc.name, len(m.stale.of(ifc.name)))
 		}
 	}
-	for k := range m.owed {
+	for k := range m.deregDue {
 		if ifc, ok := m.ifaces[k.ifindex]; ok && !ifc.up {
 			// A deregistration that waits for its link is a stale
 			// address in the snapshot (waitForLink), not owed.
@@ -692,13 +692,13 @@ func (p *propRun) checkInvariants() {
 // tracked reports whether a deregistration of ip is owed or in flight, on
 // any link.
 func (p *propRun) tracked(ip netip.Addr) bool {
-	for k := range p.h.m.owed {
+	for k := range p.h.m.deregDue {
 		if k.addr == ip {
 			return true
 		}
 	}
-	for k, d := range p.h.m.deregging {
-		if k.addr == ip && d.n > 0 {
+	for k, d := range p.h.m.deregInFlight {
+		if k.addr == ip && d.count > 0 {
 			return true
 		}
 	}

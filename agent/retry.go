@@ -44,7 +44,7 @@ func (m *machine) retryDeregistration(k key, sa savedAddr) {
 	if !ok {
 		return // removed meanwhile: it waits in stale (linkGone)
 	}
-	if _, owed := m.owed[k]; owed {
+	if _, owed := m.deregDue[k]; owed {
 		return
 	}
 	if ad, back := ifc.addrs[k.addr]; back {
@@ -56,7 +56,7 @@ func (m *machine) retryDeregistration(k key, sa savedAddr) {
 		m.waitForLink(ifc, sa)
 		return
 	}
-	m.owed[k] = sa
+	m.deregDue[k] = sa
 	d := m.cfg.Retry.Delay(1, 0, m.cfg.Rand)
 	m.deadlines.Set(k, m.now.Add(d))
 	m.debug("deregistration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d)

@@ -197,12 +197,10 @@ func loadState(path string, now time.Time, log *slog.Logger) []savedAddr {
 // link supports registration: those no longer on the interface are owed a
 // deregistration; those still there are registered like any other.
 func (m *machine) claimStale(ifc *iface) {
-	list, ok := m.stale[ifc.name]
+	list, ok := m.stale.take(ifc.name)
 	if !ok {
 		return
 	}
-	delete(m.stale, ifc.name)
-	m.staleChanged()
 	n := 0
 	for _, sa := range list {
 		if sa.HW != "" && ifc.hw != "" && sa.HW != ifc.hw {
@@ -222,7 +220,7 @@ func (m *machine) claimStale(ifc *iface) {
 		}
 		k := key{ifc.index, sa.Addr}
 		sa.Iface, sa.HW = ifc.name, ifc.hw
-		m.owed[k] = sa
+		m.deregDue[k] = sa
 		n++
 		if ifc.relinked {
 			// The link is back: give the addresses time to come back
@@ -271,26 +269,10 @@ func (m *machine) savedOf(ifc *iface, ip netip.Addr, ad *addr) savedAddr {
 // its valid lifetime.
 func (m *machine) waitForLink(ifc *iface, sa savedAddr) {
 	sa.Iface, sa.HW = ifc.name, ifc.hw
-	if slices.ContainsFunc(m.stale[ifc.name], func(o savedAddr) bool { return o.Addr == sa.Addr }) {
+	if !m.stale.add(sa) {
 		return
 	}
-	m.stale[ifc.name] = append(m.stale[ifc.name], sa)
-	if at, ok := sa.expires(); ok && (m.staleAt.IsZero() || at.Before(m.staleAt)) {
-		m.staleAt = at
-	}
 	m.info("deregistration waits for the link", "iface", ifc.name, "addr", sa.Addr)
-}
-
-// staleChanged finds the next stale address whose binding runs out.
-func (m *machine) staleChanged() {
-	m.staleAt = time.Time{}
-	for _, list := range m.stale {
-		for _, sa := range list {
-			if at, ok := sa.expires(); ok && (m.staleAt.IsZero() || at.Before(m.staleAt)) {
-				m.staleAt = at
-			}
-		}
-	}
 }
 
 // dropStale forgets the stale addresses whose binding has surely run out
@@ -299,38 +281,10 @@ func (m *machine) staleChanged() {
 // remove. This bounds what waits for a link that never returns (a NIC
 // unplugged for good, a name now excluded by --interface or --exclude).
 func (m *machine) dropStale() {
-	for name, list := range m.stale {
-		kept := list[:0]
-		for _, sa := range list {
-			if !sa.expired(m.now) {
-				kept = append(kept, sa)
-				continue
-			}
-			at, _ := sa.expires()
-			m.info("state file: dropping a deregistration that waited for its link: the server's binding has run out",
-				"iface", name, "addr", sa.Addr, "hwaddr", sa.HW, "expired", at)
-		}
-		if len(kept) == 0 {
-			delete(m.stale, name)
-			delete(m.removed, name)
-		} else {
-			m.stale[name] = kept
-		}
-	}
-	m.staleChanged()
-}
-
-// unstale forgets sa's entry in stale: a deregistration in flight when its
-// link was removed got out after all.
-func (m *machine) unstale(sa savedAddr) {
-	list := m.stale[sa.Iface]
-	if i := slices.IndexFunc(list, func(o savedAddr) bool { return o.Addr == sa.Addr }); i >= 0 {
-		if list = slices.Delete(list, i, i+1); len(list) == 0 {
-			delete(m.stale, sa.Iface)
-		} else {
-			m.stale[sa.Iface] = list
-		}
-		m.staleChanged()
+	for _, sa := range m.stale.dropExpired(m.now) {
+		at, _ := sa.expires()
+		m.info("state file: dropping a deregistration that waited for its link: the server's binding has run out",
+			"iface", sa.Iface, "addr", sa.Addr, "hwaddr", sa.HW, "expired", at)
 	}
 }
 
@@ -341,7 +295,7 @@ func (m *machine) snapshot() []savedAddr {
 	out := []savedAddr{}
 	for _, ifc := range m.ifaces {
 		for ip, ad := range ifc.addrs {
-			if !ad.held() || m.forgotten[key{ifc.index, ip}] {
+			if !ad.held() || m.stopDeregistered[key{ifc.index, ip}] {
 				continue
 			}
 			out = append(out, m.savedOf(ifc, ip, ad))
@@ -351,15 +305,15 @@ func (m *machine) snapshot() []savedAddr {
 	// get out (refused, or abandoned at StopTimeout) must be in the last
 	// write, for the next start to send.
 	gone := map[key]savedAddr{}
-	for k, d := range m.deregging {
-		gone[k] = d.sa
+	for k, d := range m.deregInFlight {
+		gone[k] = d.rec
 	}
-	for k, sa := range m.owed {
+	for k, sa := range m.deregDue {
 		gone[k] = sa
 	}
 	for k, sa := range gone {
 		ifc, ok := m.ifaces[k.ifindex]
-		if !ok || m.forgotten[k] {
+		if !ok || m.stopDeregistered[k] {
 			continue // a removed link's are in stale (linkGone)
 		}
 		if ad, ok := ifc.addrs[k.addr]; ok && ad.held() {
@@ -368,7 +322,7 @@ func (m *machine) snapshot() []savedAddr {
 		sa.Iface, sa.HW = ifc.name, ifc.hw
 		out = append(out, sa)
 	}
-	for _, list := range m.stale {
+	for _, list := range m.stale.byIface {
 		out = append(out, list...)
 	}
 	slices.SortFunc(out, func(x, y savedAddr) int {
@@ -410,9 +364,9 @@ func newStateWriter(path string, log *slog.Logger) *stateWriter {
 	return &stateWriter{path: path, log: log, in: make(chan []savedAddr, 1)}
 }
 
-// hand queues snap, replacing one not yet written. Only the owner loop
+// offer queues snap, replacing one not yet written. Only the owner loop
 // calls it.
-func (w *stateWriter) hand(snap []savedAddr) {
+func (w *stateWriter) offer(snap []savedAddr) {
 	select {
 	case <-w.in:
 	default:

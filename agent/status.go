@@ -298,7 +298,7 @@ func (m *machine) report(servers ServerSource) Status {
 			}
 			is.Addresses = append(is.Addresses, as)
 		}
-		for k := range m.owed {
+		for k := range m.deregDue {
 			if k.ifindex == ifc.index {
 				as := AddrStatus{Addr: k.addr, Phase: Deregistering}
 				as.NextRefresh, _ = m.deadlines.When(k) // a retry, or the end of relinkGrace
@@ -307,7 +307,7 @@ func (m *machine) report(servers ServerSource) Status {
 		}
 		// Removed while the link was down (or gone since the last run):
 		// waiting for the link and discovery (claimStale).
-		for _, sa := range m.stale[ifc.name] {
+		for _, sa := range m.stale.of(ifc.name) {
 			if _, there := ifc.addrs[sa.Addr]; !there {
 				is.Addresses = append(is.Addresses, AddrStatus{Addr: sa.Addr, Phase: Deregistering})
 			}
@@ -318,7 +318,7 @@ func (m *machine) report(servers ServerSource) Status {
 	// No link of that name now (removed, or not seen since the start):
 	// its deregistrations wait for one (linkGone), or for their bindings
 	// to run out (dropStale).
-	for name, list := range m.stale {
+	for name, list := range m.stale.byIface {
 		if !m.wanted(name) || slices.ContainsFunc(s.Interfaces, func(is IfaceStatus) bool { return is.Name == name }) {
 			continue
 		}
