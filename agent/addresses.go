@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"net/netip"
-	"slices"
 
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
@@ -56,19 +54,6 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	}
 	// An interface left alone (not wanted) is never up for the machine:
 	// its addresses are only recorded, for when it is renamed into the set.
-	if na.Class == netmon.ClassLinkLocal {
-		// A tentative or DAD-failed link-local is no source for discovery.
-		usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
-		if usable != ifc.lls[na.IP] {
-			if usable {
-				ifc.lls[na.IP] = true
-			} else {
-				delete(ifc.lls, na.IP)
-			}
-			m.linkLocalChanged(ifc)
-		}
-		return
-	}
 	k := key{ifc.index, na.IP}
 	ad, known := ifc.addrs[na.IP]
 	if !known {
@@ -154,13 +139,6 @@ func (m *machine) consider(ifc *iface, ad *addr) {
 func (m *machine) handleAddrRemoved(na netmon.Addr) {
 	ifc, ok := m.ifaces[na.Index]
 	if !ok {
-		return
-	}
-	if na.Class == netmon.ClassLinkLocal || ifc.lls[na.IP] {
-		if ifc.lls[na.IP] {
-			delete(ifc.lls, na.IP)
-			m.linkLocalChanged(ifc)
-		}
 		return
 	}
 	ad, ok := ifc.addrs[na.IP]
@@ -271,22 +249,6 @@ func (m *machine) startRegistration(k key) {
 	m.emit(effExchange{k: k, gen: ad.gen, ifname: ifc.name, last: ad.cur, fqdn: m.fqdn})
 }
 
-func (m *machine) startDeregistration(k key, noWait bool) {
-	d := m.deregInFlight[k]
-	var ok bool
-	if d.rec, ok = m.deregDue[k]; !ok { // DeregisterOnStop: one still assigned
-		ifc := m.ifaces[k.ifindex]
-		d.rec = m.savedOf(ifc, k.addr, ifc.addrs[k.addr])
-	}
-	d.count++
-	m.deregInFlight[k] = d
-	delete(m.deregDue, k)
-	m.deadlines.Remove(k)
-	m.inflight++
-	m.counters.Deregistrations++
-	m.emit(effExchange{k: k, gen: m.nextGen(), ifname: m.ifname(k.ifindex), dereg: true, noWait: noWait, fqdn: m.fqdn})
-}
-
 func (m *machine) handleResult(r exchangeResult) {
 	m.inflight--
 	m.logResult(r)
@@ -364,6 +326,16 @@ func (m *machine) handleResult(r exchangeResult) {
 	}
 }
 
+// afterDeregistration registers an address re-added while its
+// deregistration was in flight (next held it back).
+func (m *machine) afterDeregistration(k key) {
+	if ifc, ok := m.ifaces[k.ifindex]; ok {
+		if ad, ok := ifc.addrs[k.addr]; ok && ad.phase() == Pending {
+			m.consider(ifc, ad)
+		}
+	}
+}
+
 func (m *machine) logResult(r exchangeResult) {
 	attrs := []any{"iface", r.k.ifindex, "addr", r.k.addr, "sends", r.res.Sends}
 	if ifc, ok := m.ifaces[r.k.ifindex]; ok {
@@ -383,25 +355,4 @@ func (m *machine) logResult(r exchangeResult) {
 	default:
 		m.warn("registration failed", append(attrs, "err", r.err)...)
 	}
-}
-
-// sortedIfaces lists the interfaces by index, for work done in a stable
-// order (the pacing queue's).
-func (m *machine) sortedIfaces() []*iface {
-	out := make([]*iface, 0, len(m.ifaces))
-	for _, ifc := range m.ifaces {
-		out = append(out, ifc)
-	}
-	slices.SortFunc(out, func(a, b *iface) int { return a.index - b.index })
-	return out
-}
-
-// sortedAddrs lists ifc's addresses in order.
-func sortedAddrs(ifc *iface) []netip.Addr {
-	out := make([]netip.Addr, 0, len(ifc.addrs))
-	for ip := range ifc.addrs {
-		out = append(out, ip)
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
 }

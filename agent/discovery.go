@@ -13,6 +13,12 @@ import (
 // registrations, asked from a DAD-complete link-local address afresh at
 // every (re)connection, and the RA condition that gates registration.
 
+// Re-discovery (RFC 8415 §18.2.6 spirit): a link without registration
+// support is asked again after the default Information Refresh Time, so a
+// server that starts offering option 148 is noticed without a link flap. A
+// probe that failed is tried again after Config.Retry's backoff.
+const reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
+
 func (m *machine) handleEvent(ev netmon.Event) {
 	switch ev.Kind {
 	case netmon.LinkAdded, netmon.LinkUpdated, netmon.LinkRenamed, netmon.LinkChanged, netmon.RAFlags:
@@ -25,63 +31,20 @@ func (m *machine) handleEvent(ev netmon.Event) {
 			delete(m.ifaces, ev.Link.Index)
 		}
 	case netmon.AddrAdded, netmon.AddrUpdated:
-		m.handleAddr(ev.Addr)
+		if ev.Addr.Class == netmon.ClassLinkLocal {
+			m.handleLinkLocal(ev.Addr) // discovery's source
+		} else {
+			m.handleAddr(ev.Addr)
+		}
 	case netmon.AddrRemoved:
-		m.handleAddrRemoved(ev.Addr)
+		if ifc, ok := m.ifaces[ev.Addr.Index]; ok && (ev.Addr.Class == netmon.ClassLinkLocal || ifc.lls[ev.Addr.IP]) {
+			m.linkLocalRemoved(ifc, ev.Addr.IP)
+		} else {
+			m.handleAddrRemoved(ev.Addr)
+		}
 	case netmon.ClockJump:
 		m.clockJumped()
 	}
-}
-
-// ifaceOf returns the interface l names, created on first sight.
-func (m *machine) ifaceOf(l netmon.Link) *iface {
-	ifc, ok := m.ifaces[l.Index]
-	if !ok {
-		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
-		m.ifaces[l.Index] = ifc
-	}
-	return ifc
-}
-
-// linkGone keeps what the server may hold on a link that was removed (a
-// USB NIC unplugged, ip link del, a VM NIC hot-unplugged): its addresses
-// went with it, and nothing can be sent on it any more, but their
-// bindings stay on the server. So, exactly as for a link that went down,
-// each address the server may hold is owed a deregistration (RFC 9686
-// §4.7) that waits in stale, by the link's name and hardware address: in
-// the state file (a restart keeps it), claimed when a link of that name
-// appears and discovery finds support (claimStale, after relinkGrace:
-// one re-added meanwhile is only registered again), or dropped once the
-// binding has run out (dropStale).
-//
-// The name, not the hardware address, finds the link again: stale and
-// --interface/--exclude are by name, and udev's persistent names
-// (enx<MAC>, by path) and ip link add give a re-created link its name
-// back; claimStale still checks the hardware address (a different NIC
-// under the same name deregisters nothing), as after a restart.
-func (m *machine) linkGone(ifc *iface) {
-	if !m.cfg.Deregister || !m.cfg.Enable || !m.wanted(ifc.name) {
-		return
-	}
-	for ip, ad := range ifc.addrs {
-		if ad.held() {
-			m.waitForLink(ifc, m.savedOf(ifc, ip, ad))
-		}
-	}
-	for k, sa := range m.deregDue {
-		if k.ifindex == ifc.index {
-			delete(m.deregDue, k)
-			m.deadlines.Remove(k)
-			m.waitForLink(ifc, sa)
-		}
-	}
-	// In flight: it may not get out (stale.remove forgets it if it did).
-	for k, d := range m.deregInFlight {
-		if k.ifindex == ifc.index {
-			m.waitForLink(ifc, d.rec)
-		}
-	}
-	m.stale.linkRemoved(ifc.name) // with those that left while it was down
 }
 
 func (m *machine) handleLink(ev netmon.Event) {
@@ -180,9 +143,6 @@ func (m *machine) raFlags(ifc *iface, mo bool, l netmon.Link) {
 	}
 }
 
-// raAllows reports whether the RA condition lets registrations start on ifc.
-func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || ifc.mo }
-
 // leaveLink forgets what was learnt about the link: support is unknown and
 // every address must be registered again once it is re-discovered. With
 // keepAddrs the addresses stay known (pending), with what the server may
@@ -267,6 +227,34 @@ func (m *machine) reprobe(ifc *iface) {
 	}
 	if st := ifc.disc.state(); st == IfUnknown || st == IfUnsupported {
 		m.startProbe(ifc)
+	}
+}
+
+// handleLinkLocal follows the link's DAD-complete link-local addresses,
+// discovery's sources.
+func (m *machine) handleLinkLocal(na netmon.Addr) {
+	ifc, ok := m.ifaces[na.Index]
+	if !ok {
+		ifc = m.ifaceOf(netmon.Link{Index: na.Index, Name: na.Ifname})
+	}
+	// A tentative or DAD-failed link-local is no source for discovery.
+	usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
+	if usable != ifc.lls[na.IP] {
+		if usable {
+			ifc.lls[na.IP] = true
+		} else {
+			delete(ifc.lls, na.IP)
+		}
+		m.linkLocalChanged(ifc)
+	}
+}
+
+// linkLocalRemoved: a link-local address (or one the link held as such)
+// left.
+func (m *machine) linkLocalRemoved(ifc *iface, ip netip.Addr) {
+	if ifc.lls[ip] {
+		delete(ifc.lls, ip)
+		m.linkLocalChanged(ifc)
 	}
 }
 

@@ -6,11 +6,9 @@ import (
 	"slices"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/addrreg/addrreg/netmon"
-	"github.com/addrreg/addrreg/registrar"
 	"github.com/addrreg/addrreg/scheduler"
+	"golang.org/x/time/rate"
 )
 
 // machine is the agent's state and its transitions, with no I/O: step
@@ -68,104 +66,11 @@ type machine struct {
 	lastSaved []savedAddr // the last snapshot handed to the writer
 }
 
-// Re-discovery (RFC 8415 §18.2.6 spirit): a link without registration
-// support is asked again after the default Information Refresh Time, so a
-// server that starts offering option 148 is noticed without a link flap. A
-// probe that failed is tried again after Config.Retry's backoff.
-const reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
-
 // deregFlight is one address's deregistrations in flight.
 type deregFlight struct {
 	count int       // how many
 	rec   savedAddr // its state-file record
 }
-
-// Events: what the owner loop feeds the machine.
-type event interface{ isEvent() }
-
-type (
-	evNetmon struct{ netmon.Event } // from the monitor
-	evProbe  probeResult            // a probe ended
-	evResult exchangeResult         // an exchange ended
-	evTimer  struct{}               // the wake-up armed by effTimer came
-	// evRediscover is SIGHUP: discover afresh on every interface.
-	evRediscover struct{}
-	// evStop: Run's context ended. Deregistrations owed (and, with
-	// DeregisterOnStop, every registration) go out; nothing else starts.
-	evStop struct{}
-	// evAbandon: StopTimeout ran out; what is in flight is given up.
-	evAbandon struct{}
-	// evHostName: the name to send changed (the host was renamed).
-	evHostName struct{ name string }
-)
-
-func (evNetmon) isEvent()     {}
-func (evProbe) isEvent()      {}
-func (evResult) isEvent()     {}
-func (evTimer) isEvent()      {}
-func (evRediscover) isEvent() {}
-func (evStop) isEvent()       {}
-func (evAbandon) isEvent()    {}
-func (evHostName) isEvent()   {}
-
-type probeResult struct {
-	ifindex, gen int
-	supported    bool
-	err          error
-}
-
-type exchangeResult struct {
-	k     key
-	gen   int
-	dereg bool
-	res   registrar.Result
-	err   error
-}
-
-// Effects: what the owner loop does for the machine, in order.
-type effect interface{ isEffect() }
-
-type (
-	// effProbe starts discovery on a link from a link-local address.
-	effProbe struct {
-		ifindex, gen int
-		ifname       string
-		from         netip.Addr
-	}
-	// effCancel cancels the probe or exchange gen (its result still
-	// comes, with context.Canceled if the cancel came first).
-	effCancel struct{ gen int }
-	// effExchange starts one registration or deregistration exchange.
-	effExchange struct {
-		k      key
-		gen    int
-		ifname string
-		dereg  bool
-		noWait bool        // send once, wait for no reply
-		last   netmon.Addr // netmon's last word on the address
-		fqdn   string      // the Client FQDN to send; empty: none
-	}
-	// effTimer arms the loop's one timer for at; zero stops it.
-	effTimer struct{ at time.Time }
-	// effSave hands a snapshot to the state file's writer.
-	effSave struct{ snap []savedAddr }
-	// effHeartbeat calls Config.Heartbeat.
-	effHeartbeat struct{ s Summary }
-	// effLog is one log line.
-	effLog struct {
-		level slog.Level
-		msg   string
-		args  []any
-	}
-)
-
-func (effProbe) isEffect()     {}
-func (effCancel) isEffect()    {}
-func (effExchange) isEffect()  {}
-func (effTimer) isEffect()     {}
-func (effSave) isEffect()      {}
-func (effHeartbeat) isEffect() {}
-func (effLog) isEffect()       {}
 
 // newMachine applies Config's defaults (New has) and starts the heartbeat
 // at now. stale is what the state file held (statefile.go).
@@ -187,122 +92,6 @@ func newMachine(cfg Config, now time.Time, stale []savedAddr) *machine {
 	return m
 }
 
-// step is the transition function: it applies ev at now and returns the
-// effects, in the order the loop must perform them.
-func (m *machine) step(now time.Time, ev event) []effect {
-	m.now, m.out = now, nil
-	changed := true
-	switch ev := ev.(type) {
-	case evNetmon:
-		if !m.stopping {
-			m.handleEvent(ev.Event)
-		}
-	case evProbe:
-		if !m.stopping {
-			m.handleProbe(probeResult(ev))
-		}
-	case evResult:
-		if m.stopping {
-			m.stoppedResult(exchangeResult(ev))
-		} else {
-			m.handleResult(exchangeResult(ev))
-		}
-	case evTimer:
-		changed = m.wakeUp()
-	case evRediscover:
-		if !m.stopping {
-			m.rediscoverAll()
-		}
-	case evStop:
-		m.stop()
-	case evAbandon:
-		m.abandon()
-	case evHostName:
-		if !m.stopping {
-			m.hostNameChanged(ev.name)
-		}
-	}
-	if changed && !m.stopping {
-		m.stateChanged()
-	}
-	if !m.stopping && m.fatal == nil {
-		m.pump()
-	}
-	m.arm()
-	out := m.out
-	m.out = nil
-	return out
-}
-
-// wakeUp handles whatever is due at m.now: refreshes and retries,
-// re-probes, a paced start, the state file and the heartbeat. It reports
-// whether anything but the state file and the heartbeat was due (those
-// change nothing to save).
-func (m *machine) wakeUp() bool {
-	m.armedAt = time.Time{} // it fired
-	if m.stopping {
-		return false
-	}
-	worked := false
-	if due := m.deadlines.PopDue(m.now); len(due) > 0 {
-		m.handleDue(due)
-		worked = true
-	}
-	for _, ifc := range m.ifaces {
-		if !ifc.disc.next.IsZero() && !ifc.disc.next.After(m.now) {
-			m.reprobe(ifc)
-			worked = true
-		}
-	}
-	if !m.paceAt.IsZero() && !m.paceAt.After(m.now) {
-		m.paceAt = time.Time{} // pump, after this, starts what waited
-		worked = true
-	}
-	if !m.stale.expiry.IsZero() && !m.stale.expiry.After(m.now) {
-		m.dropStale()
-		worked = true
-	}
-	if !m.saveAt.IsZero() && !m.saveAt.After(m.now) {
-		m.saveState()
-	}
-	if !m.beatAt.IsZero() && !m.beatAt.After(m.now) {
-		m.beatAt = m.now.Add(m.cfg.HeartbeatInterval)
-		m.emit(effHeartbeat{m.summarize()})
-	}
-	return worked
-}
-
-// wake is the earliest thing due; zero when nothing is.
-func (m *machine) wake() time.Time {
-	var at time.Time
-	earlier := func(t time.Time) {
-		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
-			at = t
-		}
-	}
-	if !m.stopping {
-		if t, ok := m.deadlines.Next(); ok {
-			earlier(t)
-		}
-		for _, ifc := range m.ifaces {
-			earlier(ifc.disc.next)
-		}
-		earlier(m.paceAt)
-		earlier(m.stale.expiry)
-		earlier(m.saveAt)
-		earlier(m.beatAt)
-	}
-	return at
-}
-
-// arm asks the loop to move its timer when the earliest wake-up changed.
-func (m *machine) arm() {
-	if at := m.wake(); !at.Equal(m.armedAt) {
-		m.armedAt = at
-		m.emit(effTimer{at})
-	}
-}
-
 func (m *machine) emit(e effect) { m.out = append(m.out, e) }
 
 func (m *machine) logAt(level slog.Level, msg string, args ...any) {
@@ -310,8 +99,10 @@ func (m *machine) logAt(level slog.Level, msg string, args ...any) {
 }
 
 func (m *machine) debug(msg string, args ...any) { m.logAt(slog.LevelDebug, msg, args...) }
-func (m *machine) info(msg string, args ...any)  { m.logAt(slog.LevelInfo, msg, args...) }
-func (m *machine) warn(msg string, args ...any)  { m.logAt(slog.LevelWarn, msg, args...) }
+
+func (m *machine) info(msg string, args ...any) { m.logAt(slog.LevelInfo, msg, args...) }
+
+func (m *machine) warn(msg string, args ...any) { m.logAt(slog.LevelWarn, msg, args...) }
 
 func (m *machine) nextGen() int {
 	m.gen++
@@ -334,77 +125,44 @@ func (m *machine) ifname(index int) string {
 	return ""
 }
 
-// stop starts the end: registrations in flight are abandoned (cancelled).
-// Removed addresses still owed a deregistration get it, and with
-// DeregisterOnStop so does every address the server may hold: each is sent
-// once without waiting for a reply, as many as the loop lets finish within
-// StopTimeout (then evAbandon).
-func (m *machine) stop() {
-	if m.stopping {
+// ifaceOf returns the interface l names, created on first sight.
+func (m *machine) ifaceOf(l netmon.Link) *iface {
+	ifc, ok := m.ifaces[l.Index]
+	if !ok {
+		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
+		m.ifaces[l.Index] = ifc
+	}
+	return ifc
+}
+
+// raAllows reports whether the RA condition lets registrations start on ifc.
+func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || ifc.mo }
+
+func (m *machine) enqueue(k key) {
+	if m.queued[k] {
 		return
 	}
-	m.stopping = true
-	var dereg []key
-	for k := range m.deregDue {
-		dereg = append(dereg, k)
-	}
+	m.queued[k] = true
+	m.queue = append(m.queue, k)
+}
+
+// sortedIfaces lists the interfaces by index, for work done in a stable
+// order (the pacing queue's).
+func (m *machine) sortedIfaces() []*iface {
+	out := make([]*iface, 0, len(m.ifaces))
 	for _, ifc := range m.ifaces {
-		m.stopDiscovery(ifc)
-		for ip, ad := range ifc.addrs {
-			if ad.inFlight() {
-				m.emit(effCancel{ad.gen})
-				// Its INFORM may be out: the server may hold it (the
-				// snapshot keeps it).
-				ad.run = idle
-				ad.hold.transmitted()
-			}
-			if m.cfg.DeregisterOnStop && m.cfg.Enable && ifc.up && ad.held() {
-				dereg = append(dereg, key{ifc.index, ip})
-			}
-		}
+		out = append(out, ifc)
 	}
-	slices.SortFunc(dereg, func(x, y key) int {
-		if x.ifindex != y.ifindex {
-			return x.ifindex - y.ifindex
-		}
-		return x.addr.Compare(y.addr)
-	})
-	m.queue, m.queued = nil, map[key]bool{}
-	m.paceAt, m.saveAt, m.beatAt = time.Time{}, time.Time{}, time.Time{}
-	if len(dereg) > 0 {
-		m.info("stopping: deregistering", "addresses", len(dereg))
-	}
-	m.stopDeregs = dereg
-	m.startStopDeregistrations()
+	slices.SortFunc(out, func(a, b *iface) int { return a.index - b.index })
+	return out
 }
 
-func (m *machine) startStopDeregistrations() {
-	for len(m.stopDeregs) > 0 && m.inflight < m.cfg.MaxInflight {
-		m.startDeregistration(m.stopDeregs[0], true)
-		m.stopDeregs = m.stopDeregs[1:]
+// sortedAddrs lists ifc's addresses in order.
+func sortedAddrs(ifc *iface) []netip.Addr {
+	out := make([]netip.Addr, 0, len(ifc.addrs))
+	for ip := range ifc.addrs {
+		out = append(out, ip)
 	}
-}
-
-// stoppedResult is an exchange's end while stopping.
-func (m *machine) stoppedResult(r exchangeResult) {
-	if m.inflight > 0 {
-		m.inflight--
-	}
-	m.logResult(r)
-	if r.dereg && r.err == nil {
-		m.stopDeregistered[r.k] = true
-	}
-	m.startStopDeregistrations()
-}
-
-// stopped reports whether the stop has nothing left to do.
-func (m *machine) stopped() bool { return m.stopping && len(m.stopDeregs) == 0 && m.inflight == 0 }
-
-// abandon gives up what is in flight or still to send when StopTimeout
-// ran out.
-func (m *machine) abandon() {
-	if m.inflight > 0 || len(m.stopDeregs) > 0 {
-		m.warn("stopping: abandoning exchanges", "in_flight", m.inflight, "deregistrations_not_sent", len(m.stopDeregs))
-	}
-	m.stopDeregs, m.inflight = nil, 0
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

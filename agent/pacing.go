@@ -5,14 +5,6 @@ package agent
 // renumbering of thousands of addresses or a start-up does not flood the
 // link or the server.
 
-func (m *machine) enqueue(k key) {
-	if m.queued[k] {
-		return
-	}
-	m.queued[k] = true
-	m.queue = append(m.queue, k)
-}
-
 type action int
 
 const (

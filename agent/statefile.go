@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -191,164 +189,6 @@ func loadState(path string, now time.Time, log *slog.Logger) []savedAddr {
 	}
 	log.Info("state file read", "path", path, "addresses", len(live), "expired", len(addrs)-len(live))
 	return live
-}
-
-// claimStale handles the file's addresses on ifc once discovery shows its
-// link supports registration: those no longer on the interface are owed a
-// deregistration; those still there are registered like any other.
-func (m *machine) claimStale(ifc *iface) {
-	list, ok := m.stale.take(ifc.name)
-	if !ok {
-		return
-	}
-	n := 0
-	for _, sa := range list {
-		if sa.HW != "" && ifc.hw != "" && sa.HW != ifc.hw {
-			m.info("state file: address was registered on another link under this name: not deregistering",
-				"iface", ifc.name, "addr", sa.Addr, "hwaddr", sa.HW, "now", ifc.hw)
-			continue
-		}
-		if ad, ok := ifc.addrs[sa.Addr]; ok {
-			// Still there: registered like any other, and until then the
-			// server holds it from the last run.
-			ad.hold.transmitted()
-			ad.limit.inherit(sa, m.now)
-			continue
-		}
-		if !m.cfg.Deregister || !m.cfg.Enable {
-			continue
-		}
-		k := key{ifc.index, sa.Addr}
-		sa.Iface, sa.HW = ifc.name, ifc.hw
-		m.deregDue[k] = sa
-		n++
-		if ifc.relinked {
-			// The link is back: give the addresses time to come back
-			// (relinkGrace); one re-added meanwhile cancels its
-			// deregistration (handleAddr), the others go when it is due.
-			m.deadlines.Set(k, m.now.Add(relinkGrace))
-			m.info("address gone while the link was down or removed: deregistering unless it comes back", "iface", ifc.name, "addr", sa.Addr, "in", relinkGrace)
-			continue
-		}
-		m.enqueue(k)
-		m.info("address registered before the restart is gone: deregistering", "iface", ifc.name, "addr", sa.Addr)
-	}
-	if n > 0 {
-		m.info("state file: deregistering addresses gone since the last run or while the link was down", "iface", ifc.name, "addresses", n)
-	}
-}
-
-// relinkGrace is how long, after a link that was down is back and
-// discovery found registration support, an address that left while it
-// was down may take to come back before it is deregistered. An admin down
-// flushes the link's addresses; SLAAC (the kernel's, systemd-networkd's,
-// NetworkManager's) adds them again after the first RA, which a host
-// solicits up to MAX_RTR_SOLICITATIONS (3) times RTR_SOLICITATION_INTERVAL
-// (4 s) apart (RFC 4861 §10): up to ~12 s, plus DAD. Stable-privacy and
-// EUI-64 addresses come back the same; a temporary address (RFC 8981)
-// comes back as a new one, and the old one is deregistered (RFC 9686 §4.7).
-const relinkGrace = 15 * time.Second
-
-// savedOf is ad on ifc as the state file lists it.
-func (m *machine) savedOf(ifc *iface, ip netip.Addr, ad *addr) savedAddr {
-	sa := savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: ip}
-	if ad != nil {
-		if ad.hold.kind == holdRegistered {
-			sa.Preferred = scheduler.Seconds(ad.hold.preferred)
-		}
-		sa.At, sa.Valid = ad.limit.seconds()
-	}
-	return sa
-}
-
-// waitForLink keeps the deregistration owed for an address that left
-// while its link is down, with the state file's stale addresses: in the
-// snapshot (a restart loses nothing), claimed when the link is back and
-// discovery finds support (claimStale), after relinkGrace. If the link
-// never comes back it stays owed, and the server's binding runs out at
-// its valid lifetime.
-func (m *machine) waitForLink(ifc *iface, sa savedAddr) {
-	sa.Iface, sa.HW = ifc.name, ifc.hw
-	if !m.stale.add(sa) {
-		return
-	}
-	m.info("deregistration waits for the link", "iface", ifc.name, "addr", sa.Addr)
-}
-
-// dropStale forgets the stale addresses whose binding has surely run out
-// on the server by now (RFC 9686 §4.3: it keeps a binding for the valid
-// lifetime told): a deregistration owed for it has nothing left to
-// remove. This bounds what waits for a link that never returns (a NIC
-// unplugged for good, a name now excluded by --interface or --exclude).
-func (m *machine) dropStale() {
-	for _, sa := range m.stale.dropExpired(m.now) {
-		at, _ := sa.expires()
-		m.info("state file: dropping a deregistration that waited for its link: the server's binding has run out",
-			"iface", sa.Iface, "addr", sa.Addr, "hwaddr", sa.HW, "expired", at)
-	}
-}
-
-// snapshot lists what the server may hold from us: addresses registered
-// or with an exchange sent, those owed a deregistration or with one under
-// way, and the file's entries not yet claimed.
-func (m *machine) snapshot() []savedAddr {
-	out := []savedAddr{}
-	for _, ifc := range m.ifaces {
-		for ip, ad := range ifc.addrs {
-			if !ad.held() || m.stopDeregistered[key{ifc.index, ip}] {
-				continue
-			}
-			out = append(out, m.savedOf(ifc, ip, ad))
-		}
-	}
-	// Owed deregistrations, and those under way: one the stop could not
-	// get out (refused, or abandoned at StopTimeout) must be in the last
-	// write, for the next start to send.
-	gone := map[key]savedAddr{}
-	for k, d := range m.deregInFlight {
-		gone[k] = d.rec
-	}
-	for k, sa := range m.deregDue {
-		gone[k] = sa
-	}
-	for k, sa := range gone {
-		ifc, ok := m.ifaces[k.ifindex]
-		if !ok || m.stopDeregistered[k] {
-			continue // a removed link's are in stale (linkGone)
-		}
-		if ad, ok := ifc.addrs[k.addr]; ok && ad.held() {
-			continue // listed above
-		}
-		sa.Iface, sa.HW = ifc.name, ifc.hw
-		out = append(out, sa)
-	}
-	for _, list := range m.stale.byIface {
-		out = append(out, list...)
-	}
-	slices.SortFunc(out, func(x, y savedAddr) int {
-		return cmp.Or(strings.Compare(x.Iface, y.Iface), x.Addr.Compare(y.Addr))
-	})
-	return out
-}
-
-// stateChanged arms the debounce after the machine handled anything.
-func (m *machine) stateChanged() {
-	if m.cfg.StatePath == "" || !m.saveAt.IsZero() {
-		return
-	}
-	m.saveAt = m.now.Add(stateDebounce)
-}
-
-// saveState hands a changed snapshot to the writer (effSave), which
-// replaces one it has not written yet.
-func (m *machine) saveState() {
-	m.saveAt = time.Time{}
-	snap := m.snapshot()
-	if slices.Equal(snap, m.lastSaved) {
-		return
-	}
-	m.lastSaved = snap
-	m.emit(effSave{snap})
 }
 
 // stateWriter writes the snapshots the loop hands it (effSave) in its own
