@@ -71,8 +71,8 @@ func (m *machine) startDeregistration(k key, noWait bool) {
 // no reply can reach a removed address). It goes out after Retry.First,
 // once per delay, until it is sent, the address comes back or its link
 // goes; without this the server would keep the binding until it expires.
-// While the link is down it waits for the link to be back (waitForLink,
-// statefile.go), not for a delay.
+// While the link is down it waits for the link to be back (waitForLink),
+// not for a delay.
 func (m *machine) retryDeregistration(k key, sa savedAddr) {
 	ifc, ok := m.ifaces[k.ifindex]
 	if !ok {

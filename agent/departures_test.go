@@ -4,9 +4,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/scheduler"
-	"github.com/google/go-cmp/cmp"
 )
 
 // Deregistrations owed to addresses that left (departures.go): retried when

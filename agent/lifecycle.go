@@ -13,7 +13,7 @@ import (
 	"github.com/addrreg/addrreg/scheduler"
 )
 
-// Agent runs the machine (machine.go). Create with New, run with Run.
+// Agent runs the machine (step.go). Create with New, run with Run.
 type Agent struct {
 	cfg   Config
 	mon   Monitor

@@ -6,9 +6,10 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/scheduler"
-	"golang.org/x/time/rate"
 )
 
 // machine is the agent's state and its transitions, with no I/O: step
@@ -48,7 +49,7 @@ type machine struct {
 	saveAt     time.Time // the state file's debounce; zero: nothing to save
 	beatAt     time.Time // the next heartbeat; zero without Config.Heartbeat
 	armedAt    time.Time // the wake-up the loop's timer is armed for; zero: none
-	counters   Counters  // status.go
+	counters   Counters  // statusschema.go, kept by status.go
 	stopping   bool
 	stopDeregs []key // deregistrations still to send while stopping
 	// stopDeregistered: deregistered while stopping; left out of the last
