@@ -136,8 +136,8 @@ func (ad *addr) invalid() string {
 
 // addrNote is what an address's status shows beyond its phase.
 type addrNote struct {
-	lastRegistered time.Time
-	told           *Lifetimes
+	lastRegistered time.Time  // the last transmission of the exchange that got the last reply
+	lastCarried    *Lifetimes // what the last exchange's last transmission carried (AddrStatus.Told)
 	lastErr        string
 }
 

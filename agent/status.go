@@ -56,7 +56,7 @@ func (m *machine) noteResult(r exchangeResult) {
 		return
 	}
 	if r.res.Sends > 0 {
-		ad.note.told = &Lifetimes{Preferred: wireSeconds(r.res.Preferred), Valid: wireSeconds(r.res.Valid)}
+		ad.note.lastCarried = &Lifetimes{Preferred: wireSeconds(r.res.Preferred), Valid: wireSeconds(r.res.Valid)}
 	}
 	switch {
 	case r.err == nil && r.res.Replied:
@@ -116,7 +116,7 @@ func (m *machine) report(servers ServerSource) Status {
 		}
 		for ip, ad := range ifc.addrs {
 			as := AddrStatus{Addr: ip, Kind: KindOf(ad.cur.Class), Phase: ad.phase(),
-				LastRegistered: ad.note.lastRegistered, Told: ad.note.told, LastError: ad.note.lastErr}
+				LastRegistered: ad.note.lastRegistered, Told: ad.note.lastCarried, LastError: ad.note.lastErr}
 			if at, ok := m.deadlines.When(key{ifc.index, ip}); ok {
 				as.NextRefresh, as.RefreshReason = at, refreshReason(ad)
 			}

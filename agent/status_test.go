@@ -135,7 +135,7 @@ func BenchmarkStatus(b *testing.B) {
 	for i := range 10000 {
 		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
 		ifc.addrs[ip] = &addr{cur: netmon.Addr{IP: ip, Class: netmon.ClassGlobal}, last: registered, hold: serverHold{kind: holdRegistered},
-			note: addrNote{lastRegistered: t0, told: &Lifetimes{Preferred: 300, Valid: 600}}}
+			note: addrNote{lastRegistered: t0, lastCarried: &Lifetimes{Preferred: 300, Valid: 600}}}
 		if i%2 == 0 {
 			m.deadlines.Set(key{2, ip}, t0.Add(time.Hour))
 		}
