@@ -208,7 +208,7 @@ func (m *machine) clockJumped() {
 // hostNameChanged: the name to send is now name (the host was renamed).
 // Every registered address is registered again with it, now, through the
 // pacing queue (consider sees its old name); one being registered is
-// looked at again when its exchange ends (again). Pending and failed ones
+// looked at again when its exchange ends (exchangingRecheck). Pending and failed ones
 // carry the new name when their exchange starts.
 func (m *machine) hostNameChanged(name string) {
 	if name == m.fqdn {
