@@ -104,7 +104,7 @@ func (m *machine) consider(ifc *iface, ad *addr) {
 	k := key{ifc.index, ad.cur.IP}
 	switch ad.phase() {
 	case Pending:
-		m.enqueue(k)
+		m.queue.push(k)
 	case Registering:
 		ad.run = exchangingRecheck
 	case Failed:
@@ -114,7 +114,7 @@ func (m *machine) consider(ifc *iface, ad *addr) {
 		if ad.toldName != m.fqdn {
 			// The host was renamed since (hostNameChanged): the server
 			// must hear the new name, a new exchange now.
-			m.enqueue(k)
+			m.queue.push(k)
 			return
 		}
 		// The event may have waited in netmon's queue: count the
@@ -162,7 +162,7 @@ func (m *machine) handleAddrRemoved(na netmon.Addr) {
 	}
 	k := key{ifc.index, na.IP}
 	m.deregDue[k] = sa
-	m.enqueue(k)
+	m.queue.push(k)
 }
 
 // handleDue queues the addresses whose refresh, retry or deregistration
@@ -174,7 +174,7 @@ func (m *machine) handleDue(keys []key) {
 			continue
 		}
 		seen[k] = true
-		m.enqueue(k)
+		m.queue.push(k)
 		// RFC 9686 §4.6 (MAY): refresh the interface's other addresses due
 		// within the coalescing window along with this one.
 		if m.cfg.Policy.Coalesce > 0 {
@@ -182,7 +182,7 @@ func (m *machine) handleDue(keys []key) {
 			for _, o := range m.deadlines.DueWithin(m.now, m.cfg.Policy.Coalesce, func(o key) bool { return o.ifindex == k.ifindex && m.registered(o) }) {
 				if !seen[o] {
 					seen[o] = true
-					m.enqueue(o)
+					m.queue.push(o)
 				}
 			}
 		}
@@ -197,7 +197,7 @@ func (m *machine) clockJumped() {
 	for _, ifc := range m.ifaces {
 		for ip, ad := range ifc.addrs {
 			if ad.phase() == Registered || ad.phase() == Failed {
-				m.enqueue(key{ifc.index, ip})
+				m.queue.push(key{ifc.index, ip})
 				n++
 			}
 		}

@@ -48,6 +48,7 @@
 //	status.go        the status report and the notes it keeps
 //	machine.go       the machine's fields and small helpers
 //	effects.go       events in, effects out
+//	queue.go         the pacing queue of keys
 //	link.go          a link and its discovery state
 //	addrstate.go     an address and its named sub-states
 //	stale.go         deregistrations waiting for their link

@@ -133,7 +133,7 @@ func (m *machine) claimStale(ifc *iface) {
 			m.info("address gone while the link was down or removed: deregistering unless it comes back", "iface", ifc.name, "addr", sa.Addr, "in", relinkGrace)
 			continue
 		}
-		m.enqueue(k)
+		m.queue.push(k)
 		m.info("address registered before the restart is gone: deregistering", "iface", ifc.name, "addr", sa.Addr)
 	}
 	if n > 0 {

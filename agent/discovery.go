@@ -133,7 +133,7 @@ func (m *machine) raFlags(ifc *iface, mo bool, l netmon.Link) {
 		for ip, ad := range ifc.addrs {
 			if ad.run == pausedForRA {
 				ad.run = idle
-				m.enqueue(key{ifc.index, ip})
+				m.queue.push(key{ifc.index, ip})
 			}
 		}
 		return

@@ -26,11 +26,7 @@ type machine struct {
 	out []effect  // the step's effects so far
 
 	ifaces map[int]*iface
-	// queue holds keys only; what a key needs (a registration, a refresh,
-	// a deregistration or nothing any more) is decided from the state when
-	// it reaches the front, so an entry can never carry a stale intent.
-	queue  []key
-	queued map[key]bool
+	queue  keyQueue // of exchanges waiting for the rate or the in-flight bound (pacing.go)
 	// deregDue: addresses removed from their interface whose
 	// deregistration (RFC 9686 §4.7) is due, queued or at a deadline (a
 	// retry, the end of relinkGrace), on a link that is up (one that is
@@ -80,7 +76,6 @@ func newMachine(cfg Config, now time.Time, stale []savedAddr) *machine {
 		cfg:              cfg,
 		lim:              rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
 		ifaces:           map[int]*iface{},
-		queued:           map[key]bool{},
 		deregDue:         map[key]savedAddr{},
 		deregInFlight:    map[key]deregFlight{},
 		stale:            newStaleAddrs(stale),
@@ -138,14 +133,6 @@ func (m *machine) ifaceOf(l netmon.Link) *iface {
 
 // raAllows reports whether the RA condition lets registrations start on ifc.
 func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || ifc.mo }
-
-func (m *machine) enqueue(k key) {
-	if m.queued[k] {
-		return
-	}
-	m.queued[k] = true
-	m.queue = append(m.queue, k)
-}
 
 // sortedIfaces lists the interfaces by index, for work done in a stable
 // order (the pacing queue's).

@@ -51,8 +51,8 @@ func (m *machine) next(k key) action {
 // Keys that need nothing any more are dropped without using a token; when
 // the rate holds the front back, the wake-up is set for its token.
 func (m *machine) pump() {
-	for len(m.queue) > 0 && m.inflight < m.cfg.MaxInflight && !m.stopping {
-		k := m.queue[0]
+	for m.queue.len() > 0 && m.inflight < m.cfg.MaxInflight && !m.stopping {
+		k, _ := m.queue.front()
 		act := m.next(k)
 		if act != actNone {
 			r := m.lim.ReserveN(m.now, 1)
@@ -64,8 +64,7 @@ func (m *machine) pump() {
 				return
 			}
 		}
-		m.queue = m.queue[1:]
-		delete(m.queued, k)
+		m.queue.pop()
 		switch act {
 		case actRegister:
 			m.startRegistration(k)

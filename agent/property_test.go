@@ -563,11 +563,11 @@ func (p *propRun) checkInvariants() {
 		p.fail("wake-up %v is not in the future (now %v)", w, now)
 	}
 	// The queue.
-	if len(m.queue) != len(m.queued) {
-		p.fail("queue has %d keys, queued set %d", len(m.queue), len(m.queued))
+	if len(m.queue.keys) != len(m.queue.in) {
+		p.fail("queue has %d keys, queued set %d", len(m.queue.keys), len(m.queue.in))
 	}
-	for i, k := range m.queue {
-		if !m.queued[k] || slices.Index(m.queue, k) != i {
+	for i, k := range m.queue.keys {
+		if !m.queue.has(k) || slices.Index(m.queue.keys, k) != i {
 			p.fail("queue key %v duplicated or not in the set", k)
 		}
 	}
@@ -620,13 +620,13 @@ func (p *propRun) checkInvariants() {
 				continue
 			}
 			_, due := m.deadlines.When(k)
-			waiting := ad.inFlight() || m.queued[k] || due || ad.run == pausedForRA ||
+			waiting := ad.inFlight() || m.queue.has(k) || due || ad.run == pausedForRA ||
 				(ad.phase() == Pending && m.deregInFlight[k].count > 0) ||
 				(ad.phase() == Registered && !ad.reg.Periodic())
 			if !waiting {
 				p.fail("%v (%v): eligible but nothing will ever happen to it", k, ad.phase())
 			}
-			if ad.phase() == Registered && ad.run != pausedForRA && !m.queued[k] {
+			if ad.phase() == Registered && ad.run != pausedForRA && !m.queue.has(k) {
 				if ad.toldName != m.fqdn {
 					p.fail("%v: registered with host name %q, the host's is %q, and no exchange is coming", k, ad.toldName, m.fqdn)
 				}
@@ -634,7 +634,7 @@ func (p *propRun) checkInvariants() {
 					p.fail("%v: the server's binding carries the name %q, the machine believes %q", k, b.name, ad.toldName)
 				}
 			}
-			if ad.phase() == Registered && !ad.reg.Periodic() && ad.run != pausedForRA && !m.queued[k] {
+			if ad.phase() == Registered && !ad.reg.Periodic() && ad.run != pausedForRA && !m.queue.has(k) {
 				_, valid := ad.cur.Remaining(now)
 				if at, refresh := m.cfg.Policy.LifetimeChanged(ad.reg, now, valid, static(ad.cur)); refresh {
 					if when, ok := m.deadlines.When(k); !ok || when.After(at) {
@@ -663,7 +663,7 @@ func (p *propRun) checkInvariants() {
 			// address in the snapshot (waitForLink), not owed.
 			p.fail("%v: deregistration owed on a link that is down", k)
 		}
-		if _, due := m.deadlines.When(k); !due && !m.queued[k] {
+		if _, due := m.deadlines.When(k); !due && !m.queue.has(k) {
 			p.fail("%v: deregistration owed but neither queued nor due", k)
 		}
 	}

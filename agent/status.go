@@ -97,7 +97,7 @@ func refreshReason(ad *addr) RefreshReason {
 // report builds the status; servers, if not nil, names the server that
 // answered on each link. It changes nothing.
 func (m *machine) report(servers ServerSource) Status {
-	s := Status{Queued: len(m.queue), InFlight: m.inflight, Counters: m.counters, FQDN: m.fqdn}
+	s := Status{Queued: m.queue.len(), InFlight: m.inflight, Counters: m.counters, FQDN: m.fqdn}
 	s.Counters.Probes = map[string]uint64{"supported": 0, "unsupported": 0, "error": 0}
 	for k, v := range m.counters.Probes {
 		s.Counters.Probes[k] = v

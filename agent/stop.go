@@ -43,7 +43,7 @@ func (m *machine) stop() {
 		}
 		return x.addr.Compare(y.addr)
 	})
-	m.queue, m.queued = nil, map[key]bool{}
+	m.queue.clear()
 	m.paceAt, m.saveAt, m.beatAt = time.Time{}, time.Time{}, time.Time{}
 	if len(dereg) > 0 {
 		m.info("stopping: deregistering", "addresses", len(dereg))
