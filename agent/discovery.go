@@ -37,7 +37,7 @@ func (m *machine) handleEvent(ev netmon.Event) {
 			m.handleAddr(ev.Addr)
 		}
 	case netmon.AddrRemoved:
-		if ifc, ok := m.ifaces[ev.Addr.Index]; ok && (ev.Addr.Class == netmon.ClassLinkLocal || ifc.lls[ev.Addr.IP]) {
+		if ifc, ok := m.ifaces[ev.Addr.Index]; ok && (ev.Addr.Class == netmon.ClassLinkLocal || ifc.linkLocals[ev.Addr.IP]) {
 			m.linkLocalRemoved(ifc, ev.Addr.IP)
 		} else {
 			m.handleAddrRemoved(ev.Addr)
@@ -100,7 +100,7 @@ func (m *machine) handleLink(ev netmon.Event) {
 		if wasUp {
 			m.leaveLink(ifc, true)
 		}
-		ifc.mo = false
+		ifc.raMO = false
 	}
 	m.raFlags(ifc, l.Managed || l.Other, l)
 	// A failed probe's retry keeps its backoff: link events (an RA
@@ -124,10 +124,10 @@ func (m *machine) handleLink(ev netmon.Event) {
 // out at the lifetimes it was told. A refresh or retry that comes due
 // meanwhile is held (pausedForRA) and runs when the condition is back.
 func (m *machine) raFlags(ifc *iface, mo bool, l netmon.Link) {
-	if mo == ifc.mo {
+	if mo == ifc.raMO {
 		return
 	}
-	ifc.mo = mo
+	ifc.raMO = mo
 	if mo {
 		m.info("RA with M or O flag seen", "iface", ifc.name, "managed", l.Managed, "other", l.Other)
 		for ip, ad := range ifc.addrs {
@@ -239,11 +239,11 @@ func (m *machine) handleLinkLocal(na netmon.Addr) {
 	}
 	// A tentative or DAD-failed link-local is no source for discovery.
 	usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
-	if usable != ifc.lls[na.IP] {
+	if usable != ifc.linkLocals[na.IP] {
 		if usable {
-			ifc.lls[na.IP] = true
+			ifc.linkLocals[na.IP] = true
 		} else {
-			delete(ifc.lls, na.IP)
+			delete(ifc.linkLocals, na.IP)
 		}
 		m.linkLocalChanged(ifc)
 	}
@@ -252,8 +252,8 @@ func (m *machine) handleLinkLocal(na netmon.Addr) {
 // linkLocalRemoved: a link-local address (or one the link held as such)
 // left.
 func (m *machine) linkLocalRemoved(ifc *iface, ip netip.Addr) {
-	if ifc.lls[ip] {
-		delete(ifc.lls, ip)
+	if ifc.linkLocals[ip] {
+		delete(ifc.linkLocals, ip)
 		m.linkLocalChanged(ifc)
 	}
 }
@@ -261,9 +261,9 @@ func (m *machine) linkLocalRemoved(ifc *iface, ip netip.Addr) {
 // linkLocalChanged picks the link-local address discovery uses and
 // restarts a probe that was sent from one the interface no longer holds.
 func (m *machine) linkLocalChanged(ifc *iface) {
-	if !ifc.lls[ifc.linkLocal] {
+	if !ifc.linkLocals[ifc.linkLocal] {
 		ifc.linkLocal = netip.Addr{}
-		for ip := range ifc.lls {
+		for ip := range ifc.linkLocals {
 			if !ifc.linkLocal.IsValid() || ip.Less(ifc.linkLocal) {
 				ifc.linkLocal = ip
 			}

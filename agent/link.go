@@ -17,13 +17,13 @@ type iface struct {
 	// (a replug); addresses that left meanwhile get relinkGrace to come
 	// back once it is up (claimStale).
 	relinked bool
-	// mo: netmon reports an RA with M or O in effect on the link (RFC 9686
-	// §4.1); with RequireRAFlags, nothing new starts while it is false.
-	mo        bool
-	disc      discovery
-	lls       map[netip.Addr]bool // DAD-complete link-local addresses
-	linkLocal netip.Addr          // the one discovery uses
-	addrs     map[netip.Addr]*addr
+	// raMO: netmon reports an RA with M or O in effect on the link (RFC
+	// 9686 §4.1); with RequireRAFlags, nothing new starts while it is false.
+	raMO       bool
+	disc       discovery
+	linkLocals map[netip.Addr]bool // DAD-complete link-local addresses
+	linkLocal  netip.Addr          // the one of them discovery uses
+	addrs      map[netip.Addr]*addr
 }
 
 // support is what discovery knows of a link while no probe runs.

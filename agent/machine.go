@@ -125,14 +125,14 @@ func (m *machine) ifname(index int) string {
 func (m *machine) ifaceOf(l netmon.Link) *iface {
 	ifc, ok := m.ifaces[l.Index]
 	if !ok {
-		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
+		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, linkLocals: map[netip.Addr]bool{}}
 		m.ifaces[l.Index] = ifc
 	}
 	return ifc
 }
 
 // raAllows reports whether the RA condition lets registrations start on ifc.
-func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || ifc.mo }
+func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || ifc.raMO }
 
 // sortedIfaces lists the interfaces by index, for work done in a stable
 // order (the pacing queue's).

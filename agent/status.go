@@ -106,7 +106,7 @@ func (m *machine) report(servers ServerSource) Status {
 		if !m.wanted(ifc.name) {
 			continue
 		}
-		is := IfaceStatus{Name: ifc.name, Index: ifc.index, State: ifc.disc.state(), SeenMO: ifc.mo,
+		is := IfaceStatus{Name: ifc.name, Index: ifc.index, State: ifc.disc.state(), SeenMO: ifc.raMO,
 			Addresses: make([]AddrStatus, 0, len(ifc.addrs))}
 		is.NextProbe = ifc.disc.next
 		if servers != nil && ifc.disc.state() == IfSupported {
