@@ -34,13 +34,7 @@ func (m *machine) linkGone(ifc *iface) {
 			m.waitForLink(ifc, m.savedOf(ifc, ip, ad))
 		}
 	}
-	for k, sa := range m.deregDue {
-		if k.ifindex == ifc.index {
-			delete(m.deregDue, k)
-			m.deadlines.Remove(k)
-			m.waitForLink(ifc, sa)
-		}
-	}
+	m.dueWaitForLink(ifc)
 	// In flight: it may not get out (stale.remove forgets it if it did).
 	for k, d := range m.deregInFlight {
 		if k.ifindex == ifc.index {
@@ -50,6 +44,22 @@ func (m *machine) linkGone(ifc *iface) {
 	m.stale.linkRemoved(ifc.name) // with those that left while it was down
 }
 
+// dueWaitForLink: ifc went down or away, so the deregistrations due on it
+// wait for it to be back (waitForLink).
+func (m *machine) dueWaitForLink(ifc *iface) {
+	for k, sa := range m.deregDue {
+		if k.ifindex == ifc.index {
+			delete(m.deregDue, k)
+			m.deadlines.Remove(k)
+			m.waitForLink(ifc, sa)
+		}
+	}
+}
+
+// startDeregistration sends k's deregistration: the one due, or, with
+// DeregisterOnStop, one for an address still assigned. noWait: send once,
+// wait for no reply (a removed address cannot get one; the stop cannot
+// wait).
 func (m *machine) startDeregistration(k key, noWait bool) {
 	d := m.deregInFlight[k]
 	var ok bool

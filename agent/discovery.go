@@ -82,14 +82,7 @@ func (m *machine) handleLink(ev netmon.Event) {
 		m.info("interface down", "iface", ifc.name)
 		m.leaveLink(ifc, true)
 		ifc.disc.known, ifc.relinked = linkDown, true
-		// Deregistrations owed on the link wait for it to be back.
-		for k, sa := range m.deregDue {
-			if k.ifindex == ifc.index {
-				delete(m.deregDue, k)
-				m.deadlines.Remove(k)
-				m.waitForLink(ifc, sa)
-			}
-		}
+		m.dueWaitForLink(ifc)
 		return
 	case !up:
 		ifc.disc.known, ifc.relinked = linkDown, true
