@@ -66,3 +66,15 @@ func (d *discovery) state() IfState {
 	}
 	return IfUnknown
 }
+
+// invalid names the combination of d's parts that must not be, or is
+// empty: a probe runs only while nothing is known (it asks afresh).
+func (d *discovery) invalid() string {
+	switch {
+	case d.known < supportUnknown || d.known > unsupported:
+		return "unknown support"
+	case d.running != nil && d.known != supportUnknown:
+		return "a probe running beside a known answer"
+	}
+	return ""
+}

@@ -653,6 +653,9 @@ func (p *propRun) checkInvariants() {
 		}
 	}
 	for _, ifc := range m.ifaces {
+		if msg := ifc.disc.invalid(); msg != "" {
+			p.fail("%s: invalid discovery state %+v: %s", ifc.name, ifc.disc, msg)
+		}
 		if ifc.up && ifc.disc.state() == IfSupported && len(m.stale.of(ifc.name)) > 0 {
 			p.fail("%s: supported, and %d deregistrations still wait for the link", ifc.name, len(m.stale.of(ifc.name)))
 		}
