@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"net/netip"
-	"slices"
 
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
@@ -18,13 +16,13 @@ import (
 // aside (raAllows: a lapse pauses an address, it does not make it
 // ineligible).
 func (m *machine) eligible(ifc *iface, ad *addr) bool {
-	return m.cfg.Enable && ifc.up && ifc.state == IfSupported && ad.cur.Registrable &&
+	return m.cfg.Enable && ifc.up && ifc.disc.state() == IfSupported && ad.cur.Registrable &&
 		!(m.cfg.SkipTemporary && ad.cur.Class == netmon.ClassTemporary)
 }
 
 func (m *machine) registerAll(ifc *iface) {
 	for _, ad := range ifc.addrs {
-		if ad.phase == Pending || ad.phase == Failed {
+		if ad.phase() == Pending || ad.phase() == Failed {
 			m.consider(ifc, ad)
 		}
 	}
@@ -38,16 +36,15 @@ func (m *machine) registerAll(ifc *iface) {
 // address goes before it is registered again.
 func (m *machine) quiesce(ifc *iface, ad *addr, forget bool) {
 	m.deadlines.Remove(key{ifc.index, ad.cur.IP})
-	if ad.running {
+	if ad.inFlight() {
 		m.emit(effCancel{ad.gen})
-		ad.running = false
-		ad.sent = true // its INFORM may be out: its result is now stale
+		ad.hold.transmitted() // its INFORM may be out: its result is now stale
 	}
 	ad.gen = m.nextGen()
 	if forget {
-		ad.hasReg, ad.sent = false, false
+		ad.hold = serverHold{}
 	}
-	ad.phase, ad.again, ad.failures, ad.paused = Pending, false, 0, false
+	ad.last, ad.run, ad.failures = notRegistered, idle, 0
 }
 
 func (m *machine) handleAddr(na netmon.Addr) {
@@ -57,30 +54,17 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	}
 	// An interface left alone (not wanted) is never up for the machine:
 	// its addresses are only recorded, for when it is renamed into the set.
-	if na.Class == netmon.ClassLinkLocal {
-		// A tentative or DAD-failed link-local is no source for discovery.
-		usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
-		if usable != ifc.lls[na.IP] {
-			if usable {
-				ifc.lls[na.IP] = true
-			} else {
-				delete(ifc.lls, na.IP)
-			}
-			m.linkLocalChanged(ifc)
-		}
-		return
-	}
 	k := key{ifc.index, na.IP}
 	ad, known := ifc.addrs[na.IP]
 	if !known {
 		ad = &addr{gen: m.nextGen()}
 		ifc.addrs[na.IP] = ad
-		if sa, owed := m.owed[k]; owed {
+		if sa, owed := m.deregDue[k]; owed {
 			// Back before its deregistration went out: it never left,
 			// and the server still holds it.
-			ad.sent = true
-			ad.until.inherit(sa, m.now)
-			delete(m.owed, k)
+			ad.hold.transmitted()
+			ad.limit.inherit(sa, m.now)
+			delete(m.deregDue, k)
 			m.deadlines.Remove(k) // a deregistration's retry
 			m.info("address re-added: deregistration cancelled", "iface", ifc.name, "addr", na.IP)
 		}
@@ -91,7 +75,7 @@ func (m *machine) handleAddr(na netmon.Addr) {
 	if at.IsZero() {
 		at = m.now
 	}
-	ad.until.extend(at, na.Valid)
+	ad.limit.extend(at, na.Valid)
 	if !m.wanted(ifc.name) {
 		return
 	}
@@ -118,19 +102,19 @@ func (m *machine) consider(ifc *iface, ad *addr) {
 		return
 	}
 	k := key{ifc.index, ad.cur.IP}
-	switch ad.phase {
+	switch ad.phase() {
 	case Pending:
-		m.enqueue(k)
+		m.queue.push(k)
 	case Registering:
-		ad.again = true
+		ad.run = exchangingRecheck
 	case Failed:
 		// Its retry is scheduled (retry.go) and will carry the current
 		// lifetimes: a lifetime change must not bring it forward.
 	case Registered:
-		if ad.name != m.fqdn {
+		if ad.toldName != m.fqdn {
 			// The host was renamed since (hostNameChanged): the server
 			// must hear the new name, a new exchange now.
-			m.enqueue(k)
+			m.queue.push(k)
 			return
 		}
 		// The event may have waited in netmon's queue: count the
@@ -152,20 +136,9 @@ func (m *machine) consider(ifc *iface, ad *addr) {
 	}
 }
 
-func static(na netmon.Addr) bool {
-	return na.Class == netmon.ClassStatic || na.Valid == netmon.Infinite
-}
-
 func (m *machine) handleAddrRemoved(na netmon.Addr) {
 	ifc, ok := m.ifaces[na.Index]
 	if !ok {
-		return
-	}
-	if na.Class == netmon.ClassLinkLocal || ifc.lls[na.IP] {
-		if ifc.lls[na.IP] {
-			delete(ifc.lls, na.IP)
-			m.linkLocalChanged(ifc)
-		}
 		return
 	}
 	ad, ok := ifc.addrs[na.IP]
@@ -188,8 +161,8 @@ func (m *machine) handleAddrRemoved(na netmon.Addr) {
 		return
 	}
 	k := key{ifc.index, na.IP}
-	m.owed[k] = sa
-	m.enqueue(k)
+	m.deregDue[k] = sa
+	m.queue.push(k)
 }
 
 // handleDue queues the addresses whose refresh, retry or deregistration
@@ -201,7 +174,7 @@ func (m *machine) handleDue(keys []key) {
 			continue
 		}
 		seen[k] = true
-		m.enqueue(k)
+		m.queue.push(k)
 		// RFC 9686 §4.6 (MAY): refresh the interface's other addresses due
 		// within the coalescing window along with this one.
 		if m.cfg.Policy.Coalesce > 0 {
@@ -209,7 +182,7 @@ func (m *machine) handleDue(keys []key) {
 			for _, o := range m.deadlines.DueWithin(m.now, m.cfg.Policy.Coalesce, func(o key) bool { return o.ifindex == k.ifindex && m.registered(o) }) {
 				if !seen[o] {
 					seen[o] = true
-					m.enqueue(o)
+					m.queue.push(o)
 				}
 			}
 		}
@@ -223,8 +196,8 @@ func (m *machine) clockJumped() {
 	n := 0
 	for _, ifc := range m.ifaces {
 		for ip, ad := range ifc.addrs {
-			if ad.phase == Registered || ad.phase == Failed {
-				m.enqueue(key{ifc.index, ip})
+			if ad.phase() == Registered || ad.phase() == Failed {
+				m.queue.push(key{ifc.index, ip})
 				n++
 			}
 		}
@@ -235,7 +208,7 @@ func (m *machine) clockJumped() {
 // hostNameChanged: the name to send is now name (the host was renamed).
 // Every registered address is registered again with it, now, through the
 // pacing queue (consider sees its old name); one being registered is
-// looked at again when its exchange ends (again). Pending and failed ones
+// looked at again when its exchange ends (exchangingRecheck). Pending and failed ones
 // carry the new name when their exchange starts.
 func (m *machine) hostNameChanged(name string) {
 	if name == m.fqdn {
@@ -246,7 +219,7 @@ func (m *machine) hostNameChanged(name string) {
 	n := 0
 	for _, ifc := range m.sortedIfaces() {
 		for _, ip := range sortedAddrs(ifc) {
-			if ad := ifc.addrs[ip]; (ad.phase == Registered || ad.phase == Registering) && m.eligible(ifc, ad) {
+			if ad := ifc.addrs[ip]; (ad.phase() == Registered || ad.phase() == Registering) && m.eligible(ifc, ad) {
 				m.consider(ifc, ad)
 				n++
 			}
@@ -263,33 +236,17 @@ func (m *machine) registered(k key) bool {
 		return false
 	}
 	ad, ok := ifc.addrs[k.addr]
-	return ok && ad.phase == Registered
+	return ok && ad.phase() == Registered
 }
 
 func (m *machine) startRegistration(k key) {
 	ifc := m.ifaces[k.ifindex]
 	ad := ifc.addrs[k.addr]
 	m.deadlines.Remove(k)
-	ad.phase, ad.gen, ad.running, ad.naming = Registering, m.nextGen(), true, m.fqdn
+	ad.last, ad.run, ad.gen, ad.sendingName = notRegistered, exchanging, m.nextGen(), m.fqdn
 	m.inflight++
 	m.counters.Registrations++
 	m.emit(effExchange{k: k, gen: ad.gen, ifname: ifc.name, last: ad.cur, fqdn: m.fqdn})
-}
-
-func (m *machine) startDeregistration(k key, noWait bool) {
-	d := m.deregging[k]
-	var ok bool
-	if d.sa, ok = m.owed[k]; !ok { // DeregisterOnStop: one still assigned
-		ifc := m.ifaces[k.ifindex]
-		d.sa = m.savedOf(ifc, k.addr, ifc.addrs[k.addr])
-	}
-	d.n++
-	m.deregging[k] = d
-	delete(m.owed, k)
-	m.deadlines.Remove(k)
-	m.inflight++
-	m.counters.Deregistrations++
-	m.emit(effExchange{k: k, gen: m.nextGen(), ifname: m.ifname(k.ifindex), dereg: true, noWait: noWait, fqdn: m.fqdn})
 }
 
 func (m *machine) handleResult(r exchangeResult) {
@@ -300,19 +257,19 @@ func (m *machine) handleResult(r exchangeResult) {
 		return
 	}
 	if r.dereg {
-		d := m.deregging[r.k]
-		if d.n--; d.n <= 0 {
-			delete(m.deregging, r.k)
+		d := m.deregInFlight[r.k]
+		if d.count--; d.count <= 0 {
+			delete(m.deregInFlight, r.k)
 			m.afterDeregistration(r.k)
 		} else {
-			m.deregging[r.k] = d
+			m.deregInFlight[r.k] = d
 		}
 		_, linked := m.ifaces[r.k.ifindex]
 		switch {
 		case r.err != nil && !errors.Is(r.err, context.Canceled):
-			m.retryDeregistration(r.k, d.sa)
+			m.retryDeregistration(r.k, d.rec)
 		case r.err == nil && !linked:
-			m.unstale(d.sa) // out before its link was removed (linkGone)
+			m.stale.remove(d.rec) // out before its link was removed (linkGone)
 		}
 		// Not forgotten: the address may have been re-added and be
 		// registered again by the time this arrives; an address that
@@ -328,21 +285,25 @@ func (m *machine) handleResult(r exchangeResult) {
 	if !ok || ad.gen != r.gen {
 		return // forgotten or superseded while in flight
 	}
-	ad.running = false
-	ad.sent = ad.sent || r.res.Sends > 0
+	recheck := ad.run == exchangingRecheck
+	ad.run = idle
+	if r.res.Sends > 0 {
+		ad.hold.transmitted()
+	}
 	switch {
 	case errors.Is(r.err, context.Canceled):
-		ad.phase = Pending
+		ad.last = notRegistered
 	case errors.Is(r.err, registrar.ErrAddressGone):
 		// The lookup at a transmission did not find the address (or found
 		// it not registrable). If it really left, netmon's event quiesces
 		// it; if that was a blip netmon coalesced away, no event follows,
 		// so it must not sit pending with nothing due: retry like a
 		// failure.
-		ad.phase = Failed
+		ad.last = failed
 		m.scheduleRetry(ifc, ad)
 	case r.err == nil && r.res.Replied:
-		ad.phase, ad.hasReg, ad.failures, ad.name = Registered, true, 0, ad.naming
+		ad.last, ad.failures, ad.toldName = registered, 0, ad.sendingName
+		ad.hold.confirmed(r.res.Preferred)
 		// The server counts the lifetimes from when the last
 		// transmission carried them.
 		at := r.res.LastSent
@@ -350,20 +311,28 @@ func (m *machine) handleResult(r exchangeResult) {
 			at = m.now
 		}
 		ad.reg = m.cfg.Policy.Registered(at, r.res.Valid, static(ad.cur))
-		ad.told = r.res.Preferred
-		ad.until.extend(at, r.res.Valid)
+		ad.limit.extend(at, r.res.Valid)
 		if ad.reg.Periodic() {
 			m.deadlines.Set(r.k, ad.reg.Next)
 		}
 	default:
 		// No valid reply (or every send refused): what the server holds,
 		// if anything, is unknown; ad.reg keeps the last confirmed.
-		ad.phase = Failed
+		ad.last = failed
 		m.scheduleRetry(ifc, ad)
 	}
-	if ad.again {
-		ad.again = false
+	if recheck {
 		m.consider(ifc, ad)
+	}
+}
+
+// afterDeregistration registers an address re-added while its
+// deregistration was in flight (next held it back).
+func (m *machine) afterDeregistration(k key) {
+	if ifc, ok := m.ifaces[k.ifindex]; ok {
+		if ad, ok := ifc.addrs[k.addr]; ok && ad.phase() == Pending {
+			m.consider(ifc, ad)
+		}
 	}
 }
 
@@ -386,25 +355,4 @@ func (m *machine) logResult(r exchangeResult) {
 	default:
 		m.warn("registration failed", append(attrs, "err", r.err)...)
 	}
-}
-
-// sortedIfaces lists the interfaces by index, for work done in a stable
-// order (the pacing queue's).
-func (m *machine) sortedIfaces() []*iface {
-	out := make([]*iface, 0, len(m.ifaces))
-	for _, ifc := range m.ifaces {
-		out = append(out, ifc)
-	}
-	slices.SortFunc(out, func(a, b *iface) int { return a.index - b.index })
-	return out
-}
-
-// sortedAddrs lists ifc's addresses in order.
-func sortedAddrs(ifc *iface) []netip.Addr {
-	out := make([]netip.Addr, 0, len(ifc.addrs))
-	for ip := range ifc.addrs {
-		out = append(out, ip)
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
 }

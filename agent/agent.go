@@ -7,7 +7,7 @@
 // It is internal to addrregd, not a supported API: it is exported only for
 // cmd/addrregd and changes with the daemon.
 //
-// The behaviour is a state machine with pure transitions (machine.go):
+// The behaviour is a state machine with pure transitions (step.go):
 // machine.step(now, event) changes the state and returns effects (start a
 // probe or an exchange, cancel one, arm the one timer, save the state file,
 // beat, log). One goroutine, Run's (lifecycle.go), owns the machine: it
@@ -17,13 +17,45 @@
 // Config.MaxInflight at once and started no faster than Config.Rate
 // (pacing.go).
 //
-// Per interface (discovery.go): unknown → probing → supported / unsupported
-// (and down). Per address (addresses.go): pending → registering →
-// registered (or failed, retried after a backoff: retry.go); deregistering
-// when it goes away. Every exchange carries the host's name (Config.FQDN);
-// a rename (Config.HostNames) registers every registered address again
-// (hostNameChanged, addresses.go). What the server holds is kept in a state file
-// (statefile.go) across restarts; status.go answers what the daemon shows.
+// Per link, discovery (discovery.go) is one state (link.go): unknown →
+// probing → supported / unsupported (and down). Per address (addresses.go)
+// the state has three named parts (addrstate.go): how the last exchange
+// ended (not registered / registered / failed, retried after a backoff:
+// retry.go), what runs (idle / an exchange in flight / in flight with
+// another look owed / paused for the RA condition) and what the server may
+// hold (nothing / unconfirmed / a registration, until a bound). An address
+// that leaves is owed a deregistration (departures.go), which waits for its
+// link while the link is down or removed (stale.go). Every exchange carries
+// the host's name (Config.FQDN); a rename (Config.HostNames) registers
+// every registered address again (hostNameChanged, addresses.go). What the
+// server may hold is kept in a state file across restarts (snapshot.go,
+// statefile.go); status.go answers what the daemon shows.
+//
+// Reading order. The files are listed top first; a file uses only
+// definitions in files below it (TestFileOrder checks it, counting every
+// use of a package-level name, method or field):
+//
+//	lifecycle.go     the owner loop: Agent, Run, performing effects
+//	step.go          the transition function and the one wake-up
+//	stop.go          the machine's end
+//	heartbeat.go     the summary a supervisor's watchdog sees
+//	pacing.go        the queue's front: what a key needs, rate and in-flight bound
+//	discovery.go     per link: (re)discovery, the RA condition, link-locals
+//	addresses.go     per address: registration, refresh, results
+//	departures.go    deregistrations owed to addresses that left
+//	retry.go         backoff after a failed exchange; fatal errors
+//	snapshot.go      what the state file holds, handed to its writer
+//	status.go        the status report and the notes it keeps
+//	machine.go       the machine's fields and small helpers
+//	effects.go       events in, effects out
+//	queue.go         the pacing queue of keys
+//	link.go          a link and its discovery state
+//	addrstate.go     an address and its named sub-states
+//	stale.go         deregistrations waiting for their link
+//	statefile.go     the state file's format, reading, atomic writer
+//	agent.go         Config and the interfaces the agent needs
+//	statusschema.go  the status schema's types
+//	duid.go          the DUID from the machine ID (used by cmd/addrregd)
 package agent
 
 import (
@@ -121,45 +153,3 @@ type key struct {
 }
 
 func (k key) String() string { return fmt.Sprintf("%s%%%d", k.addr, k.ifindex) }
-
-// IfState is an interface's discovery state.
-type IfState int
-
-// Interface states.
-const (
-	IfUnknown IfState = iota
-	IfDown
-	IfProbing
-	IfSupported
-	IfUnsupported
-)
-
-var ifStateNames = [...]string{"unknown", "down", "probing", "supported", "unsupported"}
-
-func (s IfState) String() string {
-	if s >= 0 && int(s) < len(ifStateNames) {
-		return ifStateNames[s]
-	}
-	return fmt.Sprintf("ifstate(%d)", int(s))
-}
-
-// Phase is an address's registration state.
-type Phase int
-
-// Address phases.
-const (
-	Pending Phase = iota
-	Registering
-	Registered
-	Failed
-	Deregistering
-)
-
-var phaseNames = [...]string{"pending", "registering", "registered", "failed", "deregistering"}
-
-func (p Phase) String() string {
-	if p >= 0 && int(p) < len(phaseNames) {
-		return phaseNames[p]
-	}
-	return fmt.Sprintf("phase(%d)", int(p))
-}

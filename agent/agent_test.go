@@ -10,7 +10,7 @@ import (
 	"github.com/addrreg/addrreg/scheduler"
 )
 
-// These tests drive the state machine (machine.go) synchronously through
+// These tests drive the state machine (step.go) synchronously through
 // harness (harness_test.go): each event is stepped and its effects
 // performed, with the fakes' results fed back, until nothing is left to
 // do; time moves only with the fake clock. The owner loop's wiring is

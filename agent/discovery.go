@@ -13,6 +13,12 @@ import (
 // registrations, asked from a DAD-complete link-local address afresh at
 // every (re)connection, and the RA condition that gates registration.
 
+// Re-discovery (RFC 8415 §18.2.6 spirit): a link without registration
+// support is asked again after the default Information Refresh Time, so a
+// server that starts offering option 148 is noticed without a link flap. A
+// probe that failed is tried again after Config.Retry's backoff.
+const reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
+
 func (m *machine) handleEvent(ev netmon.Event) {
 	switch ev.Kind {
 	case netmon.LinkAdded, netmon.LinkUpdated, netmon.LinkRenamed, netmon.LinkChanged, netmon.RAFlags:
@@ -25,64 +31,19 @@ func (m *machine) handleEvent(ev netmon.Event) {
 			delete(m.ifaces, ev.Link.Index)
 		}
 	case netmon.AddrAdded, netmon.AddrUpdated:
-		m.handleAddr(ev.Addr)
+		if ev.Addr.Class == netmon.ClassLinkLocal {
+			m.handleLinkLocal(ev.Addr) // discovery's source
+		} else {
+			m.handleAddr(ev.Addr)
+		}
 	case netmon.AddrRemoved:
-		m.handleAddrRemoved(ev.Addr)
+		if ifc, ok := m.ifaces[ev.Addr.Index]; ok && (ev.Addr.Class == netmon.ClassLinkLocal || ifc.linkLocals[ev.Addr.IP]) {
+			m.linkLocalRemoved(ifc, ev.Addr.IP)
+		} else {
+			m.handleAddrRemoved(ev.Addr)
+		}
 	case netmon.ClockJump:
 		m.clockJumped()
-	}
-}
-
-// ifaceOf returns the interface l names, created on first sight.
-func (m *machine) ifaceOf(l netmon.Link) *iface {
-	ifc, ok := m.ifaces[l.Index]
-	if !ok {
-		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
-		m.ifaces[l.Index] = ifc
-	}
-	return ifc
-}
-
-// linkGone keeps what the server may hold on a link that was removed (a
-// USB NIC unplugged, ip link del, a VM NIC hot-unplugged): its addresses
-// went with it, and nothing can be sent on it any more, but their
-// bindings stay on the server. So, exactly as for a link that went down,
-// each address the server may hold is owed a deregistration (RFC 9686
-// §4.7) that waits in stale, by the link's name and hardware address: in
-// the state file (a restart keeps it), claimed when a link of that name
-// appears and discovery finds support (claimStale, after relinkGrace:
-// one re-added meanwhile is only registered again), or dropped once the
-// binding has run out (dropStale).
-//
-// The name, not the hardware address, finds the link again: stale and
-// --interface/--exclude are by name, and udev's persistent names
-// (enx<MAC>, by path) and ip link add give a re-created link its name
-// back; claimStale still checks the hardware address (a different NIC
-// under the same name deregisters nothing), as after a restart.
-func (m *machine) linkGone(ifc *iface) {
-	if !m.cfg.Deregister || !m.cfg.Enable || !m.wanted(ifc.name) {
-		return
-	}
-	for ip, ad := range ifc.addrs {
-		if ad.held() {
-			m.waitForLink(ifc, m.savedOf(ifc, ip, ad))
-		}
-	}
-	for k, sa := range m.owed {
-		if k.ifindex == ifc.index {
-			delete(m.owed, k)
-			m.deadlines.Remove(k)
-			m.waitForLink(ifc, sa)
-		}
-	}
-	// In flight: it may not get out (unstale forgets it if it did).
-	for k, d := range m.deregging {
-		if k.ifindex == ifc.index {
-			m.waitForLink(ifc, d.sa)
-		}
-	}
-	if len(m.stale[ifc.name]) > 0 { // with those that left while it was down
-		m.removed[ifc.name] = true
 	}
 }
 
@@ -98,17 +59,16 @@ func (m *machine) handleLink(ev netmon.Event) {
 	if hw := l.HardwareAddr.String(); hw != "" {
 		ifc.hw = hw
 	}
-	if m.removed[ifc.name] {
+	if m.stale.takeReplug(ifc.name) {
 		// Re-created under a removed link's name (a replug; ip link add
 		// names a veth before it is renamed): its addresses get
 		// relinkGrace to come back, as after a link down.
-		delete(m.removed, ifc.name)
 		ifc.relinked = true
 	}
 	if !m.wanted(ifc.name) {
 		// Left alone, but its addresses stay known: netmon does not report
 		// them again if it is renamed back. Coming back is a connection.
-		if ifc.up || ifc.state != IfUnknown {
+		if ifc.up || ifc.disc.state() != IfUnknown {
 			m.leaveLink(ifc, true)
 		}
 		ifc.up = false
@@ -121,18 +81,11 @@ func (m *machine) handleLink(ev netmon.Event) {
 	case !up && wasUp:
 		m.info("interface down", "iface", ifc.name)
 		m.leaveLink(ifc, true)
-		ifc.state, ifc.relinked = IfDown, true
-		// Deregistrations owed on the link wait for it to be back.
-		for k, sa := range m.owed {
-			if k.ifindex == ifc.index {
-				delete(m.owed, k)
-				m.deadlines.Remove(k)
-				m.waitForLink(ifc, sa)
-			}
-		}
+		ifc.disc.known, ifc.relinked = linkDown, true
+		m.dueWaitForLink(ifc)
 		return
 	case !up:
-		ifc.state, ifc.relinked = IfDown, true
+		ifc.disc.known, ifc.relinked = linkDown, true
 		return
 	case !wasUp || ev.Kind == netmon.LinkChanged:
 		// RFC 9686 §4.1: discover afresh on every (re)connection, with no
@@ -140,12 +93,12 @@ func (m *machine) handleLink(ev netmon.Event) {
 		if wasUp {
 			m.leaveLink(ifc, true)
 		}
-		ifc.mo = false
+		ifc.raMO = false
 	}
 	m.raFlags(ifc, l.Managed || l.Other, l)
 	// A failed probe's retry keeps its backoff: link events (an RA
 	// changing the flags) do not bring it forward.
-	if ifc.state == IfDown || (ifc.state == IfUnknown && ifc.nextProbe.IsZero()) {
+	if st := ifc.disc.state(); st == IfDown || (st == IfUnknown && ifc.disc.next.IsZero()) {
 		m.startProbe(ifc)
 	}
 	m.registerAll(ifc)
@@ -162,18 +115,18 @@ func (m *machine) handleLink(ev netmon.Event) {
 // removed, expires, or leaves the link, and a lapsed RA is none of these —
 // the addresses stay assigned and in use, and the server's bindings run
 // out at the lifetimes it was told. A refresh or retry that comes due
-// meanwhile is held (addr.paused) and runs when the condition is back.
+// meanwhile is held (pausedForRA) and runs when the condition is back.
 func (m *machine) raFlags(ifc *iface, mo bool, l netmon.Link) {
-	if mo == ifc.mo {
+	if mo == ifc.raMO {
 		return
 	}
-	ifc.mo = mo
+	ifc.raMO = mo
 	if mo {
 		m.info("RA with M or O flag seen", "iface", ifc.name, "managed", l.Managed, "other", l.Other)
 		for ip, ad := range ifc.addrs {
-			if ad.paused {
-				ad.paused = false
-				m.enqueue(key{ifc.index, ip})
+			if ad.run == pausedForRA {
+				ad.run = idle
+				m.queue.push(key{ifc.index, ip})
 			}
 		}
 		return
@@ -183,16 +136,13 @@ func (m *machine) raFlags(ifc *iface, mo bool, l netmon.Link) {
 	}
 }
 
-// raAllows reports whether the RA condition lets registrations start on ifc.
-func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || ifc.mo }
-
 // leaveLink forgets what was learnt about the link: support is unknown and
 // every address must be registered again once it is re-discovered. With
 // keepAddrs the addresses stay known (pending), with what the server may
 // hold from them.
 func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
 	m.stopDiscovery(ifc)
-	ifc.state, ifc.probeFail = IfUnknown, 0 // its backoff too
+	ifc.disc.known, ifc.disc.failures = supportUnknown, 0 // its backoff too
 	for ip, ad := range ifc.addrs {
 		m.quiesce(ifc, ad, !keepAddrs)
 		if !keepAddrs {
@@ -203,13 +153,11 @@ func (m *machine) leaveLink(ifc *iface, keepAddrs bool) {
 
 // stopDiscovery cancels a running probe and a pending re-probe.
 func (m *machine) stopDiscovery(ifc *iface) {
-	if ifc.probing {
-		m.emit(effCancel{ifc.probeGen})
-		ifc.probing = false
+	if p := ifc.disc.running; p != nil {
+		m.emit(effCancel{p.gen})
+		ifc.disc.running = nil
 	}
-	ifc.nextProbe = time.Time{}
-	ifc.probeGen = m.nextGen()
-	ifc.probeFrom = netip.Addr{}
+	ifc.disc.next = time.Time{}
 }
 
 func (m *machine) startProbe(ifc *iface) {
@@ -219,21 +167,23 @@ func (m *machine) startProbe(ifc *iface) {
 	m.stopDiscovery(ifc)
 	if !ifc.linkLocal.IsValid() {
 		// Waiting for a DAD-complete link-local address: its arrival probes.
-		ifc.state = IfUnknown
+		ifc.disc.known = supportUnknown
 		return
 	}
-	ifc.state = IfProbing
-	ifc.probing, ifc.probeFrom = true, ifc.linkLocal
+	// Asked afresh: what a probe that ends without an answer (cancelled)
+	// leaves known is nothing.
+	ifc.disc.known = supportUnknown
+	ifc.disc.running = &probe{gen: m.nextGen(), from: ifc.linkLocal}
 	m.info("discovering registration support", "iface", ifc.name, "from", ifc.linkLocal)
-	m.emit(effProbe{ifindex: ifc.index, gen: ifc.probeGen, ifname: ifc.name, from: ifc.linkLocal})
+	m.emit(effProbe{ifindex: ifc.index, gen: ifc.disc.running.gen, ifname: ifc.name, from: ifc.linkLocal})
 }
 
 func (m *machine) handleProbe(pr probeResult) {
 	ifc, ok := m.ifaces[pr.ifindex]
-	if !ok || pr.gen != ifc.probeGen {
+	if !ok || ifc.disc.running == nil || pr.gen != ifc.disc.running.gen {
 		return
 	}
-	ifc.probing, ifc.probeFrom = false, netip.Addr{}
+	ifc.disc.running = nil
 	m.noteProbe(pr)
 	switch {
 	case pr.err != nil:
@@ -243,42 +193,70 @@ func (m *machine) handleProbe(pr probeResult) {
 		if m.fatalError(pr.err) {
 			return
 		}
-		ifc.probeFail++
-		d := m.cfg.Retry.Delay(ifc.probeFail, 0, m.cfg.Rand)
-		m.warn("discovery failed; trying again", "iface", ifc.name, "err", pr.err, "in", d, "failures", ifc.probeFail)
-		ifc.state = IfUnknown
-		ifc.nextProbe = m.now.Add(d)
+		ifc.disc.failures++
+		d := m.cfg.Retry.Delay(ifc.disc.failures, 0, m.cfg.Rand)
+		m.warn("discovery failed; trying again", "iface", ifc.name, "err", pr.err, "in", d, "failures", ifc.disc.failures)
+		ifc.disc.known = supportUnknown
+		ifc.disc.next = m.now.Add(d)
 	case pr.supported:
-		ifc.probeFail = 0
+		ifc.disc.failures = 0
 		m.info("registration supported on link", "iface", ifc.name)
-		ifc.state = IfSupported
+		ifc.disc.known = supported
 		m.claimStale(ifc)
 		m.registerAll(ifc)
 	default:
-		ifc.probeFail = 0
+		ifc.disc.failures = 0
 		m.info("registration not offered on link (no option 148): registering nothing", "iface", ifc.name)
-		ifc.state = IfUnsupported
-		ifc.nextProbe = m.now.Add(reprobeUnsupported)
+		ifc.disc.known = unsupported
+		ifc.disc.next = m.now.Add(reprobeUnsupported)
 	}
 }
 
 // reprobe runs discovery again when its retry is due.
 func (m *machine) reprobe(ifc *iface) {
-	ifc.nextProbe = time.Time{}
+	ifc.disc.next = time.Time{}
 	if !ifc.up {
 		return
 	}
-	if ifc.state == IfUnknown || ifc.state == IfUnsupported {
+	if st := ifc.disc.state(); st == IfUnknown || st == IfUnsupported {
 		m.startProbe(ifc)
+	}
+}
+
+// handleLinkLocal follows the link's DAD-complete link-local addresses,
+// discovery's sources.
+func (m *machine) handleLinkLocal(na netmon.Addr) {
+	ifc, ok := m.ifaces[na.Index]
+	if !ok {
+		ifc = m.ifaceOf(netmon.Link{Index: na.Index, Name: na.Ifname})
+	}
+	// A tentative or DAD-failed link-local is no source for discovery.
+	usable := na.State != netmon.StateTentative && na.State != netmon.StateDADFailed
+	if usable != ifc.linkLocals[na.IP] {
+		if usable {
+			ifc.linkLocals[na.IP] = true
+		} else {
+			delete(ifc.linkLocals, na.IP)
+		}
+		m.linkLocalChanged(ifc)
+	}
+}
+
+// linkLocalRemoved: a link-local address (or one the link held as such)
+// left.
+func (m *machine) linkLocalRemoved(ifc *iface, ip netip.Addr) {
+	if ifc.linkLocals[ip] {
+		delete(ifc.linkLocals, ip)
+		m.linkLocalChanged(ifc)
 	}
 }
 
 // linkLocalChanged picks the link-local address discovery uses and
 // restarts a probe that was sent from one the interface no longer holds.
 func (m *machine) linkLocalChanged(ifc *iface) {
-	if !ifc.lls[ifc.linkLocal] {
+	if !ifc.linkLocals[ifc.linkLocal] {
 		ifc.linkLocal = netip.Addr{}
-		for ip := range ifc.lls {
+		for ip := range ifc.linkLocals {
 			if !ifc.linkLocal.IsValid() || ip.Less(ifc.linkLocal) {
 				ifc.linkLocal = ip
 			}
@@ -286,9 +264,9 @@ func (m *machine) linkLocalChanged(ifc *iface) {
 	}
 	switch {
 	case !ifc.up:
-	case ifc.state == IfProbing && ifc.probeFrom != ifc.linkLocal:
+	case ifc.disc.running != nil && ifc.disc.running.from != ifc.linkLocal:
 		m.startProbe(ifc) // from the new address, or wait for one
-	case ifc.state == IfUnknown && ifc.linkLocal.IsValid() && ifc.nextProbe.IsZero():
+	case ifc.disc.state() == IfUnknown && ifc.linkLocal.IsValid() && ifc.disc.next.IsZero():
 		m.startProbe(ifc)
 	}
 }

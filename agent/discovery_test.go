@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
+	"github.com/addrreg/addrreg/scheduler"
 )
 
 func raFlags(managed, other bool) netmon.Event {
@@ -122,8 +124,8 @@ func TestStepReturnsEffects(t *testing.T) {
 	if hasEffect[effExchange](effs) || hasEffect[effProbe](effs) {
 		t.Fatalf("effects %+v after the reply", effs)
 	}
-	if m.ifaces[2].addrs[a.IP].phase != Registered {
-		t.Fatalf("phase %v", m.ifaces[2].addrs[a.IP].phase)
+	if m.ifaces[2].addrs[a.IP].phase() != Registered {
+		t.Fatalf("phase %v", m.ifaces[2].addrs[a.IP].phase())
 	}
 	// Removed: a deregistration with zero lifetimes, sent once.
 	effs = m.step(t0.Add(2*time.Second), evNetmon{netmon.Event{Kind: netmon.AddrRemoved, Addr: a}})
@@ -160,4 +162,47 @@ func effectsOf[E effect](effs []effect) []E {
 // registrar0 is a reply to one transmission carrying a's lifetimes.
 func registrar0(a netmon.Addr) registrar.Result {
 	return registrar.Result{Replied: true, Sends: 1, Preferred: a.Preferred, Valid: a.Valid, LastSent: t0}
+}
+
+// A link event (an RA changing the flags, a carrier blip report) while a
+// failed probe's retry is pending must not probe at once: discovery keeps
+// its backoff (issue 9: probes follow the same principle).
+func TestLinkEventKeepsProbeBackoff(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.reg.probeErr = errors.New("probe eth0: no reply")
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.settle()
+	for _, managed := range []bool{true, false, true, false} {
+		h.advance(time.Second)
+		h.mon.send(netmon.Event{Kind: netmon.RAFlags, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Managed: managed, Other: true}})
+		h.settle()
+	}
+	if p, _ := h.reg.snapshot(); p != 1 {
+		t.Fatalf("%d probes within 4 s of a failed one, want 1 (next after the 30 s backoff)", p)
+	}
+	h.advance(30 * time.Second)
+	h.settle()
+	if p, _ := h.reg.snapshot(); p != 2 {
+		t.Fatalf("%d probes after the backoff, want 2", p)
+	}
+}
+
+// Discovery on a reconnected link starts afresh (RFC 9686 §4.1), its
+// backoff too: after a long outage had pushed the probe retries to an
+// hour, a link that comes back and whose first probe fails is asked again
+// after Retry.First, not after the hour it had reached before.
+func TestReconnectResetsProbeBackoff(t *testing.T) {
+	h := start(t, defaults(), true)
+	h.reg.probeErr = errors.New("probe eth0: no reply")
+	h.mon.link(true, false, true)
+	h.mon.add(ll)
+	h.advance(6 * time.Hour) // failures 1…: 30 s, 1 min, … 1 h
+	h.mon.link(false, false, true)
+	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
+	before, _ := h.reg.snapshot()
+	h.advance(scheduler.DefaultRetryFirst)
+	if p, _ := h.reg.snapshot(); p != before+1 {
+		t.Fatalf("%d probes %v after the reconnection's failed one, want 1", p-before, scheduler.DefaultRetryFirst)
+	}
 }

@@ -443,3 +443,38 @@ func startOnLink(t *testing.T, cfg Config, supported bool) *harness {
 func defaults() Config {
 	return Config{Enable: true, RequireRAFlags: true, Deregister: true}
 }
+
+// registerStatic adds a static address and lets it register.
+func registerStatic(h *harness, ip string) netmon.Addr {
+	a := global(ip, netmon.Infinite)
+	a.Class = netmon.ClassStatic
+	h.mon.add(a)
+	h.settle()
+	return a
+}
+
+// refuse makes every send fail (fakeReg.refuse), or not.
+func refuse(h *harness, on bool) {
+	h.reg.mu.Lock()
+	h.reg.refuse = on
+	h.reg.mu.Unlock()
+}
+
+// wantSends checks what went out: a registration (false) or a
+// deregistration (true), in order.
+func wantSends(t *testing.T, h *harness, what string, dereg ...bool) {
+	t.Helper()
+	_, sends := h.reg.snapshot()
+	got := make([]bool, len(sends))
+	for i, s := range sends {
+		got[i] = s.deregistered
+	}
+	if !slices.Equal(got, dereg) {
+		t.Errorf("%s: sends = %+v, want deregistered = %v", what, sends, dereg)
+	}
+}
+
+// inSnapshot reports whether ip is in the state file's snapshot.
+func inSnapshot(h *harness, ip string) bool {
+	return slices.ContainsFunc(h.m.snapshot(), func(sa savedAddr) bool { return sa.Addr == netip.MustParseAddr(ip) })
+}

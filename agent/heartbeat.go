@@ -1,22 +1,6 @@
 package agent
 
-import (
-	"fmt"
-	"time"
-)
-
-// Summary is the one-line state a supervisor shows (systemd's STATUS=).
-type Summary struct {
-	Interfaces int // interfaces watched (--interface, --exclude-interface)
-	Supported  int // of them, where a server asked for registrations (option 148)
-	Addresses  int // addresses known on the watched interfaces
-	Registered int // of them, held by a server
-}
-
-func (s Summary) String() string {
-	return fmt.Sprintf("%d/%d interfaces support registration, %d/%d addresses registered",
-		s.Supported, s.Interfaces, s.Registered, s.Addresses)
-}
+import "time"
 
 // defaultHeartbeat is Config.HeartbeatInterval's default.
 const defaultHeartbeat = 10 * time.Second
@@ -31,12 +15,12 @@ func (m *machine) summarize() Summary {
 			continue
 		}
 		s.Interfaces++
-		if ifc.state == IfSupported {
+		if ifc.disc.state() == IfSupported {
 			s.Supported++
 		}
 		for _, ad := range ifc.addrs {
 			s.Addresses++
-			if ad.phase == Registered {
+			if ad.phase() == Registered {
 				s.Registered++
 			}
 		}

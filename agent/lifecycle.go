@@ -13,7 +13,7 @@ import (
 	"github.com/addrreg/addrreg/scheduler"
 )
 
-// Agent runs the machine (machine.go). Create with New, run with Run.
+// Agent runs the machine (step.go). Create with New, run with Run.
 type Agent struct {
 	cfg   Config
 	mon   Monitor
@@ -262,6 +262,23 @@ func (a *Agent) watchNames(loopCtx context.Context) {
 	}
 }
 
+// Status returns a snapshot of the state; ctx bounds the wait for the
+// owner goroutine, which builds it between two events.
+func (a *Agent) Status(ctx context.Context) (Status, error) {
+	c := make(chan Status, 1)
+	select {
+	case a.statusReq <- c:
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+	select {
+	case s := <-c:
+		return s, nil
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+}
+
 // perform carries out the machine's effects, in order.
 func (a *Agent) perform(loopCtx context.Context, effects []effect) {
 	for _, e := range effects {
@@ -278,7 +295,7 @@ func (a *Agent) perform(loopCtx context.Context, effects []effect) {
 			a.armTimer(e.at)
 		case effSave:
 			if a.writer != nil {
-				a.writer.hand(e.snap)
+				a.writer.offer(e.snap)
 			}
 		case effHeartbeat:
 			if a.cfg.Heartbeat != nil {

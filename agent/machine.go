@@ -9,7 +9,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/addrreg/addrreg/netmon"
-	"github.com/addrreg/addrreg/registrar"
 	"github.com/addrreg/addrreg/scheduler"
 )
 
@@ -27,31 +26,31 @@ type machine struct {
 	out []effect  // the step's effects so far
 
 	ifaces map[int]*iface
-	// queue holds keys only; what a key needs (a registration, a refresh,
-	// a deregistration or nothing any more) is decided from the state when
-	// it reaches the front, so an entry can never carry a stale intent.
-	queue  []key
-	queued map[key]bool
-	// owed: addresses removed from their interface that are owed a
-	// deregistration (RFC 9686 §4.7), on a link that is up (one that is
+	queue  keyQueue // of exchanges waiting for the rate or the in-flight bound (pacing.go)
+	// deregDue: addresses removed from their interface whose
+	// deregistration (RFC 9686 §4.7) is due, queued or at a deadline (a
+	// retry, the end of relinkGrace), on a link that is up (one that is
 	// down or removed keeps them in stale), each with its state-file
 	// record. Re-adding the address cancels it.
-	owed map[key]savedAddr
-	// deregging: deregistrations in flight (a re-added address waits for
-	// them), with the record the state file keeps until one gets out.
-	deregging map[key]deregRec
-	inflight  int
-	gen       int // generation counter for exchanges and probes, agent-wide
+	deregDue map[key]savedAddr
+	// deregInFlight: deregistrations in flight (a re-added address waits
+	// for them), with the record the state file keeps until one gets out.
+	deregInFlight map[key]deregFlight
+	inflight      int
+	gen           int // generation counter for exchanges and probes, agent-wide
 	// deadlines: each address's next refresh or retry, and each owed
 	// deregistration's retry.
-	deadlines scheduler.Heap[key]
-	paceAt    time.Time // the rate limiter's next token, while the queue waits for it
-	saveAt    time.Time // the state file's debounce; zero: nothing to save
-	beatAt    time.Time // the next heartbeat; zero without Config.Heartbeat
-	armedAt   time.Time // the wake-up the loop's timer is armed for; zero: none
-	counters  Counters  // status.go
-	stopping  bool
-	stopList  []key // deregistrations still to send while stopping
+	deadlines  scheduler.Heap[key]
+	paceAt     time.Time // the rate limiter's next token, while the queue waits for it
+	saveAt     time.Time // the state file's debounce; zero: nothing to save
+	beatAt     time.Time // the next heartbeat; zero without Config.Heartbeat
+	armedAt    time.Time // the wake-up the loop's timer is armed for; zero: none
+	counters   Counters  // statusschema.go, kept by status.go
+	stopping   bool
+	stopDeregs []key // deregistrations still to send while stopping
+	// stopDeregistered: deregistered while stopping; left out of the last
+	// write.
+	stopDeregistered map[key]bool
 	// fqdn is the name every exchange carries (Config.FQDN, then each
 	// evHostName); empty: none.
 	fqdn string
@@ -59,318 +58,34 @@ type machine struct {
 	// socket is closed).
 	fatal error
 
-	// The state file's side (statefile.go).
-	// stale: addresses from the file at start, and those removed while
-	// their link was down (waitForLink), by interface name, until
-	// discovery on that interface claims them (claimStale).
-	stale map[string][]savedAddr
-	// staleAt: the earliest moment a stale address's binding has surely
-	// run out on the server (dropStale); zero: none will.
-	staleAt time.Time
-	// removed: names of links removed (LinkRemoved) with deregistrations
-	// left waiting in stale: a link created under that name is a relink
-	// (relinkGrace), like one that was down.
-	removed map[string]bool
-	// forgotten: deregistered while stopping; left out of the last write.
-	forgotten map[key]bool
+	// stale: deregistrations that wait for their link (stale.go).
+	stale     staleAddrs
 	lastSaved []savedAddr // the last snapshot handed to the writer
 }
 
-// Re-discovery (RFC 8415 §18.2.6 spirit): a link without registration
-// support is asked again after the default Information Refresh Time, so a
-// server that starts offering option 148 is noticed without a link flap. A
-// probe that failed is tried again after Config.Retry's backoff.
-const reprobeUnsupported = 24 * time.Hour // IRT_DEFAULT, RFC 8415 §21.23
-
-type iface struct {
-	index int
-	name  string
-	hw    string // hardware address: with the name, the link's identity in the state file
-	up    bool   // admin up and carrier
-	// relinked: this run saw the link down, or removed under this name
-	// (a replug); addresses that left meanwhile get relinkGrace to come
-	// back once it is up (claimStale).
-	relinked bool
-	// mo: netmon reports an RA with M or O in effect on the link (RFC 9686
-	// §4.1); with RequireRAFlags, nothing new starts while it is false.
-	mo        bool
-	state     IfState
-	probeGen  int
-	probing   bool                // a probe (probeGen) is running
-	probeFrom netip.Addr          // the link-local address the running probe uses
-	nextProbe time.Time           // when discovery runs again; zero: not scheduled
-	probeFail int                 // consecutive failed probes (retry backoff)
-	lls       map[netip.Addr]bool // DAD-complete link-local addresses
-	linkLocal netip.Addr          // the one discovery uses
-	addrs     map[netip.Addr]*addr
+// deregFlight is one address's deregistrations in flight.
+type deregFlight struct {
+	count int       // how many
+	rec   savedAddr // its state-file record
 }
-
-type addr struct {
-	cur   netmon.Addr
-	phase Phase
-	// reg is what the last exchange told the server, replied to
-	// (Registered) or not (Failed): the refresh rule times both, so a
-	// failed address is tried again when a registered one would be
-	// refreshed, not at every RA that re-announces it.
-	reg    scheduler.Reg
-	hasReg bool // the server holds a registration from us (a reply came)
-	// sent: an exchange since the address was (re)learnt got a
-	// transmission out, so the server may hold it even without a reply.
-	sent bool
-	// told is the preferred lifetime the last replied-to exchange carried
-	// (reg has the valid one), for the state file.
-	told     time.Duration
-	failures int  // consecutive failed exchanges (retry backoff)
-	gen      int  // of the exchange in flight; results of others are stale
-	running  bool // an exchange (gen) is in flight
-	again    bool // a trigger arrived during the exchange: look again when it ends
-	// paused: a refresh or retry came due while the link's RA condition
-	// had lapsed; it runs when an RA with M or O is back.
-	paused bool
-	// until: the latest the server may keep a binding from us (stateLife).
-	until stateLife
-	// name is the host name the last replied-to exchange carried, naming
-	// the one the exchange in flight carries: a registered address whose
-	// name is not the machine's is registered again (consider).
-	name, naming string
-	note         addrNote // what status reports (status.go)
-}
-
-// deregRec is one address's deregistrations in flight.
-type deregRec struct {
-	n  int
-	sa savedAddr // its state-file record
-}
-
-// held reports whether the server may hold a binding for ad from us.
-func (ad *addr) held() bool { return ad.hasReg || ad.sent || ad.phase == Registering }
-
-// Events: what the owner loop feeds the machine.
-type event interface{ isEvent() }
-
-type (
-	evNetmon struct{ netmon.Event } // from the monitor
-	evProbe  probeResult            // a probe ended
-	evResult exchangeResult         // an exchange ended
-	evTimer  struct{}               // the wake-up armed by effTimer came
-	// evRediscover is SIGHUP: discover afresh on every interface.
-	evRediscover struct{}
-	// evStop: Run's context ended. Deregistrations owed (and, with
-	// DeregisterOnStop, every registration) go out; nothing else starts.
-	evStop struct{}
-	// evAbandon: StopTimeout ran out; what is in flight is given up.
-	evAbandon struct{}
-	// evHostName: the name to send changed (the host was renamed).
-	evHostName struct{ name string }
-)
-
-func (evNetmon) isEvent()     {}
-func (evProbe) isEvent()      {}
-func (evResult) isEvent()     {}
-func (evTimer) isEvent()      {}
-func (evRediscover) isEvent() {}
-func (evStop) isEvent()       {}
-func (evAbandon) isEvent()    {}
-func (evHostName) isEvent()   {}
-
-type probeResult struct {
-	ifindex, gen int
-	supported    bool
-	err          error
-}
-
-type exchangeResult struct {
-	k     key
-	gen   int
-	dereg bool
-	res   registrar.Result
-	err   error
-}
-
-// Effects: what the owner loop does for the machine, in order.
-type effect interface{ isEffect() }
-
-type (
-	// effProbe starts discovery on a link from a link-local address.
-	effProbe struct {
-		ifindex, gen int
-		ifname       string
-		from         netip.Addr
-	}
-	// effCancel cancels the probe or exchange gen (its result still
-	// comes, with context.Canceled if the cancel came first).
-	effCancel struct{ gen int }
-	// effExchange starts one registration or deregistration exchange.
-	effExchange struct {
-		k      key
-		gen    int
-		ifname string
-		dereg  bool
-		noWait bool        // send once, wait for no reply
-		last   netmon.Addr // netmon's last word on the address
-		fqdn   string      // the Client FQDN to send; empty: none
-	}
-	// effTimer arms the loop's one timer for at; zero stops it.
-	effTimer struct{ at time.Time }
-	// effSave hands a snapshot to the state file's writer.
-	effSave struct{ snap []savedAddr }
-	// effHeartbeat calls Config.Heartbeat.
-	effHeartbeat struct{ s Summary }
-	// effLog is one log line.
-	effLog struct {
-		level slog.Level
-		msg   string
-		args  []any
-	}
-)
-
-func (effProbe) isEffect()     {}
-func (effCancel) isEffect()    {}
-func (effExchange) isEffect()  {}
-func (effTimer) isEffect()     {}
-func (effSave) isEffect()      {}
-func (effHeartbeat) isEffect() {}
-func (effLog) isEffect()       {}
 
 // newMachine applies Config's defaults (New has) and starts the heartbeat
 // at now. stale is what the state file held (statefile.go).
 func newMachine(cfg Config, now time.Time, stale []savedAddr) *machine {
 	m := &machine{
-		cfg:       cfg,
-		lim:       rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
-		ifaces:    map[int]*iface{},
-		queued:    map[key]bool{},
-		owed:      map[key]savedAddr{},
-		deregging: map[key]deregRec{},
-		stale:     map[string][]savedAddr{},
-		removed:   map[string]bool{},
-		forgotten: map[key]bool{},
-		fqdn:      cfg.FQDN,
+		cfg:              cfg,
+		lim:              rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
+		ifaces:           map[int]*iface{},
+		deregDue:         map[key]savedAddr{},
+		deregInFlight:    map[key]deregFlight{},
+		stale:            newStaleAddrs(stale),
+		stopDeregistered: map[key]bool{},
+		fqdn:             cfg.FQDN,
 	}
-	for _, sa := range stale {
-		m.stale[sa.Iface] = append(m.stale[sa.Iface], sa)
-	}
-	m.staleChanged()
 	if cfg.Heartbeat != nil {
 		m.beatAt = now // a first beat at once
 	}
 	return m
-}
-
-// step is the transition function: it applies ev at now and returns the
-// effects, in the order the loop must perform them.
-func (m *machine) step(now time.Time, ev event) []effect {
-	m.now, m.out = now, nil
-	changed := true
-	switch ev := ev.(type) {
-	case evNetmon:
-		if !m.stopping {
-			m.handleEvent(ev.Event)
-		}
-	case evProbe:
-		if !m.stopping {
-			m.handleProbe(probeResult(ev))
-		}
-	case evResult:
-		if m.stopping {
-			m.stoppedResult(exchangeResult(ev))
-		} else {
-			m.handleResult(exchangeResult(ev))
-		}
-	case evTimer:
-		changed = m.wakeUp()
-	case evRediscover:
-		if !m.stopping {
-			m.rediscoverAll()
-		}
-	case evStop:
-		m.stop()
-	case evAbandon:
-		m.abandon()
-	case evHostName:
-		if !m.stopping {
-			m.hostNameChanged(ev.name)
-		}
-	}
-	if changed && !m.stopping {
-		m.stateChanged()
-	}
-	if !m.stopping && m.fatal == nil {
-		m.pump()
-	}
-	m.arm()
-	out := m.out
-	m.out = nil
-	return out
-}
-
-// wakeUp handles whatever is due at m.now: refreshes and retries,
-// re-probes, a paced start, the state file and the heartbeat. It reports
-// whether anything but the state file and the heartbeat was due (those
-// change nothing to save).
-func (m *machine) wakeUp() bool {
-	m.armedAt = time.Time{} // it fired
-	if m.stopping {
-		return false
-	}
-	worked := false
-	if due := m.deadlines.PopDue(m.now); len(due) > 0 {
-		m.handleDue(due)
-		worked = true
-	}
-	for _, ifc := range m.ifaces {
-		if !ifc.nextProbe.IsZero() && !ifc.nextProbe.After(m.now) {
-			m.reprobe(ifc)
-			worked = true
-		}
-	}
-	if !m.paceAt.IsZero() && !m.paceAt.After(m.now) {
-		m.paceAt = time.Time{} // pump, after this, starts what waited
-		worked = true
-	}
-	if !m.staleAt.IsZero() && !m.staleAt.After(m.now) {
-		m.dropStale()
-		worked = true
-	}
-	if !m.saveAt.IsZero() && !m.saveAt.After(m.now) {
-		m.saveState()
-	}
-	if !m.beatAt.IsZero() && !m.beatAt.After(m.now) {
-		m.beatAt = m.now.Add(m.cfg.HeartbeatInterval)
-		m.emit(effHeartbeat{m.summarize()})
-	}
-	return worked
-}
-
-// wake is the earliest thing due; zero when nothing is.
-func (m *machine) wake() time.Time {
-	var at time.Time
-	earlier := func(t time.Time) {
-		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
-			at = t
-		}
-	}
-	if !m.stopping {
-		if t, ok := m.deadlines.Next(); ok {
-			earlier(t)
-		}
-		for _, ifc := range m.ifaces {
-			earlier(ifc.nextProbe)
-		}
-		earlier(m.paceAt)
-		earlier(m.staleAt)
-		earlier(m.saveAt)
-		earlier(m.beatAt)
-	}
-	return at
-}
-
-// arm asks the loop to move its timer when the earliest wake-up changed.
-func (m *machine) arm() {
-	if at := m.wake(); !at.Equal(m.armedAt) {
-		m.armedAt = at
-		m.emit(effTimer{at})
-	}
 }
 
 func (m *machine) emit(e effect) { m.out = append(m.out, e) }
@@ -380,8 +95,10 @@ func (m *machine) logAt(level slog.Level, msg string, args ...any) {
 }
 
 func (m *machine) debug(msg string, args ...any) { m.logAt(slog.LevelDebug, msg, args...) }
-func (m *machine) info(msg string, args ...any)  { m.logAt(slog.LevelInfo, msg, args...) }
-func (m *machine) warn(msg string, args ...any)  { m.logAt(slog.LevelWarn, msg, args...) }
+
+func (m *machine) info(msg string, args ...any) { m.logAt(slog.LevelInfo, msg, args...) }
+
+func (m *machine) warn(msg string, args ...any) { m.logAt(slog.LevelWarn, msg, args...) }
 
 func (m *machine) nextGen() int {
 	m.gen++
@@ -404,74 +121,36 @@ func (m *machine) ifname(index int) string {
 	return ""
 }
 
-// stop starts the end: registrations in flight are abandoned (cancelled).
-// Removed addresses still owed a deregistration get it, and with
-// DeregisterOnStop so does every address the server may hold: each is sent
-// once without waiting for a reply, as many as the loop lets finish within
-// StopTimeout (then evAbandon).
-func (m *machine) stop() {
-	if m.stopping {
-		return
+// ifaceOf returns the interface l names, created on first sight.
+func (m *machine) ifaceOf(l netmon.Link) *iface {
+	ifc, ok := m.ifaces[l.Index]
+	if !ok {
+		ifc = &iface{index: l.Index, name: l.Name, addrs: map[netip.Addr]*addr{}, linkLocals: map[netip.Addr]bool{}}
+		m.ifaces[l.Index] = ifc
 	}
-	m.stopping = true
-	var dereg []key
-	for k := range m.owed {
-		dereg = append(dereg, k)
-	}
+	return ifc
+}
+
+// raAllows reports whether the RA condition lets registrations start on ifc.
+func (m *machine) raAllows(ifc *iface) bool { return !m.cfg.RequireRAFlags || ifc.raMO }
+
+// sortedIfaces lists the interfaces by index, for work done in a stable
+// order (the pacing queue's).
+func (m *machine) sortedIfaces() []*iface {
+	out := make([]*iface, 0, len(m.ifaces))
 	for _, ifc := range m.ifaces {
-		m.stopDiscovery(ifc)
-		for ip, ad := range ifc.addrs {
-			if ad.running {
-				m.emit(effCancel{ad.gen})
-				ad.running = false
-			}
-			if m.cfg.DeregisterOnStop && m.cfg.Enable && ifc.up && ad.held() {
-				dereg = append(dereg, key{ifc.index, ip})
-			}
-		}
+		out = append(out, ifc)
 	}
-	slices.SortFunc(dereg, func(x, y key) int {
-		if x.ifindex != y.ifindex {
-			return x.ifindex - y.ifindex
-		}
-		return x.addr.Compare(y.addr)
-	})
-	m.queue, m.queued = nil, map[key]bool{}
-	m.paceAt, m.saveAt, m.beatAt = time.Time{}, time.Time{}, time.Time{}
-	if len(dereg) > 0 {
-		m.info("stopping: deregistering", "addresses", len(dereg))
-	}
-	m.stopList = dereg
-	m.startStopDeregistrations()
+	slices.SortFunc(out, func(a, b *iface) int { return a.index - b.index })
+	return out
 }
 
-func (m *machine) startStopDeregistrations() {
-	for len(m.stopList) > 0 && m.inflight < m.cfg.MaxInflight {
-		m.startDeregistration(m.stopList[0], true)
-		m.stopList = m.stopList[1:]
+// sortedAddrs lists ifc's addresses in order.
+func sortedAddrs(ifc *iface) []netip.Addr {
+	out := make([]netip.Addr, 0, len(ifc.addrs))
+	for ip := range ifc.addrs {
+		out = append(out, ip)
 	}
-}
-
-// stoppedResult is an exchange's end while stopping.
-func (m *machine) stoppedResult(r exchangeResult) {
-	if m.inflight > 0 {
-		m.inflight--
-	}
-	m.logResult(r)
-	if r.dereg && r.err == nil {
-		m.forgotten[r.k] = true
-	}
-	m.startStopDeregistrations()
-}
-
-// stopped reports whether the stop has nothing left to do.
-func (m *machine) stopped() bool { return m.stopping && len(m.stopList) == 0 && m.inflight == 0 }
-
-// abandon gives up what is in flight or still to send when StopTimeout
-// ran out.
-func (m *machine) abandon() {
-	if m.inflight > 0 || len(m.stopList) > 0 {
-		m.warn("stopping: abandoning exchanges", "in_flight", m.inflight, "deregistrations_not_sent", len(m.stopList))
-	}
-	m.stopList, m.inflight = nil, 0
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

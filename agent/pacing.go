@@ -5,14 +5,6 @@ package agent
 // renumbering of thousands of addresses or a start-up does not flood the
 // link or the server.
 
-func (m *machine) enqueue(k key) {
-	if m.queued[k] {
-		return
-	}
-	m.queued[k] = true
-	m.queue = append(m.queue, k)
-}
-
 type action int
 
 const (
@@ -24,7 +16,7 @@ const (
 // next decides what the key at the front of the queue needs now.
 func (m *machine) next(k key) action {
 	ifc, ok := m.ifaces[k.ifindex]
-	if _, owed := m.owed[k]; owed {
+	if _, owed := m.deregDue[k]; owed {
 		if ok && !ifc.up {
 			return actNone // still owed: the link's return queues it (handleLink)
 		}
@@ -37,17 +29,17 @@ func (m *machine) next(k key) action {
 	if !ok || !m.eligible(ifc, ad) {
 		return actNone
 	}
-	if ad.phase == Registering {
-		ad.again = true
+	if ad.inFlight() {
+		ad.run = exchangingRecheck
 		return actNone
 	}
 	if !m.raAllows(ifc) {
 		// The RA condition lapsed (discovery.go, raFlags): hold this
 		// registration, refresh or retry until it is back.
-		ad.paused = true
+		ad.run = pausedForRA
 		return actNone
 	}
-	if m.deregging[k].n > 0 {
+	if m.deregInFlight[k].count > 0 {
 		// Removed and re-added while its deregistration is being sent:
 		// register after it (handleResult), not racing it on the wire.
 		return actNone
@@ -59,8 +51,8 @@ func (m *machine) next(k key) action {
 // Keys that need nothing any more are dropped without using a token; when
 // the rate holds the front back, the wake-up is set for its token.
 func (m *machine) pump() {
-	for len(m.queue) > 0 && m.inflight < m.cfg.MaxInflight && !m.stopping {
-		k := m.queue[0]
+	for m.queue.len() > 0 && m.inflight < m.cfg.MaxInflight && !m.stopping {
+		k, _ := m.queue.front()
 		act := m.next(k)
 		if act != actNone {
 			r := m.lim.ReserveN(m.now, 1)
@@ -72,8 +64,7 @@ func (m *machine) pump() {
 				return
 			}
 		}
-		m.queue = m.queue[1:]
-		delete(m.queued, k)
+		m.queue.pop()
 		switch act {
 		case actRegister:
 			m.startRegistration(k)

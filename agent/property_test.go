@@ -173,7 +173,7 @@ func newPropRun(t *testing.T, c chooser) *propRun {
 		for _, ip := range l.pool {
 			if p.c.intn(4) == 0 {
 				p.server[ip] = binding{ifindex: l.index, since: t0}
-				p.h.m.stale[l.name] = append(p.h.m.stale[l.name], savedAddr{Iface: l.name, HW: p.link(l).HardwareAddr.String(), Addr: ip})
+				p.h.m.stale.byIface[l.name] = append(p.h.m.stale.byIface[l.name], savedAddr{Iface: l.name, HW: p.link(l).HardwareAddr.String(), Addr: ip})
 			}
 		}
 	}
@@ -563,11 +563,11 @@ func (p *propRun) checkInvariants() {
 		p.fail("wake-up %v is not in the future (now %v)", w, now)
 	}
 	// The queue.
-	if len(m.queue) != len(m.queued) {
-		p.fail("queue has %d keys, queued set %d", len(m.queue), len(m.queued))
+	if len(m.queue.keys) != len(m.queue.in) {
+		p.fail("queue has %d keys, queued set %d", len(m.queue.keys), len(m.queue.in))
 	}
-	for i, k := range m.queue {
-		if !m.queued[k] || slices.Index(m.queue, k) != i {
+	for i, k := range m.queue.keys {
+		if !m.queue.has(k) || slices.Index(m.queue.keys, k) != i {
 			p.fail("queue key %v duplicated or not in the set", k)
 		}
 	}
@@ -607,31 +607,34 @@ func (p *propRun) checkInvariants() {
 		for ip, ad := range ifc.addrs {
 			k := key{ifc.index, ip}
 			x, running := h.xB[ad.gen]
-			if ad.running != (ad.phase == Registering) || ad.running != (running && !x.dereg && x.k == k) {
-				p.fail("%v: running=%t phase=%v, exchange for its generation: %t", k, ad.running, ad.phase, running)
+			if msg := ad.invalid(); msg != "" {
+				p.fail("%v: invalid state (%v, %v, %v): %s", k, ad.last, ad.run, ad.hold, msg)
 			}
-			if ad.paused && m.raAllows(ifc) {
+			if ad.inFlight() != (ad.phase() == Registering) || ad.inFlight() != (running && !x.dereg && x.k == k) {
+				p.fail("%v: running=%t phase=%v, exchange for its generation: %t", k, ad.inFlight(), ad.phase(), running)
+			}
+			if ad.run == pausedForRA && m.raAllows(ifc) {
 				p.fail("%v: paused while the RA condition holds", k)
 			}
 			if !m.eligible(ifc, ad) {
 				continue
 			}
 			_, due := m.deadlines.When(k)
-			waiting := ad.running || m.queued[k] || due || ad.paused ||
-				(ad.phase == Pending && m.deregging[k].n > 0) ||
-				(ad.phase == Registered && !ad.reg.Periodic())
+			waiting := ad.inFlight() || m.queue.has(k) || due || ad.run == pausedForRA ||
+				(ad.phase() == Pending && m.deregInFlight[k].count > 0) ||
+				(ad.phase() == Registered && !ad.reg.Periodic())
 			if !waiting {
-				p.fail("%v (%v): eligible but nothing will ever happen to it", k, ad.phase)
+				p.fail("%v (%v): eligible but nothing will ever happen to it", k, ad.phase())
 			}
-			if ad.phase == Registered && !ad.paused && !m.queued[k] {
-				if ad.name != m.fqdn {
-					p.fail("%v: registered with host name %q, the host's is %q, and no exchange is coming", k, ad.name, m.fqdn)
+			if ad.phase() == Registered && ad.run != pausedForRA && !m.queue.has(k) {
+				if ad.toldName != m.fqdn {
+					p.fail("%v: registered with host name %q, the host's is %q, and no exchange is coming", k, ad.toldName, m.fqdn)
 				}
-				if b, ok := p.server[ip]; ok && !b.excused && b.ifindex == l.index && b.name != ad.name {
-					p.fail("%v: the server's binding carries the name %q, the machine believes %q", k, b.name, ad.name)
+				if b, ok := p.server[ip]; ok && !b.excused && b.ifindex == l.index && b.name != ad.toldName {
+					p.fail("%v: the server's binding carries the name %q, the machine believes %q", k, b.name, ad.toldName)
 				}
 			}
-			if ad.phase == Registered && !ad.reg.Periodic() && !ad.paused && !m.queued[k] {
+			if ad.phase() == Registered && !ad.reg.Periodic() && ad.run != pausedForRA && !m.queue.has(k) {
 				_, valid := ad.cur.Remaining(now)
 				if at, refresh := m.cfg.Policy.LifetimeChanged(ad.reg, now, valid, static(ad.cur)); refresh {
 					if when, ok := m.deadlines.When(k); !ok || when.After(at) {
@@ -642,7 +645,7 @@ func (p *propRun) checkInvariants() {
 			}
 		}
 	}
-	for name, list := range m.stale {
+	for name, list := range m.stale.byIface {
 		for _, sa := range list {
 			if sa.expired(now) {
 				p.fail("%s %s: waits for its link after its binding ran out (%v)", name, sa.Addr, sa.At.Add(time.Duration(sa.Valid)*time.Second).Sub(t0))
@@ -650,17 +653,20 @@ func (p *propRun) checkInvariants() {
 		}
 	}
 	for _, ifc := range m.ifaces {
-		if ifc.up && ifc.state == IfSupported && len(m.stale[ifc.name]) > 0 {
-			p.fail("%s: supported, and %d deregistrations still wait for the link", ifc.name, len(m.stale[ifc.name]))
+		if msg := ifc.disc.invalid(); msg != "" {
+			p.fail("%s: invalid discovery state %+v: %s", ifc.name, ifc.disc, msg)
+		}
+		if ifc.up && ifc.disc.state() == IfSupported && len(m.stale.of(ifc.name)) > 0 {
+			p.fail("%s: supported, and %d deregistrations still wait for the link", ifc.name, len(m.stale.of(ifc.name)))
 		}
 	}
-	for k := range m.owed {
+	for k := range m.deregDue {
 		if ifc, ok := m.ifaces[k.ifindex]; ok && !ifc.up {
 			// A deregistration that waits for its link is a stale
 			// address in the snapshot (waitForLink), not owed.
 			p.fail("%v: deregistration owed on a link that is down", k)
 		}
-		if _, due := m.deadlines.When(k); !due && !m.queued[k] {
+		if _, due := m.deadlines.When(k); !due && !m.queue.has(k) {
 			p.fail("%v: deregistration owed but neither queued nor due", k)
 		}
 	}
@@ -689,13 +695,13 @@ func (p *propRun) checkInvariants() {
 // tracked reports whether a deregistration of ip is owed or in flight, on
 // any link.
 func (p *propRun) tracked(ip netip.Addr) bool {
-	for k := range p.h.m.owed {
+	for k := range p.h.m.deregDue {
 		if k.addr == ip {
 			return true
 		}
 	}
-	for k, d := range p.h.m.deregging {
-		if k.addr == ip && d.n > 0 {
+	for k, d := range p.h.m.deregInFlight {
+		if k.addr == ip && d.count > 0 {
 			return true
 		}
 	}

@@ -32,46 +32,6 @@ func (m *machine) scheduleRetry(ifc *iface, ad *addr) {
 	m.debug("registration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d, "failures", ad.failures)
 }
 
-// retryDeregistration owes k's deregistration again after one that was
-// not sent (its one transmission refused: RFC 9686 §4.7 sends it once, as
-// no reply can reach a removed address). It goes out after Retry.First,
-// once per delay, until it is sent, the address comes back or its link
-// goes; without this the server would keep the binding until it expires.
-// While the link is down it waits for the link to be back (waitForLink,
-// statefile.go), not for a delay.
-func (m *machine) retryDeregistration(k key, sa savedAddr) {
-	ifc, ok := m.ifaces[k.ifindex]
-	if !ok {
-		return // removed meanwhile: it waits in stale (linkGone)
-	}
-	if _, owed := m.owed[k]; owed {
-		return
-	}
-	if ad, back := ifc.addrs[k.addr]; back {
-		ad.sent = true // back meanwhile: the server still holds it
-		ad.until.inherit(sa, m.now)
-		return
-	}
-	if !ifc.up {
-		m.waitForLink(ifc, sa)
-		return
-	}
-	m.owed[k] = sa
-	d := m.cfg.Retry.Delay(1, 0, m.cfg.Rand)
-	m.deadlines.Set(k, m.now.Add(d))
-	m.debug("deregistration retry scheduled", "iface", ifc.name, "addr", k.addr, "in", d)
-}
-
-// afterDeregistration registers an address re-added while its
-// deregistration was in flight (next held it back).
-func (m *machine) afterDeregistration(k key) {
-	if ifc, ok := m.ifaces[k.ifindex]; ok {
-		if ad, ok := ifc.addrs[k.addr]; ok && ad.phase == Pending {
-			m.consider(ifc, ad)
-		}
-	}
-}
-
 // fatalError records err as the end of Run when it says a component is
 // gone for good (the registrar's socket closed or broken), and reports
 // whether it did. Everything else is retried.

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,12 +11,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/addrreg/addrreg/internal/atomicfile"
-	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/scheduler"
 )
 
@@ -71,7 +68,7 @@ type savedAddr struct {
 	// Preferred (seconds) is what the last replied-to exchange told the
 	// server. Valid (seconds) from At bounds the server's binding: the
 	// latest end of the address's valid lifetime while the server may have
-	// been told it (stateLife). Zero At: no bound known (kept until
+	// been told it (bindingLimit). Zero At: no bound known (kept until
 	// claimed).
 	Preferred uint32    `json:"preferred_lifetime"`
 	Valid     uint32    `json:"valid_lifetime"`
@@ -92,51 +89,6 @@ func (sa savedAddr) expires() (at time.Time, ok bool) {
 func (sa savedAddr) expired(now time.Time) bool {
 	at, ok := sa.expires()
 	return ok && !now.Before(at)
-}
-
-// stateLife bounds how long the server may keep a binding for an address
-// from us: until at + valid. An ADDR-REG-INFORM carries the address's
-// current lifetimes (RFC 9686 §4.2), and the server keeps the binding for
-// the valid lifetime it carried (RFC 9686 §4.3; SPEC.md): so the latest
-// end of the address's valid lifetime the kernel reported while we
-// followed it bounds every binding an INFORM of ours can have made,
-// replied to or not. The zero value knows nothing; valid
-// netmon.Infinite: never.
-type stateLife struct {
-	at    time.Time
-	valid time.Duration
-}
-
-// extend takes a valid lifetime seen (or told) at at into the bound.
-func (l *stateLife) extend(at time.Time, valid time.Duration) {
-	switch {
-	case l.at.IsZero(), valid == netmon.Infinite:
-	case l.valid == netmon.Infinite, !at.Add(valid).After(l.at.Add(l.valid)):
-		return
-	}
-	l.at, l.valid = at, valid
-}
-
-// inherit takes the bound of sa, a binding the server may hold from
-// before (the state file, an owed deregistration cancelled): none known
-// is none at all.
-func (l *stateLife) inherit(sa savedAddr, now time.Time) {
-	if sa.At.IsZero() || sa.Valid == scheduler.InfiniteSeconds {
-		l.extend(now, netmon.Infinite)
-		return
-	}
-	l.extend(sa.At, time.Duration(sa.Valid)*time.Second)
-}
-
-// seconds is the bound in the state file's form, rounded up.
-func (l stateLife) seconds() (at time.Time, valid uint32) {
-	if l.at.IsZero() {
-		return time.Time{}, 0
-	}
-	if l.valid == netmon.Infinite {
-		return l.at.UTC().Round(0), scheduler.InfiniteSeconds
-	}
-	return l.at.UTC().Round(0), scheduler.Seconds(l.valid + time.Second - 1)
 }
 
 // parseState parses and checks a state file's contents.
@@ -239,210 +191,6 @@ func loadState(path string, now time.Time, log *slog.Logger) []savedAddr {
 	return live
 }
 
-// claimStale handles the file's addresses on ifc once discovery shows its
-// link supports registration: those no longer on the interface are owed a
-// deregistration; those still there are registered like any other.
-func (m *machine) claimStale(ifc *iface) {
-	list, ok := m.stale[ifc.name]
-	if !ok {
-		return
-	}
-	delete(m.stale, ifc.name)
-	m.staleChanged()
-	n := 0
-	for _, sa := range list {
-		if sa.HW != "" && ifc.hw != "" && sa.HW != ifc.hw {
-			m.info("state file: address was registered on another link under this name: not deregistering",
-				"iface", ifc.name, "addr", sa.Addr, "hwaddr", sa.HW, "now", ifc.hw)
-			continue
-		}
-		if ad, ok := ifc.addrs[sa.Addr]; ok {
-			// Still there: registered like any other, and until then the
-			// server holds it from the last run.
-			ad.sent = true
-			ad.until.inherit(sa, m.now)
-			continue
-		}
-		if !m.cfg.Deregister || !m.cfg.Enable {
-			continue
-		}
-		k := key{ifc.index, sa.Addr}
-		sa.Iface, sa.HW = ifc.name, ifc.hw
-		m.owed[k] = sa
-		n++
-		if ifc.relinked {
-			// The link is back: give the addresses time to come back
-			// (relinkGrace); one re-added meanwhile cancels its
-			// deregistration (handleAddr), the others go when it is due.
-			m.deadlines.Set(k, m.now.Add(relinkGrace))
-			m.info("address gone while the link was down or removed: deregistering unless it comes back", "iface", ifc.name, "addr", sa.Addr, "in", relinkGrace)
-			continue
-		}
-		m.enqueue(k)
-		m.info("address registered before the restart is gone: deregistering", "iface", ifc.name, "addr", sa.Addr)
-	}
-	if n > 0 {
-		m.info("state file: deregistering addresses gone since the last run or while the link was down", "iface", ifc.name, "addresses", n)
-	}
-}
-
-// relinkGrace is how long, after a link that was down is back and
-// discovery found registration support, an address that left while it
-// was down may take to come back before it is deregistered. An admin down
-// flushes the link's addresses; SLAAC (the kernel's, systemd-networkd's,
-// NetworkManager's) adds them again after the first RA, which a host
-// solicits up to MAX_RTR_SOLICITATIONS (3) times RTR_SOLICITATION_INTERVAL
-// (4 s) apart (RFC 4861 §10): up to ~12 s, plus DAD. Stable-privacy and
-// EUI-64 addresses come back the same; a temporary address (RFC 8981)
-// comes back as a new one, and the old one is deregistered (RFC 9686 §4.7).
-const relinkGrace = 15 * time.Second
-
-// savedOf is ad on ifc as the state file lists it.
-func (m *machine) savedOf(ifc *iface, ip netip.Addr, ad *addr) savedAddr {
-	sa := savedAddr{Iface: ifc.name, HW: ifc.hw, Addr: ip}
-	if ad != nil {
-		if ad.hasReg {
-			sa.Preferred = scheduler.Seconds(ad.told)
-		}
-		sa.At, sa.Valid = ad.until.seconds()
-	}
-	return sa
-}
-
-// waitForLink keeps the deregistration owed for an address that left
-// while its link is down, with the state file's stale addresses: in the
-// snapshot (a restart loses nothing), claimed when the link is back and
-// discovery finds support (claimStale), after relinkGrace. If the link
-// never comes back it stays owed, and the server's binding runs out at
-// its valid lifetime.
-func (m *machine) waitForLink(ifc *iface, sa savedAddr) {
-	sa.Iface, sa.HW = ifc.name, ifc.hw
-	if slices.ContainsFunc(m.stale[ifc.name], func(o savedAddr) bool { return o.Addr == sa.Addr }) {
-		return
-	}
-	m.stale[ifc.name] = append(m.stale[ifc.name], sa)
-	if at, ok := sa.expires(); ok && (m.staleAt.IsZero() || at.Before(m.staleAt)) {
-		m.staleAt = at
-	}
-	m.info("deregistration waits for the link", "iface", ifc.name, "addr", sa.Addr)
-}
-
-// staleChanged finds the next stale address whose binding runs out.
-func (m *machine) staleChanged() {
-	m.staleAt = time.Time{}
-	for _, list := range m.stale {
-		for _, sa := range list {
-			if at, ok := sa.expires(); ok && (m.staleAt.IsZero() || at.Before(m.staleAt)) {
-				m.staleAt = at
-			}
-		}
-	}
-}
-
-// dropStale forgets the stale addresses whose binding has surely run out
-// on the server by now (RFC 9686 §4.3: it keeps a binding for the valid
-// lifetime told): a deregistration owed for it has nothing left to
-// remove. This bounds what waits for a link that never returns (a NIC
-// unplugged for good, a name now excluded by --interface or --exclude).
-func (m *machine) dropStale() {
-	for name, list := range m.stale {
-		kept := list[:0]
-		for _, sa := range list {
-			if !sa.expired(m.now) {
-				kept = append(kept, sa)
-				continue
-			}
-			at, _ := sa.expires()
-			m.info("state file: dropping a deregistration that waited for its link: the server's binding has run out",
-				"iface", name, "addr", sa.Addr, "hwaddr", sa.HW, "expired", at)
-		}
-		if len(kept) == 0 {
-			delete(m.stale, name)
-			delete(m.removed, name)
-		} else {
-			m.stale[name] = kept
-		}
-	}
-	m.staleChanged()
-}
-
-// unstale forgets sa's entry in stale: a deregistration in flight when its
-// link was removed got out after all.
-func (m *machine) unstale(sa savedAddr) {
-	list := m.stale[sa.Iface]
-	if i := slices.IndexFunc(list, func(o savedAddr) bool { return o.Addr == sa.Addr }); i >= 0 {
-		if list = slices.Delete(list, i, i+1); len(list) == 0 {
-			delete(m.stale, sa.Iface)
-		} else {
-			m.stale[sa.Iface] = list
-		}
-		m.staleChanged()
-	}
-}
-
-// snapshot lists what the server may hold from us: addresses registered
-// or with an exchange sent, those owed a deregistration or with one under
-// way, and the file's entries not yet claimed.
-func (m *machine) snapshot() []savedAddr {
-	out := []savedAddr{}
-	for _, ifc := range m.ifaces {
-		for ip, ad := range ifc.addrs {
-			if !ad.held() || m.forgotten[key{ifc.index, ip}] {
-				continue
-			}
-			out = append(out, m.savedOf(ifc, ip, ad))
-		}
-	}
-	// Owed deregistrations, and those under way: one the stop could not
-	// get out (refused, or abandoned at StopTimeout) must be in the last
-	// write, for the next start to send.
-	gone := map[key]savedAddr{}
-	for k, d := range m.deregging {
-		gone[k] = d.sa
-	}
-	for k, sa := range m.owed {
-		gone[k] = sa
-	}
-	for k, sa := range gone {
-		ifc, ok := m.ifaces[k.ifindex]
-		if !ok || m.forgotten[k] {
-			continue // a removed link's are in stale (linkGone)
-		}
-		if ad, ok := ifc.addrs[k.addr]; ok && ad.held() {
-			continue // listed above
-		}
-		sa.Iface, sa.HW = ifc.name, ifc.hw
-		out = append(out, sa)
-	}
-	for _, list := range m.stale {
-		out = append(out, list...)
-	}
-	slices.SortFunc(out, func(x, y savedAddr) int {
-		return cmp.Or(strings.Compare(x.Iface, y.Iface), x.Addr.Compare(y.Addr))
-	})
-	return out
-}
-
-// stateChanged arms the debounce after the machine handled anything.
-func (m *machine) stateChanged() {
-	if m.cfg.StatePath == "" || !m.saveAt.IsZero() {
-		return
-	}
-	m.saveAt = m.now.Add(stateDebounce)
-}
-
-// saveState hands a changed snapshot to the writer (effSave), which
-// replaces one it has not written yet.
-func (m *machine) saveState() {
-	m.saveAt = time.Time{}
-	snap := m.snapshot()
-	if slices.Equal(snap, m.lastSaved) {
-		return
-	}
-	m.lastSaved = snap
-	m.emit(effSave{snap})
-}
-
 // stateWriter writes the snapshots the loop hands it (effSave) in its own
 // goroutine, so a slow disk never holds the owner loop up.
 type stateWriter struct {
@@ -456,9 +204,9 @@ func newStateWriter(path string, log *slog.Logger) *stateWriter {
 	return &stateWriter{path: path, log: log, in: make(chan []savedAddr, 1)}
 }
 
-// hand queues snap, replacing one not yet written. Only the owner loop
+// offer queues snap, replacing one not yet written. Only the owner loop
 // calls it.
-func (w *stateWriter) hand(snap []savedAddr) {
+func (w *stateWriter) offer(snap []savedAddr) {
 	select {
 	case <-w.in:
 	default:

@@ -130,12 +130,12 @@ func TestEnumNamesForAnyValue(t *testing.T) {
 // the time it answers nothing else.
 func BenchmarkStatus(b *testing.B) {
 	m := newMachine(withDefaults(Config{}), t0, nil)
-	ifc := &iface{index: 2, name: "eth0", state: IfSupported, addrs: map[netip.Addr]*addr{}, lls: map[netip.Addr]bool{}}
+	ifc := &iface{index: 2, name: "eth0", disc: discovery{known: supported}, addrs: map[netip.Addr]*addr{}, linkLocals: map[netip.Addr]bool{}}
 	m.ifaces[2] = ifc
 	for i := range 10000 {
 		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
-		ifc.addrs[ip] = &addr{cur: netmon.Addr{IP: ip, Class: netmon.ClassGlobal}, phase: Registered,
-			note: addrNote{lastRegistered: t0, told: &Lifetimes{Preferred: 300, Valid: 600}}}
+		ifc.addrs[ip] = &addr{cur: netmon.Addr{IP: ip, Class: netmon.ClassGlobal}, last: registered, hold: serverHold{kind: holdRegistered},
+			note: addrNote{lastRegistered: t0, lastCarried: &Lifetimes{Preferred: 300, Valid: 600}}}
 		if i%2 == 0 {
 			m.deadlines.Set(key{2, ip}, t0.Add(time.Hour))
 		}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -9,44 +8,88 @@ import (
 	"time"
 
 	"github.com/addrreg/addrreg/netmon"
-	"github.com/addrreg/addrreg/scheduler"
 )
 
-// Defects found by the property test (property_test.go), each pinned by
-// the smallest sequence that shows it.
+// What the server may hold, as the state file's snapshot (snapshot.go) and
+// the live state keep it, across removal and re-adding, failures, the
+// stop, re-discovery, renames and the last run's file. Several were found
+// by the property test (property_test.go), each pinned by the smallest
+// sequence that shows it.
 
-// registerStatic adds a static address and lets it register.
-func registerStatic(h *harness, ip string) netmon.Addr {
-	a := global(ip, netmon.Infinite)
-	a.Class = netmon.ClassStatic
+// An address deregistered (removed) and then re-added and registered again
+// is in the state file: the server holds it, so a restart that finds it
+// gone must deregister it.
+func TestStateKeepsReaddedAddress(t *testing.T) {
+	cfg := defaults()
+	cfg.StatePath = filepath.Join(t.TempDir(), "state.json")
+	h := startOnLink(t, cfg, true)
+	a := global("2001:db8::1", 600*time.Second)
 	h.mon.add(a)
 	h.settle()
-	return a
+	h.mon.remove(a)
+	h.settle()
+	h.mon.add(a)
+	if p := phaseOf(h.settle(), "2001:db8::1"); p != Registered {
+		t.Fatalf("phase = %v, want registered", p)
+	}
+	if _, sends := h.reg.snapshot(); len(sends) != 3 || !sends[1].deregistered {
+		t.Fatalf("sends = %+v, want register, deregister, register", sends)
+	}
+	h.advance(stateDebounce)
+	h.settle()
+	h.shutdown()
+	got, err := readState(cfg.StatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Addr != a.IP || got[0].Valid != 600 {
+		t.Fatalf("state file = %+v, want 2001:db8::1 registered for 600 s", got)
+	}
 }
 
-// refuse makes every send fail (fakeReg.refuse), or not.
-func refuse(h *harness, on bool) {
+// What the server may hold decides both the state file and a live
+// deregistration: an address whose failed exchanges sent nothing (every
+// send refused, or the address was not found at the first transmission) is
+// in neither; one whose INFORM went out but whose reply was lost is in both
+// (the server may well have registered it).
+func TestFailedAddressHeldOnlyIfSent(t *testing.T) {
+	cfg := defaults()
+	cfg.StatePath = filepath.Join(t.TempDir(), "state.json")
+	h := startOnLink(t, cfg, true)
+	never := global("2001:db8::1", 600*time.Second)
+	h.mon.send(netmon.Event{Kind: netmon.AddrAdded, Addr: never}) // lookup misses: nothing sent
+	h.settle()
 	h.reg.mu.Lock()
-	h.reg.refuse = on
+	h.reg.fail = true // sent, no reply
 	h.reg.mu.Unlock()
-}
-
-// wantSends checks what went out: a registration (false) or a
-// deregistration (true), in order.
-func wantSends(t *testing.T, h *harness, what string, dereg ...bool) {
-	t.Helper()
+	lost := global("2001:db8::2", 600*time.Second)
+	h.mon.add(lost)
+	st := h.settle()
+	if p1, p2 := phaseOf(st, "2001:db8::1"), phaseOf(st, "2001:db8::2"); p1 != Failed || p2 != Failed {
+		t.Fatalf("phases %v, %v; want failed, failed", p1, p2)
+	}
+	h.advance(stateDebounce)
+	h.settle()
+	got, err := readState(cfg.StatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Addr != lost.IP {
+		t.Errorf("state file = %+v, want only 2001:db8::2 (sent, reply lost)", got)
+	}
+	h.mon.remove(never)
+	h.mon.remove(lost)
+	h.settle()
+	var dereg []netip.Addr
 	_, sends := h.reg.snapshot()
-	got := make([]bool, len(sends))
-	for i, s := range sends {
-		got[i] = s.deregistered
+	for _, s := range sends {
+		if s.deregistered {
+			dereg = append(dereg, s.addr)
+		}
 	}
-	if !slices.Equal(got, dereg) {
-		t.Errorf("%s: sends = %+v, want deregistered = %v", what, sends, dereg)
+	if len(dereg) != 1 || dereg[0] != lost.IP {
+		t.Errorf("deregistered %v, want only 2001:db8::2", dereg)
 	}
-}
-
-func inSnapshot(h *harness, ip string) bool {
-	return slices.ContainsFunc(h.m.snapshot(), func(sa savedAddr) bool { return sa.Addr == netip.MustParseAddr(ip) })
 }
 
 // A deregistration that the stop could not get out (its one send refused,
@@ -113,23 +156,6 @@ func TestRediscoveryKeepsWhatTheServerHolds(t *testing.T) {
 			wantSends(t, h, "removed while re-discovering", false, true)
 		})
 	}
-}
-
-// A deregistration owed (the address removed while the link was up, its
-// send refused) whose retry comes due while the carrier is lost is still
-// owed when the link is back. It was dropped at that retry: the server
-// kept the binding (for a static address, forever).
-func TestOwedDeregistrationSurvivesCarrierLoss(t *testing.T) {
-	h := startOnLink(t, defaults(), true)
-	a := registerStatic(h, "2001:db8::1")
-	refuse(h, true) // and so is every send while the link is down
-	h.mon.remove(a)
-	h.mon.link(false, false, true)
-	h.advance(time.Hour) // the retry comes due, and fails
-	refuse(h, false)
-	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
-	h.advance(time.Hour)
-	wantSends(t, h, "the link back", false, true)
 }
 
 // An address removed and re-added before its deregistration got out
@@ -215,23 +241,4 @@ func TestClaimedStaleAddressStaysHeld(t *testing.T) {
 	h.mon.remove(a)
 	h.settle()
 	wantSends(t, h, "removed before registered", true)
-}
-
-// Discovery on a reconnected link starts afresh (RFC 9686 §4.1), its
-// backoff too: after a long outage had pushed the probe retries to an
-// hour, a link that comes back and whose first probe fails is asked again
-// after Retry.First, not after the hour it had reached before.
-func TestReconnectResetsProbeBackoff(t *testing.T) {
-	h := start(t, defaults(), true)
-	h.reg.probeErr = errors.New("probe eth0: no reply")
-	h.mon.link(true, false, true)
-	h.mon.add(ll)
-	h.advance(6 * time.Hour) // failures 1…: 30 s, 1 min, … 1 h
-	h.mon.link(false, false, true)
-	h.mon.send(netmon.Event{Kind: netmon.LinkChanged, Link: netmon.Link{Index: 2, Name: "eth0", Up: true, LowerUp: true, Other: true}})
-	before, _ := h.reg.snapshot()
-	h.advance(scheduler.DefaultRetryFirst)
-	if p, _ := h.reg.snapshot(); p != before+1 {
-		t.Fatalf("%d probes %v after the reconnection's failed one, want 1", p-before, scheduler.DefaultRetryFirst)
-	}
 }
