@@ -145,9 +145,6 @@ func flatten(s string) string {
 // debian/copyright is what packaging/copyright writes today: the licence
 // texts and copyright lines of the linked versions.
 func TestCopyrightUpToDate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the generator")
-	}
 	c := exec.Command("go", "run", "./packaging/copyright", "-list", "-cmds", strings.Join(pkgs, ","),
 		"-arches", strings.Join(slices.Sorted(maps.Keys(arches)), ","), "-o", "-")
 	c.Dir = repo(t)
