@@ -54,7 +54,7 @@ KEA        ?=
 # private test cluster, test/pgtest) instead of SQLite.
 BENCH_DB   ?= sqlite
 
-.PHONY: help deps deb-pkgs build static man test unit e2e bench bench-server fuzz lint demo deb dist image version clean ci-clean
+.PHONY: help deps deb-pkgs build static copyright man test unit e2e bench bench-server fuzz lint demo deb dist image version clean ci-clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -141,6 +141,11 @@ static: ## static, reproducible binaries of the shipped commands for GOARCH into
 	@for c in $(SHIPPED); do \
 		$(STATIC_ENV) $(GO) build $(STATIC_FLAGS) -o $(OUT)/$$c ./cmd/$$c || exit 1; \
 	done
+
+copyright: ## regenerate debian/copyright from the modules linked into the shipped binaries (go version -m)
+	@rm -rf build/copyright
+	@for a in $(ARCHES); do $(MAKE) -s static GOARCH=$$a OUT=build/copyright/$$a || exit 1; done
+	$(GO) run ./packaging/copyright -o debian/copyright $(foreach a,$(ARCHES),$(addprefix build/copyright/$(a)/,$(SHIPPED)))
 
 man: ## man pages from docs/man/*.md into build/man (go-md2man)
 	@mkdir -p build/man

@@ -26,7 +26,7 @@ const (
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("addrregd status", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	asJSON := fs.Bool("json", false, "print the status document as JSON (schema: doc/status.md)")
+	asJSON := fs.Bool("json", false, "print the status document as JSON (schema: /usr/share/doc/addrregd/status.md)")
 	ifaces := fs.StringSliceP("interface", "i", nil, "show only this interface (repeatable)")
 	path := fs.String("control-socket", defaultControlSocket, "the daemon's control socket")
 	if err := fs.Parse(args); err != nil {
