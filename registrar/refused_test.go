@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,8 +29,12 @@ func TestRefusedSendIsALostTransmission(t *testing.T) {
 		}
 		return nil
 	}
-	c.onSend = func(s sent) { r.deliver(replyTo(t, s, msgAddrRegReply)) }
-	res, err := registerDriven(r, clock)
+	// Once the reply is in, the clock stands still: the exchange's next
+	// retransmission timer is armed after the send, and advancing to it
+	// before Register has read the reply would make its Duration 7 s.
+	var replied atomic.Bool
+	c.onSend = func(s sent) { r.deliver(replyTo(t, s, msgAddrRegReply)); replied.Store(true) }
+	res, err := registerDriven(r, clock, replied.Load)
 	if err != nil || !res.Replied || res.Sends != 1 {
 		t.Fatalf("Register = %+v, %v; want a reply to the one send that got through", res, err)
 	}
@@ -51,7 +56,7 @@ func TestAllSendsRefused(t *testing.T) {
 	var logs bytes.Buffer // slog's handler serialises writes
 	r, c, clock := fakeRegistrar(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, 0.5)
 	c.refuse = func(int) error { return syscall.EPERM }
-	res, err := registerDriven(r, clock)
+	res, err := registerDriven(r, clock, nil)
 	if !errors.Is(err, ErrExchangeFailed) || !errors.Is(err, syscall.EPERM) || res.Sends != 0 {
 		t.Fatalf("Register = %+v, %v; want ErrExchangeFailed wrapping EPERM, no sends", res, err)
 	}
@@ -162,10 +167,10 @@ func runRegistrar(t *testing.T, clock *scheduler.FakeClock, ctx context.Context)
 
 // registerDriven runs one registration of testAddr on "eth7" with the
 // fake clock advanced to each timer as it is armed.
-func registerDriven(r *Registrar, clock *scheduler.FakeClock) (Result, error) {
+func registerDriven(r *Registrar, clock *scheduler.FakeClock, stop func() bool) (Result, error) {
 	lt := func() (time.Duration, time.Duration, bool) { return time.Hour, time.Hour, true }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go drive(ctx, clock)
+	go driveUntil(ctx, clock, stop)
 	return r.Register(context.Background(), Target{Ifindex: 3, Ifname: "eth7", Addr: testAddr, Lifetimes: lt})
 }

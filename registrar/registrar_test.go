@@ -173,8 +173,15 @@ func (c *nowSignal) drain() {
 }
 
 // drive advances clock to each timer as soon as one is armed, until ctx ends.
-func drive(ctx context.Context, clock *scheduler.FakeClock) {
+func drive(ctx context.Context, clock *scheduler.FakeClock) { driveUntil(ctx, clock, nil) }
+
+// driveUntil is drive that stops advancing once stop (if not nil) reports
+// true when a timer is armed.
+func driveUntil(ctx context.Context, clock *scheduler.FakeClock, stop func() bool) {
 	for clock.BlockUntilContext(ctx, 1) == nil {
+		if stop != nil && stop() {
+			return
+		}
 		if when, ok := clock.Next(); ok {
 			clock.AdvanceTo(when)
 		}
