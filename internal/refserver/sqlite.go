@@ -55,7 +55,8 @@ func sqliteURI(path string) string {
 func sqliteDSN(path string, write bool) string {
 	dsn := sqliteURI(path) + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)"
 	if write {
-		return dsn + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-32768)&_pragma=temp_store(memory)&_txlock=immediate"
+		// The writer's WAL writes are gathered (sqlite_walbuf.go).
+		return dsn + "&vfs=" + walBufVFSName + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-32768)&_pragma=temp_store(memory)&_txlock=immediate"
 	}
 	return dsn + "&_pragma=query_only(1)"
 }
