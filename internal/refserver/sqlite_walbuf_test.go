@@ -26,9 +26,9 @@ func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (m *memFile) ReadAt(p []byte, off int64) (int, error) { return copy(p, m.data[off:]), nil }
-func (m *memFile) Sync(vfs.SyncFlag) error                  { m.syncs++; return nil }
-func (m *memFile) Size() (int64, error)                     { return int64(len(m.data)), nil }
-func (m *memFile) Close() error                             { return nil }
+func (m *memFile) Sync(vfs.SyncFlag) error                 { m.syncs++; return nil }
+func (m *memFile) Size() (int64, error)                    { return int64(len(m.data)), nil }
+func (m *memFile) Close() error                            { return nil }
 
 // TestWALBufFile: contiguous writes reach the file as one, before a sync,
 // a read or a size; a write elsewhere (SQLite rewriting a frame) sends
