@@ -126,7 +126,10 @@ func BenchmarkStoreCommit(b *testing.B) {
 				a := cliAddr.As16()
 				a[12], a[13], a[14], a[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
 				e := registerEvent(netip.AddrFrom16(a))
-				e.Binding.DUID = []byte{0, 2, 0, 0, 0x7e, 0x99, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+				// DUIDs in no order, as real clients' are (the DUID
+				// indexes take them at random places).
+				h := uint32(i) * 2654435761
+				e.Binding.DUID = []byte{0, 2, 0, 0, 0x7e, 0x99, byte(h >> 24), byte(h >> 16), byte(h >> 8), byte(h)}
 				e.Time = t0.Add(time.Duration(i) * time.Microsecond)
 				e.Binding.Last = e.Time
 				evs = append(evs, e)

@@ -55,8 +55,12 @@ func sqliteURI(path string) string {
 func sqliteDSN(path string, write bool) string {
 	dsn := sqliteURI(path) + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)"
 	if write {
-		// The writer's WAL writes are gathered (sqlite_walbuf.go).
-		return dsn + "&vfs=" + walBufVFSName + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-32768)&_pragma=temp_store(memory)&_txlock=immediate"
+		// The writer's WAL writes are gathered (sqlite_walbuf.go). Its
+		// page cache is 8 MB: at the end of each transaction SQLite
+		// scans the cache's hash table (pcache1TruncateUnsafe), at a
+		// cost that grows with its size (32 MB: 10 % of the CPU of a
+		// commit of 48 registrations; 8 MB: 4 %, and 3 % more in reads).
+		return dsn + "&vfs=" + walBufVFSName + "&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-8192)&_pragma=temp_store(memory)&_txlock=immediate"
 	}
 	return dsn + "&_pragma=query_only(1)"
 }
