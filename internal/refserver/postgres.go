@@ -138,19 +138,32 @@ func (s *postgresStore) commit(ctx context.Context, evs []Event, expireAt time.T
 type pgPipe struct {
 	c *pgx.Conn
 	q *pgx.Batch
+	// ahead: the DUIDs to count with the next read of the current
+	// rows (countsAhead); counted: their counts, once read.
+	ahead   []string
+	counted map[string]int
 }
+
+func (p *pgPipe) countAhead(duids []string) { p.ahead = duids }
 
 func (p *pgPipe) queue(q string, args ...any) { p.q.Queue(q, args...) }
 
-// send sends the queued statements and then q (when not empty) in one
-// round trip, and calls scan for each row of q's result. It returns the
+// pgQuery is a statement whose rows a read waits for.
+type pgQuery struct {
+	q    string
+	args []any
+	scan func(pgx.Rows) error
+}
+
+// send sends the queued statements and then qs in one round trip, and
+// calls each query's scan for each row of its result. It returns the
 // command tag of the last statement.
-func (p *pgPipe) send(ctx context.Context, q string, args []any, scan func(pgx.Rows) error) (tag pgconn.CommandTag, err error) {
+func (p *pgPipe) send(ctx context.Context, qs ...pgQuery) (tag pgconn.CommandTag, err error) {
 	b := p.q
 	p.q = &pgx.Batch{}
 	n := b.Len()
-	if q != "" {
-		b.Queue(q, args...)
+	for _, q := range qs {
+		b.Queue(q.q, q.args...)
 	}
 	if b.Len() == 0 {
 		return tag, nil
@@ -166,17 +179,23 @@ func (p *pgPipe) send(ctx context.Context, q string, args []any, scan func(pgx.R
 			return tag, err
 		}
 	}
-	if q == "" {
-		return tag, nil
+	for _, q := range qs {
+		if tag, err = readRows(br, q.scan); err != nil {
+			return tag, err
+		}
 	}
+	return tag, nil
+}
+
+func readRows(br pgx.BatchResults, scan func(pgx.Rows) error) (pgconn.CommandTag, error) {
 	rows, err := br.Query()
 	if err != nil {
-		return tag, err
+		return pgconn.CommandTag{}, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		if err := scan(rows); err != nil {
-			return tag, err
+			return pgconn.CommandTag{}, err
 		}
 	}
 	rows.Close()
@@ -186,7 +205,7 @@ func (p *pgPipe) send(ctx context.Context, q string, args []any, scan func(pgx.R
 // commit sends what is queued and COMMIT.
 func (p *pgPipe) commit(ctx context.Context) error {
 	p.queue("COMMIT")
-	tag, err := p.send(ctx, "", nil, nil)
+	tag, err := p.send(ctx)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
@@ -210,18 +229,29 @@ func (p *pgPipe) abandon() {
 	}
 }
 
-func (p *pgPipe) bindings(ctx context.Context, q string, args ...any) ([]Binding, error) {
+func (p *pgPipe) bindings(ctx context.Context, q string, args []any, more ...pgQuery) ([]Binding, error) {
 	var out []Binding
-	_, err := p.send(ctx, q, args, func(r pgx.Rows) error {
+	_, err := p.send(ctx, append([]pgQuery{{q, args, func(r pgx.Rows) error {
 		b, err := scanBinding(r)
 		out = append(out, b)
 		return err
-	})
+	}}}, more...)...)
 	return out, err
 }
 
+// countQuery counts duids into m.
+func countQuery(duids []string, m map[string]int) pgQuery {
+	return pgQuery{pgCounts, []any{duids}, func(r pgx.Rows) error {
+		var d string
+		var n int
+		err := r.Scan(&d, &n)
+		m[d] = n
+		return err
+	}}
+}
+
 func (p *pgPipe) expire(ctx context.Context, _ *sql.Tx, ns int64) ([]Binding, error) {
-	bs, err := p.bindings(ctx, pgExpire, ns)
+	bs, err := p.bindings(ctx, pgExpire, []any{ns})
 	if err != nil {
 		return nil, fmt.Errorf("expire: %w", err)
 	}
@@ -229,7 +259,13 @@ func (p *pgPipe) expire(ctx context.Context, _ *sql.Tx, ns int64) ([]Binding, er
 }
 
 func (p *pgPipe) current(ctx context.Context, _ *sql.Tx, addrs []string) (map[string]Binding, error) {
-	bs, err := p.bindings(ctx, pgCurrent, addrs)
+	var more []pgQuery
+	if len(p.ahead) > 0 {
+		p.counted = make(map[string]int, len(p.ahead))
+		more = append(more, countQuery(p.ahead, p.counted))
+		p.ahead = nil
+	}
+	bs, err := p.bindings(ctx, pgCurrent, []any{addrs}, more...)
 	if err != nil {
 		return nil, fmt.Errorf("read bindings: %w", err)
 	}
@@ -242,13 +278,18 @@ func (p *pgPipe) current(ctx context.Context, _ *sql.Tx, addrs []string) (map[st
 
 func (p *pgPipe) counts(ctx context.Context, _ *sql.Tx, duids []string) (map[string]int, error) {
 	m := make(map[string]int, len(duids))
-	_, err := p.send(ctx, pgCounts, []any{duids}, func(r pgx.Rows) error {
-		var d string
-		var n int
-		err := r.Scan(&d, &n)
+	for _, d := range duids {
+		n, ok := p.counted[d]
+		if !ok {
+			m = make(map[string]int, len(duids))
+			break
+		}
 		m[d] = n
-		return err
-	})
+	}
+	if len(m) == len(duids) {
+		return m, nil // counted ahead (no write has gone out since)
+	}
+	_, err := p.send(ctx, countQuery(duids, m))
 	if err != nil {
 		return nil, fmt.Errorf("count bindings: %w", err)
 	}
