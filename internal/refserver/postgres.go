@@ -101,7 +101,8 @@ func (s *postgresStore) serverDUID(ctx context.Context, gen func() []byte) ([]by
 // commit runs the transaction on one connection of the pool through pgx
 // itself (pgPipe), so that its statements go out pipelined: BEGIN and the
 // lock with the first read, the writes, the pruning and COMMIT together.
-// A batch costs three or four round trips instead of one per statement.
+// A batch costs two round trips (three with an expiry run) instead of one
+// per statement.
 func (s *postgresStore) commit(ctx context.Context, evs []Event, expireAt time.Time, max int) ([]Event, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
