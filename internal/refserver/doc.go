@@ -59,8 +59,8 @@
 //     transaction-scoped advisory lock, so the commits of a site's servers
 //     take turns; a commit is a handful of statements whatever its size
 //     (arrays through unnest), sent pipelined through pgx: two round
-//     trips, three with an expiry run. Leasequery (UDP and TCP) and history read the
-//     database, so any server answers for all of them.
+//     trips, three with an expiry run. Leasequery (UDP and TCP) and
+//     history read the database, so any server answers for all of them.
 //   - An old database: a file in the format of 0.1.0 at DBPath (a snapshot
 //     and log segments DBPath.wal.N) is imported into a new SQLite file
 //     that then takes its place; its files are kept in
