@@ -46,7 +46,9 @@ IMAGE_DEBS ?=
 FUZZTIME   ?= 2m
 TEST_TIMEOUT ?= 30m
 # make bench-server: offered rates (per second), time per rate, and an
-# optional Kea 3.x kea-dhcp6 binary measured the same way.
+# optional Kea 3.x kea-dhcp6 binary measured the same way (from a build
+# tree, build kea-lfc too; with BENCH_DB=postgres, libdhcp_pgsql.so:
+# internal/refserver/bench_server_test.go says where they are looked for).
 RATES      ?= 20000,25000,30000,48000
 BENCH_DURATION ?= 10s
 KEA        ?=

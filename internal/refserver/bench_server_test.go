@@ -1,8 +1,10 @@
 package refserver_test
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,13 +22,15 @@ import (
 // distinct client and address per message) offers fixed rates to
 // addrreg-refserver, durable as always (committed before each
 // reply), and reports the answered share and p50/p99 per rate. With
-// ADDRREG_KEA=/path/to/kea-dhcp6 (Kea 3.x, memfile) it measures Kea the same
-// way in the same run. `make bench-server` runs it; knobs:
+// ADDRREG_KEA=/path/to/kea-dhcp6 (Kea 3.x: memfile, or with
+// ADDRREG_BENCH_DB=postgres its PostgreSQL lease backend on the same test
+// cluster) it measures Kea the same way in the same run. `make bench-server` runs it; knobs:
 //
 //	ADDRREG_BENCH_RATES     offered rates, comma-separated (default 20000,25000,30000,48000)
 //	ADDRREG_BENCH_DURATION  per rate (default 10s)
 //	ADDRREG_BENCH_WARMUP    unmeasured load at the first rate before the rates (default 1s)
-//	ADDRREG_KEA             a kea-dhcp6 binary (optional)
+//	ADDRREG_KEA             a kea-dhcp6 binary (optional; see keaLFC, keaLeaseDB)
+//	ADDRREG_BENCH_DB        postgres: both servers on the test PostgreSQL (default SQLite / memfile)
 //	ADDRREG_BENCH_SERVER_ENV  VAR=value ... for addrreg-refserver only (e.g. GOGC=200)
 //	ADDRREG_BENCH_SERVER_ARGS more addrreg-refserver flags (e.g. --readers 1)
 //
@@ -209,21 +213,14 @@ func startBenchServer(b *testing.B, server string, srv *topo.Node) *topo.Proc {
 	// Kea binds the link-local address too: it must have passed DAD.
 	srv.WaitAddrs(b, "eth0", topo.LinkLocal, 15*time.Second)
 	if server == "kea" {
+		kea := os.Getenv("ADDRREG_KEA")
 		conf := filepath.Join(dir, "kea.json")
-		if err := os.WriteFile(conf, []byte(keaBenchConfig), 0o644); err != nil {
+		leaseDB, keaEnv := keaLeaseDB(b, kea)
+		if err := os.WriteFile(conf, []byte(keaBenchConfig(leaseDB)), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		// Kea 3.x keeps its lease file, PID and lock files in these, and
-		// wants its lease file cleaner (kea-lfc) where it was installed, or
-		// named: next to kea-dhcp6, or in a build tree's src/bin/lfc.
-		kea := os.Getenv("ADDRREG_KEA")
-		env := []string{"env", "KEA_DHCP_DATA_DIR=" + dir, "KEA_PIDFILE_DIR=" + dir, "KEA_LOCKFILE_DIR=" + dir}
-		for _, lfc := range []string{filepath.Join(filepath.Dir(kea), "kea-lfc"), filepath.Join(filepath.Dir(kea), "..", "lfc", "kea-lfc")} {
-			if _, err := os.Stat(lfc); err == nil {
-				env = append(env, "KEA_LFC_EXECUTABLE="+lfc)
-				break
-			}
-		}
+		// Kea 3.x keeps its lease file, PID and lock files in these.
+		env := append([]string{"env", "KEA_DHCP_DATA_DIR=" + dir, "KEA_PIDFILE_DIR=" + dir, "KEA_LOCKFILE_DIR=" + dir}, keaEnv...)
 		return waitPort547(b, srv, srv.Start(b, "kea", append(env, kea, "-c", conf)...))
 	}
 	bin := topo.BuildBinary(b, "./cmd/addrreg-refserver")
@@ -261,16 +258,114 @@ func waitPort547(b *testing.B, srv *topo.Node, p *topo.Proc) *topo.Proc {
 	}
 }
 
+// keaLFC is the environment that tells Kea's memfile backend where its
+// lease file cleaner is: Kea 3.x will not start without kea-lfc at the
+// path it was configured with (/usr/local/sbin/kea-lfc) or in
+// KEA_LFC_EXECUTABLE, even with "lfc-interval": 0. Looked for:
+// KEA_LFC_EXECUTABLE as given, kea-lfc next to kea-dhcp6 (installed), or
+// src/bin/lfc/kea-lfc of the build tree kea-dhcp6 is in (meson does not
+// build it with kea-dhcp6: `ninja -C BUILD src/bin/lfc/kea-lfc`).
+func keaLFC(b *testing.B, kea string) []string {
+	if os.Getenv("KEA_LFC_EXECUTABLE") != "" {
+		return nil // passed on as it is
+	}
+	for _, lfc := range []string{filepath.Join(filepath.Dir(kea), "kea-lfc"), filepath.Join(filepath.Dir(kea), "..", "lfc", "kea-lfc")} {
+		if _, err := os.Stat(lfc); err == nil {
+			return []string{"KEA_LFC_EXECUTABLE=" + lfc}
+		}
+	}
+	b.Logf("no kea-lfc next to %s or in its build tree's src/bin/lfc: Kea uses the one it was configured with; "+
+		"if it says \"Could not open lease file: File not found: …kea-lfc\", build it (ninja -C BUILD src/bin/lfc/kea-lfc) "+
+		"or set KEA_LFC_EXECUTABLE", kea)
+	return nil
+}
+
+// keaLeaseDB is Kea's "lease-database" and the environment it needs: its
+// memfile, or with ADDRREG_BENCH_DB=postgres its PostgreSQL backend (the
+// hook library libdhcp_pgsql.so in Kea 3.x) on a new database of the same
+// test cluster as the refserver's, made with Kea's own schema
+// (dhcpdb_create.pgsql: ADDRREG_KEA_PGSQL_SCHEMA, else found from
+// kea-dhcp6's place in a build tree or an installation). In a build tree
+// the hook is BUILD/src/hooks/dhcp/pgsql/libdhcp_pgsql.so (`ninja -C BUILD
+// src/hooks/dhcp/pgsql/libdhcp_pgsql.so`), loaded through KEA_HOOKS_PATH;
+// an installed Kea finds it in its own hooks directory.
+func keaLeaseDB(b *testing.B, kea string) (string, []string) {
+	if os.Getenv("ADDRREG_BENCH_DB") != "postgres" {
+		// Kea's memfile: kea-leases6.csv in KEA_DHCP_DATA_DIR, written
+		// without fsync.
+		return `{"type": "memfile", "lfc-interval": 0}`, keaLFC(b, kea)
+	}
+	var env []string
+	if os.Getenv("KEA_HOOKS_PATH") == "" {
+		hooks := filepath.Join(filepath.Dir(kea), "..", "..", "hooks", "dhcp", "pgsql")
+		if _, err := os.Stat(filepath.Join(hooks, "libdhcp_pgsql.so")); err == nil {
+			env = append(env, "KEA_HOOKS_PATH="+filepath.Clean(hooks))
+		}
+	}
+	schema := os.Getenv("ADDRREG_KEA_PGSQL_SCHEMA")
+	if schema == "" {
+		for _, f := range []string{
+			filepath.Join(filepath.Dir(kea), "..", "..", "share", "database", "scripts", "pgsql", "dhcpdb_create.pgsql"), // build tree: BUILD/src/bin/dhcp6
+			filepath.Join(filepath.Dir(kea), "..", "share", "kea", "scripts", "pgsql", "dhcpdb_create.pgsql"),            // PREFIX/sbin
+		} {
+			if _, err := os.Stat(f); err == nil {
+				schema = f
+				break
+			}
+		}
+	}
+	if schema == "" {
+		b.Fatalf("Kea's PostgreSQL schema (dhcpdb_create.pgsql) not found from %s: set ADDRREG_KEA_PGSQL_SCHEMA", kea)
+	}
+	sqlText, err := os.ReadFile(schema)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dbURL := pgtest.Shared(b).NewDB(b)
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	// Without arguments pgx sends the script as one simple query: its
+	// statements (functions with $$ bodies among them) in one go.
+	if _, err := db.Exec(string(sqlText)); err != nil {
+		b.Fatalf("Kea's schema %s: %v", schema, err)
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The unix socket (the directory in host=): reachable from the
+	// server's namespace, as the refserver's connection is.
+	cfg := map[string]any{"type": "postgresql", "name": strings.TrimPrefix(u.Path, "/"), "user": u.User.Username(),
+		"host": u.Query().Get("host")}
+	if p, err := strconv.Atoi(u.Query().Get("port")); err == nil {
+		cfg["port"] = p
+	}
+	j, err := json.Marshal(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(j), env
+}
+
 // keaBenchConfig is a Kea 3.x DHCPv6 configuration equivalent to the
 // refserver's: registrations accepted (allow-address-registration, Kea
 // 3.1.4 and later) on the relayed link 2001:db8:2::/64 (Kea picks the subnet
 // holding the relay's link-address), the relay's unicast to 2001:db8:1::1
-// received (the "eth0/ADDRESS" form), leases in its memfile (kea-leases6.csv
-// in KEA_DHCP_DATA_DIR, written without fsync), warnings only in the log.
-const keaBenchConfig = `{"Dhcp6": {
+// received (the "eth0/ADDRESS" form), leases in leaseDB (keaLeaseDB),
+// warnings only in the log.
+func keaBenchConfig(leaseDB string) string {
+	hooks := ""
+	if strings.Contains(leaseDB, `"postgresql"`) {
+		hooks = `"hooks-libraries": [{"library": "libdhcp_pgsql.so"}],`
+	}
+	return `{"Dhcp6": {
   "interfaces-config": {"interfaces": ["eth0/2001:db8:1::1"]},
   "allow-address-registration": true,
-  "lease-database": {"type": "memfile", "lfc-interval": 0},
+  "lease-database": ` + leaseDB + `, ` + hooks + `
   "subnet6": [{"id": 2, "subnet": "2001:db8:2::/64"}],
   "loggers": [{"name": "kea-dhcp6", "severity": "WARN", "output-options": [{"output": "stdout"}]}]
 }}`
+}

@@ -392,14 +392,20 @@ func (t sqliteTx) intake(ctx context.Context, tx *sql.Tx, instance string, rows 
 const sqliteIntake = `INSERT INTO ddns_intake (instance, seq, addr, name, duid, valid_s, prev_name, prev_duid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 
 func (pgTx) intake(ctx context.Context, tx *sql.Tx, instance string, rows []intakeRow) error {
+	q, args := pgIntake(instance, rows)
+	_, err := tx.ExecContext(ctx, q, args...)
+	return err
+}
+
+// pgIntake is the statement that writes rows to ddns_intake (arrays).
+func pgIntake(instance string, rows []intakeRow) (string, []any) {
 	n := len(rows)
 	seq, valid := make([]int64, n), make([]int64, n)
 	a, nm, d, pn, pd := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for k, r := range rows {
 		seq[k], valid[k], a[k], nm[k], d[k], pn[k], pd[k] = r.seq, r.valid, r.addr, r.name, r.duid, r.prevName, r.prevDUID
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO ddns_intake (instance, seq, addr, name, duid, valid_s, prev_name, prev_duid)
+	return `INSERT INTO ddns_intake (instance, seq, addr, name, duid, valid_s, prev_name, prev_duid)
 		SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])`,
-		instance, seq, a, nm, d, valid, pn, pd)
-	return err
+		[]any{instance, seq, a, nm, d, valid, pn, pd}
 }

@@ -485,6 +485,13 @@ type txWriter interface {
 	intake(ctx context.Context, tx *sql.Tx, instance string, rows []intakeRow) error
 }
 
+// countsAhead is a txWriter that pays a round trip per read (pgPipe): told
+// the DUIDs whose counts the commit may ask for, it counts them with its
+// read of the current rows, and its counts answers from that.
+type countsAhead interface {
+	countAhead(duids []string)
+}
+
 // commitTx is the commit both backends share: it decides every event from
 // the rows the transaction reads (see storage.commit) and writes the
 // result with w.
@@ -515,6 +522,23 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 				addrs = append(addrs, a)
 			}
 		}
+	}
+	if ca, ok := w.(countsAhead); ok && limit > 0 {
+		// Every client that may gain an address, counted with the read
+		// of the current rows.
+		var ds []string
+		seen := map[string]bool{}
+		for i := range evs {
+			e := &evs[i]
+			if !e.Durable() || e.Kind == EventDeregister || e.Kind == EventExpire {
+				continue
+			}
+			if d := hex.EncodeToString(e.Binding.DUID); !seen[d] {
+				seen[d] = true
+				ds = append(ds, d)
+			}
+		}
+		ca.countAhead(ds)
 	}
 	cur := map[string]Binding{}
 	if len(addrs) > 0 {
