@@ -82,9 +82,10 @@ func (m *machine) stateChanged() {
 func (m *machine) saveState() {
 	m.saveAt = time.Time{}
 	snap := m.snapshot()
-	if slices.Equal(snap, m.lastSaved) {
+	h := hashSnapshot(snap)
+	if m.saved && h == m.savedHash {
 		return
 	}
-	m.lastSaved = snap
+	m.saved, m.savedHash = true, h
 	m.emit(effSave{snap})
 }
