@@ -252,14 +252,20 @@ func loadState(path string, now time.Time, log *slog.Logger) []savedAddr {
 var snapshotSeed = maphash.MakeSeed()
 
 // hashSnapshot is what saveState keeps of the last snapshot it handed on:
-// a hash, not the snapshot (88 bytes an address).
+// a hash, not the snapshot (88 bytes an address). It is the sum of its
+// entries' hashes, so the order does not count and the machine can sum
+// them as it finds them (machine.snapshotHash).
 func hashSnapshot(snap []savedAddr) uint64 {
-	var h maphash.Hash
-	h.SetSeed(snapshotSeed)
+	var h uint64
 	for _, sa := range snap {
-		maphash.WriteComparable(&h, sa)
+		h += hashSaved(sa)
 	}
-	return h.Sum64()
+	return h
+}
+
+// hashSaved is one entry's hash, for hashSnapshot.
+func hashSaved(sa savedAddr) uint64 {
+	return maphash.Comparable(snapshotSeed, sa)
 }
 
 // stateWriter writes the snapshots the loop hands it (effSave) in its own

@@ -14,7 +14,7 @@ import (
 func (m *machine) step(now time.Time, ev event) []effect {
 	m.now, m.out = now, nil
 	changed := true
-	k, local := m.addrEventKey(ev)
+	k, local := m.localKey(ev)
 	var before addrDigest
 	if local {
 		before = m.digest(k)
@@ -53,9 +53,9 @@ func (m *machine) step(now time.Time, ev event) []effect {
 		m.pump()
 	}
 	if local && changed && m.digest(k) == before && !m.startedWork() {
-		// An address event that changed nothing the state file or the
-		// summary shows (an RA re-announcing a prefix's lifetimes): no
-		// work over all addresses for it.
+		// An address event or exchange result that changed nothing the
+		// state file or the summary shows (an RA re-announcing a prefix's
+		// lifetimes, a refresh's reply): no work over all addresses for it.
 		changed = false
 	}
 	if changed {
@@ -146,12 +146,20 @@ func (m *machine) arm() {
 	}
 }
 
-// addrEventKey reports whether ev is about one address alone, and which:
+// localKey reports whether ev is about one address alone, and which:
 // netmon's report of a global address on a known interface (not a
-// link-local one, which may start or stop discovery).
-func (m *machine) addrEventKey(ev event) (key, bool) {
+// link-local one, which may start or stop discovery), or the result of an
+// exchange for an address on a known interface.
+func (m *machine) localKey(ev event) (key, bool) {
+	if m.stopping {
+		return key{}, false
+	}
+	if r, ok := ev.(evResult); ok {
+		_, known := m.ifaces[r.k.ifindex]
+		return r.k, known
+	}
 	e, ok := ev.(evNetmon)
-	if !ok || m.stopping {
+	if !ok {
 		return key{}, false
 	}
 	switch e.Kind {
@@ -167,7 +175,8 @@ func (m *machine) addrEventKey(ev event) (key, bool) {
 }
 
 // addrDigest is what the state file and the summary show of one address
-// (and of its interface's stale list, which its removal may join).
+// (and how many stale entries wait, which its removal or deregistration
+// may change).
 type addrDigest struct {
 	known, registered bool
 	saved             savedAddr // its state-file entry; zero: none
@@ -178,7 +187,10 @@ type addrDigest struct {
 
 func (m *machine) digest(k key) addrDigest {
 	ifc := m.ifaces[k.ifindex]
-	d := addrDigest{stale: len(m.stale.of(ifc.name)), deregInFlight: m.deregInFlight[k]}
+	d := addrDigest{deregInFlight: m.deregInFlight[k]}
+	for _, list := range m.stale.byIface {
+		d.stale += len(list)
+	}
 	d.saved, d.deregDue = m.deregDue[k]
 	if ad, ok := ifc.addrs[k.addr]; ok {
 		d.known, d.registered = true, ad.phase() == Registered
