@@ -277,7 +277,8 @@ type stateWriter struct {
 	failing bool             // the last write failed (logged once until one succeeds)
 	// release: give the heap back to the kernel once the snapshot handed
 	// before is written (Agent.releaseMemory).
-	release chan struct{}
+	release  chan struct{}
+	released time.Time // the last release
 }
 
 func newStateWriter(path string, log *slog.Logger) *stateWriter {
@@ -288,6 +289,9 @@ func newStateWriter(path string, log *slog.Logger) *stateWriter {
 // more, the writer gives the heap back to the kernel (a forced collection,
 // a few milliseconds beside the write's own).
 const releaseWriteMin = 1000
+
+// releaseWriteEvery bounds how often large writes give the heap back.
+const releaseWriteEvery = 10 * time.Second
 
 // releaseAfterWrite asks for the heap to be given back to the kernel once
 // the snapshot offered last is written. Only the owner loop calls it.
@@ -316,11 +320,14 @@ func (w *stateWriter) run(ctx context.Context) {
 			return
 		case snap := <-w.in:
 			w.write(snap)
-			if len(snap) >= releaseWriteMin {
-				// Writes are rare (a change, a bound crossing its grid):
-				// the few MB a large one allocated would otherwise stay
+			if len(snap) >= releaseWriteMin && time.Since(w.released) >= releaseWriteEvery {
+				// Idle, writes are rare (a bound crossing its grid): the
+				// few MB a large one allocated would otherwise stay
 				// resident until the next collections and the scavenger.
+				// In a burst, once per releaseWriteEvery at most (its
+				// end has its own: releaseAfterWrite).
 				debug.FreeOSMemory()
+				w.released = time.Now()
 			}
 		case <-w.release:
 			select {
@@ -329,6 +336,7 @@ func (w *stateWriter) run(ctx context.Context) {
 			default:
 			}
 			debug.FreeOSMemory()
+			w.released = time.Now()
 		}
 	}
 }
