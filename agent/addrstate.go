@@ -175,7 +175,15 @@ func (l *bindingLimit) inherit(sa savedAddr, now time.Time) {
 	l.extend(sa.At, time.Duration(sa.Valid)*time.Second)
 }
 
-// seconds is the bound in the state file's form, rounded up.
+// seconds is the bound in the state file's form, widened to a grid of a
+// quarter of the valid lifetime (between 1 s and an hour, boundGrain): At
+// rounded down, At + Valid rounded up. An RA that re-announces a
+// prefix's lifetimes extends the bound by the seconds since the last one;
+// on the grid that changes the file's entry a few times per valid
+// lifetime, not at every RA, so the file of 10,000 addresses is not
+// rewritten every few seconds for one SLAAC address. A wider bound only
+// keeps a stale entry (and the deregistration owed for it) a little longer
+// than the server's binding can last.
 func (l bindingLimit) seconds() (at time.Time, valid uint32) {
 	if l.at.IsZero() {
 		return time.Time{}, 0
@@ -183,7 +191,20 @@ func (l bindingLimit) seconds() (at time.Time, valid uint32) {
 	if l.valid == netmon.Infinite {
 		return l.at.UTC().Round(0), scheduler.InfiniteSeconds
 	}
-	return l.at.UTC().Round(0), scheduler.Seconds(l.valid + time.Second - 1)
+	g := boundGrain(l.valid)
+	start := l.at.Unix() // rounded down to the second
+	end := l.at.Add(l.valid + time.Second - 1).Unix()
+	start -= start % g
+	if r := end % g; r != 0 {
+		end += g - r
+	}
+	return time.Unix(start, 0).UTC(), uint32(min(end-start, int64(scheduler.InfiniteSeconds-1)))
+}
+
+// boundGrain is the state file's grid for a bound of valid lifetime
+// valid, in seconds (bindingLimit.seconds).
+func boundGrain(valid time.Duration) int64 {
+	return int64(min(max(valid/4, time.Second), time.Hour) / time.Second)
 }
 
 // static reports whether na refreshes on an interval (RFC 9686 §4.6): a

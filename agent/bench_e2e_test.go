@@ -1,9 +1,12 @@
 package agent_test
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -220,7 +223,10 @@ func hostHandle(b *testing.B, nd *topo.Node) *netlink.Handle {
 // BenchmarkE2EIdle10k measures an agent holding 10,000 registered static
 // addresses: the time to register them all at start-up (paced at --rate
 // 2000 --burst 200, and at the defaults, 100/s burst 10), then its resident
-// memory and the CPU it uses over 30 s idle.
+// memory (in all and per address: RSS-B/addr, the whole VmRSS over the
+// addresses, so that a regression in what each costs shows) and the CPU it
+// uses over 30 s idle. With ADDRREG_BENCH_PPROF=DIR it also profiles the
+// idle daemon (startProfiled).
 //
 // With ADDRREG_BENCH_QUICK=1 (make test runs every benchmark once so that none rots) it holds
 // 1,100 addresses, more than the server's default per-DUID limit, for 2 s.
@@ -260,7 +266,17 @@ func benchIdle(b *testing.B, rate, burst string) {
 	l.host.MustExec(b, "ip", "-6", "-batch", filepath.Join(dir, "host.batch"))
 
 	start := time.Now()
-	p := l.startAgent(b, "--log-level", "info", "--rate", rate, "--burst", burst)
+	// Its own control socket: at the default path, another test's
+	// 'addrregd status' would reach this daemon and be counted in its idle.
+	args := []string{"--log-level", "info", "--rate", rate, "--burst", burst, "--control-socket", filepath.Join(dir, "control.sock")}
+	prof := startProfiled(b)
+	var p *topo.Proc
+	if prof != nil {
+		p = l.host.Start(b, "addrregd", append([]string{topo.BuildBinaryTags(b, "./cmd/addrregd", "addrreg_pprof"), "-i", "eth0",
+			"--duid", testDUID, "--state-file", l.statePath(b)}, args...)...)
+	} else {
+		p = l.startAgent(b, args...)
+	}
 	p.WaitOutput(b, "registration supported on link", 15*time.Second)
 	supported := time.Now()
 	want := n + 1 // and the SLAAC address
@@ -280,15 +296,30 @@ func benchIdle(b *testing.B, rate, burst string) {
 	}
 
 	pid := p.Pid()
-	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || strings.TrimSpace(string(comm)) != "addrregd" {
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || !strings.HasPrefix(string(comm), "addrregd") {
 		b.Fatalf("pid %d is %q (%v), not addrregd", pid, comm, err)
 	}
 	time.Sleep(2 * time.Second) // let the last replies and logs settle
 	informsBefore := len(l.sniff.Informs(netip.Addr{}))
 	cpu0 := proctest.CPU(b, pid)
-	time.Sleep(idle)
+	if prof != nil {
+		prof.fetch(b, fmt.Sprintf("cpu-%s.pprof", rate), fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(idle.Seconds())))
+	} else {
+		time.Sleep(idle)
+	}
 	cpu1 := proctest.CPU(b, pid)
+	if prof != nil {
+		prof.fetch(b, fmt.Sprintf("heap-%s.pprof", rate), "/debug/pprof/heap?gc=1")
+		prof.fetch(b, fmt.Sprintf("heap-%s.txt", rate), "/debug/pprof/heap?debug=1") // with runtime.MemStats
+	}
 	rss, hwm := procMem(b, pid)
+	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(line, "RssAnon:") || strings.HasPrefix(line, "RssFile:") {
+				b.Log(strings.Join(strings.Fields(line), " ")) // the heap and the rest; the binary's pages
+			}
+		}
+	}
 	informsIdle := len(l.sniff.Informs(netip.Addr{})) - informsBefore
 
 	// Server side: stop it and read how many bindings it holds.
@@ -305,6 +336,7 @@ func benchIdle(b *testing.B, rate, burst string) {
 
 	cpuPerMin := (cpu1 - cpu0).Seconds() / idle.Minutes()
 	b.ReportMetric(float64(rss)/(1<<20), "RSS-MB")
+	b.ReportMetric(float64(rss)/float64(want), "RSS-B/addr")
 	b.ReportMetric(float64(hwm)/(1<<20), "peak-RSS-MB")
 	b.ReportMetric(cpuPerMin, "idle-CPU-s/min")
 	b.ReportMetric(registered.Sub(supported).Seconds(), "register-all-s")
@@ -312,8 +344,49 @@ func benchIdle(b *testing.B, rate, burst string) {
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%d addresses registered %v after discovery (%v after start) at --rate %s; server holds %d bindings",
 		want, registered.Sub(supported).Round(time.Millisecond), registered.Sub(start).Round(time.Millisecond), rate, bindings)
-	b.Logf("idle %v: VmRSS %.1f MiB (VmHWM %.1f MiB), CPU %v = %.3f CPU-s/min, %d ADDR-REG-INFORMs",
-		idle, float64(rss)/(1<<20), float64(hwm)/(1<<20), cpu1-cpu0, cpuPerMin, informsIdle)
+	b.Logf("idle %v: VmRSS %.1f MiB = %d bytes/address (VmHWM %.1f MiB), CPU %v = %.3f CPU-s/min, %d ADDR-REG-INFORMs",
+		idle, float64(rss)/(1<<20), rss/int64(want), float64(hwm)/(1<<20), cpu1-cpu0, cpuPerMin, informsIdle)
+}
+
+// profiler fetches profiles from a daemon built with -tags addrreg_pprof
+// (cmd/addrregd/pprof_on.go) over its unix socket.
+type profiler struct {
+	dir, sock string
+	client    *http.Client
+}
+
+// startProfiled: with ADDRREG_BENCH_PPROF=DIR, the benchmark runs a
+// profiling build of addrregd and writes a CPU profile of the idle window
+// and a heap profile after it into DIR (go tool pprof DIR/cpu-2000.pprof).
+// Profiling costs CPU: read the idle CPU figure from a run without it.
+func startProfiled(b *testing.B) *profiler {
+	dir := os.Getenv("ADDRREG_BENCH_PPROF")
+	if dir == "" {
+		return nil
+	}
+	sock := filepath.Join(b.TempDir(), "pprof.sock")
+	b.Setenv("ADDRREG_PPROF", sock)
+	return &profiler{dir: dir, sock: sock, client: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}}
+}
+
+func (p *profiler) fetch(b *testing.B, name, path string) {
+	b.Helper()
+	resp, err := p.client.Get("http://addrregd" + path)
+	if err != nil {
+		b.Fatalf("profile %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("profile %s: %s %v", path, resp.Status, err)
+	}
+	if err := os.WriteFile(filepath.Join(p.dir, name), body, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("wrote %s", filepath.Join(p.dir, name))
 }
 
 // procMem returns VmRSS and VmHWM of pid in bytes.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -35,6 +36,8 @@ type Agent struct {
 	cancels map[int]context.CancelFunc
 	writer  *stateWriter
 	wg      sync.WaitGroup
+	// exchanges started since the heap was last given back (releaseMemory)
+	exchanges int
 }
 
 // New makes an agent. mon and reg must be running (their Run loops are the
@@ -182,6 +185,7 @@ loop:
 			break
 		}
 		a.perform(loopCtx, a.m.step(a.clock.Now(), ev))
+		a.releaseMemory()
 	}
 	if runErr == nil {
 		runErr = a.m.fatal
@@ -288,6 +292,7 @@ func (a *Agent) perform(loopCtx context.Context, effects []effect) {
 		case effProbe:
 			a.startProbe(loopCtx, e)
 		case effExchange:
+			a.exchanges++
 			a.startExchange(loopCtx, e)
 		case effCancel:
 			a.cancel(e.gen)
@@ -303,6 +308,34 @@ func (a *Agent) perform(loopCtx context.Context, effects []effect) {
 			}
 		}
 	}
+}
+
+// releaseAfter is how many exchanges a burst must have started for its
+// end to give the heap back (releaseMemory).
+const releaseAfter = 1000
+
+// releaseMemory gives the heap a burst grew back to the kernel once the
+// burst is over (nothing queued, nothing in flight) and the state file it
+// changed is written (encoding 10,000 addresses takes a few MB). The Go
+// runtime keeps what it freed up to the next collection's goal, twice the
+// live heap by default, and returns memory above that only slowly: after
+// registering 10,000 addresses at start-up an idle addrregd would keep
+// some 20 MB it never uses again. One forced collection per 1,000
+// exchanges at most, in its own goroutine or the writer's (the loop goes
+// on meanwhile).
+func (a *Agent) releaseMemory() {
+	if a.exchanges < releaseAfter || a.m.queue.len() > 0 || a.m.inflight > 0 {
+		return
+	}
+	if !a.m.saveAt.IsZero() {
+		return // the next step that saves will do
+	}
+	a.exchanges = 0
+	if a.writer != nil {
+		a.writer.releaseAfterWrite()
+		return
+	}
+	a.wg.Go(debug.FreeOSMemory)
 }
 
 func (a *Agent) cancel(gen int) {

@@ -59,8 +59,14 @@ type machine struct {
 	fatal error
 
 	// stale: deregistrations that wait for their link (stale.go).
-	stale     staleAddrs
-	lastSaved []savedAddr // the last snapshot handed to the writer
+	stale staleAddrs
+	// savedHash: hashSnapshot of the last snapshot handed to the writer,
+	// if saved (not the snapshot: 88 bytes an address).
+	saved     bool
+	savedHash uint64
+	// summary: the heartbeat's counts, kept until a step changes
+	// something (nil: count again).
+	summary *Summary
 }
 
 // deregFlight is one address's deregistrations in flight.

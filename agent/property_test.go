@@ -556,6 +556,18 @@ func (p *propRun) checkInvariants() {
 	if len(h.results) != 0 {
 		p.fail("harness: %d results not fed back", len(h.results))
 	}
+	// What the machine does not recompute: the state file, once its
+	// debounce has passed, is the snapshot of now (a step it judged to
+	// change nothing the file shows must not have changed it), from the
+	// first save on; the heartbeat's kept counts are today's.
+	if m.cfg.StatePath != "" && m.saved && m.saveAt.IsZero() && !m.stopping {
+		if snap := m.snapshot(); hashSnapshot(snap) != m.savedHash {
+			p.fail("state file: the snapshot %v is not the last saved, and no save is due", snap)
+		}
+	}
+	if m.summary != nil && *m.summary != m.summarize() {
+		p.fail("kept summary %v, counted %v", *m.summary, m.summarize())
+	}
 	// The timer.
 	if w := m.wake(); !w.Equal(h.timerAt) {
 		p.fail("timer armed for %v, machine's earliest wake-up %v", h.timerAt, w)

@@ -8,6 +8,7 @@ package agent
 type keyQueue struct {
 	keys []key
 	in   map[key]bool
+	peak int // the longest since in was made (pop)
 }
 
 // push queues k unless it is queued already.
@@ -20,6 +21,7 @@ func (q *keyQueue) push(k key) {
 	}
 	q.in[k] = true
 	q.keys = append(q.keys, k)
+	q.peak = max(q.peak, len(q.keys))
 }
 
 // front is the key that waits longest; ok is false when none waits.
@@ -30,10 +32,19 @@ func (q *keyQueue) front() (k key, ok bool) {
 	return q.keys[0], true
 }
 
-// pop removes the front key.
+// pop removes the front key. An emptied queue lets go of the storage a
+// burst grew: a Go map keeps its buckets after its keys are deleted, so in
+// would hold room for 10,000 keys (about 1 MB) for good after a start-up
+// that queued 10,000 addresses.
 func (q *keyQueue) pop() {
 	delete(q.in, q.keys[0])
 	q.keys = q.keys[1:]
+	if len(q.keys) == 0 {
+		q.keys = nil
+		if q.peak > 64 {
+			q.in, q.peak = nil, 0
+		}
+	}
 }
 
 func (q *keyQueue) len() int { return len(q.keys) }

@@ -31,42 +31,50 @@ func (m *machine) savedOf(ifc *iface, ip netip.Addr, ad *addr) savedAddr {
 // way, and the file's entries not yet claimed.
 func (m *machine) snapshot() []savedAddr {
 	out := []savedAddr{}
+	m.eachSaved(func(sa savedAddr) { out = append(out, sa) })
+	slices.SortFunc(out, func(x, y savedAddr) int {
+		return cmp.Or(strings.Compare(x.Iface, y.Iface), x.Addr.Compare(y.Addr))
+	})
+	return out
+}
+
+// eachSaved calls fn for each entry of the snapshot, in no order.
+func (m *machine) eachSaved(fn func(savedAddr)) {
 	for _, ifc := range m.ifaces {
 		for ip, ad := range ifc.addrs {
 			if !ad.held() || m.stopDeregistered[key{ifc.index, ip}] {
 				continue
 			}
-			out = append(out, m.savedOf(ifc, ip, ad))
+			fn(m.savedOf(ifc, ip, ad))
 		}
 	}
 	// Owed deregistrations, and those under way: one the stop could not
 	// get out (refused, or abandoned at StopTimeout) must be in the last
 	// write, for the next start to send.
-	gone := map[key]savedAddr{}
-	for k, d := range m.deregInFlight {
-		gone[k] = d.rec
-	}
-	for k, sa := range m.deregDue {
-		gone[k] = sa
-	}
-	for k, sa := range gone {
+	gone := func(k key, sa savedAddr) {
 		ifc, ok := m.ifaces[k.ifindex]
 		if !ok || m.stopDeregistered[k] {
-			continue // a removed link's are in stale (linkGone)
+			return // a removed link's are in stale (linkGone)
 		}
 		if ad, ok := ifc.addrs[k.addr]; ok && ad.held() {
-			continue // listed above
+			return // listed above
 		}
 		sa.Iface, sa.HW = ifc.name, ifc.hw
-		out = append(out, sa)
+		fn(sa)
+	}
+	for k, d := range m.deregInFlight {
+		if _, due := m.deregDue[k]; !due {
+			gone(k, d.rec)
+		}
+	}
+	for k, sa := range m.deregDue {
+		gone(k, sa)
 	}
 	for _, list := range m.stale.byIface {
-		out = append(out, list...)
+		for _, sa := range list {
+			fn(sa)
+		}
 	}
-	slices.SortFunc(out, func(x, y savedAddr) int {
-		return cmp.Or(strings.Compare(x.Iface, y.Iface), x.Addr.Compare(y.Addr))
-	})
-	return out
 }
 
 // stateChanged arms the debounce after the machine handled anything.
@@ -81,10 +89,19 @@ func (m *machine) stateChanged() {
 // replaces one it has not written yet.
 func (m *machine) saveState() {
 	m.saveAt = time.Time{}
-	snap := m.snapshot()
-	if slices.Equal(snap, m.lastSaved) {
+	h := m.snapshotHash()
+	if m.saved && h == m.savedHash {
 		return
 	}
-	m.lastSaved = snap
-	m.emit(effSave{snap})
+	m.saved, m.savedHash = true, h
+	m.emit(effSave{m.snapshot()})
+}
+
+// snapshotHash is hashSnapshot(m.snapshot()) without building it: the
+// check after each change costs a pass over the addresses, not a sorted
+// copy of them.
+func (m *machine) snapshotHash() uint64 {
+	var h uint64
+	m.eachSaved(func(sa savedAddr) { h += hashSaved(sa) })
+	return h
 }

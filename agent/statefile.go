@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -147,15 +150,69 @@ func writeState(path string, addrs []savedAddr) (err error) {
 	if addrs == nil {
 		addrs = []savedAddr{}
 	}
-	b, err := json.MarshalIndent(savedState{Version: stateVersion, Addresses: addrs}, "", "  ")
+	b, err := encodeState(addrs)
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	b = append(b, '\n')
 	if err := atomicfile.Write(path, b); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
 	return nil
+}
+
+// encodeState is json.MarshalIndent(savedState{...}, "", "  ") and a
+// newline, written out by hand into one buffer: encoding/json would keep
+// the buffer of a whole file in its pool (2 MB for 10,000 addresses) and
+// spend most of a large write's time in reflection.
+// TestEncodeStateIsMarshalIndent holds it to encoding/json's bytes.
+func encodeState(addrs []savedAddr) ([]byte, error) {
+	b := make([]byte, 0, 64+len(addrs)*240) // about 200 bytes an address
+	b = fmt.Appendf(b, "{\n  \"version\": %d,\n  \"addresses\": [", stateVersion)
+	for i, sa := range addrs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n    {\n      \"iface\": "...)
+		b = appendJSONString(b, sa.Iface)
+		if sa.HW != "" {
+			b = append(b, ",\n      \"hwaddr\": "...)
+			b = appendJSONString(b, sa.HW)
+		}
+		b = append(b, ",\n      \"addr\": \""...)
+		b = append(sa.Addr.AppendTo(b), '"') // hex digits, colons, dots: nothing to escape
+		b = append(b, ",\n      \"preferred_lifetime\": "...)
+		b = strconv.AppendUint(b, uint64(sa.Preferred), 10)
+		b = append(b, ",\n      \"valid_lifetime\": "...)
+		b = strconv.AppendUint(b, uint64(sa.Valid), 10)
+		if !sa.At.IsZero() {
+			b = append(b, ",\n      \"at\": "...)
+			if y := sa.At.Year(); y < 0 || y > 9999 {
+				return nil, fmt.Errorf("%s: time %v has no RFC 3339 form", sa.Addr, sa.At)
+			}
+			b = append(b, '"')
+			b = append(sa.At.AppendFormat(b, time.RFC3339Nano), '"') // time.Time.MarshalJSON's form
+		}
+		b = append(b, "\n    }"...)
+	}
+	if len(addrs) > 0 {
+		b = append(b, "\n  "...)
+	}
+	return append(b, "]\n}\n"...), nil
+}
+
+// appendJSONString appends s as encoding/json writes it: as is between
+// quotes when every byte is one it never escapes, else by json.Marshal.
+func appendJSONString(b []byte, s string) []byte {
+	for i := range len(s) {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // loadState reads the file at path and removes temporary files a killed
@@ -191,6 +248,26 @@ func loadState(path string, now time.Time, log *slog.Logger) []savedAddr {
 	return live
 }
 
+// snapshotSeed seeds hashSnapshot for the process's life.
+var snapshotSeed = maphash.MakeSeed()
+
+// hashSnapshot is what saveState keeps of the last snapshot it handed on:
+// a hash, not the snapshot (88 bytes an address). It is the sum of its
+// entries' hashes, so the order does not count and the machine can sum
+// them as it finds them (machine.snapshotHash).
+func hashSnapshot(snap []savedAddr) uint64 {
+	var h uint64
+	for _, sa := range snap {
+		h += hashSaved(sa)
+	}
+	return h
+}
+
+// hashSaved is one entry's hash, for hashSnapshot.
+func hashSaved(sa savedAddr) uint64 {
+	return maphash.Comparable(snapshotSeed, sa)
+}
+
 // stateWriter writes the snapshots the loop hands it (effSave) in its own
 // goroutine, so a slow disk never holds the owner loop up.
 type stateWriter struct {
@@ -198,10 +275,31 @@ type stateWriter struct {
 	log     *slog.Logger
 	in      chan []savedAddr // one slot: a newer snapshot replaces one not yet written
 	failing bool             // the last write failed (logged once until one succeeds)
+	// release: give the heap back to the kernel once the snapshot handed
+	// before is written (Agent.releaseMemory).
+	release  chan struct{}
+	released time.Time // the last release
 }
 
 func newStateWriter(path string, log *slog.Logger) *stateWriter {
-	return &stateWriter{path: path, log: log, in: make(chan []savedAddr, 1)}
+	return &stateWriter{path: path, log: log, in: make(chan []savedAddr, 1), release: make(chan struct{}, 1)}
+}
+
+// releaseWriteMin: after writing a state file of this many addresses or
+// more, the writer gives the heap back to the kernel (a forced collection,
+// a few milliseconds beside the write's own).
+const releaseWriteMin = 1000
+
+// releaseWriteEvery bounds how often large writes give the heap back.
+const releaseWriteEvery = 10 * time.Second
+
+// releaseAfterWrite asks for the heap to be given back to the kernel once
+// the snapshot offered last is written. Only the owner loop calls it.
+func (w *stateWriter) releaseAfterWrite() {
+	select {
+	case w.release <- struct{}{}:
+	default:
+	}
 }
 
 // offer queues snap, replacing one not yet written. Only the owner loop
@@ -222,6 +320,23 @@ func (w *stateWriter) run(ctx context.Context) {
 			return
 		case snap := <-w.in:
 			w.write(snap)
+			if len(snap) >= releaseWriteMin && time.Since(w.released) >= releaseWriteEvery {
+				// Idle, writes are rare (a bound crossing its grid): the
+				// few MB a large one allocated would otherwise stay
+				// resident until the next collections and the scavenger.
+				// In a burst, once per releaseWriteEvery at most (its
+				// end has its own: releaseAfterWrite).
+				debug.FreeOSMemory()
+				w.released = time.Now()
+			}
+		case <-w.release:
+			select {
+			case snap := <-w.in:
+				w.write(snap)
+			default:
+			}
+			debug.FreeOSMemory()
+			w.released = time.Now()
 		}
 	}
 }

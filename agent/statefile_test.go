@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/addrreg/addrreg/netmon"
 	"github.com/addrreg/addrreg/registrar"
+	"github.com/addrreg/addrreg/scheduler"
 )
 
 func TestStateRoundTrip(t *testing.T) {
@@ -265,4 +267,29 @@ func sorted(s []string) []string { slices.Sort(s); return s }
 // once the agent has stopped).
 func newTextLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// encodeState writes what json.MarshalIndent would, one address at a time.
+func TestEncodeStateIsMarshalIndent(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	for _, addrs := range [][]savedAddr{
+		nil,
+		{{Iface: "eth0", HW: "02:00:00:00:00:01", Addr: netip.MustParseAddr("2001:db8::1"), Preferred: 300, Valid: 600, At: t0}},
+		{{Iface: "eth0", Addr: netip.MustParseAddr("2001:db8::1")},
+			{Iface: "e\"th1", HW: "x", Addr: netip.MustParseAddr("2001:db8::2"), Valid: scheduler.InfiniteSeconds, At: t0}},
+		{{Iface: "<&é\\\x01>", HW: "02:00:00:00:00:01", Addr: netip.MustParseAddr("fd00::1"), Preferred: scheduler.InfiniteSeconds, Valid: 7, At: t0.Add(1500 * time.Millisecond)},
+			{Iface: "wlan0", Addr: netip.MustParseAddr("2001:db8::3"), At: t0.In(time.FixedZone("x", 3600))}},
+	} {
+		want, err := json.MarshalIndent(savedState{Version: stateVersion, Addresses: append([]savedAddr{}, addrs...)}, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := encodeState(append([]savedAddr{}, addrs...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want)+"\n" {
+			t.Errorf("encodeState:\n%s\nwant\n%s", got, want)
+		}
+	}
 }

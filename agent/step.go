@@ -1,6 +1,10 @@
 package agent
 
-import "time"
+import (
+	"time"
+
+	"github.com/addrreg/addrreg/netmon"
+)
 
 // The machine's transition function: step applies one event and returns
 // the effects; wakeUp is what is due when the one timer fires.
@@ -10,6 +14,11 @@ import "time"
 func (m *machine) step(now time.Time, ev event) []effect {
 	m.now, m.out = now, nil
 	changed := true
+	k, local := m.localKey(ev)
+	var before addrDigest
+	if local {
+		before = m.digest(k)
+	}
 	switch ev := ev.(type) {
 	case evNetmon:
 		if !m.stopping {
@@ -40,11 +49,20 @@ func (m *machine) step(now time.Time, ev event) []effect {
 			m.hostNameChanged(ev.name)
 		}
 	}
-	if changed && !m.stopping {
-		m.stateChanged()
-	}
 	if !m.stopping && m.fatal == nil {
 		m.pump()
+	}
+	if local && changed && m.digest(k) == before && !m.startedWork() {
+		// An address event or exchange result that changed nothing the
+		// state file or the summary shows (an RA re-announcing a prefix's
+		// lifetimes, a refresh's reply): no work over all addresses for it.
+		changed = false
+	}
+	if changed {
+		m.summary = nil
+		if !m.stopping {
+			m.stateChanged()
+		}
 	}
 	m.arm()
 	out := m.out
@@ -83,9 +101,16 @@ func (m *machine) wakeUp() bool {
 	if !m.saveAt.IsZero() && !m.saveAt.After(m.now) {
 		m.saveState()
 	}
+	if worked {
+		m.summary = nil
+	}
 	if !m.beatAt.IsZero() && !m.beatAt.After(m.now) {
 		m.beatAt = m.now.Add(m.cfg.HeartbeatInterval)
-		m.emit(effHeartbeat{m.summarize()})
+		if m.summary == nil {
+			sum := m.summarize()
+			m.summary = &sum
+		}
+		m.emit(effHeartbeat{*m.summary})
 	}
 	return worked
 }
@@ -119,4 +144,71 @@ func (m *machine) arm() {
 		m.armedAt = at
 		m.emit(effTimer{at})
 	}
+}
+
+// localKey reports whether ev is about one address alone, and which:
+// netmon's report of a global address on a known interface (not a
+// link-local one, which may start or stop discovery), or the result of an
+// exchange for an address on a known interface.
+func (m *machine) localKey(ev event) (key, bool) {
+	if m.stopping {
+		return key{}, false
+	}
+	if r, ok := ev.(evResult); ok {
+		_, known := m.ifaces[r.k.ifindex]
+		return r.k, known
+	}
+	e, ok := ev.(evNetmon)
+	if !ok {
+		return key{}, false
+	}
+	switch e.Kind {
+	case netmon.AddrAdded, netmon.AddrUpdated, netmon.AddrRemoved:
+	default:
+		return key{}, false
+	}
+	ifc, ok := m.ifaces[e.Addr.Index]
+	if !ok || e.Addr.Class == netmon.ClassLinkLocal || ifc.linkLocals[e.Addr.IP] {
+		return key{}, false
+	}
+	return key{ifc.index, e.Addr.IP}, true
+}
+
+// addrDigest is what the state file and the summary show of one address
+// (and how many stale entries wait, which its removal or deregistration
+// may change).
+type addrDigest struct {
+	known, registered bool
+	saved             savedAddr // its state-file entry; zero: none
+	deregDue          bool
+	deregInFlight     deregFlight
+	stale             int
+}
+
+func (m *machine) digest(k key) addrDigest {
+	ifc := m.ifaces[k.ifindex]
+	d := addrDigest{deregInFlight: m.deregInFlight[k]}
+	for _, list := range m.stale.byIface {
+		d.stale += len(list)
+	}
+	d.saved, d.deregDue = m.deregDue[k]
+	if ad, ok := ifc.addrs[k.addr]; ok {
+		d.known, d.registered = true, ad.phase() == Registered
+		if ad.held() {
+			d.saved = m.savedOf(ifc, k.addr, ad)
+		}
+	}
+	return d
+}
+
+// startedWork reports whether the step so far started or cancelled an
+// exchange or a probe (which changes what the server may hold).
+func (m *machine) startedWork() bool {
+	for _, e := range m.out {
+		switch e.(type) {
+		case effExchange, effProbe, effCancel:
+			return true
+		}
+	}
+	return false
 }

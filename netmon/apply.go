@@ -98,8 +98,9 @@ func (s *state) setLink(l rawLink, now time.Time) {
 	if renamed {
 		for k, a := range s.addrs {
 			if k.index == l.Index {
-				a.Ifname = l.Name
-				s.addrs[k] = a
+				n := *a
+				n.Ifname = l.Name
+				s.addrs[k] = &n
 				s.touch(key{kind: kAddr, index: k.index, ip: k.ip}, now)
 			}
 		}
@@ -208,9 +209,10 @@ func (s *state) makeAddr(p parsedAddr, now time.Time) Addr {
 func (s *state) setAddr(p parsedAddr, now time.Time) {
 	k := addrKey{p.Index, p.Raw.IP}
 	a := s.makeAddr(p, now)
-	old, ok := s.addrs[k]
-	e := addrEntry{Addr: a, gen: old.gen}
-	if !ok {
+	e := &addrEntry{Addr: a}
+	if old, ok := s.addrs[k]; ok {
+		e.gen = old.gen
+	} else {
 		e.gen = s.nextGen()
 	}
 	s.addrs[k] = e

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -287,4 +288,40 @@ func BenchmarkHandleRAFlood(b *testing.B) {
 	if st := m.Stats(); st.Routers != DefaultMaxRouters {
 		b.Fatalf("%d routers kept", st.Routers)
 	}
+}
+
+// BenchmarkStateMemory10k is what the monitor keeps for 10,000 addresses
+// on one link once the consumer has been told of them all: heap-B/addr,
+// the live heap after a collection over the addresses (addrregd idles
+// with 10,000 static addresses: BenchmarkE2EIdle10k).
+//
+//	go test -run '^$' -bench StateMemory ./netmon
+func BenchmarkStateMemory10k(b *testing.B) {
+	const n = 10000
+	msgs := []message{newLinkMsg(unix.RTM_NEWLINK, unix.AF_UNSPEC, 2, "eth0", unix.IFF_UP|unix.IFF_LOWER_UP, 0)}
+	for i := range n {
+		msgs = append(msgs, newAddrMsg(unix.RTM_NEWADDR, 2, fmt.Sprintf("2001:db8::%x:1", i+1), 64, unix.IFA_F_PERMANENT|unix.IFA_F_NODAD, 0, 0xffffffff, 0xffffffff))
+	}
+	var perAddr float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		s := newState(ClassifyOptions{}, 4096, 1500*time.Millisecond)
+		s.resync(msgs, t0)
+		for {
+			if _, ok := s.next(t0); !ok {
+				break
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if len(s.addrs) != n || len(s.vaddrs) != n {
+			b.Fatalf("%d addresses, %d told, want %d", len(s.addrs), len(s.vaddrs), n)
+		}
+		perAddr = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(s)
+	}
+	b.ReportMetric(perAddr, "heap-B/addr")
+	b.ReportMetric(0, "ns/op")
 }

@@ -33,20 +33,23 @@ type state struct {
 	messages    int
 	dumping     bool // applying a dump, not notifications
 
-	// cur
+	// cur. An address's entry is never changed in place, so the view
+	// shares it once the consumer has been told (a change makes a new
+	// one): one copy of each address, not two.
 	links map[int]*linkEntry
-	addrs map[addrKey]addrEntry
+	addrs map[addrKey]*addrEntry
 	clock uint64 // clock jumps seen
 
 	// view
 	vlinks map[int]linkEntry // without the routers map
 	vra    map[int]raFlags
-	vaddrs map[addrKey]addrEntry
+	vaddrs map[addrKey]*addrEntry
 	vclock uint64
 
 	// queue of keys that may differ, oldest first
 	q         queue
 	qidx      map[key]*queued
+	qpeak     int  // the queue's longest since qidx was made (drained)
 	overflow  bool // the queue overflowed: diff everything at the next Next
 	overflows int
 }
@@ -127,10 +130,10 @@ func newState(copts ClassifyOptions, limit int, slack time.Duration) *state {
 		raFlagsHold: DefaultRAFlagsHold,
 		signal:      func() {},
 		links:       map[int]*linkEntry{},
-		addrs:       map[addrKey]addrEntry{},
+		addrs:       map[addrKey]*addrEntry{},
 		vlinks:      map[int]linkEntry{},
 		vra:         map[int]raFlags{},
-		vaddrs:      map[addrKey]addrEntry{},
+		vaddrs:      map[addrKey]*addrEntry{},
 		qidx:        map[key]*queued{},
 	}
 }
