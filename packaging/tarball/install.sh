@@ -55,7 +55,9 @@ manifest=$state/installed
 
 old=
 [ -r "$state/version" ] && old=$(cat "$state/version")
-if [ -n "$old" ]; then
+if [ "$old" = "$version" ]; then
+	echo "$me: reinstalling addrreg $version in ${root:-/} ($init)"
+elif [ -n "$old" ]; then
 	echo "$me: upgrading addrreg $old to $version in ${root:-/} ($init)"
 else
 	echo "$me: installing addrreg $version in ${root:-/} ($init)"

@@ -52,6 +52,7 @@ grep '^F ' "$manifest" | while IFS= read -r line; do
 	/etc/*)
 		if [ -e "$root$p" ] && ! cmp -s "$root$p" "$state/etc${p#/etc}" && [ -z "$purge" ]; then
 			echo "  $p: changed here, kept (--purge removes it)"
+			rm -f "$root$p.new"
 			continue
 		fi
 		rm -f "$root$p" "$root$p.new"
