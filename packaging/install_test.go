@@ -213,7 +213,7 @@ func TestOpenRC(t *testing.T) {
 		t.Fatalf("openrc.sh: %v\n%s", err, out)
 	}
 	want := []string{"addrregd-start", "addrregd-status", "addrregd-pid", "addrregd-control-socket", "addrregd-options",
-		"addrregd-state-dir", "addrregd-respawned", "addrregd-reload", "addrregd-same-pid-after-reload", "addrregd-stop",
+		"addrregd-state-dir", "addrregd-respawned", "addrregd-respawned-answers", "addrregd-reload", "addrregd-same-pid-after-reload", "addrregd-stop",
 		"addrregd-gone", "addrregd-stopped", "addrregd-log", "addrreg-refserver-describe", "dhcp6-shield-describe"}
 	var got []string
 	for line := range strings.Lines(string(out)) {

@@ -40,7 +40,15 @@ mount --bind "$ovl/addrregd" /etc/default/addrregd
 svc=/etc/init.d/addrregd
 check addrregd-start "$svc" start
 check addrregd-status "$svc" status
-pid=$(pgrep -x addrregd)
+# addrregd's PID: not a zombie that this namespace's init (this shell) has
+# not reaped yet.
+live_pid() {
+	local p
+	for p in $(pgrep -x addrregd); do
+		[ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] || echo "$p"
+	done
+}
+pid=$(live_pid)
 check addrregd-pid test -n "$pid" -a "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/sbin/addrregd
 # The daemon is up when its control socket answers.
 for _ in $(seq 50); do /usr/sbin/addrregd status >/dev/null 2>&1 && break; sleep 0.1; done
@@ -50,15 +58,17 @@ check addrregd-state-dir test -d /var/lib/addrregd
 # supervise-daemon restarts a daemon that dies (respawn_delay=2).
 kill -KILL "$pid"
 for _ in $(seq 60); do
-	npid=$(pgrep -x addrregd)
+	npid=$(live_pid)
 	[ -n "$npid" ] && [ "$npid" != "$pid" ] && break
 	sleep 0.1
 done
 check addrregd-respawned test -n "$npid" -a "$npid" != "$pid"
 pid=$npid
+for _ in $(seq 50); do /usr/sbin/addrregd status >/dev/null 2>&1 && break; sleep 0.1; done
+check addrregd-respawned-answers /usr/sbin/addrregd status
 check addrregd-reload "$svc" reload
 sleep 0.5
-check addrregd-same-pid-after-reload test "$(pgrep -x addrregd)" = "$pid"
+check addrregd-same-pid-after-reload test "$(live_pid)" = "$pid"
 check addrregd-stop "$svc" stop
 # Gone, or a zombie that this namespace's init (this shell) has not reaped.
 gone() { local st; st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null); [ -z "$st" ] || [ "$st" = Z ]; }
