@@ -28,7 +28,8 @@ STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # every daemon's metrics endpoint. Packaging and its tests: debhelper & co.
 # build the .debs, rpm (rpmbuild) and rpmlint the RPMs, go-md2man the man
 # pages, openrc runs the OpenRC scripts (in private namespaces: it does not
-# replace the init system), lintian and systemd-analyze
+# replace the init system), busybox runs install.sh as Alpine would, lintian
+# and systemd-analyze
 # (systemd, man-db) check them, file reads ELF headers; debootstrap, e2fsprogs
 # and zstd build the test image, QEMU boots it. dpkg-buildpackage insists on
 # build-essential (its implicit Build-Depends), a minimal system lacks it.
@@ -36,7 +37,7 @@ STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # their own cluster); BIND 9 is the DNS server the DNS-update tests run, dig
 # asks it.
 DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus \
-              build-essential debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file rpm rpmlint openrc \
+              build-essential debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file rpm rpmlint openrc busybox \
               debootstrap e2fsprogs zstd qemu-system-x86 qemu-utils \
               postgresql bind9 bind9-dnsutils
 # make image: the Debian releases the test images are built from (one

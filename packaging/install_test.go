@@ -60,13 +60,33 @@ func exists(path string) bool {
 // change; after an upgrade that changes the shipped files, it keeps the
 // changed one (the new one beside it as .new, and says so) and updates the
 // unchanged one; uninstall.sh removes everything but the changed file, and
-// --purge leaves the root as empty as it was.
+// --purge leaves the root as empty as it was. Run by Debian's sh (dash,
+// coreutils) and by BusyBox's (its ash and applets alone on PATH, as on
+// Alpine).
 func TestInstallScript(t *testing.T) {
+	t.Run("dash", func(t *testing.T) { testInstallScript(t, nil, "sh") })
+	t.Run("busybox", func(t *testing.T) {
+		need(t, "busybox")
+		bb, err := exec.LookPath("busybox")
+		if err != nil {
+			t.Fatal(err)
+		}
+		applets := t.TempDir()
+		run(t, "", nil, bb, "--install", "-s", applets)
+		testInstallScript(t, []string{"PATH=" + applets}, bb, "sh")
+	})
+}
+
+func testInstallScript(t *testing.T, env []string, shell ...string) {
 	tree := unpackTarball(t)
 	root := t.TempDir()
+	sh := func(script string, args ...string) string {
+		t.Helper()
+		return run(t, "", env, shell[0], append(append(shell[1:], script), args...)...)
+	}
 	install := func(args ...string) string {
 		t.Helper()
-		return run(t, "", nil, "sh", append([]string{filepath.Join(tree, "install.sh"), "--root", root}, args...)...)
+		return sh(filepath.Join(tree, "install.sh"), append([]string{"--root", root}, args...)...)
 	}
 	out := install("--init", "systemd")
 	t.Logf("install.sh:\n%s", out)
@@ -131,7 +151,7 @@ func TestInstallScript(t *testing.T) {
 	}
 
 	// uninstall.sh (the installed copy) keeps the changed file only.
-	out = run(t, "", nil, "sh", filepath.Join(root, "usr/lib/addrreg/uninstall.sh"), "--root", root)
+	out = sh(filepath.Join(root, "usr/lib/addrreg/uninstall.sh"), "--root", root)
 	t.Logf("uninstall.sh:\n%s", out)
 	left := treeFiles(t, root)
 	if !slices.Equal(left, []string{"etc/default/addrregd"}) {
@@ -152,7 +172,7 @@ func TestInstallScript(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out = run(t, "", nil, "sh", filepath.Join(root, "usr/lib/addrreg/uninstall.sh"), "--root", root, "--purge")
+	out = sh(filepath.Join(root, "usr/lib/addrreg/uninstall.sh"), "--root", root, "--purge")
 	t.Logf("uninstall.sh --purge:\n%s", out)
 	if left := treeFiles(t, root); len(left) > 0 {
 		t.Errorf("after uninstall.sh --purge: %q left", left)
