@@ -26,7 +26,10 @@ STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # loss and refused sends; isc-dhcp-relay is the relay the deployment guide
 # warns of (it drops registrations); prometheus brings promtool, which checks
 # every daemon's metrics endpoint. Packaging and its tests: debhelper & co.
-# build the .debs, go-md2man the man pages, lintian and systemd-analyze
+# build the .debs, rpm (rpmbuild) and rpmlint the RPMs, go-md2man the man
+# pages, openrc runs the OpenRC scripts (in private namespaces: it does not
+# replace the init system), busybox runs install.sh as Alpine would, lintian
+# and systemd-analyze
 # (systemd, man-db) check them, file reads ELF headers; debootstrap, e2fsprogs
 # and zstd build the test image, QEMU boots it. dpkg-buildpackage insists on
 # build-essential (its implicit Build-Depends), a minimal system lacks it.
@@ -34,7 +37,7 @@ STATIC_FLAGS := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 # their own cluster); BIND 9 is the DNS server the DNS-update tests run, dig
 # asks it.
 DEB_PKGS   := radvd iproute2 procps tcpdump ethtool isc-dhcp-client kea-dhcp6-server dnsmasq-base nftables isc-dhcp-relay prometheus \
-              build-essential debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file \
+              build-essential debhelper dpkg-dev fakeroot lintian go-md2man systemd man-db file rpm rpmlint openrc busybox \
               debootstrap e2fsprogs zstd qemu-system-x86 qemu-utils \
               postgresql bind9 bind9-dnsutils
 # make image: the Debian releases the test images are built from (one
@@ -161,8 +164,10 @@ version: ## print the Debian version of this commit
 deb: ## Debian packages for this machine's architecture into dist/ (dpkg-buildpackage)
 	./packaging/build-deb.sh $(VERSION) $(GOARCH)
 
-dist: ## packages and a static tarball for each of ARCHES (amd64 arm64) into dist/
+dist: ## .debs, RPMs and a tarball for each of ARCHES (amd64 arm64) into dist/, with dist/SHA256SUMS
 	./packaging/build-deb.sh $(VERSION) $(ARCHES)
+	./packaging/build-rpm.sh $(VERSION) $(ARCHES)
+	./packaging/sha256sums.sh $(VERSION) $(ARCHES)
 
 image: deb ## build the Debian test images (bookworm, trixie) with the package installed (IMAGE_DIR/SUITE, as root)
 	@[ "$$(id -u)" = 0 ] || { echo "make image needs root: debootstrap and chroot" >&2; exit 1; }

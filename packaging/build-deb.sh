@@ -8,7 +8,8 @@
 # VERSION comes from packaging/version.sh. DIST (default dist/) and PKGBUILD
 # (default build/deb, emptied first) move the outputs and the work. Outputs:
 #   dist/<pkg>_<VERSION>_<arch>.deb       addrregd, addrreg-refserver, dhcp6-shield
-#   dist/addrreg_<VERSION>_linux_<arch>.tar.gz   the three packages' files, for other distributions
+#   dist/addrreg-<VERSION>-<arch>.tar.gz  the three packages' files and
+#       install.sh/uninstall.sh, for other distributions (packaging/tarball)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$1
@@ -54,25 +55,31 @@ for arch in "$@"; do
 		tail -40 "$work/build-$arch.log" >&2
 		exit 1
 	}
-	tarroot=$work/tar-$arch
-	mkdir -p "$tarroot"
+	# The tarball, for other distributions: one directory,
+	# addrreg-VERSION-ARCH/, with install.sh and uninstall.sh (POSIX sh)
+	# and the three packages' files under files/ (the OpenRC scripts added,
+	# debian's lintian overrides left out).
+	name=addrreg-$version-$arch
+	tarroot=$work/tar-$arch/$name
+	mkdir -p "$tarroot/files"
 	for pkg in addrregd addrreg-refserver dhcp6-shield; do
 		deb=${pkg}_${version}_${arch}.deb
 		cp "$work/$deb" "$dist/"
-		dpkg-deb -x "$work/$deb" "$tarroot"
+		dpkg-deb -x "$work/$deb" "$tarroot/files"
+		install -D -m 0755 "packaging/openrc/$pkg" "$tarroot/files/etc/init.d/$pkg"
 	done
+	rm -rf "$tarroot/files/usr/share/lintian"
 	# Units under /usr/lib, which systemd searches on every distribution.
-	if [ -d "$tarroot/lib/systemd" ]; then
-		mkdir -p "$tarroot/usr/lib"
-		mv "$tarroot/lib/systemd" "$tarroot/usr/lib/"
-		rmdir "$tarroot/lib"
+	if [ -d "$tarroot/files/lib/systemd" ]; then
+		mkdir -p "$tarroot/files/usr/lib"
+		mv "$tarroot/files/lib/systemd" "$tarroot/files/usr/lib/"
+		rmdir "$tarroot/files/lib"
 	fi
-	# Files only, no directory members: extracting with -C / then follows
-	# the system's own directory symlinks (/usr/sbin -> bin, /lib -> usr/lib)
-	# instead of replacing them. Reproducible: sorted, fixed owner and time,
-	# no name or time in gzip.
-	(cd "$tarroot" && find . ! -type d | LC_ALL=C sort) |
-		tar -C "$tarroot" --no-recursion -T - --owner=0 --group=0 --numeric-owner \
-			--mtime="@$epoch" -cf - | gzip -9n > "$dist/addrreg_${version}_linux_${arch}.tar.gz"
-	ls -l "$dist"/*_"${version}"_*"$arch"*
+	install -m 0755 packaging/tarball/install.sh packaging/tarball/uninstall.sh "$tarroot/"
+	echo "$version" > "$tarroot/VERSION"
+	# Reproducible: sorted, fixed owner and time, no name or time in gzip.
+	(cd "$work/tar-$arch" && find "$name" | LC_ALL=C sort) |
+		tar -C "$work/tar-$arch" --no-recursion -T - --owner=0 --group=0 --numeric-owner \
+			--mtime="@$epoch" -cf - | gzip -9n > "$dist/$name.tar.gz"
+	ls -l "$dist"/*_"${version}"_"$arch".deb "$dist/$name.tar.gz"
 done

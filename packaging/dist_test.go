@@ -86,7 +86,7 @@ func builtDist(t *testing.T) (string, string) {
 		dist.version = strings.TrimSpace(run(t, top, nil, "make", "-s", "version"))
 		cmd := exec.Command("make", "-s", "dist", "VERSION="+dist.version)
 		cmd.Dir = top
-		cmd.Env = append(os.Environ(), "DIST="+dist.dir, "PKGBUILD="+filepath.Join(tmp, "build"))
+		cmd.Env = append(os.Environ(), "DIST="+dist.dir, "PKGBUILD="+filepath.Join(tmp, "build"), "RPMBUILD="+filepath.Join(tmp, "rpmbuild"))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			dist.failed = fmt.Sprintf("make dist: %v\n%s", err, out)
 		}
@@ -272,26 +272,31 @@ func TestVersionFlagMatchesPackage(t *testing.T) {
 	}
 }
 
-// The tarball for other distributions holds the three packages' files,
-// and no directories.
+// The tarball for other distributions unpacks into one directory,
+// addrreg-VERSION-ARCH/, with install.sh, uninstall.sh and the three
+// packages' files (and OpenRC scripts) under files/; no lintian overrides.
 func TestTarball(t *testing.T) {
 	dir, version := builtDist(t)
 	for arch := range arches {
-		tgz := filepath.Join(dir, fmt.Sprintf("addrreg_%s_linux_%s.tar.gz", version, arch))
+		name := fmt.Sprintf("addrreg-%s-%s", version, arch)
+		tgz := filepath.Join(dir, name+".tar.gz")
 		list := run(t, "", nil, "tar", "-tzf", tgz)
 		for line := range strings.Lines(list) {
-			if strings.HasSuffix(line, "/\n") {
-				t.Errorf("%s: directory member %s: extracting at / would replace a symlinked directory", filepath.Base(tgz), strings.TrimSpace(line))
+			if !strings.HasPrefix(line, name+"/") {
+				t.Errorf("%s: member %s outside %s/", filepath.Base(tgz), strings.TrimSpace(line), name)
+			}
+			if strings.Contains(line, "lintian") {
+				t.Errorf("%s: %s: lintian overrides are Debian's", filepath.Base(tgz), strings.TrimSpace(line))
 			}
 		}
+		want := []string{"install.sh", "uninstall.sh", "VERSION"}
 		for _, p := range pkgs {
-			for _, f := range []string{"./usr/sbin/" + p, "./etc/default/" + p, "./usr/share/man/man8/" + p + ".8.gz"} {
-				if !strings.Contains(list, f+"\n") {
-					t.Errorf("%s: no %s", filepath.Base(tgz), f)
-				}
-			}
-			if !regexp.MustCompile(`(?m)^\./usr/lib/systemd/system/` + p + `\.service$`).MatchString(list) {
-				t.Errorf("%s: no unit %s.service", filepath.Base(tgz), p)
+			want = append(want, "files/usr/sbin/"+p, "files/etc/default/"+p, "files/usr/share/man/man8/"+p+".8.gz",
+				"files/usr/lib/systemd/system/"+p+".service", "files/etc/init.d/"+p, "files/usr/share/doc/"+p+"/copyright")
+		}
+		for _, f := range want {
+			if !strings.Contains(list, name+"/"+f+"\n") {
+				t.Errorf("%s: no %s/%s", filepath.Base(tgz), name, f)
 			}
 		}
 	}
