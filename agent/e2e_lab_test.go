@@ -78,7 +78,7 @@ func newLab(t testing.TB, o labOpts) *lab {
 func (l *lab) startRefserver(t testing.TB, extra ...string) *topo.Proc {
 	t.Helper()
 	l.dbPath = filepath.Join(t.TempDir(), "bindings.db")
-	args := append([]string{topo.BuildBinary(t, "./cmd/addrreg-refserver"), "-i", "eth0",
+	args := append([]string{topo.BuildBinary(t, "./cmd/addrreg-refserver"), "--control-socket", topo.ControlSocket(t), "-i", "eth0",
 		"--prefix", "eth0=" + prefix1, "--prefix", "eth0=" + ula1,
 		"--db", l.dbPath, "--leasequery-allow", "::/0", "--log-level", "debug"}, extra...)
 	l.refserver = l.server.Start(t, "refserver", args...)
@@ -87,10 +87,12 @@ func (l *lab) startRefserver(t testing.TB, extra ...string) *topo.Proc {
 }
 
 // startAgent runs addrregd on the host with the test DUID and its state
-// file in the test's temporary directory (never the system's).
+// file and control socket in the test's temporary directories (never the
+// system's); a --control-socket in args overrides the latter (the last
+// occurrence of a flag wins).
 func (l *lab) startAgent(t testing.TB, args ...string) *topo.Proc {
 	t.Helper()
-	argv := append([]string{topo.BuildBinary(t, "./cmd/addrregd"), "-i", "eth0", "--duid", testDUID, "--log-level", "debug",
+	argv := append([]string{topo.BuildBinary(t, "./cmd/addrregd"), "--control-socket", topo.ControlSocket(t), "-i", "eth0", "--duid", testDUID, "--log-level", "debug",
 		"--state-file", l.statePath(t)}, args...)
 	return l.host.Start(t, "addrregd", argv...)
 }
@@ -107,7 +109,7 @@ func (l *lab) statePath(t testing.TB) string {
 // must not delay its timers.
 func (l *lab) startAgentNiced(t testing.TB, args ...string) *topo.Proc {
 	t.Helper()
-	argv := append([]string{"nice", "-n", "-20", topo.BuildBinary(t, "./cmd/addrregd"), "-i", "eth0", "--duid", testDUID, "--log-level", "debug",
+	argv := append([]string{"nice", "-n", "-20", topo.BuildBinary(t, "./cmd/addrregd"), "--control-socket", topo.ControlSocket(t), "-i", "eth0", "--duid", testDUID, "--log-level", "debug",
 		"--state-file", l.statePath(t)}, args...)
 	return l.host.Start(t, "addrregd", argv...)
 }

@@ -80,7 +80,9 @@ func register(t *testing.T, nd *topo.Node, ifname string, addr netip.Addr, duid 
 
 func startServer(t *testing.T, nd *topo.Node, bin string, args ...string) *topo.Proc {
 	t.Helper()
-	p := nd.Start(t, "refserver", append([]string{bin}, args...)...)
+	// A control socket of the test's own unless args name one (the last
+	// --control-socket wins): the default under /run is shared by every test.
+	p := nd.Start(t, "refserver", append([]string{bin, "--control-socket", topo.ControlSocket(t)}, args...)...)
 	p.WaitOutput(t, "msg=listening", 15*time.Second)
 	return p
 }
