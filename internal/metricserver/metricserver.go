@@ -25,7 +25,7 @@ import (
 // CheckAddr validates a --metrics-listen value: HOST:PORT, host optional.
 func CheckAddr(addr string) error {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return fmt.Errorf("want HOST:PORT (e.g. [::1]:9547 or :9547), not %q", addr)
+		return fmt.Errorf("want HOST:PORT, [IPv6]:PORT or :PORT (e.g. [::1]:9000, 127.0.0.1:9000 or :9000), not %q", addr)
 	}
 	return nil
 }
