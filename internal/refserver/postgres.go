@@ -270,11 +270,7 @@ func (p *pgPipe) current(ctx context.Context, _ *sql.Tx, addrs []string) (map[st
 	if err != nil {
 		return nil, fmt.Errorf("read bindings: %w", err)
 	}
-	m := make(map[string]Binding, len(bs))
-	for _, b := range bs {
-		m[b.Addr.String()] = b
-	}
-	return m, nil
+	return byAddr(bs), nil
 }
 
 func (p *pgPipe) counts(ctx context.Context, _ *sql.Tx, duids []string) (map[string]int, error) {
@@ -377,11 +373,7 @@ func (pgTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string
 	if err != nil {
 		return nil, fmt.Errorf("read bindings: %w", err)
 	}
-	m := make(map[string]Binding, len(bs))
-	for _, b := range bs {
-		m[b.Addr.String()] = b
-	}
-	return m, nil
+	return byAddr(bs), nil
 }
 
 func (pgTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error) {
@@ -453,4 +445,13 @@ func (pgTx) prune(ctx context.Context, tx *sql.Tx, ret retention, now int64) err
 	}, func(ctx context.Context, args ...any) (sql.Result, error) {
 		return tx.ExecContext(ctx, pruneByAge, args...)
 	}, ret, now)
+}
+
+// byAddr indexes bindings by their address's text.
+func byAddr(bs []Binding) map[string]Binding {
+	m := make(map[string]Binding, len(bs))
+	for _, b := range bs {
+		m[b.Addr.String()] = b
+	}
+	return m
 }
