@@ -1,6 +1,7 @@
 package refserver
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -153,7 +154,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 			s := &Server{jobs: make(chan job, 4096), log: slog.New(slog.NewTextHandler(io.Discard, nil)), counter: map[string]uint64{}, hot: newHotCounters()}
 			s.st.Store(&storageRef{st})
 			done := make(chan struct{})
-			go func() { s.writer(); close(done) }()
+			go func() { s.writer(context.Background()); close(done) }()
 			addrs := benchAddrs(1024)
 			var wg sync.WaitGroup
 			per := (b.N + clients - 1) / clients
@@ -229,7 +230,7 @@ func BenchmarkServerPipeline(b *testing.B) {
 		pkts[i] = Packet{Data: relayFwd(0, relay, netip.AddrFrom16(a), nil, inf), Src: from, Iface: "eth0", IfIndex: 1}
 	}
 	done := make(chan struct{})
-	go func() { s.writer(); close(done) }()
+	go func() { s.writer(context.Background()); close(done) }()
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := cpuTime()

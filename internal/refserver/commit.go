@@ -33,8 +33,11 @@ type job struct {
 // allowed), and hands the batch to the sender, which releases the replies
 // that waited for it, writeBatch per sendmmsg, while the writer commits the
 // next batch. It returns when jobs is closed and drained and the sender is
-// done.
-func (s *Server) writer() {
+// done. After a failed commit it backs off before the next, until ctx ends:
+// then what is still queued is tried once each, without waiting, so a
+// server told to stop while its database is down stops at once (nothing
+// uncommitted is acknowledged either way).
+func (s *Server) writer(ctx context.Context) {
 	const maxBatch = 4096
 	// Three batches: one filling and committing, one being sent, one spare.
 	free := make(chan []job, 3)
@@ -129,7 +132,12 @@ func (s *Server) writer() {
 		clear(evs)
 		sendq <- sendBatch{jobs: batch, failed: err != nil, start: t0.UnixNano(), end: t1.UnixNano()}
 		if err != nil {
-			time.Sleep(backoff)
+			wait := time.NewTimer(backoff)
+			select {
+			case <-wait.C:
+			case <-ctx.Done():
+				wait.Stop()
+			}
 		}
 	}
 }

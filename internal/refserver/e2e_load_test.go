@@ -330,3 +330,41 @@ func TestE2EPostgresRestartUnderLoad(t *testing.T) {
 	checkNoneLost(t, acked, got)
 	_ = p.Signal(syscall.SIGTERM)
 }
+
+// A server told to stop while its database is down stops at once: the
+// writer's backoff between failed commits (doubling up to 5 s) ends with
+// the server instead of holding its shutdown.
+func TestE2EStopWhileDatabaseDown(t *testing.T) {
+	pg := pgtest.Shared(t)
+	srv, relay, bin, args := relayLab(t)
+	p := startServer(t, srv, bin, append(withDB(args, pg.NewDB(t)), "--log-level", "debug")...)
+	r := newRelayer(t, relay, netip.MustParseAddr("2001:db8:1::1"))
+	stop := make(chan struct{})
+	sent := make(chan int)
+	go loadStream(r, stop, sent)
+	defer func() { close(stop); <-sent }()
+	for deadline := time.Now().Add(30 * time.Second); len(r.acked()) < 100; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d acknowledged after 30 s\n%s", len(r.acked()), p.Output())
+		}
+	}
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pg.Start(); err != nil {
+			t.Errorf("PostgreSQL does not start again: %v", err)
+		}
+	})
+	p.WaitOutput(t, "retry_in=5s", 30*time.Second) // the backoff at its cap
+	t0 := time.Now()
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Wait(t, 30*time.Second)
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Errorf("stopped %v after SIGTERM (exit %v), want at once: the backoff held the shutdown\n%.3000s", took.Round(time.Millisecond), err, p.Output())
+	} else {
+		t.Logf("stopped %v after SIGTERM (exit %v)", took.Round(time.Millisecond), err)
+	}
+}

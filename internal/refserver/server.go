@@ -333,7 +333,7 @@ func (s *Server) run(ctx context.Context, pc PacketConn) (err error) {
 	writerDone.Add(1)
 	go func() {
 		defer writerDone.Done()
-		s.writer()
+		s.writer(ctx)
 	}()
 
 	var producers sync.WaitGroup
