@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -40,13 +38,7 @@ func TestDDNSBadFlags(t *testing.T) {
 		{append(srv, "--ddns-forward-zone", "example.net", "--ddns-ttl", "-1s"), "--ddns-ttl"},
 		{append(srv, "--ddns-forward-zone", "example.net", "--ddns-ttl", "soon"), "--ddns-ttl"},
 	} {
-		var stdout, stderr bytes.Buffer
-		if code := run(tc.args, &stdout, &stderr); code != 2 {
-			t.Errorf("%v: exit %d, want 2 (stderr %q)", tc.args, code, stderr.String())
-		}
-		if !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%v: stderr %q does not name %s", tc.args, stderr.String(), tc.want)
-		}
+		wantUsageError(t, tc.args, tc.want)
 	}
 }
 

@@ -47,13 +47,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"query", "--address", "2001:db8::1", "--server", "nowhere"}, "--server"},
 		{[]string{"query", "--address", "2001:db8::1", "--client-id", "0001"}, "--client-id"},
 	} {
-		var stdout, stderr bytes.Buffer
-		if code := run(tc.args, &stdout, &stderr); code != 2 {
-			t.Errorf("%v: exit %d, want 2 (stderr %q)", tc.args, code, stderr.String())
-		}
-		if !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%v: stderr %q does not name %s", tc.args, stderr.String(), tc.want)
-		}
+		wantUsageError(t, tc.args, tc.want)
 	}
 }
 
@@ -187,5 +181,18 @@ func TestCLIConvention(t *testing.T) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit %d, stdout starting %q, stderr naming %q",
 				tc.args, code, stdout.String(), stderr.String(), tc.code, tc.stdout, tc.stderrHas)
 		}
+	}
+}
+
+// wantUsageError runs the command with args and wants exit 2 with a message
+// that names want (the flag at fault).
+func wantUsageError(t *testing.T, args []string, want string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	if code := run(args, &stdout, &stderr); code != 2 {
+		t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), want) {
+		t.Errorf("%v: stderr %q does not name %s", args, stderr.String(), want)
 	}
 }

@@ -185,16 +185,7 @@ func TestBackoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- u.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-		f.wg.Wait()
-	}()
+	defer runUpdater(t, u, f)()
 
 	u.Enqueue(Change{Addr: a1, Name: "h1", DUID: dA, Valid: time.Hour})
 	for _, wait := range []time.Duration{1, 2, 4, 8, 8, 8} {
@@ -352,16 +343,10 @@ func TestBadJournal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- u.Run(ctx) }()
+	stop := runUpdater(t, u, f)
 	u.Enqueue(Change{Addr: a1, Name: "h", DUID: dA})
 	waitFor(t, func() bool { return u.Pending() == 0 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Error(err)
-	}
-	f.wg.Wait()
+	stop()
 	if got := testutil.ToFloat64(u.m.journal); got != 1 {
 		t.Errorf("journal errors = %v, want 1", got)
 	}
@@ -426,16 +411,7 @@ func TestJournalChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- u.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-		f.wg.Wait()
-	}()
+	defer runUpdater(t, u, f)()
 	u.Enqueue(Change{Addr: a1, Name: "h1", DUID: dA, PrevName: "h1", PrevDUID: dA, Seq: 4}) // a refresh
 	waitFor(t, func() bool { return len(j.taken()) == 4 && u.Pending() == 0 })
 	got := j.taken()
@@ -453,5 +429,20 @@ func TestJournalChanges(t *testing.T) {
 	}
 	if !slices.Contains(names, "h2.example.net.") || slices.Contains(names, "x.example.com.") {
 		t.Errorf("updates to %v; want h2.example.net., nothing outside the zones", names)
+	}
+}
+
+// runUpdater runs u; the stop it returns ends Run, reports Run's error and
+// waits for f's exchanges.
+func runUpdater(t *testing.T, u *Updater, f *fakeDNS) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		f.wg.Wait()
 	}
 }
