@@ -207,6 +207,9 @@ type storeOptions struct {
 	// events to ddns_intake for that instance (Config.DNSJournal).
 	dnsInstance *string
 	log         logger
+	// walRestartFrames (SQLite): the WAL's length in frames at which the
+	// writer restarts it; 0: defaultRestartFrames (tests set less).
+	walRestartFrames int
 }
 
 type logger interface {
