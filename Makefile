@@ -58,6 +58,9 @@ KEA        ?=
 # BENCH_DB=postgres: the reference server on a PostgreSQL database (a
 # private test cluster, test/pgtest) instead of SQLite.
 BENCH_DB   ?= sqlite
+# BENCH_KEYS=random: the clients' interface IDs and DUIDs in no order (as
+# real clients'), instead of counting up.
+BENCH_KEYS ?= sequential
 
 .PHONY: help deps deb-pkgs build static copyright man test unit e2e bench bench-server fuzz lint demo deb dist image version clean ci-clean
 
@@ -120,7 +123,7 @@ bench: ## run the benchmarks
 
 bench-server: ## refserver (BENCH_DB=sqlite|postgres; KEA=path, Kea 3.x) answered % and p50/p99 at fixed RATES (root)
 	@[ "$$(id -u)" = 0 ] || { echo "make bench-server needs root: it creates network namespaces" >&2; exit 1; }
-	set -o pipefail; ADDRREG_BENCH_RATES='$(RATES)' ADDRREG_BENCH_DURATION='$(BENCH_DURATION)' ADDRREG_KEA='$(KEA)' ADDRREG_BENCH_DB='$(BENCH_DB)' \
+	set -o pipefail; ADDRREG_BENCH_RATES='$(RATES)' ADDRREG_BENCH_DURATION='$(BENCH_DURATION)' ADDRREG_KEA='$(KEA)' ADDRREG_BENCH_DB='$(BENCH_DB)' ADDRREG_BENCH_KEYS='$(BENCH_KEYS)' \
 		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkServerRelay$$' -benchtime 1x -timeout $(TEST_TIMEOUT) -v ./internal/refserver/ \
 		| grep -vE '^(=== RUN|goos|goarch|pkg|cpu)'
 

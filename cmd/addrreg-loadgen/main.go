@@ -68,6 +68,7 @@ type options struct {
 	json      bool
 	keep      bool
 	relay     netip.Addr // relay mode: the link-address of the Relay-Forwards
+	random    bool       // relay mode: clients' interface IDs and DUIDs at random (--keys random)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -89,6 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Uint32Var(&o.valid, "valid", 3600, "valid lifetime sent, seconds")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&o.keep, "keep-addresses", false, "leave the added addresses on the interface")
+	keys := fs.String("keys", "sequential", "relay mode: the clients' interface IDs and DUIDs: sequential (counting up from --offset and 0) or random (64-bit interface IDs and DUIDs in no order, as real clients' are; still one distinct client per message)")
 	relay := fs.String("relay", "", "relay mode: send Relay-Forwards with this link-address from [::]:547, a distinct client and address per message (needs --rate)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -131,6 +133,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if o.count > maxRelayCount {
 			return bad("invalid --count %d with --relay: at most %d", o.count, maxRelayCount)
 		}
+	}
+	switch *keys {
+	case "sequential":
+	case "random":
+		if p.Bits() > 64 {
+			return bad("--keys random needs a --prefix of /64 or shorter (its 64-bit interface IDs)")
+		}
+		o.random = true
+	default:
+		return bad("invalid --keys %q: want sequential or random", *keys)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,4 +94,56 @@ func FuzzRelayReplyXID(f *testing.F) {
 	a := netip.MustParseAddr("2001:db8:2::1000")
 	f.Add(relayForward(nil, a, a, inform(nil, 1, []byte{0, 2}, a, 1, 2)))
 	f.Fuzz(func(t *testing.T, b []byte) { _, _ = relayReplyXID(b) })
+}
+
+// TestRelayRandomKeys: with --keys random every client still has its own
+// address (inside the prefix) and DUID, and neither counts up: about half
+// of consecutive clients' interface IDs and DUIDs are in descending order.
+func TestRelayRandomKeys(t *testing.T) {
+	o := options{prefix: netip.MustParsePrefix("2001:db8:2::/64"), offset: 0x1000, random: true}
+	const n = 10000
+	addrs, duids := map[netip.Addr]bool{}, map[string]bool{}
+	var prevA netip.Addr
+	var prevD []byte
+	downA, downD := 0, 0
+	for i := range n {
+		a, d := relayClient(o, i)
+		if !o.prefix.Contains(a) {
+			t.Fatalf("client %d: %s outside %s", i, a, o.prefix)
+		}
+		addrs[a], duids[string(d)] = true, true
+		if i > 0 {
+			if a.Less(prevA) {
+				downA++
+			}
+			if bytes.Compare(d, prevD) < 0 {
+				downD++
+			}
+		}
+		prevA, prevD = a, d
+	}
+	if len(addrs) != n || len(duids) != n {
+		t.Errorf("%d addresses and %d DUIDs for %d clients: want all distinct", len(addrs), len(duids), n)
+	}
+	if downA < n*4/10 || downD < n*4/10 {
+		t.Errorf("%d of %d consecutive addresses and %d DUIDs descend: want about half (in no order)", downA, n-1, downD)
+	}
+}
+
+// TestKeysFlag: --keys takes sequential or random; random needs a /64 or
+// shorter prefix for its interface IDs. A bad value exits 2 naming it.
+func TestKeysFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--keys", "shuffled"}, `invalid --keys "shuffled"`},
+		{[]string{"--keys", "random", "--prefix", "2001:db8:2::/96"}, "--keys random needs a --prefix of /64 or shorter"},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"-i", "lo", "--prefix", "2001:db8:2::/64", "--relay", "2001:db8:2::1", "--rate", "1"}, tc.args...)
+		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, %q; want 2 and %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
 }

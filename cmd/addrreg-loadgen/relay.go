@@ -57,14 +57,36 @@ func relayReplyXID(b []byte) (uint32, bool) {
 }
 
 // relayClient returns the address and DUID of the i-th client: a distinct
-// one per message.
+// one per message. Sequential: interface ID --offset+i, DUID-EN with
+// identifier i. Random: the 64-bit interface ID and the DUID-EN's 8-byte
+// identifier are two bijections of --offset+i (so still distinct), in no
+// order: each lands at a random place in the server's indexes, as SLAAC
+// addresses and real clients' DUIDs do.
 func relayClient(o options, i int) (netip.Addr, []byte) {
+	if o.random {
+		j := uint64(o.offset) + uint64(i)
+		a := o.prefix.Addr().As16()
+		binary.BigEndian.PutUint64(a[8:], mix64(j))
+		d := binary.BigEndian.AppendUint16(make([]byte, 0, 14), 2) // DUID-EN, enterprise 32473 (documentation)
+		d = binary.BigEndian.AppendUint32(d, 32473)
+		return netip.AddrFrom16(a), binary.BigEndian.AppendUint64(d, mix64(j^0x5bd1e9955bd1e995))
+	}
 	a := o.prefix.Addr().As16()
 	id := binary.BigEndian.Uint32(a[12:]) + o.offset + uint32(i)
 	binary.BigEndian.PutUint32(a[12:], id)
 	d := binary.BigEndian.AppendUint16(make([]byte, 0, 10), 2) // DUID-EN, enterprise 32473 (documentation)
 	d = binary.BigEndian.AppendUint32(d, 32473)
 	return netip.AddrFrom16(a), binary.BigEndian.AppendUint32(d, uint32(i))
+}
+
+// mix64 is SplitMix64's finalizer: a bijection of uint64 whose outputs
+// for consecutive inputs look random.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // rxStamp returns the SCM_TIMESTAMPNS in a datagram's control messages

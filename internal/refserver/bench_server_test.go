@@ -31,6 +31,7 @@ import (
 //	ADDRREG_BENCH_WARMUP    unmeasured load at the first rate before the rates (default 1s)
 //	ADDRREG_KEA             a kea-dhcp6 binary (optional; see keaLFC, keaLeaseDB)
 //	ADDRREG_BENCH_DB        postgres: both servers on the test PostgreSQL (default SQLite / memfile)
+//	ADDRREG_BENCH_KEYS      sequential (default: clients' interface IDs and DUIDs count up) or random (in no order, as real clients')
 //	ADDRREG_BENCH_SERVER_ENV  VAR=value ... for addrreg-refserver only (e.g. GOGC=200)
 //	ADDRREG_BENCH_SERVER_ARGS more addrreg-refserver flags (e.g. --readers 1)
 //
@@ -71,6 +72,13 @@ func BenchmarkServerRelay(b *testing.B) {
 		}
 		warm = d
 	}
+	keys := "sequential"
+	if v := os.Getenv("ADDRREG_BENCH_KEYS"); v != "" {
+		if v != "sequential" && v != "random" {
+			b.Fatalf("ADDRREG_BENCH_KEYS=%q: want sequential or random", v)
+		}
+		keys = v
+	}
 	servers := []string{"refserver"}
 	if os.Getenv("ADDRREG_KEA") != "" {
 		servers = append(servers, "kea")
@@ -90,7 +98,7 @@ func BenchmarkServerRelay(b *testing.B) {
 			if warm > 0 {
 				relay.MustExec(b, lg, "-i", "eth0", "--relay", "2001:db8:2::1", "--prefix", "2001:db8:2::/64",
 					"--server", "2001:db8:1::1", "--rate", strconv.Itoa(rates[0]), "--duration", warm.String(),
-					"--count", "0", "--offset", "0", "--timeout", "1s", "--json")
+					"--count", "0", "--offset", "0", "--timeout", "1s", "--keys", keys, "--json")
 			}
 			for i, rate := range rates {
 				b.Run("rate="+strconv.Itoa(rate), func(b *testing.B) {
@@ -101,7 +109,7 @@ func BenchmarkServerRelay(b *testing.B) {
 					}
 					out := relay.MustExec(b, lg, "-i", "eth0", "--relay", "2001:db8:2::1", "--prefix", "2001:db8:2::/64",
 						"--server", "2001:db8:1::1", "--rate", strconv.Itoa(rate), "--duration", dur.String(),
-						"--count", "0", "--offset", strconv.Itoa(0x1000000*(i+1)), "--timeout", "1s", "--json")
+						"--count", "0", "--offset", strconv.Itoa(0x1000000*(i+1)), "--timeout", "1s", "--keys", keys, "--json")
 					var rep struct {
 						Sent, Replied int
 						Answered      float64 `json:"answered_pct"`
@@ -135,7 +143,7 @@ func BenchmarkServerRelay(b *testing.B) {
 			}
 		})
 	}
-	b.Logf("offered for %v each after %v of warm-up, relayed, one client per message; the server's stages are p50 / p99 bucket bounds "+
+	b.Logf("offered for %v each after %v of warm-up, relayed, one client per message ("+keys+" keys); the server's stages are p50 / p99 bucket bounds "+
 		"(socket: kernel receive to read; queue: to its commit; commit; send: to sent; total):\n"+
 		"| server | offered/s | answered | p50 / p99 | server CPU µs/reply | server stages p50 / p99 |\n|---|---|---|---|---|---|\n%s",
 		dur, warm, strings.Join(table, "\n"))
