@@ -54,8 +54,11 @@
 //   - Databases: Config.DBPath is an SQLite file (WAL journal,
 //     synchronous=FULL, one writer connection and a pool of readers
 //     beside it; the writer's statements take 64, 32 … 1 rows, and its
-//     WAL writes reach the kernel gathered, sqlite_walbuf.go) or a
-//     PostgreSQL URL. With PostgreSQL each commit first takes a
+//     WAL writes reach the kernel gathered, sqlite_walbuf.go; a
+//     checkpointer copies the WAL into the file every 100 ms beside it,
+//     and the writer restarts the WAL between two commits once it holds
+//     64 MB, so that under sustained load it does not grow without end)
+//     or a PostgreSQL URL. With PostgreSQL each commit first takes a
 //     transaction-scoped advisory lock, so the commits of a site's servers
 //     take turns; a commit is a handful of statements whatever its size
 //     (arrays through unnest), sent pipelined through pgx: two round
