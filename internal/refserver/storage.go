@@ -59,7 +59,7 @@ type storage interface {
 	// For the DNS journal (dnsjournal.go): the pool that writes, the
 	// commit's writer, the history's retention.
 	writeDB() *sql.DB
-	txw() txWriter
+	txw(tx *sql.Tx) rowWriter
 	retention() retention
 }
 
@@ -248,12 +248,19 @@ func scanBinding(r scanner) (Binding, error) {
 	if err := r.Scan(&addr, &duid, &b.Iface, &la, &ll, &b.FQDN, &first, &last, &exp, &pref, &valid); err != nil {
 		return b, err
 	}
+	err := b.fromColumns(addr, duid, la, ll, first, last, exp, pref, valid)
+	return b, err
+}
+
+// fromColumns sets b from bindingCols' values (Iface and FQDN are taken
+// as they are, by the caller).
+func (b *Binding) fromColumns(addr, duid, la, ll string, first, last int64, exp sql.NullInt64, pref, valid int64) error {
 	var err error
 	if b.Addr, err = netip.ParseAddr(addr); err != nil {
-		return b, fmt.Errorf("binding address %q: %w", addr, err)
+		return fmt.Errorf("binding address %q: %w", addr, err)
 	}
 	if b.DUID, err = hex.DecodeString(duid); err != nil {
-		return b, fmt.Errorf("binding %s: DUID %q: %w", addr, duid, err)
+		return fmt.Errorf("binding %s: DUID %q: %w", addr, duid, err)
 	}
 	if la != "" {
 		b.LinkAddr, _ = netip.ParseAddr(la)
@@ -266,7 +273,7 @@ func scanBinding(r scanner) (Binding, error) {
 		b.Expires = time.Unix(0, exp.Int64).UTC()
 	}
 	b.Preferred, b.Valid = time.Duration(pref)*time.Second, time.Duration(valid)*time.Second
-	return b, nil
+	return nil
 }
 
 // bindingRow is a binding as its columns' values.
@@ -474,18 +481,25 @@ func metaDUID(ctx context.Context, db *sql.DB, gen func() []byte) ([]byte, error
 }
 
 // txWriter is the part of a commit that differs between the backends:
-// reading the rows a batch touches, and writing its result.
+// reading the rows a batch touches, and writing its result. A txWriter
+// carries its transaction.
 type txWriter interface {
 	// expire deletes the bindings expired at ns and returns them.
-	expire(ctx context.Context, tx *sql.Tx, ns int64) ([]Binding, error)
+	expire(ctx context.Context, ns int64) ([]Binding, error)
 	// current returns the rows of addrs that exist.
-	current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string]Binding, error)
+	current(ctx context.Context, addrs []string) (map[string]Binding, error)
 	// counts returns how many bindings each of duids holds (absent: 0).
-	counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error)
-	write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error
-	prune(ctx context.Context, tx *sql.Tx, ret retention, now int64) error
+	counts(ctx context.Context, duids []string) (map[string]int, error)
+	rowWriter
 	// intake writes the DNS changes of a commit (dnsjournal.go).
-	intake(ctx context.Context, tx *sql.Tx, instance string, rows []intakeRow) error
+	intake(ctx context.Context, instance string, rows []intakeRow) error
+}
+
+// rowWriter writes rows in a transaction it carries: the part of a
+// txWriter that the DNS journal and the import use too.
+type rowWriter interface {
+	write(ctx context.Context, ups []bindingRow, dels []string, hist []historyRow) error
+	prune(ctx context.Context, ret retention, now int64) error
 }
 
 // countsAhead is a txWriter that pays a round trip per read (pgPipe): told
@@ -502,11 +516,11 @@ type countsAhead interface {
 // With dns set, the DNS changes of the committed events (expiries first:
 // the order in which the server hands them on) go to ddns_intake in the
 // same transaction, each event's DNSSeq naming its row.
-func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt time.Time, limit int, ret retention, dns *dnsIntake) ([]Event, error) {
+func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, limit int, ret retention, dns *dnsIntake) ([]Event, error) {
 	var hist []historyRow
 	var expired []Event
 	if !expireAt.IsZero() {
-		bs, err := w.expire(ctx, tx, expireAt.UnixNano())
+		bs, err := w.expire(ctx, expireAt.UnixNano())
 		if err != nil {
 			return nil, err
 		}
@@ -546,7 +560,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 	cur := map[string]Binding{}
 	if len(addrs) > 0 {
 		var err error
-		if cur, err = w.current(ctx, tx, addrs); err != nil {
+		if cur, err = w.current(ctx, addrs); err != nil {
 			return nil, err
 		}
 	}
@@ -572,13 +586,13 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 	dbCount := map[string]int{}
 	if len(want) > 0 {
 		var err error
-		if dbCount, err = w.counts(ctx, tx, want); err != nil {
+		if dbCount, err = w.counts(ctx, want); err != nil {
 			return nil, err
 		}
 	}
 	count := func(duid string) (int, error) {
 		if !wanted[duid] {
-			m, err := w.counts(ctx, tx, []string{duid})
+			m, err := w.counts(ctx, []string{duid})
 			if err != nil {
 				return 0, err
 			}
@@ -680,7 +694,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 			ups = append(ups, rowOf(b))
 		}
 	}
-	if err := w.write(ctx, tx, ups, dels, hist); err != nil {
+	if err := w.write(ctx, ups, dels, hist); err != nil {
 		return nil, err
 	}
 	if dns != nil {
@@ -697,7 +711,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 			}
 		}
 		if len(rows) > 0 {
-			if err := w.intake(ctx, tx, dns.instance, rows); err != nil {
+			if err := w.intake(ctx, dns.instance, rows); err != nil {
 				return nil, fmt.Errorf("write DNS intake: %w", err)
 			}
 		}
@@ -708,7 +722,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 		for _, h := range hist {
 			newest = max(newest, h.time)
 		}
-		if err := w.prune(ctx, tx, ret, newest); err != nil {
+		if err := w.prune(ctx, ret, newest); err != nil {
 			return nil, err
 		}
 	}
@@ -728,12 +742,13 @@ func sameInform(old, nb *Binding) bool {
 
 // importLegacyInto writes an old database's contents (legacy.go) into a
 // new store: bindings, history in order, server DUID.
-func importLegacyInto(ctx context.Context, db *sql.DB, w txWriter, old *legacyDB) error {
+func importLegacyInto(ctx context.Context, db *sql.DB, txw func(*sql.Tx) rowWriter, old *legacyDB) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	w := txw(tx)
 	var ups []bindingRow
 	for _, b := range old.bindings {
 		ups = append(ups, rowOf(&b))
@@ -747,7 +762,7 @@ func importLegacyInto(ctx context.Context, db *sql.DB, w txWriter, old *legacyDB
 		r.event = h.Event
 		hist = append(hist, r)
 	}
-	if err := w.write(ctx, tx, ups, nil, hist); err != nil {
+	if err := w.write(ctx, ups, nil, hist); err != nil {
 		return err
 	}
 	if len(old.duid) > 0 {
