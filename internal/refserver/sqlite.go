@@ -410,18 +410,24 @@ func (s *sqliteStore) close() error {
 		if s.raw != nil {
 			// SQLite does not close a connection with statements
 			// left open.
-			errs = append(errs, s.onRaw(context.Background(), func(c *sqlite3.Conn) error {
-				if s.raw.c != c {
-					return nil
-				}
-				err := s.raw.close()
-				s.raw = nil
-				return err
-			}))
+			errs = append(errs, s.onRaw(context.Background(), s.dropRaw))
 		}
 		errs = append(errs, s.w.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// dropRaw finalizes the commit's statements; c is the writer's connection
+// now (held). When database/sql has replaced the one they were prepared
+// on (it keeps none open beside the writer's one), it closed that one, but
+// SQLite kept it open for the statements left on it: closed here.
+func (s *sqliteStore) dropRaw(c *sqlite3.Conn) error {
+	err := s.raw.close()
+	if s.raw.c != c {
+		err = errors.Join(err, s.raw.c.Close())
+	}
+	s.raw = nil
+	return err
 }
 
 // onRaw runs f on the writer's SQLite connection, held for it.
@@ -457,10 +463,10 @@ func (s *sqliteStore) commit(ctx context.Context, evs []Event, expireAt time.Tim
 	var expired []Event
 	err = conn.Raw(func(dc any) error {
 		c := dc.(sqlite3driver.Conn).Raw()
-		if s.raw == nil || s.raw.c != c {
-			// The first commit, or database/sql replaced the
-			// connection: the statements were prepared on the old.
-			s.raw = nil
+		if s.raw != nil && s.raw.c != c {
+			_ = s.dropRaw(c)
+		}
+		if s.raw == nil {
 			w, err := prepareRaw(c)
 			if err != nil {
 				return err
