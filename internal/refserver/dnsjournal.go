@@ -389,7 +389,7 @@ func (w *sqliteRaw) intake(_ context.Context, instance string, rows []intakeRow)
 		if b.err != nil {
 			return b.err
 		}
-		if err := b.st.Exec(); err != nil {
+		if err := b.st.s.Exec(); err != nil {
 			return err
 		}
 	}

@@ -504,21 +504,42 @@ func (s *sqliteStore) commit(ctx context.Context, evs []Event, expireAt time.Tim
 type sqliteRaw struct {
 	c  *sqlite3.Conn
 	st struct {
-		expire, del, pruneSeq, pruneAge, intake *sqlite3.Stmt
-		current, count, upsert, hist            [len(rowSizes)]*sqlite3.Stmt
+		expire, del, pruneSeq, pruneAge, intake *rawStmt
+		current, count, upsert, hist            [len(rowSizes)]*rawStmt
 	}
 }
+
+// rawStmt is a statement and what its parameters hold: SQLite keeps them
+// from one execution to the next, so a parameter that gets the value it
+// holds is not bound again (each text bound is copied into SQLite's
+// memory). Its parameters are bound only through a binder.
+type rawStmt struct {
+	s     *sqlite3.Stmt
+	bound []boundValue // the p-th parameter's in [p-1]
+}
+
+type boundValue struct {
+	kind uint8 // 0: not known, boundText, boundInt
+	text string
+	int  int64
+}
+
+const (
+	boundText = 1 + iota
+	boundInt
+)
 
 // prepareRaw prepares the writer's statements on c.
 func prepareRaw(c *sqlite3.Conn) (*sqliteRaw, error) {
 	w := &sqliteRaw{c: c}
 	var errs []error
-	p := func(dst **sqlite3.Stmt, q string) {
+	p := func(dst **rawStmt, q string) {
 		st, _, err := c.Prepare(q)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("prepare %q: %w", q, err))
+			return
 		}
-		*dst = st
+		*dst = &rawStmt{s: st, bound: make([]boundValue, st.BindCount())}
 	}
 	p(&w.st.expire, sqliteExpire)
 	p(&w.st.del, sqliteDelete)
@@ -540,13 +561,15 @@ func prepareRaw(c *sqlite3.Conn) (*sqliteRaw, error) {
 
 // close finalizes the statements.
 func (w *sqliteRaw) close() error {
-	sts := []*sqlite3.Stmt{w.st.expire, w.st.del, w.st.pruneSeq, w.st.pruneAge, w.st.intake}
+	sts := []*rawStmt{w.st.expire, w.st.del, w.st.pruneSeq, w.st.pruneAge, w.st.intake}
 	for k := range rowSizes {
 		sts = append(sts, w.st.current[k], w.st.count[k], w.st.upsert[k], w.st.hist[k])
 	}
 	var errs []error
 	for _, st := range sts {
-		errs = append(errs, st.Close()) // nil: no-op
+		if st != nil {
+			errs = append(errs, st.s.Close())
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -563,20 +586,38 @@ func (w *sqliteRaw) rollback() {
 
 // binder binds a statement's parameters, keeping the first error.
 type binder struct {
-	st  *sqlite3.Stmt
+	st  *rawStmt
 	err error
 }
 
 func (b *binder) text(p int, v string) {
-	if b.err == nil {
-		b.err = b.st.BindText(p, v)
+	if b.err != nil {
+		return
 	}
+	h := &b.st.bound[p-1]
+	if h.kind == boundText && h.text == v {
+		return
+	}
+	if b.err = b.st.s.BindText(p, v); b.err != nil {
+		*h = boundValue{}
+		return
+	}
+	*h = boundValue{kind: boundText, text: v}
 }
 
 func (b *binder) int64(p int, v int64) {
-	if b.err == nil {
-		b.err = b.st.BindInt64(p, v)
+	if b.err != nil {
+		return
 	}
+	h := &b.st.bound[p-1]
+	if h.kind == boundInt && h.int == v {
+		return
+	}
+	if b.err = b.st.s.BindInt64(p, v); b.err != nil {
+		*h = boundValue{}
+		return
+	}
+	*h = boundValue{kind: boundInt, int: v}
 }
 
 // rawBinding reads a row of bindingCols; addr is its address's text.
@@ -593,9 +634,10 @@ func rawBinding(st *sqlite3.Stmt) (b Binding, addr string, err error) {
 }
 
 func (w *sqliteRaw) expire(_ context.Context, ns int64) ([]Binding, error) {
-	st := w.st.expire
+	b := binder{st: w.st.expire}
+	b.int64(1, ns)
+	st, err := b.st.s, b.err
 	var out []Binding
-	err := st.BindInt64(1, ns)
 	for err == nil && st.Step() {
 		var b Binding
 		b, _, err = rawBinding(st)
@@ -656,14 +698,13 @@ func chunks(n int, run func(k, i int) error) error {
 
 // query runs the multi-row statements sts over keys, one parameter each,
 // calling scan for each result row.
-func (w *sqliteRaw) query(sts *[len(rowSizes)]*sqlite3.Stmt, keys []string, scan func(*sqlite3.Stmt) error) error {
+func (w *sqliteRaw) query(sts *[len(rowSizes)]*rawStmt, keys []string, scan func(*sqlite3.Stmt) error) error {
 	return chunks(len(keys), func(k, i int) error {
-		st := sts[k]
-		b := binder{st: st}
+		b := binder{st: sts[k]}
 		for j := range rowSizes[k] {
 			b.text(j+1, keys[i+j])
 		}
-		err := b.err
+		st, err := b.st.s, b.err
 		for err == nil && st.Step() {
 			err = scan(st)
 		}
@@ -676,7 +717,7 @@ func (w *sqliteRaw) query(sts *[len(rowSizes)]*sqlite3.Stmt, keys []string, scan
 
 // exec runs the multi-row statements sts over n rows of cols parameters,
 // bind binding row i's from parameter p on.
-func (w *sqliteRaw) exec(sts *[len(rowSizes)]*sqlite3.Stmt, n, cols int, bind func(b *binder, p, i int)) error {
+func (w *sqliteRaw) exec(sts *[len(rowSizes)]*rawStmt, n, cols int, bind func(b *binder, p, i int)) error {
 	return chunks(n, func(k, i int) error {
 		b := binder{st: sts[k]}
 		for j := range rowSizes[k] {
@@ -685,15 +726,17 @@ func (w *sqliteRaw) exec(sts *[len(rowSizes)]*sqlite3.Stmt, n, cols int, bind fu
 		if b.err != nil {
 			return b.err
 		}
-		return b.st.Exec()
+		return b.st.s.Exec()
 	})
 }
 
 func (w *sqliteRaw) write(_ context.Context, ups []bindingRow, dels []string, hist []historyRow) error {
 	for _, a := range dels {
-		err := w.st.del.BindText(1, a)
+		b := binder{st: w.st.del}
+		b.text(1, a)
+		err := b.err
 		if err == nil {
-			err = w.st.del.Exec()
+			err = b.st.s.Exec()
 		}
 		if err != nil {
 			return fmt.Errorf("delete binding %s: %w", a, err)
@@ -743,13 +786,14 @@ func (w *sqliteRaw) write(_ context.Context, ups []bindingRow, dels []string, hi
 }
 
 func (w *sqliteRaw) prune(ctx context.Context, ret retention, now int64) error {
-	run := func(st *sqlite3.Stmt) execFunc {
+	run := func(st *rawStmt) execFunc {
 		return func(_ context.Context, args ...any) (sql.Result, error) {
-			err := st.BindInt64(1, args[0].(int64))
-			if err == nil {
-				err = st.Exec()
+			b := binder{st: st}
+			b.int64(1, args[0].(int64))
+			if b.err != nil {
+				return nil, b.err
 			}
-			return nil, err
+			return nil, st.s.Exec()
 		}
 	}
 	return pruneHistory(ctx, run(w.st.pruneSeq), run(w.st.pruneAge), ret, now)
