@@ -56,8 +56,8 @@ type storage interface {
 	nextExpiry(ctx context.Context) (time.Time, bool, error)
 	history(ctx context.Context, q HistoryQuery) ([]HistoryRecord, error)
 	close() error
-	// For the DNS journal (dnsjournal.go): the pool that writes, the
-	// commit's writer, the history's retention.
+	// For the DNS journal (dnsjournal.go): the pool that writes, a
+	// writer of rows in a transaction on it, the history's retention.
 	writeDB() *sql.DB
 	txw(tx *sql.Tx) rowWriter
 	retention() retention
