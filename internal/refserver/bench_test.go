@@ -124,8 +124,9 @@ func BenchmarkStoreCommit(b *testing.B) {
 }
 
 // BenchmarkStoreCommitSeq: BenchmarkStoreCommit with DUIDs counting up as
-// the addresses do, as make bench-server's load generator sends them (each
-// new key lands at the end of its index).
+// the addresses do, as make bench-server's load generator sends them by
+// default (BENCH_KEYS=random: as BenchmarkStoreCommit's); each new key
+// lands at the end of its index.
 func BenchmarkStoreCommitSeq(b *testing.B) {
 	storeCommitBench(b, func(i int) []byte {
 		return []byte{0, 2, 0, 0, 0x7e, 0x99, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
