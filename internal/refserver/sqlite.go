@@ -447,7 +447,9 @@ func (s *sqliteStore) serverDUID(ctx context.Context, gen func() []byte) ([]byte
 // commit runs the transaction on the writer's SQLite connection itself
 // (sqliteRaw), past database/sql: at 20,000 registrations/s the writer is
 // busy nearly all the time, and database/sql's locks, argument
-// conversions and statement lookups were a quarter of its time.
+// conversions, statement lookups and row scans were most of its time
+// outside SQLite (BenchmarkStoreCommitSeq batch=48: 22 -> 16 CPU-µs and
+// 31 -> 12 allocations per registration).
 func (s *sqliteStore) commit(ctx context.Context, evs []Event, expireAt time.Time, max int) ([]Event, error) {
 	defer s.commits.Add(1)
 	conn, err := s.w.Conn(ctx)
