@@ -284,8 +284,13 @@ type bindingRow struct {
 }
 
 func rowOf(b *Binding) bindingRow {
+	return rowOfAt(b, b.Addr.String())
+}
+
+// rowOfAt is rowOf for a binding whose address's text is addr.
+func rowOfAt(b *Binding, addr string) bindingRow {
 	p, _ := b.Addr.Prefix(64)
-	r := bindingRow{addr: b.Addr.String(), prefix64: p.String(), duid: hex.EncodeToString(b.DUID), iface: b.Iface,
+	r := bindingRow{addr: addr, prefix64: p.String(), duid: hex.EncodeToString(b.DUID), iface: b.Iface,
 		fqdn: b.FQDN, first: b.First.UnixNano(), last: b.Last.UnixNano(),
 		preferred: int64(b.Preferred / time.Second), valid: int64(b.Valid / time.Second)}
 	if b.LinkAddr.IsValid() {
@@ -308,13 +313,20 @@ type historyRow struct {
 }
 
 func historyRowOf(e *Event) historyRow {
+	var addr string
+	if e.Binding.Addr.IsValid() {
+		addr = e.Binding.Addr.String()
+	}
+	return historyRowOfAt(e, addr, hex.EncodeToString(e.Binding.DUID))
+}
+
+// historyRowOfAt is historyRowOf for an event whose address's text is addr
+// and DUID's duid.
+func historyRowOfAt(e *Event, addr, duid string) historyRow {
 	b := &e.Binding
-	r := historyRow{time: e.Time.UnixNano(), event: e.Kind.String(), duid: hex.EncodeToString(b.DUID),
+	r := historyRow{time: e.Time.UnixNano(), event: e.Kind.String(), duid: duid, addr: addr,
 		prevDUID: hex.EncodeToString(e.PrevDUID), iface: b.Iface, fqdn: b.FQDN, reason: e.Reason,
 		preferred: int64(b.Preferred / time.Second), valid: int64(b.Valid / time.Second)}
-	if b.Addr.IsValid() {
-		r.addr = b.Addr.String()
-	}
 	if b.LinkAddr.IsValid() {
 		r.linkAddr = b.LinkAddr.String()
 	}
@@ -530,11 +542,15 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 			hist = append(hist, historyRowOf(&e))
 		}
 	}
+	// Each durable event's address and DUID as the columns hold them,
+	// made once (the event's binding changes below, but not these).
+	keys := make([]evKeys, len(evs))
 	var addrs []string
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(evs))
 	for i := range evs {
 		if evs[i].Durable() {
-			if a := evs[i].Binding.Addr.String(); !seen[a] {
+			keys[i] = evKeys{evs[i].Binding.Addr.String(), hex.EncodeToString(evs[i].Binding.DUID)}
+			if a := keys[i].addr; !seen[a] {
 				seen[a] = true
 				addrs = append(addrs, a)
 			}
@@ -550,7 +566,7 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 			if !e.Durable() || e.Kind == EventDeregister || e.Kind == EventExpire {
 				continue
 			}
-			if d := hex.EncodeToString(e.Binding.DUID); !seen[d] {
+			if d := keys[i].duid; !seen[d] {
 				seen[d] = true
 				ds = append(ds, d)
 			}
@@ -566,19 +582,19 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 	}
 	// What the batch changes: the final row per address (nil: deleted),
 	// and each DUID's count against the database's.
-	final := map[string]*Binding{}
-	delta := map[string]int{}
+	final := make(map[string]*Binding, len(addrs))
+	delta := make(map[string]int, len(evs))
 	// The clients that may gain an address, counted in one query; one
 	// that only a change within the batch makes gain one is counted then.
 	var want []string
-	wanted := map[string]bool{}
+	wanted := make(map[string]bool, len(evs))
 	for i := range evs {
 		e := &evs[i]
 		if !e.Durable() || e.Kind == EventDeregister || e.Kind == EventExpire || limit <= 0 {
 			continue
 		}
-		duid := hex.EncodeToString(e.Binding.DUID)
-		if old, ok := cur[e.Binding.Addr.String()]; (!ok || hex.EncodeToString(old.DUID) != duid) && !wanted[duid] {
+		duid := keys[i].duid
+		if old, ok := cur[keys[i].addr]; (!ok || hex.EncodeToString(old.DUID) != duid) && !wanted[duid] {
 			wanted[duid] = true
 			want = append(want, duid)
 		}
@@ -600,14 +616,21 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 		}
 		return dbCount[duid] + delta[duid], nil
 	}
+	// evHistory is historyRowOf(e) for a durable event: its binding,
+	// whatever the commit made it, has the address and DUID it came with.
+	evHistory := func(e *Event, k evKeys) historyRow {
+		if !e.Binding.Addr.IsValid() {
+			return historyRowOf(e)
+		}
+		return historyRowOfAt(e, k.addr, k.duid)
+	}
 	for i := range evs {
 		e := &evs[i]
 		if !e.Durable() {
 			hist = append(hist, historyRowOf(e))
 			continue
 		}
-		a := e.Binding.Addr.String()
-		duid := hex.EncodeToString(e.Binding.DUID)
+		a, duid := keys[i].addr, keys[i].duid
 		old, had := cur[a]
 		if had && e.Kind != EventDeregister && e.Kind != EventExpire && !old.Expires.IsZero() && !e.Time.Before(old.Expires) {
 			// Expired and not yet removed: its expiry comes first.
@@ -635,7 +658,7 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 				delete(cur, a)
 				final[a] = nil
 			}
-			hist = append(hist, historyRowOf(e))
+			hist = append(hist, evHistory(e, keys[i]))
 			continue
 		}
 		nb := e.Binding
@@ -667,7 +690,7 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 			}
 			if n >= limit {
 				e.Kind, e.Reason, e.PrevDUID = EventReject, ErrTooManyBindings.Name, nil
-				hist = append(hist, historyRowOf(e))
+				hist = append(hist, evHistory(e, keys[i]))
 				continue
 			}
 		}
@@ -680,7 +703,7 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 		}
 		cur[a] = nb
 		final[a] = &e.Binding
-		hist = append(hist, historyRowOf(e))
+		hist = append(hist, evHistory(e, keys[i]))
 	}
 	var ups []bindingRow
 	var dels []string
@@ -691,7 +714,7 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 		case b == nil:
 			dels = append(dels, a)
 		default:
-			ups = append(ups, rowOf(b))
+			ups = append(ups, rowOfAt(b, a))
 		}
 	}
 	if err := w.write(ctx, ups, dels, hist); err != nil {
@@ -728,6 +751,9 @@ func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, 
 	}
 	return expired, nil
 }
+
+// evKeys are an event's address and DUID as the columns hold them.
+type evKeys struct{ addr, duid string }
 
 // sameInform reports whether nb is what old already records, registered
 // less than a second before: the same ADDR-REG-INFORM handled by two
