@@ -115,6 +115,27 @@ func registerEvent(a netip.Addr) Event {
 // client for a new address (so each writes its binding and its history
 // record); ns/op and CPU-µs/op are per registration.
 func BenchmarkStoreCommit(b *testing.B) {
+	storeCommitBench(b, func(i int) []byte {
+		// DUIDs in no order, as real clients' are (the DUID indexes
+		// take them at random places).
+		h := uint32(i) * 2654435761
+		return []byte{0, 2, 0, 0, 0x7e, 0x99, byte(h >> 24), byte(h >> 16), byte(h >> 8), byte(h)}
+	})
+}
+
+// BenchmarkStoreCommitSeq: BenchmarkStoreCommit with DUIDs counting up as
+// the addresses do, as make bench-server's load generator sends them by
+// default (BENCH_KEYS=random: as BenchmarkStoreCommit's); each new key
+// lands at the end of its index.
+func BenchmarkStoreCommitSeq(b *testing.B) {
+	storeCommitBench(b, func(i int) []byte {
+		return []byte{0, 2, 0, 0, 0x7e, 0x99, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+	})
+}
+
+// storeCommitBench commits registrations for addresses counting up, the
+// i-th from the client duid(i).
+func storeCommitBench(b *testing.B, duid func(i int) []byte) {
 	for _, batch := range []int{1, 16, 48, 128, 1024} {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
 			st := openTest(b, benchDB(b), retention{})
@@ -127,10 +148,7 @@ func BenchmarkStoreCommit(b *testing.B) {
 				a := cliAddr.As16()
 				a[12], a[13], a[14], a[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
 				e := registerEvent(netip.AddrFrom16(a))
-				// DUIDs in no order, as real clients' are (the DUID
-				// indexes take them at random places).
-				h := uint32(i) * 2654435761
-				e.Binding.DUID = []byte{0, 2, 0, 0, 0x7e, 0x99, byte(h >> 24), byte(h >> 16), byte(h >> 8), byte(h)}
+				e.Binding.DUID = duid(i)
 				e.Time = t0.Add(time.Duration(i) * time.Microsecond)
 				e.Binding.Last = e.Time
 				evs = append(evs, e)

@@ -274,11 +274,11 @@ func (j *DNSJournal) apply(ctx context.Context, put []ddns.Pending, del []netip.
 			newest = max(newest, h.time)
 			hist = append(hist, h)
 		}
-		w := j.st.txw()
-		if err := w.write(ctx, tx, nil, nil, hist); err != nil {
+		w := j.st.txw(tx)
+		if err := w.write(ctx, nil, nil, hist); err != nil {
 			return err
 		}
-		if err := w.prune(ctx, tx, j.st.retention(), newest); err != nil {
+		if err := w.prune(ctx, j.st.retention(), newest); err != nil {
 			return err
 		}
 	}
@@ -304,12 +304,12 @@ func historyRowOfDNS(o ddns.Outcome) historyRow {
 }
 
 // writeDB is the connection pool that writes (SQLite: the one writer).
-func (s *sqliteStore) writeDB() *sql.DB       { return s.w }
-func (s *sqliteStore) txw() txWriter          { return sqliteTx{s} }
-func (s *sqliteStore) retention() retention   { return s.ret }
-func (s *postgresStore) writeDB() *sql.DB     { return s.db }
-func (s *postgresStore) txw() txWriter        { return pgTx{} }
-func (s *postgresStore) retention() retention { return s.ret }
+func (s *sqliteStore) writeDB() *sql.DB           { return s.w }
+func (s *sqliteStore) txw(tx *sql.Tx) rowWriter   { return sqliteTx{s, tx} }
+func (s *sqliteStore) retention() retention       { return s.ret }
+func (s *postgresStore) writeDB() *sql.DB         { return s.db }
+func (s *postgresStore) txw(tx *sql.Tx) rowWriter { return pgTx{tx} }
+func (s *postgresStore) retention() retention     { return s.ret }
 
 // DNSChange is what a committed event changes in DNS (ddns.Change, with
 // e.DNSSeq); false for events that change no binding.
@@ -375,14 +375,21 @@ func initDNSIntake(ctx context.Context, db *sql.DB, instance string) (*dnsIntake
 	return &dnsIntake{instance: instance, last: last.Int64}, nil
 }
 
-func (t sqliteTx) intake(ctx context.Context, tx *sql.Tx, instance string, rows []intakeRow) error {
-	st, err := tx.PrepareContext(ctx, sqliteIntake)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+func (w *sqliteRaw) intake(_ context.Context, instance string, rows []intakeRow) error {
 	for _, r := range rows {
-		if _, err := st.ExecContext(ctx, instance, r.seq, r.addr, r.name, r.duid, r.valid, r.prevName, r.prevDUID); err != nil {
+		b := binder{st: w.st.intake}
+		b.text(1, instance)
+		b.int64(2, r.seq)
+		b.text(3, r.addr)
+		b.text(4, r.name)
+		b.text(5, r.duid)
+		b.int64(6, r.valid)
+		b.text(7, r.prevName)
+		b.text(8, r.prevDUID)
+		if b.err != nil {
+			return b.err
+		}
+		if err := b.st.s.Exec(); err != nil {
 			return err
 		}
 	}
@@ -391,9 +398,9 @@ func (t sqliteTx) intake(ctx context.Context, tx *sql.Tx, instance string, rows 
 
 const sqliteIntake = `INSERT INTO ddns_intake (instance, seq, addr, name, duid, valid_s, prev_name, prev_duid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 
-func (pgTx) intake(ctx context.Context, tx *sql.Tx, instance string, rows []intakeRow) error {
+func (t pgTx) intake(ctx context.Context, instance string, rows []intakeRow) error {
 	q, args := pgIntake(instance, rows)
-	_, err := tx.ExecContext(ctx, q, args...)
+	_, err := t.tx.ExecContext(ctx, q, args...)
 	return err
 }
 

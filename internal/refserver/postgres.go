@@ -116,7 +116,7 @@ func (s *postgresStore) commit(ctx context.Context, evs []Event, expireAt time.T
 		p.queue("BEGIN")
 		p.queue(siteLock)
 		var err error
-		if expired, err = commitTx(ctx, nil, p, evs, expireAt, max, s.ret, s.dns); err == nil {
+		if expired, err = commitTx(ctx, p, evs, expireAt, max, s.ret, s.dns); err == nil {
 			err = p.commit(ctx)
 		}
 		if err != nil {
@@ -130,8 +130,8 @@ func (s *postgresStore) commit(ctx context.Context, evs []Event, expireAt time.T
 	return expired, nil
 }
 
-// pgPipe is the commit's txWriter on PostgreSQL (its tx arguments are
-// nil: it holds its own connection, in the transaction commit began).
+// pgPipe is the commit's txWriter on PostgreSQL (it holds its own
+// connection, in the transaction commit began).
 // Statements whose results the commit does not wait for are queued and
 // go out with the next read, or with COMMIT: pgx sends a batch as one
 // pipeline (one round trip), and PostgreSQL skips what follows a failed
@@ -251,7 +251,7 @@ func countQuery(duids []string, m map[string]int) pgQuery {
 	}}
 }
 
-func (p *pgPipe) expire(ctx context.Context, _ *sql.Tx, ns int64) ([]Binding, error) {
+func (p *pgPipe) expire(ctx context.Context, ns int64) ([]Binding, error) {
 	bs, err := p.bindings(ctx, pgExpire, []any{ns})
 	if err != nil {
 		return nil, fmt.Errorf("expire: %w", err)
@@ -259,7 +259,7 @@ func (p *pgPipe) expire(ctx context.Context, _ *sql.Tx, ns int64) ([]Binding, er
 	return bs, nil
 }
 
-func (p *pgPipe) current(ctx context.Context, _ *sql.Tx, addrs []string) (map[string]Binding, error) {
+func (p *pgPipe) current(ctx context.Context, addrs []string) (map[string]Binding, error) {
 	var more []pgQuery
 	if len(p.ahead) > 0 {
 		p.counted = make(map[string]int, len(p.ahead))
@@ -273,7 +273,7 @@ func (p *pgPipe) current(ctx context.Context, _ *sql.Tx, addrs []string) (map[st
 	return byAddr(bs), nil
 }
 
-func (p *pgPipe) counts(ctx context.Context, _ *sql.Tx, duids []string) (map[string]int, error) {
+func (p *pgPipe) counts(ctx context.Context, duids []string) (map[string]int, error) {
 	m := make(map[string]int, len(duids))
 	for _, d := range duids {
 		n, ok := p.counted[d]
@@ -293,14 +293,14 @@ func (p *pgPipe) counts(ctx context.Context, _ *sql.Tx, duids []string) (map[str
 	return m, nil
 }
 
-func (p *pgPipe) write(_ context.Context, _ *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error {
+func (p *pgPipe) write(_ context.Context, ups []bindingRow, dels []string, hist []historyRow) error {
 	for _, st := range pgWrites(ups, dels, hist) {
 		p.queue(st.q, st.args...)
 	}
 	return nil
 }
 
-func (p *pgPipe) prune(ctx context.Context, _ *sql.Tx, ret retention, now int64) error {
+func (p *pgPipe) prune(ctx context.Context, ret retention, now int64) error {
 	q := func(stmt string) execFunc {
 		return func(_ context.Context, args ...any) (sql.Result, error) {
 			p.queue(stmt, args...)
@@ -310,7 +310,7 @@ func (p *pgPipe) prune(ctx context.Context, _ *sql.Tx, ret retention, now int64)
 	return pruneHistory(ctx, q(pruneBySeq), q(pruneByAge), ret, now)
 }
 
-func (p *pgPipe) intake(_ context.Context, _ *sql.Tx, instance string, rows []intakeRow) error {
+func (p *pgPipe) intake(_ context.Context, instance string, rows []intakeRow) error {
 	q, args := pgIntake(instance, rows)
 	p.queue(q, args...)
 	return nil
@@ -326,7 +326,7 @@ var bindingColsB = "b." + strings.ReplaceAll(bindingCols, ", ", ", b.")
 
 // pgTx writes a batch with one statement per table and kind (arrays
 // through unnest): a round trip costs more than a row.
-type pgTx struct{}
+type pgTx struct{ tx *sql.Tx }
 
 const (
 	pgExpire = `DELETE FROM bindings WHERE expires_ns IS NOT NULL AND expires_ns <= $1 RETURNING ` + bindingCols
@@ -347,8 +347,8 @@ const (
 // pgCurrent is written with bindingColsB (below).
 var pgCurrent = `SELECT ` + bindingColsB + ` FROM unnest($1::text[]) AS u(a) JOIN bindings b ON b.addr = u.a`
 
-func (pgTx) expire(ctx context.Context, tx *sql.Tx, ns int64) ([]Binding, error) {
-	return queryBindingsTx(ctx, tx, pgExpire, ns)
+func (t pgTx) expire(ctx context.Context, ns int64) ([]Binding, error) {
+	return queryBindingsTx(ctx, t.tx, pgExpire, ns)
 }
 
 func queryBindingsTx(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]Binding, error) {
@@ -368,16 +368,16 @@ func queryBindingsTx(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]
 	return out, rows.Err()
 }
 
-func (pgTx) current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string]Binding, error) {
-	bs, err := queryBindingsTx(ctx, tx, pgCurrent, addrs)
+func (t pgTx) current(ctx context.Context, addrs []string) (map[string]Binding, error) {
+	bs, err := queryBindingsTx(ctx, t.tx, pgCurrent, addrs)
 	if err != nil {
 		return nil, fmt.Errorf("read bindings: %w", err)
 	}
 	return byAddr(bs), nil
 }
 
-func (pgTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error) {
-	rows, err := tx.QueryContext(ctx, pgCounts, duids)
+func (t pgTx) counts(ctx context.Context, duids []string) (map[string]int, error) {
+	rows, err := t.tx.QueryContext(ctx, pgCounts, duids)
 	if err != nil {
 		return nil, fmt.Errorf("count bindings: %w", err)
 	}
@@ -394,9 +394,9 @@ func (pgTx) counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]
 	return m, rows.Err()
 }
 
-func (pgTx) write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error {
+func (t pgTx) write(ctx context.Context, ups []bindingRow, dels []string, hist []historyRow) error {
 	for _, st := range pgWrites(ups, dels, hist) {
-		if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
+		if _, err := t.tx.ExecContext(ctx, st.q, st.args...); err != nil {
 			return fmt.Errorf("%s: %w", st.what, err)
 		}
 	}
@@ -439,11 +439,11 @@ func pgWrites(ups []bindingRow, dels []string, hist []historyRow) []pgStmt {
 	return out
 }
 
-func (pgTx) prune(ctx context.Context, tx *sql.Tx, ret retention, now int64) error {
+func (t pgTx) prune(ctx context.Context, ret retention, now int64) error {
 	return pruneHistory(ctx, func(ctx context.Context, args ...any) (sql.Result, error) {
-		return tx.ExecContext(ctx, pruneBySeq, args...)
+		return t.tx.ExecContext(ctx, pruneBySeq, args...)
 	}, func(ctx context.Context, args ...any) (sql.Result, error) {
-		return tx.ExecContext(ctx, pruneByAge, args...)
+		return t.tx.ExecContext(ctx, pruneByAge, args...)
 	}, ret, now)
 }
 

@@ -56,10 +56,10 @@ type storage interface {
 	nextExpiry(ctx context.Context) (time.Time, bool, error)
 	history(ctx context.Context, q HistoryQuery) ([]HistoryRecord, error)
 	close() error
-	// For the DNS journal (dnsjournal.go): the pool that writes, the
-	// commit's writer, the history's retention.
+	// For the DNS journal (dnsjournal.go): the pool that writes, a
+	// writer of rows in a transaction on it, the history's retention.
 	writeDB() *sql.DB
-	txw() txWriter
+	txw(tx *sql.Tx) rowWriter
 	retention() retention
 }
 
@@ -248,12 +248,19 @@ func scanBinding(r scanner) (Binding, error) {
 	if err := r.Scan(&addr, &duid, &b.Iface, &la, &ll, &b.FQDN, &first, &last, &exp, &pref, &valid); err != nil {
 		return b, err
 	}
+	err := b.fromColumns(addr, duid, la, ll, first, last, exp, pref, valid)
+	return b, err
+}
+
+// fromColumns sets b from bindingCols' values (Iface and FQDN are taken
+// as they are, by the caller).
+func (b *Binding) fromColumns(addr, duid, la, ll string, first, last int64, exp sql.NullInt64, pref, valid int64) error {
 	var err error
 	if b.Addr, err = netip.ParseAddr(addr); err != nil {
-		return b, fmt.Errorf("binding address %q: %w", addr, err)
+		return fmt.Errorf("binding address %q: %w", addr, err)
 	}
 	if b.DUID, err = hex.DecodeString(duid); err != nil {
-		return b, fmt.Errorf("binding %s: DUID %q: %w", addr, duid, err)
+		return fmt.Errorf("binding %s: DUID %q: %w", addr, duid, err)
 	}
 	if la != "" {
 		b.LinkAddr, _ = netip.ParseAddr(la)
@@ -266,7 +273,7 @@ func scanBinding(r scanner) (Binding, error) {
 		b.Expires = time.Unix(0, exp.Int64).UTC()
 	}
 	b.Preferred, b.Valid = time.Duration(pref)*time.Second, time.Duration(valid)*time.Second
-	return b, nil
+	return nil
 }
 
 // bindingRow is a binding as its columns' values.
@@ -277,8 +284,13 @@ type bindingRow struct {
 }
 
 func rowOf(b *Binding) bindingRow {
+	return rowOfAt(b, b.Addr.String())
+}
+
+// rowOfAt is rowOf for a binding whose address's text is addr.
+func rowOfAt(b *Binding, addr string) bindingRow {
 	p, _ := b.Addr.Prefix(64)
-	r := bindingRow{addr: b.Addr.String(), prefix64: p.String(), duid: hex.EncodeToString(b.DUID), iface: b.Iface,
+	r := bindingRow{addr: addr, prefix64: p.String(), duid: hex.EncodeToString(b.DUID), iface: b.Iface,
 		fqdn: b.FQDN, first: b.First.UnixNano(), last: b.Last.UnixNano(),
 		preferred: int64(b.Preferred / time.Second), valid: int64(b.Valid / time.Second)}
 	if b.LinkAddr.IsValid() {
@@ -301,13 +313,20 @@ type historyRow struct {
 }
 
 func historyRowOf(e *Event) historyRow {
+	var addr string
+	if e.Binding.Addr.IsValid() {
+		addr = e.Binding.Addr.String()
+	}
+	return historyRowOfAt(e, addr, hex.EncodeToString(e.Binding.DUID))
+}
+
+// historyRowOfAt is historyRowOf for an event whose address's text is addr
+// and DUID's duid.
+func historyRowOfAt(e *Event, addr, duid string) historyRow {
 	b := &e.Binding
-	r := historyRow{time: e.Time.UnixNano(), event: e.Kind.String(), duid: hex.EncodeToString(b.DUID),
+	r := historyRow{time: e.Time.UnixNano(), event: e.Kind.String(), duid: duid, addr: addr,
 		prevDUID: hex.EncodeToString(e.PrevDUID), iface: b.Iface, fqdn: b.FQDN, reason: e.Reason,
 		preferred: int64(b.Preferred / time.Second), valid: int64(b.Valid / time.Second)}
-	if b.Addr.IsValid() {
-		r.addr = b.Addr.String()
-	}
 	if b.LinkAddr.IsValid() {
 		r.linkAddr = b.LinkAddr.String()
 	}
@@ -474,18 +493,25 @@ func metaDUID(ctx context.Context, db *sql.DB, gen func() []byte) ([]byte, error
 }
 
 // txWriter is the part of a commit that differs between the backends:
-// reading the rows a batch touches, and writing its result.
+// reading the rows a batch touches, and writing its result. A txWriter
+// carries its transaction.
 type txWriter interface {
 	// expire deletes the bindings expired at ns and returns them.
-	expire(ctx context.Context, tx *sql.Tx, ns int64) ([]Binding, error)
+	expire(ctx context.Context, ns int64) ([]Binding, error)
 	// current returns the rows of addrs that exist.
-	current(ctx context.Context, tx *sql.Tx, addrs []string) (map[string]Binding, error)
+	current(ctx context.Context, addrs []string) (map[string]Binding, error)
 	// counts returns how many bindings each of duids holds (absent: 0).
-	counts(ctx context.Context, tx *sql.Tx, duids []string) (map[string]int, error)
-	write(ctx context.Context, tx *sql.Tx, ups []bindingRow, dels []string, hist []historyRow) error
-	prune(ctx context.Context, tx *sql.Tx, ret retention, now int64) error
+	counts(ctx context.Context, duids []string) (map[string]int, error)
+	rowWriter
 	// intake writes the DNS changes of a commit (dnsjournal.go).
-	intake(ctx context.Context, tx *sql.Tx, instance string, rows []intakeRow) error
+	intake(ctx context.Context, instance string, rows []intakeRow) error
+}
+
+// rowWriter writes rows in a transaction it carries: the part of a
+// txWriter that the DNS journal and the import use too.
+type rowWriter interface {
+	write(ctx context.Context, ups []bindingRow, dels []string, hist []historyRow) error
+	prune(ctx context.Context, ret retention, now int64) error
 }
 
 // countsAhead is a txWriter that pays a round trip per read (pgPipe): told
@@ -502,11 +528,11 @@ type countsAhead interface {
 // With dns set, the DNS changes of the committed events (expiries first:
 // the order in which the server hands them on) go to ddns_intake in the
 // same transaction, each event's DNSSeq naming its row.
-func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt time.Time, limit int, ret retention, dns *dnsIntake) ([]Event, error) {
+func commitTx(ctx context.Context, w txWriter, evs []Event, expireAt time.Time, limit int, ret retention, dns *dnsIntake) ([]Event, error) {
 	var hist []historyRow
 	var expired []Event
 	if !expireAt.IsZero() {
-		bs, err := w.expire(ctx, tx, expireAt.UnixNano())
+		bs, err := w.expire(ctx, expireAt.UnixNano())
 		if err != nil {
 			return nil, err
 		}
@@ -516,11 +542,15 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 			hist = append(hist, historyRowOf(&e))
 		}
 	}
+	// Each durable event's address and DUID as the columns hold them,
+	// made once (the event's binding changes below, but not these).
+	keys := make([]evKeys, len(evs))
 	var addrs []string
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(evs))
 	for i := range evs {
 		if evs[i].Durable() {
-			if a := evs[i].Binding.Addr.String(); !seen[a] {
+			keys[i] = evKeys{evs[i].Binding.Addr.String(), hex.EncodeToString(evs[i].Binding.DUID)}
+			if a := keys[i].addr; !seen[a] {
 				seen[a] = true
 				addrs = append(addrs, a)
 			}
@@ -536,7 +566,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 			if !e.Durable() || e.Kind == EventDeregister || e.Kind == EventExpire {
 				continue
 			}
-			if d := hex.EncodeToString(e.Binding.DUID); !seen[d] {
+			if d := keys[i].duid; !seen[d] {
 				seen[d] = true
 				ds = append(ds, d)
 			}
@@ -546,25 +576,25 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 	cur := map[string]Binding{}
 	if len(addrs) > 0 {
 		var err error
-		if cur, err = w.current(ctx, tx, addrs); err != nil {
+		if cur, err = w.current(ctx, addrs); err != nil {
 			return nil, err
 		}
 	}
 	// What the batch changes: the final row per address (nil: deleted),
 	// and each DUID's count against the database's.
-	final := map[string]*Binding{}
-	delta := map[string]int{}
+	final := make(map[string]*Binding, len(addrs))
+	delta := make(map[string]int, len(evs))
 	// The clients that may gain an address, counted in one query; one
 	// that only a change within the batch makes gain one is counted then.
 	var want []string
-	wanted := map[string]bool{}
+	wanted := make(map[string]bool, len(evs))
 	for i := range evs {
 		e := &evs[i]
 		if !e.Durable() || e.Kind == EventDeregister || e.Kind == EventExpire || limit <= 0 {
 			continue
 		}
-		duid := hex.EncodeToString(e.Binding.DUID)
-		if old, ok := cur[e.Binding.Addr.String()]; (!ok || hex.EncodeToString(old.DUID) != duid) && !wanted[duid] {
+		duid := keys[i].duid
+		if old, ok := cur[keys[i].addr]; (!ok || hex.EncodeToString(old.DUID) != duid) && !wanted[duid] {
 			wanted[duid] = true
 			want = append(want, duid)
 		}
@@ -572,13 +602,13 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 	dbCount := map[string]int{}
 	if len(want) > 0 {
 		var err error
-		if dbCount, err = w.counts(ctx, tx, want); err != nil {
+		if dbCount, err = w.counts(ctx, want); err != nil {
 			return nil, err
 		}
 	}
 	count := func(duid string) (int, error) {
 		if !wanted[duid] {
-			m, err := w.counts(ctx, tx, []string{duid})
+			m, err := w.counts(ctx, []string{duid})
 			if err != nil {
 				return 0, err
 			}
@@ -586,14 +616,21 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 		}
 		return dbCount[duid] + delta[duid], nil
 	}
+	// evHistory is historyRowOf(e) for a durable event: its binding,
+	// whatever the commit made it, has the address and DUID it came with.
+	evHistory := func(e *Event, k evKeys) historyRow {
+		if !e.Binding.Addr.IsValid() {
+			return historyRowOf(e)
+		}
+		return historyRowOfAt(e, k.addr, k.duid)
+	}
 	for i := range evs {
 		e := &evs[i]
 		if !e.Durable() {
 			hist = append(hist, historyRowOf(e))
 			continue
 		}
-		a := e.Binding.Addr.String()
-		duid := hex.EncodeToString(e.Binding.DUID)
+		a, duid := keys[i].addr, keys[i].duid
 		old, had := cur[a]
 		if had && e.Kind != EventDeregister && e.Kind != EventExpire && !old.Expires.IsZero() && !e.Time.Before(old.Expires) {
 			// Expired and not yet removed: its expiry comes first.
@@ -621,7 +658,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 				delete(cur, a)
 				final[a] = nil
 			}
-			hist = append(hist, historyRowOf(e))
+			hist = append(hist, evHistory(e, keys[i]))
 			continue
 		}
 		nb := e.Binding
@@ -653,7 +690,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 			}
 			if n >= limit {
 				e.Kind, e.Reason, e.PrevDUID = EventReject, ErrTooManyBindings.Name, nil
-				hist = append(hist, historyRowOf(e))
+				hist = append(hist, evHistory(e, keys[i]))
 				continue
 			}
 		}
@@ -666,7 +703,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 		}
 		cur[a] = nb
 		final[a] = &e.Binding
-		hist = append(hist, historyRowOf(e))
+		hist = append(hist, evHistory(e, keys[i]))
 	}
 	var ups []bindingRow
 	var dels []string
@@ -677,10 +714,10 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 		case b == nil:
 			dels = append(dels, a)
 		default:
-			ups = append(ups, rowOf(b))
+			ups = append(ups, rowOfAt(b, a))
 		}
 	}
-	if err := w.write(ctx, tx, ups, dels, hist); err != nil {
+	if err := w.write(ctx, ups, dels, hist); err != nil {
 		return nil, err
 	}
 	if dns != nil {
@@ -697,7 +734,7 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 			}
 		}
 		if len(rows) > 0 {
-			if err := w.intake(ctx, tx, dns.instance, rows); err != nil {
+			if err := w.intake(ctx, dns.instance, rows); err != nil {
 				return nil, fmt.Errorf("write DNS intake: %w", err)
 			}
 		}
@@ -708,12 +745,15 @@ func commitTx(ctx context.Context, tx *sql.Tx, w txWriter, evs []Event, expireAt
 		for _, h := range hist {
 			newest = max(newest, h.time)
 		}
-		if err := w.prune(ctx, tx, ret, newest); err != nil {
+		if err := w.prune(ctx, ret, newest); err != nil {
 			return nil, err
 		}
 	}
 	return expired, nil
 }
+
+// evKeys are an event's address and DUID as the columns hold them.
+type evKeys struct{ addr, duid string }
 
 // sameInform reports whether nb is what old already records, registered
 // less than a second before: the same ADDR-REG-INFORM handled by two
@@ -728,12 +768,13 @@ func sameInform(old, nb *Binding) bool {
 
 // importLegacyInto writes an old database's contents (legacy.go) into a
 // new store: bindings, history in order, server DUID.
-func importLegacyInto(ctx context.Context, db *sql.DB, w txWriter, old *legacyDB) error {
+func importLegacyInto(ctx context.Context, db *sql.DB, txw func(*sql.Tx) rowWriter, old *legacyDB) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	w := txw(tx)
 	var ups []bindingRow
 	for _, b := range old.bindings {
 		ups = append(ups, rowOf(&b))
@@ -747,7 +788,7 @@ func importLegacyInto(ctx context.Context, db *sql.DB, w txWriter, old *legacyDB
 		r.event = h.Event
 		hist = append(hist, r)
 	}
-	if err := w.write(ctx, tx, ups, nil, hist); err != nil {
+	if err := w.write(ctx, ups, nil, hist); err != nil {
 		return err
 	}
 	if len(old.duid) > 0 {
