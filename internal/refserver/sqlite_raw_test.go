@@ -8,18 +8,20 @@ import (
 	"time"
 )
 
+// reg is the registration of client n (its address and DUID end in n).
+func reg(n byte) Event {
+	a := cliAddr.As16()
+	a[15] = n
+	e := registerEvent(netip.AddrFrom16(a))
+	e.Binding.DUID = []byte{0, 2, 0, 0, 0x7e, 0x99, 0, n}
+	return e
+}
+
 // TestSQLiteWriterNewConnection: when database/sql replaces the writer's
 // connection, the commit prepares its statements again on the new one
 // (the old one's would wait for the new one's write lock, and fail).
 func TestSQLiteWriterNewConnection(t *testing.T) {
 	st := openWALTest(t, defaultRestartFrames)
-	reg := func(n byte) Event {
-		a := cliAddr.As16()
-		a[15] = n
-		e := registerEvent(netip.AddrFrom16(a))
-		e.Binding.DUID = []byte{0, 2, 0, 0, 0x7e, 0x99, 0, n}
-		return e
-	}
 	mustCommit(t, st, reg(1))
 	first := st.raw.c
 	// Expired: the next use of the pool closes the connection and
@@ -47,13 +49,6 @@ func TestSQLiteWriterNewConnection(t *testing.T) {
 func TestSQLiteCommitFailsWhole(t *testing.T) {
 	st := openWALTest(t, defaultRestartFrames)
 	ctx := context.Background()
-	reg := func(n byte) Event {
-		a := cliAddr.As16()
-		a[15] = n
-		e := registerEvent(netip.AddrFrom16(a))
-		e.Binding.DUID = []byte{0, 2, 0, 0, 0x7e, 0x99, 0, n}
-		return e
-	}
 	mustCommit(t, st, reg(1))
 	if _, err := st.w.ExecContext(ctx, `CREATE TRIGGER fail BEFORE INSERT ON history BEGIN SELECT RAISE(ABORT, 'history refused'); END`); err != nil {
 		t.Fatal(err)
