@@ -133,14 +133,14 @@
 // changes not yet merged.
 //
 // 0003_history_partitions (SQLite only; on PostgreSQL a no-op that keeps
-// one version number): history becomes a view over five partition tables
-// history_p0..history_p4 (the same columns, each with indexes on time_ns,
+// one version number): history becomes a view over 21 partition tables
+// history_p0..history_p20 (the same columns, each with indexes on time_ns,
 // (addr, time_ns) and (duid, time_ns)) and history_state (one row: the
 // floors floor_seq and floor_time the view filters on, next_seq, the
 // current partition cur, its rows and oldest time). The writer assigns
 // seq, inserts into the current partition, raises the floors as retention
-// requires and, once the current partition holds a quarter of the
-// records kept (or spans a quarter of the age limit), empties the next
+// requires and, once the current partition holds a 20th of the records
+// kept (or spans a 20th of the age limit), empties the next
 // one, all of whose rows are below a floor, in one DELETE without WHERE
 // (SQLite frees its pages whole) and writes there next
 // (sqlite_history.go): deleting the oldest row of the table and of its
