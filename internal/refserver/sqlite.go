@@ -46,11 +46,6 @@ type sqliteStore struct {
 	// raw: the commit's statements, on the writer's connection; used
 	// only while that connection is held (sql.Conn.Raw).
 	raw *sqliteRaw
-	// stmts: the DNS journal's, on the writer's pool (sqliteTx): the
-	// history's inserts, per partition.
-	stmts struct {
-		hist [histParts][len(rowSizes)]*sql.Stmt
-	}
 }
 
 // rowSizes are the numbers of rows of the writer's multi-row statements,
@@ -139,9 +134,6 @@ func openSQLite(ctx context.Context, path string, o storeOptions) (_ *sqliteStor
 			return nil, fmt.Errorf("database %s: %w: schema version %d, this program knows up to %d", path, ErrSchemaNewer, v, SchemaVersion)
 		}
 		return s, nil
-	}
-	if err := s.prepare(ctx); err != nil {
-		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	if o.dnsInstance != nil {
 		if s.dns, err = initDNSIntake(ctx, s.w, *o.dnsInstance); err != nil {
@@ -370,39 +362,12 @@ const (
 	sqliteDelete = `DELETE FROM bindings WHERE addr = $1`
 )
 
-// prepare prepares, on the writer's pool, the statements the DNS journal
-// writes history with (sqliteTx).
-func (s *sqliteStore) prepare(ctx context.Context) error {
-	p := func(dst **sql.Stmt, q string) error {
-		st, err := s.w.PrepareContext(ctx, q)
-		if err != nil {
-			return fmt.Errorf("prepare %q: %w", q, err)
-		}
-		*dst = st
-		return nil
-	}
-	var errs []error
-	for part := range histParts {
-		for k, n := range rowSizes {
-			errs = append(errs, p(&s.stmts.hist[part][k], sqliteHistoryInto(part, n)))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 func (s *sqliteStore) close() error {
 	var errs []error
 	if s.stopCkpt != nil {
 		s.stopCkpt()
 		<-s.ckptDone
 		errs = append(errs, s.ckpt.Close())
-	}
-	for _, st := range s.stmts.hist {
-		for _, st := range st {
-			if st != nil {
-				st.Close()
-			}
-		}
 	}
 	if s.db != nil {
 		errs = append(errs, s.db.Close())
@@ -558,9 +523,6 @@ func prepareRaw(c *sqlite3.Conn) (*sqliteRaw, error) {
 		p(&w.st.current[k], sqliteCurrent(n))
 		p(&w.st.count[k], sqliteCount(n))
 		p(&w.st.upsert[k], sqliteUpserts(n))
-		for part := range histParts {
-			p(&w.st.hist[part][k], sqliteHistoryInto(part, n))
-		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		w.close()
@@ -780,8 +742,16 @@ func (w *sqliteRaw) write(_ context.Context, ups []bindingRow, dels []string, hi
 		if err != nil {
 			return err
 		}
+		sts := &w.st.hist[hs.cur]
+		if sts[0] == nil {
+			// Prepared at the partition's first use: 21 partitions'
+			// statements at open took long and much memory.
+			if err := w.prepareHist(hs.cur); err != nil {
+				return err
+			}
+		}
 		seq := hs.next
-		err = w.exec(&w.st.hist[hs.cur], len(hist), 13, func(b *binder, p, i int) {
+		err = w.exec(sts, len(hist), 13, func(b *binder, p, i int) {
 			h := &hist[i]
 			b.int64(p, seq+int64(i))
 			b.int64(p+1, h.time)
@@ -801,6 +771,19 @@ func (w *sqliteRaw) write(_ context.Context, ups []bindingRow, dels []string, hi
 			return fmt.Errorf("write history: %w", err)
 		}
 		hs.added(hist)
+	}
+	return nil
+}
+
+// prepareHist prepares the inserts into partition part.
+func (w *sqliteRaw) prepareHist(part int) error {
+	for k, n := range rowSizes {
+		q := sqliteHistoryInto(part, n)
+		st, _, err := w.c.Prepare(q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		w.st.hist[part][k] = &rawStmt{s: st, bound: make([]boundValue, st.BindCount())}
 	}
 	return nil
 }
@@ -879,50 +862,39 @@ func (w *sqliteRaw) saveState(s *histState) error {
 }
 
 // sqliteTx writes rows through database/sql in tx, on the writer's pool:
-// the DNS journal's history (with the multi-row statements prepared on
-// the pool, s.stmts) and the import (one row per statement, prepared in
-// tx).
+// the DNS journal's history and the import (the history with multi-row
+// inserts, the rest one row per statement, prepared in tx).
 type sqliteTx struct {
 	s  *sqliteStore
 	tx *sql.Tx
 }
 
-// exec runs the multi-row statements sts over n rows' arguments; without
-// them, the one-row statement q prepared in tx.
-func (t sqliteTx) exec(ctx context.Context, sts *[len(rowSizes)]*sql.Stmt, q string, n int, args func(i int, a []any) []any) error {
-	a := make([]any, 0, rowSizes[0]*12)
-	if sts == nil || sts[0] == nil {
-		one, err := t.tx.PrepareContext(ctx, q)
-		if err != nil {
+// exec runs the one-row statement q, prepared in tx, over n rows'
+// arguments.
+func (t sqliteTx) exec(ctx context.Context, q string, n int, args func(i int, a []any) []any) error {
+	a := make([]any, 0, 12)
+	one, err := t.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer one.Close()
+	for i := range n {
+		if _, err := one.ExecContext(ctx, args(i, a[:0])...); err != nil {
 			return err
 		}
-		defer one.Close()
-		for i := range n {
-			if _, err := one.ExecContext(ctx, args(i, a[:0])...); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
-	return chunks(n, func(k, i int) error {
-		a = a[:0]
-		for j := i; j < i+rowSizes[k]; j++ {
-			a = args(j, a)
-		}
-		_, err := t.tx.StmtContext(ctx, sts[k]).ExecContext(ctx, a...)
-		return err
-	})
+	return nil
 }
 
 func (t sqliteTx) write(ctx context.Context, ups []bindingRow, dels []string, hist []historyRow) error {
 	if len(dels) > 0 {
-		err := t.exec(ctx, nil, sqliteDelete, len(dels), func(i int, a []any) []any { return append(a, dels[i]) })
+		err := t.exec(ctx, sqliteDelete, len(dels), func(i int, a []any) []any { return append(a, dels[i]) })
 		if err != nil {
 			return fmt.Errorf("delete bindings: %w", err)
 		}
 	}
 	if len(ups) > 0 {
-		err := t.exec(ctx, nil, sqliteUpsert, len(ups), func(i int, a []any) []any {
+		err := t.exec(ctx, sqliteUpsert, len(ups), func(i int, a []any) []any {
 			r := &ups[i]
 			return append(a, r.addr, r.prefix64, r.duid, r.iface, r.linkAddr, r.linkLayer, r.fqdn,
 				r.first, r.last, r.expires, r.preferred, r.valid)
@@ -937,14 +909,32 @@ func (t sqliteTx) write(ctx context.Context, ups []bindingRow, dels []string, hi
 		if err != nil {
 			return err
 		}
-		var sts *[len(rowSizes)]*sql.Stmt
-		if t.s.stmts.hist[hs.cur][0] != nil {
-			sts = &t.s.stmts.hist[hs.cur]
-		}
-		err = t.exec(ctx, sts, sqliteHistoryInto(hs.cur, 1), len(hist), func(i int, a []any) []any {
-			h := &hist[i]
-			return append(a, hs.next+int64(i), h.time, h.event, h.duid, h.prevDUID, h.addr, h.iface, h.linkAddr, h.linkLayer,
-				h.fqdn, h.preferred, h.valid, h.reason)
+		// The multi-row inserts, prepared in tx as needed.
+		var sts [len(rowSizes)]*sql.Stmt
+		defer func() {
+			for _, st := range sts {
+				if st != nil {
+					st.Close()
+				}
+			}
+		}()
+		a := make([]any, 0, rowSizes[0]*13)
+		err = chunks(len(hist), func(k, i int) error {
+			if sts[k] == nil {
+				st, err := t.tx.PrepareContext(ctx, sqliteHistoryInto(hs.cur, rowSizes[k]))
+				if err != nil {
+					return err
+				}
+				sts[k] = st
+			}
+			a = a[:0]
+			for j := i; j < i+rowSizes[k]; j++ {
+				h := &hist[j]
+				a = append(a, hs.next+int64(j), h.time, h.event, h.duid, h.prevDUID, h.addr, h.iface, h.linkAddr, h.linkLayer,
+					h.fqdn, h.preferred, h.valid, h.reason)
+			}
+			_, err := sts[k].ExecContext(ctx, a...)
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("write history: %w", err)
