@@ -88,7 +88,7 @@
 //
 // # Schema
 //
-// Schema version 2 (SchemaVersion; the migrations are numbered SQL files,
+// Schema version 3 (SchemaVersion; the migrations are numbered SQL files,
 // migrations/sqlite/NNNN_name.sql and migrations/postgres/NNNN_name.sql,
 // embedded and applied at start in order, each in a transaction with its
 // row in schema_version; a database of a newer version is refused). The
@@ -131,6 +131,23 @@
 // ddns_pending and deletes the change, in one transaction. A crash loses
 // no DNS update: at start the journal returns the pending rows and the
 // changes not yet merged.
+//
+// 0003_history_partitions (SQLite only; on PostgreSQL a no-op that keeps
+// one version number): history becomes a view over 21 partition tables
+// history_p0..history_p20 (the same columns, each with indexes on time_ns,
+// (addr, time_ns) and (duid, time_ns)) and history_state (one row: the
+// floors floor_seq and floor_time the view filters on, next_seq, the
+// current partition cur, its rows and oldest time). The writer assigns
+// seq, inserts into the current partition, raises the floors as retention
+// requires and, once the current partition holds a 20th of the records
+// kept (or spans a 20th of the age limit), empties the next
+// one, all of whose rows are below a floor, in one DELETE without WHERE
+// (SQLite frees its pages whole) and writes there next
+// (sqlite_history.go): deleting the oldest row of the table and of its
+// three indexes for each new one was 15 % of the writer's CPU at the
+// cap. Readers see the same rows as before; their queries on history use
+// each partition's indexes. Operators' SQL reads history as before and
+// never writes it. PostgreSQL keeps the history table, pruned per row.
 //
 // A new table is a new migration file per dialect, NNNN_….sql, and
 // SchemaVersion follows. The operators' queries are doc/examples/*.sql.

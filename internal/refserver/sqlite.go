@@ -46,11 +46,6 @@ type sqliteStore struct {
 	// raw: the commit's statements, on the writer's connection; used
 	// only while that connection is held (sql.Conn.Raw).
 	raw *sqliteRaw
-	// stmts: the DNS journal's, on the writer's pool (sqliteTx).
-	stmts struct {
-		pruneSeq, pruneAge *sql.Stmt
-		hist               [len(rowSizes)]*sql.Stmt
-	}
 }
 
 // rowSizes are the numbers of rows of the writer's multi-row statements,
@@ -139,9 +134,6 @@ func openSQLite(ctx context.Context, path string, o storeOptions) (_ *sqliteStor
 			return nil, fmt.Errorf("database %s: %w: schema version %d, this program knows up to %d", path, ErrSchemaNewer, v, SchemaVersion)
 		}
 		return s, nil
-	}
-	if err := s.prepare(ctx); err != nil {
-		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	if o.dnsInstance != nil {
 		if s.dns, err = initDNSIntake(ctx, s.w, *o.dnsInstance); err != nil {
@@ -341,14 +333,12 @@ func placeholders(n, k int, nullIf ...int) string {
 }
 
 const (
-	sqliteUpsertValues  = `($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12)`
-	sqliteHistoryValues = `($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
-	sqliteUpsert        = `INSERT INTO bindings (addr, prefix64, duid, iface, link_addr, link_layer, fqdn, first_ns, last_ns, expires_ns, preferred_s, valid_s)
+	sqliteUpsertValues = `($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12)`
+	sqliteUpsert       = `INSERT INTO bindings (addr, prefix64, duid, iface, link_addr, link_layer, fqdn, first_ns, last_ns, expires_ns, preferred_s, valid_s)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12)
 		ON CONFLICT (addr) DO UPDATE SET prefix64 = excluded.prefix64, duid = excluded.duid, iface = excluded.iface,
 		link_addr = excluded.link_addr, link_layer = excluded.link_layer, fqdn = excluded.fqdn, first_ns = excluded.first_ns,
 		last_ns = excluded.last_ns, expires_ns = excluded.expires_ns, preferred_s = excluded.preferred_s, valid_s = excluded.valid_s`
-	sqliteHistory = `INSERT INTO history (` + historyCols + `) VALUES ` + sqliteHistoryValues
 )
 
 // The writer's statements. Multi-row ones have rowSizes[k] rows in the
@@ -367,35 +357,10 @@ func sqliteUpserts(n int) string {
 	return strings.Replace(sqliteUpsert, sqliteUpsertValues, placeholders(n, 12, 10), 1)
 }
 
-func sqliteHistories(n int) string {
-	return strings.Replace(sqliteHistory, sqliteHistoryValues, placeholders(n, 12), 1)
-}
-
 const (
 	sqliteExpire = `DELETE FROM bindings WHERE expires_ns IS NOT NULL AND expires_ns <= $1 RETURNING ` + bindingCols
 	sqliteDelete = `DELETE FROM bindings WHERE addr = $1`
 )
-
-// prepare prepares, on the writer's pool, the statements the DNS journal
-// writes history with (sqliteTx).
-func (s *sqliteStore) prepare(ctx context.Context) error {
-	p := func(dst **sql.Stmt, q string) error {
-		st, err := s.w.PrepareContext(ctx, q)
-		if err != nil {
-			return fmt.Errorf("prepare %q: %w", q, err)
-		}
-		*dst = st
-		return nil
-	}
-	errs := []error{
-		p(&s.stmts.pruneSeq, pruneBySeq),
-		p(&s.stmts.pruneAge, pruneByAge),
-	}
-	for k, n := range rowSizes {
-		errs = append(errs, p(&s.stmts.hist[k], sqliteHistories(n)))
-	}
-	return errors.Join(errs...)
-}
 
 func (s *sqliteStore) close() error {
 	var errs []error
@@ -403,13 +368,6 @@ func (s *sqliteStore) close() error {
 		s.stopCkpt()
 		<-s.ckptDone
 		errs = append(errs, s.ckpt.Close())
-	}
-	sts := []*sql.Stmt{s.stmts.pruneSeq, s.stmts.pruneAge}
-	sts = append(sts, s.stmts.hist[:]...)
-	for _, st := range sts {
-		if st != nil {
-			st.Close()
-		}
 	}
 	if s.db != nil {
 		errs = append(errs, s.db.Close())
@@ -512,10 +470,15 @@ func (s *sqliteStore) commit(ctx context.Context, evs []Event, expireAt time.Tim
 // on the writer's connection, bound and stepped directly, in the
 // transaction commit began.
 type sqliteRaw struct {
-	c  *sqlite3.Conn
-	st struct {
-		expire, del, pruneSeq, pruneAge, intake *rawStmt
-		current, count, upsert, hist            [len(rowSizes)]*rawStmt
+	c *sqlite3.Conn
+	// hs is history_state as the commit's write read it, for its prune
+	// (hsRead).
+	hs     histState
+	hsRead bool
+	st     struct {
+		expire, del, intake, histState, loadHistState *rawStmt
+		current, count, upsert                        [len(rowSizes)]*rawStmt
+		hist                                          [histParts][len(rowSizes)]*rawStmt
 	}
 }
 
@@ -553,14 +516,13 @@ func prepareRaw(c *sqlite3.Conn) (*sqliteRaw, error) {
 	}
 	p(&w.st.expire, sqliteExpire)
 	p(&w.st.del, sqliteDelete)
-	p(&w.st.pruneSeq, pruneBySeq)
-	p(&w.st.pruneAge, pruneByAge)
 	p(&w.st.intake, sqliteIntake)
+	p(&w.st.histState, sqliteSaveHistState)
+	p(&w.st.loadHistState, sqliteLoadHistState)
 	for k, n := range rowSizes {
 		p(&w.st.current[k], sqliteCurrent(n))
 		p(&w.st.count[k], sqliteCount(n))
 		p(&w.st.upsert[k], sqliteUpserts(n))
-		p(&w.st.hist[k], sqliteHistories(n))
 	}
 	if err := errors.Join(errs...); err != nil {
 		w.close()
@@ -571,9 +533,12 @@ func prepareRaw(c *sqlite3.Conn) (*sqliteRaw, error) {
 
 // close finalizes the statements.
 func (w *sqliteRaw) close() error {
-	sts := []*rawStmt{w.st.expire, w.st.del, w.st.pruneSeq, w.st.pruneAge, w.st.intake}
+	sts := []*rawStmt{w.st.expire, w.st.del, w.st.intake, w.st.histState, w.st.loadHistState}
 	for k := range rowSizes {
-		sts = append(sts, w.st.current[k], w.st.count[k], w.st.upsert[k], w.st.hist[k])
+		sts = append(sts, w.st.current[k], w.st.count[k], w.st.upsert[k])
+		for part := range histParts {
+			sts = append(sts, w.st.hist[part][k])
+		}
 	}
 	var errs []error
 	for _, st := range sts {
@@ -773,87 +738,163 @@ func (w *sqliteRaw) write(_ context.Context, ups []bindingRow, dels []string, hi
 		}
 	}
 	if len(hist) > 0 {
-		err := w.exec(&w.st.hist, len(hist), 12, func(b *binder, p, i int) {
+		hs, err := w.histState(true)
+		if err != nil {
+			return err
+		}
+		sts := &w.st.hist[hs.cur]
+		if sts[0] == nil {
+			// Prepared at the partition's first use: 21 partitions'
+			// statements at open took long and much memory.
+			if err := w.prepareHist(hs.cur); err != nil {
+				return err
+			}
+		}
+		seq := hs.next
+		err = w.exec(sts, len(hist), 13, func(b *binder, p, i int) {
 			h := &hist[i]
-			b.int64(p, h.time)
-			b.text(p+1, h.event)
-			b.text(p+2, h.duid)
-			b.text(p+3, h.prevDUID)
-			b.text(p+4, h.addr)
-			b.text(p+5, h.iface)
-			b.text(p+6, h.linkAddr)
-			b.text(p+7, h.linkLayer)
-			b.text(p+8, h.fqdn)
-			b.int64(p+9, h.preferred)
-			b.int64(p+10, h.valid)
-			b.text(p+11, h.reason)
+			b.int64(p, seq+int64(i))
+			b.int64(p+1, h.time)
+			b.text(p+2, h.event)
+			b.text(p+3, h.duid)
+			b.text(p+4, h.prevDUID)
+			b.text(p+5, h.addr)
+			b.text(p+6, h.iface)
+			b.text(p+7, h.linkAddr)
+			b.text(p+8, h.linkLayer)
+			b.text(p+9, h.fqdn)
+			b.int64(p+10, h.preferred)
+			b.int64(p+11, h.valid)
+			b.text(p+12, h.reason)
 		})
 		if err != nil {
 			return fmt.Errorf("write history: %w", err)
 		}
+		hs.added(hist)
 	}
 	return nil
 }
 
-func (w *sqliteRaw) prune(ctx context.Context, ret retention, now int64) error {
-	run := func(st *rawStmt) execFunc {
-		return func(_ context.Context, args ...any) (sql.Result, error) {
-			b := binder{st: st}
-			b.int64(1, args[0].(int64))
-			if b.err != nil {
-				return nil, b.err
-			}
-			return nil, st.s.Exec()
+// prepareHist prepares the inserts into partition part.
+func (w *sqliteRaw) prepareHist(part int) error {
+	for k, n := range rowSizes {
+		q := sqliteHistoryInto(part, n)
+		st, _, err := w.c.Prepare(q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
 		}
+		w.st.hist[part][k] = &rawStmt{s: st, bound: make([]boundValue, st.BindCount())}
 	}
-	return pruneHistory(ctx, run(w.st.pruneSeq), run(w.st.pruneAge), ret, now)
+	return nil
+}
+
+// histState is history_state as this transaction has it: read again
+// for each commit's write (another process's server may have written
+// since; reading the one row is a page already in the cache), and by its
+// prune unless the write just did.
+func (w *sqliteRaw) histState(write bool) (*histState, error) {
+	if write || !w.hsRead {
+		s, err := loadHistState(w)
+		if err != nil {
+			return nil, err
+		}
+		w.hs, w.hsRead = s, true
+	}
+	return &w.hs, nil
+}
+
+func (w *sqliteRaw) prune(_ context.Context, ret retention, now int64) error {
+	hs, err := w.histState(false)
+	if err != nil {
+		return err
+	}
+	w.hsRead = false
+	if err := hs.retain(w, ret, now); err != nil {
+		return err
+	}
+	return w.saveState(hs)
+}
+
+func (w *sqliteRaw) ints(q string, dst ...*int64) error {
+	var st *sqlite3.Stmt
+	if q == sqliteLoadHistState {
+		st = w.st.loadHistState.s
+	} else {
+		var err error
+		if st, _, err = w.c.Prepare(q); err != nil {
+			return err
+		}
+		defer st.Close()
+	}
+	if !st.Step() {
+		err := st.Err()
+		if rerr := st.Reset(); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%s: no row", q)
+	}
+	for i, d := range dst {
+		*d = st.ColumnInt64(i)
+	}
+	return st.Reset()
+}
+
+func (w *sqliteRaw) execSQL(q string) error { return w.c.Exec(q) }
+
+func (w *sqliteRaw) saveState(s *histState) error {
+	b := binder{st: w.st.histState}
+	b.int64(1, s.floorSeq)
+	b.int64(2, s.floorTime)
+	b.int64(3, s.next)
+	b.int64(4, int64(s.cur))
+	b.int64(5, s.curRows)
+	b.int64(6, s.curMin)
+	if b.err != nil {
+		return fmt.Errorf("write history state: %w", b.err)
+	}
+	if err := b.st.s.Exec(); err != nil {
+		return fmt.Errorf("write history state: %w", err)
+	}
+	return nil
 }
 
 // sqliteTx writes rows through database/sql in tx, on the writer's pool:
-// the DNS journal's history (with the multi-row statements prepared on
-// the pool, s.stmts) and the import (one row per statement, prepared in
-// tx).
+// the DNS journal's history and the import (the history with multi-row
+// inserts, the rest one row per statement, prepared in tx).
 type sqliteTx struct {
 	s  *sqliteStore
 	tx *sql.Tx
 }
 
-// exec runs the multi-row statements sts over n rows' arguments; without
-// them, the one-row statement q prepared in tx.
-func (t sqliteTx) exec(ctx context.Context, sts *[len(rowSizes)]*sql.Stmt, q string, n int, args func(i int, a []any) []any) error {
-	a := make([]any, 0, rowSizes[0]*12)
-	if sts == nil || sts[0] == nil {
-		one, err := t.tx.PrepareContext(ctx, q)
-		if err != nil {
+// exec runs the one-row statement q, prepared in tx, over n rows'
+// arguments.
+func (t sqliteTx) exec(ctx context.Context, q string, n int, args func(i int, a []any) []any) error {
+	a := make([]any, 0, 12)
+	one, err := t.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer one.Close()
+	for i := range n {
+		if _, err := one.ExecContext(ctx, args(i, a[:0])...); err != nil {
 			return err
 		}
-		defer one.Close()
-		for i := range n {
-			if _, err := one.ExecContext(ctx, args(i, a[:0])...); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
-	return chunks(n, func(k, i int) error {
-		a = a[:0]
-		for j := i; j < i+rowSizes[k]; j++ {
-			a = args(j, a)
-		}
-		_, err := t.tx.StmtContext(ctx, sts[k]).ExecContext(ctx, a...)
-		return err
-	})
+	return nil
 }
 
 func (t sqliteTx) write(ctx context.Context, ups []bindingRow, dels []string, hist []historyRow) error {
 	if len(dels) > 0 {
-		err := t.exec(ctx, nil, sqliteDelete, len(dels), func(i int, a []any) []any { return append(a, dels[i]) })
+		err := t.exec(ctx, sqliteDelete, len(dels), func(i int, a []any) []any { return append(a, dels[i]) })
 		if err != nil {
 			return fmt.Errorf("delete bindings: %w", err)
 		}
 	}
 	if len(ups) > 0 {
-		err := t.exec(ctx, nil, sqliteUpsert, len(ups), func(i int, a []any) []any {
+		err := t.exec(ctx, sqliteUpsert, len(ups), func(i int, a []any) []any {
 			r := &ups[i]
 			return append(a, r.addr, r.prefix64, r.duid, r.iface, r.linkAddr, r.linkLayer, r.fqdn,
 				r.first, r.last, r.expires, r.preferred, r.valid)
@@ -863,20 +904,84 @@ func (t sqliteTx) write(ctx context.Context, ups []bindingRow, dels []string, hi
 		}
 	}
 	if len(hist) > 0 {
-		err := t.exec(ctx, &t.s.stmts.hist, sqliteHistory, len(hist), func(i int, a []any) []any {
-			h := &hist[i]
-			return append(a, h.time, h.event, h.duid, h.prevDUID, h.addr, h.iface, h.linkAddr, h.linkLayer,
-				h.fqdn, h.preferred, h.valid, h.reason)
+		h := txHist{ctx, t.tx}
+		hs, err := loadHistState(h)
+		if err != nil {
+			return err
+		}
+		// The multi-row inserts, prepared in tx as needed.
+		var sts [len(rowSizes)]*sql.Stmt
+		defer func() {
+			for _, st := range sts {
+				if st != nil {
+					st.Close()
+				}
+			}
+		}()
+		a := make([]any, 0, rowSizes[0]*13)
+		err = chunks(len(hist), func(k, i int) error {
+			if sts[k] == nil {
+				st, err := t.tx.PrepareContext(ctx, sqliteHistoryInto(hs.cur, rowSizes[k]))
+				if err != nil {
+					return err
+				}
+				sts[k] = st
+			}
+			a = a[:0]
+			for j := i; j < i+rowSizes[k]; j++ {
+				h := &hist[j]
+				a = append(a, hs.next+int64(j), h.time, h.event, h.duid, h.prevDUID, h.addr, h.iface, h.linkAddr, h.linkLayer,
+					h.fqdn, h.preferred, h.valid, h.reason)
+			}
+			_, err := sts[k].ExecContext(ctx, a...)
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("write history: %w", err)
 		}
+		hs.added(hist)
+		return h.saveState(&hs)
 	}
 	return nil
 }
 
 func (t sqliteTx) prune(ctx context.Context, ret retention, now int64) error {
-	return pruneHistory(ctx, t.tx.StmtContext(ctx, t.s.stmts.pruneSeq).ExecContext, t.tx.StmtContext(ctx, t.s.stmts.pruneAge).ExecContext, ret, now)
+	h := txHist{ctx, t.tx}
+	hs, err := loadHistState(h)
+	if err != nil {
+		return err
+	}
+	if err := hs.retain(h, ret, now); err != nil {
+		return err
+	}
+	return h.saveState(&hs)
+}
+
+// txHist is a histDB on a database/sql transaction.
+type txHist struct {
+	ctx context.Context
+	tx  *sql.Tx
+}
+
+func (h txHist) ints(q string, dst ...*int64) error {
+	a := make([]any, len(dst))
+	for i, d := range dst {
+		a[i] = d
+	}
+	return h.tx.QueryRowContext(h.ctx, q).Scan(a...)
+}
+
+func (h txHist) execSQL(q string) error {
+	_, err := h.tx.ExecContext(h.ctx, q)
+	return err
+}
+
+func (h txHist) saveState(s *histState) error {
+	_, err := h.tx.ExecContext(h.ctx, sqliteSaveHistState, s.floorSeq, s.floorTime, s.next, s.cur, s.curRows, s.curMin)
+	if err != nil {
+		return fmt.Errorf("write history state: %w", err)
+	}
+	return nil
 }
 
 const (

@@ -50,7 +50,7 @@ func TestSQLiteCommitFailsWhole(t *testing.T) {
 	st := openWALTest(t, defaultRestartFrames)
 	ctx := context.Background()
 	mustCommit(t, st, reg(1))
-	if _, err := st.w.ExecContext(ctx, `CREATE TRIGGER fail BEFORE INSERT ON history BEGIN SELECT RAISE(ABORT, 'history refused'); END`); err != nil {
+	if _, err := st.w.ExecContext(ctx, `CREATE TRIGGER fail BEFORE INSERT ON history_p0 BEGIN SELECT RAISE(ABORT, 'history refused'); END`); err != nil {
 		t.Fatal(err)
 	}
 	// The bindings are written first: the failure comes after them.
