@@ -305,7 +305,7 @@ func historyRowOfDNS(o ddns.Outcome) historyRow {
 
 // writeDB is the connection pool that writes (SQLite: the one writer).
 func (s *sqliteStore) writeDB() *sql.DB           { return s.w }
-func (s *sqliteStore) txw(tx *sql.Tx) rowWriter   { return sqliteTx{s, tx} }
+func (s *sqliteStore) txw(tx *sql.Tx) rowWriter   { return sqliteTx{tx} }
 func (s *sqliteStore) retention() retention       { return s.ret }
 func (s *postgresStore) writeDB() *sql.DB         { return s.db }
 func (s *postgresStore) txw(tx *sql.Tx) rowWriter { return pgTx{tx} }

@@ -865,7 +865,6 @@ func (w *sqliteRaw) saveState(s *histState) error {
 // the DNS journal's history and the import (the history with multi-row
 // inserts, the rest one row per statement, prepared in tx).
 type sqliteTx struct {
-	s  *sqliteStore
 	tx *sql.Tx
 }
 
